@@ -1,0 +1,118 @@
+//! The cluster API: what a manager answers. The CLI sends these to its local `shoald`, which
+//! serves them itself on a manager and refuses them on a worker, as Docker does.
+
+use crate::objects::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "Op", content = "Args")]
+pub enum ControlRequest {
+    SwarmInspect,
+    SwarmUpdate(SwarmUpdate),
+    JoinToken {
+        role: NodeRole,
+        rotate: bool,
+    },
+    NodeList,
+    /// By id, id prefix or hostname.
+    NodeInspect {
+        node: String,
+    },
+    NodeUpdate(NodeUpdate),
+    NodeRemove {
+        node: String,
+        force: bool,
+    },
+    ServiceCreate {
+        spec: ServiceSpec,
+    },
+    ServiceList,
+    /// By id, id prefix or name.
+    ServiceInspect {
+        service: String,
+    },
+    /// Replaces the spec; `version` must be the one read (optimistic concurrency, as Docker).
+    ServiceUpdate {
+        service: String,
+        version: u64,
+        spec: ServiceSpec,
+    },
+    ServiceRemove {
+        service: String,
+    },
+    NetworkCreate {
+        spec: NetworkSpec,
+    },
+    NetworkList,
+    NetworkInspect {
+        network: String,
+    },
+    NetworkRemove {
+        network: String,
+    },
+    /// Tasks, optionally only one service's or one node's.
+    TaskList {
+        service: Option<String>,
+        node: Option<String>,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SwarmUpdate {
+    pub cert_expiry_ns: Option<u64>,
+    pub heartbeat_period_ns: Option<u64>,
+    pub task_history_limit: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct NodeUpdate {
+    pub node: String,
+    pub availability: Option<Availability>,
+    pub role: Option<NodeRole>,
+    pub labels_add: BTreeMap<String, String>,
+    pub labels_rm: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "Kind", content = "Value")]
+pub enum ControlResponse {
+    Done,
+    Created { id: String },
+    Swarm(Box<Cluster>),
+    Token(String),
+    Nodes(Vec<Node>),
+    Node(Box<Node>),
+    Services(Vec<ServiceView>),
+    Service(Box<ServiceView>),
+    Networks(Vec<Network>),
+    Network(Box<Network>),
+    Tasks(Vec<TaskView>),
+}
+
+/// A service with the task counts `service ls` shows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceView {
+    #[serde(flatten)]
+    pub service: Service,
+    pub service_status: ServiceStatus,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceStatus {
+    pub running_tasks: u64,
+    pub desired_tasks: u64,
+}
+
+/// A task with the names `service ps` prints.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: Task,
+    pub name: String,
+    pub service_name: String,
+    pub node_name: String,
+}

@@ -1,0 +1,136 @@
+//! Agent sessions: what a manager streams to a node, and what the node reports back.
+
+use crate::objects::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SessionRequest {
+    pub node_id: String,
+    pub description: NodeDescription,
+}
+
+/// Everything one node needs to run its tasks and program its dataplane.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct NodeView {
+    pub node: Option<Node>,
+    pub tasks: Vec<Task>,
+    pub networks: Vec<NetworkView>,
+    pub endpoints: Vec<ServiceEndpoint>,
+    pub managers: Vec<ManagerPeer>,
+    pub heartbeat_period_ns: u64,
+    pub data_path_port: u16,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NetworkView {
+    pub network: Network,
+    /// Other nodes with tasks on this network (ingress: every node).
+    pub peers: Vec<NetworkPeer>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NetworkPeer {
+    pub node_id: String,
+    /// Underlay address of the peer's VTEP.
+    pub addr: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEndpoint {
+    pub service_id: String,
+    pub service_name: String,
+    pub mode: EndpointMode,
+    pub ports: Vec<PortConfig>,
+    pub virtual_ips: Vec<VirtualIp>,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Backend {
+    pub task_id: String,
+    pub task_name: String,
+    pub node_id: String,
+    pub network_id: String,
+    /// `ip/prefix`.
+    pub addr: String,
+    pub state: TaskState,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ManagerPeer {
+    pub node_id: String,
+    pub raft_id: u64,
+    /// `ip:port` of its gRPC listener.
+    pub addr: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "Kind", content = "Value")]
+pub enum SessionMessage {
+    /// The whole view; sent first and after every reconnect.
+    Snapshot { version: u64, view: Box<NodeView> },
+    /// Changes since `version - 1`'s view.
+    Delta { version: u64, changes: Vec<Change> },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "Kind", content = "Value")]
+pub enum Change {
+    Node(Box<Node>),
+    TaskUpsert(Box<Task>),
+    TaskRemove(String),
+    NetworkUpsert(Box<NetworkView>),
+    NetworkRemove(String),
+    EndpointUpsert(Box<ServiceEndpoint>),
+    EndpointRemove(String),
+    Managers(Vec<ManagerPeer>),
+    HeartbeatPeriod(u64),
+}
+
+impl NodeView {
+    /// Applies a delta in place; the agent's copy then equals the manager's.
+    pub fn apply(&mut self, changes: Vec<Change>) {
+        fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T, &T) -> bool) {
+            match list.iter_mut().find(|x| same(x, &item)) {
+                Some(slot) => *slot = item,
+                None => list.push(item),
+            }
+        }
+        for change in changes {
+            match change {
+                Change::Node(n) => self.node = Some(*n),
+                Change::TaskUpsert(t) => upsert(&mut self.tasks, *t, |a, b| a.id == b.id),
+                Change::TaskRemove(id) => self.tasks.retain(|t| t.id != id),
+                Change::NetworkUpsert(n) => {
+                    upsert(&mut self.networks, *n, |a, b| a.network.id == b.network.id)
+                }
+                Change::NetworkRemove(id) => self.networks.retain(|n| n.network.id != id),
+                Change::EndpointUpsert(e) => {
+                    upsert(&mut self.endpoints, *e, |a, b| a.service_id == b.service_id)
+                }
+                Change::EndpointRemove(id) => self.endpoints.retain(|e| e.service_id != id),
+                Change::Managers(m) => self.managers = m,
+                Change::HeartbeatPeriod(p) => self.heartbeat_period_ns = p,
+            }
+        }
+    }
+}
+
+/// Heartbeat plus task status changes since the last report.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReportRequest {
+    pub node_id: String,
+    pub statuses: Vec<TaskStatusUpdate>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TaskStatusUpdate {
+    pub task_id: String,
+    pub status: TaskStatus,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReportResponse {
+    /// When the next heartbeat is due, in nanoseconds.
+    pub heartbeat_period_ns: u64,
+}

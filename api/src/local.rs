@@ -1,0 +1,67 @@
+//! What the CLI asks its local `shoald` over the unix socket.
+
+use crate::control::ControlRequest;
+use crate::objects::Node;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "Op", content = "Args")]
+pub enum LocalRequest {
+    SwarmInit(SwarmInit),
+    SwarmJoin(SwarmJoin),
+    SwarmLeave { force: bool },
+    /// What this node is: `node inspect self` and `shoal info`.
+    Info,
+    Control(ControlRequest),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SwarmInit {
+    /// Address other nodes reach this one at (`ip` or `ip:port`).
+    pub advertise_addr: String,
+    /// Where the gRPC listener binds (`ip:port`), default `0.0.0.0:2377`.
+    pub listen_addr: String,
+    /// CIDRs that overlay subnets are carved from.
+    pub default_addr_pool: Vec<String>,
+    pub subnet_size: u8,
+    pub data_path_port: u16,
+    /// Range for dynamic published ports, default 30000-32767 (shoal-specific, for tests).
+    pub dynamic_port_range: Option<(u16, u16)>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SwarmJoin {
+    pub token: String,
+    /// A manager's `ip:port`.
+    pub remote_addr: String,
+    pub advertise_addr: String,
+    pub listen_addr: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "Kind", content = "Value")]
+pub enum LocalResponse {
+    Done,
+    /// `swarm init`/`join` result: the node id.
+    Joined { node_id: String },
+    Info(Box<NodeInfo>),
+    Control(crate::control::ControlResponse),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeInfo {
+    /// "inactive", "pending", "active" or "error", as Docker's `LocalNodeState`.
+    pub local_node_state: String,
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    #[serde(rename = "ClusterID")]
+    pub cluster_id: String,
+    pub control_available: bool,
+    pub node_addr: String,
+    /// Managers this node knows, `ip:port`.
+    pub remote_managers: Vec<String>,
+    /// The node as the cluster last described it to this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+}
