@@ -1,1 +1,9 @@
-//! placeholder
+//! shoald: the node daemon. It serves the CLI on a unix socket, runs the tasks assigned to
+//! its node, and on managers runs the manager beside them.
+#![forbid(unsafe_code)]
+
+pub mod daemon;
+pub mod exec;
+pub mod identity;
+pub mod session;
+pub mod tasks;

@@ -1,1 +1,95 @@
-fn main() {}
+//! `shoald --state-dir DIR --socket PATH`: one node daemon.
+
+use clap::Parser;
+use shoal_agent::daemon::{Daemon, DaemonOptions, LocalService};
+use shoal_agent::exec::native::NativeExecutor;
+use shoal_api::pb::local_server::LocalServer;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "shoald", version, about = "shoal node daemon")]
+struct Opts {
+    /// Where the node keeps its identity, certificates, raft log and task output.
+    #[arg(long, default_value = "/var/lib/shoal")]
+    state_dir: PathBuf,
+    /// Unix socket the CLI talks to (root-only).
+    #[arg(long, default_value = shoal_api::client::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Node name shown by `node ls` (default: the host name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Raft tick in milliseconds; an election starts after 10-20 ticks without a leader.
+    #[arg(long, default_value_t = 50, hide = true)]
+    raft_tick_ms: u64,
+    /// Log filter, e.g. "info" or "shoal_manager=debug".
+    #[arg(
+        long,
+        env = "SHOAL_LOG",
+        default_value = "warn,shoal_agent=info,shoal_manager=info"
+    )]
+    log: String,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let opts = Opts::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&opts.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let daemon = Daemon::new(
+        DaemonOptions {
+            state_dir: opts.state_dir.clone(),
+            socket: opts.socket.clone(),
+            hostname: opts.hostname.clone().unwrap_or_else(hostname),
+            raft_tick: Duration::from_millis(opts.raft_tick_ms.max(1)),
+        },
+        Arc::new(NativeExecutor),
+    )?;
+    if let Some(dir) = opts.socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(&opts.socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", opts.socket.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(&opts.socket)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.socket.display()))?;
+    // Whoever can talk to shoald controls the node: root only, like docker.sock.
+    std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
+    daemon.resume().await?;
+    tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "shoald ready");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            LocalServer::new(LocalService {
+                daemon: daemon.clone(),
+            })
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20),
+        )
+        .serve_with_incoming_shutdown(incoming, async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        });
+    server.await?;
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub enum LocalRequest {
     SwarmInit(SwarmInit),
     SwarmJoin(SwarmJoin),
-    SwarmLeave { force: bool },
+    SwarmLeave {
+        force: bool,
+    },
     /// What this node is: `node inspect self` and `shoal info`.
     Info,
     Control(ControlRequest),
@@ -43,7 +45,9 @@ pub struct SwarmJoin {
 pub enum LocalResponse {
     Done,
     /// `swarm init`/`join` result: the node id.
-    Joined { node_id: String },
+    Joined {
+        node_id: String,
+    },
     Info(Box<NodeInfo>),
     Control(crate::control::ControlResponse),
 }

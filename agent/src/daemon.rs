@@ -1,0 +1,588 @@
+//! `shoald`: the local API on a unix socket, and the node's life in a swarm: init, join,
+//! leave, and restart from the state dir. Managers run a `ManagerRuntime` beside the agent.
+
+use crate::exec::Executor;
+use crate::identity::{Certs, Identity, StateDir};
+use crate::session::{Agent, AgentConfig};
+use crate::tasks::TaskRunner;
+use shoal_api::control::ControlResponse;
+use shoal_api::dispatch::ManagerPeer;
+use shoal_api::join::{JoinRequest, JoinResponse};
+use shoal_api::local::*;
+use shoal_api::now_rfc3339;
+use shoal_api::objects::*;
+use shoal_api::pb::{self, Frame};
+use shoal_api::wire::{ErrorKind, frame, unframe};
+use shoal_manager::ca::{self, JoinToken, RootCa};
+use shoal_manager::consensus::RaftConfig;
+use shoal_manager::ids::{new_id, new_raft_id};
+use shoal_manager::runtime::{ManagerConfig, ManagerRuntime};
+use shoal_manager::store::{Command, InitCluster};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+
+pub const DEFAULT_PORT: u16 = 2377;
+
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub hostname: String,
+    /// Raft tick; elections start after 10-20 ticks of silence.
+    pub raft_tick: Duration,
+}
+
+struct Running {
+    identity: Identity,
+    agent: Agent,
+    runner: TaskRunner,
+    manager: Option<ManagerRuntime>,
+}
+
+pub struct Daemon {
+    opts: DaemonOptions,
+    dir: StateDir,
+    executor: Arc<dyn Executor>,
+    inner: Mutex<Option<Running>>,
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> Status {
+    kind.status(msg)
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    ErrorKind::Internal.status(e.to_string())
+}
+
+/// `ip` or `ip:port` to a socket address, with `default_port` when none is given.
+fn parse_addr(s: &str, default_port: u16, what: &str) -> Result<SocketAddr, Status> {
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    Err(err(
+        ErrorKind::Invalid,
+        format!("{what} {s:?} is not an IP address or IP:port"),
+    ))
+}
+
+/// Listen and advertise addresses as Docker resolves them: the advertise address defaults to
+/// the listen address, and must be a concrete IP.
+fn resolve_addrs(
+    listen: &str,
+    advertise: &str,
+) -> Result<(SocketAddr, IpAddr, SocketAddr), Status> {
+    let listen = parse_addr(
+        if listen.is_empty() {
+            "0.0.0.0:2377"
+        } else {
+            listen
+        },
+        DEFAULT_PORT,
+        "--listen-addr",
+    )?;
+    let adv = if advertise.is_empty() {
+        if listen.ip().is_unspecified() {
+            return Err(err(
+                ErrorKind::Invalid,
+                "could not choose an IP address to advertise since --listen-addr is unspecified; use --advertise-addr",
+            ));
+        }
+        SocketAddr::new(listen.ip(), listen.port())
+    } else {
+        parse_addr(advertise, listen.port(), "--advertise-addr")?
+    };
+    Ok((listen, adv.ip(), SocketAddr::new(adv.ip(), adv.port())))
+}
+
+impl Daemon {
+    pub fn new(opts: DaemonOptions, executor: Arc<dyn Executor>) -> anyhow::Result<Arc<Daemon>> {
+        let dir = StateDir::new(opts.state_dir.clone())?;
+        Ok(Arc::new(Daemon {
+            opts,
+            dir,
+            executor,
+            inner: Mutex::new(None),
+        }))
+    }
+
+    /// Rejoins the swarm recorded in the state dir, if any.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        if let Some((identity, certs)) = self.dir.load()? {
+            tracing::info!(node = %identity.node_id, role = %identity.role, "resuming swarm membership from the state dir");
+            let running = self
+                .start_node(identity, certs, false)
+                .await
+                .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+            *self.inner.lock().await = Some(running);
+        }
+        Ok(())
+    }
+
+    async fn start_node(
+        &self,
+        identity: Identity,
+        certs: Certs,
+        bootstrap: bool,
+    ) -> Result<Running, Status> {
+        let manager = if identity.role == NodeRole::Manager {
+            let listen: SocketAddr = identity.listen_addr.parse().map_err(internal)?;
+            let mut raft = RaftConfig::new(identity.raft_id);
+            raft.tick = self.opts.raft_tick;
+            let rt = ManagerRuntime::start(ManagerConfig {
+                raft_dir: self.dir.raft_dir(),
+                raft,
+                listen_addr: listen,
+                ca_pem: certs.ca_pem.clone(),
+                cert_pem: certs.cert_pem.clone(),
+                key_pem: certs.key_pem.clone(),
+                bootstrap,
+                peers: identity.managers.clone(),
+            })
+            .await
+            .map_err(|e| err(ErrorKind::Unavailable, e.to_string()))?;
+            Some(rt)
+        } else {
+            None
+        };
+        let runner = TaskRunner::new(self.executor.clone(), self.dir.tasks_dir());
+        let mut managers: Vec<String> = identity.managers.iter().map(|m| m.addr.clone()).collect();
+        if identity.role == NodeRole::Manager && !managers.contains(&identity.grpc_addr) {
+            managers.insert(0, identity.grpc_addr.clone());
+        }
+        let agent = Agent::start(
+            AgentConfig {
+                node_id: identity.node_id.clone(),
+                hostname: self.opts.hostname.clone(),
+                tls: ca::tls::client_tls(&certs.ca_pem, &certs.cert_pem, &certs.key_pem),
+                managers,
+            },
+            runner.clone(),
+        );
+        Ok(Running {
+            identity,
+            agent,
+            runner,
+            manager,
+        })
+    }
+
+    async fn init(&self, req: SwarmInit) -> Result<LocalResponse, Status> {
+        let mut inner = self.inner.lock().await;
+        if inner.is_some() {
+            return Err(already_in_swarm());
+        }
+        let (listen, adv_ip, grpc) = resolve_addrs(&req.listen_addr, &req.advertise_addr)?;
+        if req.default_addr_pool.is_empty() {
+            return Err(err(
+                ErrorKind::Invalid,
+                "--default-addr-pool needs at least one CIDR",
+            ));
+        }
+        if !(8..=29).contains(&req.subnet_size) {
+            return Err(err(
+                ErrorKind::Invalid,
+                format!(
+                    "--default-addr-pool-mask-length {} must be between 8 and 29",
+                    req.subnet_size
+                ),
+            ));
+        }
+        if req.data_path_port < 1024 || req.data_path_port > 49151 {
+            return Err(err(
+                ErrorKind::Invalid,
+                format!(
+                    "--data-path-port {} must be between 1024 and 49151",
+                    req.data_path_port
+                ),
+            ));
+        }
+        let dynamic_ports = req.dynamic_port_range.unwrap_or((30000, 32767));
+        if dynamic_ports.0 == 0 || dynamic_ports.0 > dynamic_ports.1 {
+            return Err(err(
+                ErrorKind::Invalid,
+                "the dynamic port range must be LO-HI with 1 <= LO <= HI",
+            ));
+        }
+        let node_id = new_id();
+        let cluster_id = new_id();
+        let raft_id = new_raft_id();
+        let root = RootCa::generate().map_err(internal)?;
+        let (key_pem, csr_pem) = ca::new_key_and_csr().map_err(internal)?;
+        let spec = ClusterSpec::default();
+        let cert_pem = root
+            .issue(
+                &csr_pem,
+                &node_id,
+                &cluster_id,
+                NodeRole::Manager,
+                Duration::from_nanos(spec.node_cert_expiry),
+            )
+            .map_err(internal)?;
+        let certs = Certs {
+            ca_pem: root.cert_pem().to_string(),
+            cert_pem,
+            key_pem,
+        };
+        let identity = Identity {
+            node_id: node_id.clone(),
+            cluster_id: cluster_id.clone(),
+            role: NodeRole::Manager,
+            raft_id,
+            advertise_addr: adv_ip.to_string(),
+            listen_addr: listen.to_string(),
+            grpc_addr: grpc.to_string(),
+            managers: vec![ManagerPeer {
+                node_id: node_id.clone(),
+                raft_id,
+                addr: grpc.to_string(),
+            }],
+        };
+        // Refuse before writing anything if the port is taken.
+        drop(std::net::TcpListener::bind(listen).map_err(|e| {
+            err(
+                ErrorKind::Invalid,
+                format!("cannot listen on {listen}: {e}; choose another --listen-addr"),
+            )
+        })?);
+        let running = self
+            .start_node(identity.clone(), certs.clone(), true)
+            .await?;
+        let manager = running.manager.as_ref().expect("init makes a manager");
+        // The single voter elects itself at once; wait for that before the first write.
+        for _ in 0..100 {
+            if manager.raft.is_leader() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let now = now_rfc3339();
+        let mut node_labels = std::collections::BTreeMap::new();
+        node_labels.insert(
+            shoal_manager::store::GRPC_ADDR_LABEL.to_string(),
+            grpc.to_string(),
+        );
+        let init = InitCluster {
+            cluster: Cluster {
+                id: cluster_id,
+                version: Version::default(),
+                created_at: now.clone(),
+                updated_at: now.clone(),
+                spec,
+                tls_info: root.cert_pem().to_string(),
+                default_addr_pool: req.default_addr_pool.clone(),
+                subnet_size: req.subnet_size,
+                data_path_port: req.data_path_port,
+                join_tokens: None,
+            },
+            ca_key_pem: root.key_pem().unwrap_or_default(),
+            worker_token: JoinToken::generate(&root).to_string(),
+            manager_token: JoinToken::generate(&root).to_string(),
+            node: Node {
+                id: node_id.clone(),
+                version: Version::default(),
+                created_at: now.clone(),
+                updated_at: now,
+                spec: NodeSpec {
+                    name: String::new(),
+                    labels: node_labels,
+                    role: NodeRole::Manager,
+                    availability: Availability::Active,
+                },
+                description: NodeDescription {
+                    hostname: self.opts.hostname.clone(),
+                    platform: Platform::default(),
+                    executor: self.executor.name().to_string(),
+                },
+                status: NodeStatus {
+                    state: NodeState::Unknown,
+                    message: String::new(),
+                    addr: adv_ip.to_string(),
+                },
+                manager_status: Some(ManagerStatus {
+                    addr: grpc.to_string(),
+                    ..Default::default()
+                }),
+                raft_id,
+            },
+            ingress_id: new_id(),
+            ingress_spec: NetworkSpec {
+                name: "ingress".into(),
+                labels: Default::default(),
+                driver_configuration: Driver {
+                    name: "overlay".into(),
+                    options: Default::default(),
+                },
+                ingress: true,
+                attachable: false,
+                ipam_options: IpamOptions::default(),
+            },
+            dynamic_ports,
+        };
+        if let Err(e) = manager.raft.propose(Command::Init(Box::new(init))).await {
+            // Nothing was committed: undo everything so a corrected init can run.
+            running.agent.stop();
+            if let Some(m) = running.manager {
+                m.stop();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = self.dir.wipe();
+            return Err(shoal_manager::controlapi::propose_status(e));
+        }
+        self.dir.save_certs(&certs).map_err(internal)?;
+        self.dir.save_identity(&identity).map_err(internal)?;
+        *inner = Some(running);
+        tracing::info!(node = %node_id, "swarm initialized");
+        Ok(LocalResponse::Joined { node_id })
+    }
+
+    async fn join(&self, req: SwarmJoin) -> Result<LocalResponse, Status> {
+        let mut inner = self.inner.lock().await;
+        if inner.is_some() {
+            return Err(already_in_swarm());
+        }
+        let token = JoinToken::parse(&req.token)
+            .map_err(|e| err(ErrorKind::Invalid, format!("invalid join token: {e}")))?;
+        let remote = parse_addr(&req.remote_addr, DEFAULT_PORT, "manager address")?;
+        let listen_default = format!("0.0.0.0:{DEFAULT_PORT}");
+        let (listen, adv_ip, grpc) = resolve_addrs(
+            if req.listen_addr.is_empty() {
+                &listen_default
+            } else {
+                &req.listen_addr
+            },
+            &req.advertise_addr,
+        )?;
+        let ca_pem = ca::tls::fetch_root_ca(remote, &token.ca_digest)
+            .await
+            .map_err(|e| err(ErrorKind::Permission, e.to_string()))?;
+        let (key_pem, csr_pem) = ca::new_key_and_csr().map_err(internal)?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{remote}"))
+            .map_err(internal)?
+            .tls_config(ca::tls::join_client_tls(&ca_pem))
+            .map_err(internal)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| {
+                err(
+                    ErrorKind::Unavailable,
+                    format!("cannot reach manager {remote}: {e}"),
+                )
+            })?;
+        let mut client = pb::ca_client::CaClient::new(channel);
+        let request = JoinRequest {
+            token: req.token.clone(),
+            csr_pem,
+            description: NodeDescription {
+                hostname: self.opts.hostname.clone(),
+                platform: Platform {
+                    architecture: std::env::consts::ARCH.into(),
+                    os: std::env::consts::OS.into(),
+                },
+                executor: self.executor.name().into(),
+            },
+            advertise_addr: adv_ip.to_string(),
+            grpc_addr: grpc.to_string(),
+        };
+        let answer: JoinResponse = unframe(client.join(frame(&request)).await?.get_ref())?;
+        let certs = Certs {
+            ca_pem: answer.ca_pem,
+            cert_pem: answer.cert_pem,
+            key_pem,
+        };
+        let mut managers = answer.managers;
+        if !managers.iter().any(|m| m.addr == remote.to_string()) {
+            managers.push(ManagerPeer {
+                node_id: String::new(),
+                raft_id: 0,
+                addr: remote.to_string(),
+            });
+        }
+        let identity = Identity {
+            node_id: answer.node_id.clone(),
+            cluster_id: answer.cluster_id,
+            role: answer.role,
+            raft_id: answer.raft_id,
+            advertise_addr: adv_ip.to_string(),
+            listen_addr: listen.to_string(),
+            grpc_addr: grpc.to_string(),
+            managers,
+        };
+        self.dir.save_certs(&certs).map_err(internal)?;
+        self.dir.save_identity(&identity).map_err(internal)?;
+        let running = self.start_node(identity, certs, false).await?;
+        *inner = Some(running);
+        Ok(LocalResponse::Joined {
+            node_id: answer.node_id,
+        })
+    }
+
+    async fn leave(&self, force: bool) -> Result<LocalResponse, Status> {
+        let mut inner = self.inner.lock().await;
+        let Some(running) = inner.as_ref() else {
+            return Err(err(
+                ErrorKind::Precondition,
+                "This node is not part of a swarm",
+            ));
+        };
+        if running.identity.role == NodeRole::Manager && !force {
+            let (reachable, managers) = running
+                .manager
+                .as_ref()
+                .map(|m| m.raft.reachable())
+                .unwrap_or((1, 1));
+            return Err(err(
+                ErrorKind::Precondition,
+                format!(
+                    "You are attempting to leave the swarm on a node that is participating as a manager ({reachable} of {managers} managers reachable). Demote it first with 'shoal node demote', or use --force to ignore this message."
+                ),
+            ));
+        }
+        let running = inner.take().expect("checked");
+        running.agent.stop();
+        running.runner.stop_all().await;
+        if let Some(m) = running.manager {
+            m.stop();
+        }
+        // Let the raft thread and server wind down before their files go.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.dir.wipe().map_err(internal)?;
+        Ok(LocalResponse::Done)
+    }
+
+    async fn info(&self) -> LocalResponse {
+        let inner = self.inner.lock().await;
+        let info = match inner.as_ref() {
+            None => NodeInfo {
+                local_node_state: "inactive".into(),
+                node_id: String::new(),
+                cluster_id: String::new(),
+                control_available: false,
+                node_addr: String::new(),
+                remote_managers: vec![],
+                node: None,
+            },
+            Some(r) => {
+                let view_node = r.agent.view.read().expect("view lock").node.clone();
+                let node = match (&r.manager, view_node) {
+                    (Some(m), _) => m
+                        .raft
+                        .state()
+                        .nodes
+                        .get(&r.identity.node_id)
+                        .map(|n| m.control.node_view(n)),
+                    (None, n) => n,
+                };
+                let remote = r
+                    .agent
+                    .view
+                    .read()
+                    .expect("view lock")
+                    .managers
+                    .iter()
+                    .map(|m| m.addr.clone())
+                    .collect::<Vec<_>>();
+                NodeInfo {
+                    local_node_state: "active".into(),
+                    node_id: r.identity.node_id.clone(),
+                    cluster_id: r.identity.cluster_id.clone(),
+                    control_available: r.manager.is_some(),
+                    node_addr: r.identity.advertise_addr.clone(),
+                    remote_managers: if remote.is_empty() {
+                        r.identity.managers.iter().map(|m| m.addr.clone()).collect()
+                    } else {
+                        remote
+                    },
+                    node,
+                }
+            }
+        };
+        LocalResponse::Info(Box::new(info))
+    }
+
+    async fn control(
+        &self,
+        req: shoal_api::control::ControlRequest,
+    ) -> Result<LocalResponse, Status> {
+        let control = {
+            let inner = self.inner.lock().await;
+            let Some(running) = inner.as_ref() else {
+                return Err(err(
+                    ErrorKind::Precondition,
+                    "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect this node to swarm and try again.",
+                ));
+            };
+            match &running.manager {
+                Some(m) => m.control.clone(),
+                None => {
+                    return Err(err(
+                        ErrorKind::Precondition,
+                        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
+                    ));
+                }
+            }
+        };
+        let answer: ControlResponse = control.handle(req).await?;
+        Ok(LocalResponse::Control(answer))
+    }
+
+    pub async fn handle(&self, req: LocalRequest) -> Result<LocalResponse, Status> {
+        match req {
+            LocalRequest::SwarmInit(r) => self.init(r).await,
+            LocalRequest::SwarmJoin(r) => self.join(r).await,
+            LocalRequest::SwarmLeave { force } => self.leave(force).await,
+            LocalRequest::Info => Ok(self.info().await),
+            LocalRequest::Control(r) => self.control(r).await,
+        }
+    }
+
+    /// Stops tasks and the manager on daemon shutdown; the state dir stays for the restart.
+    pub async fn shutdown(&self) {
+        if let Some(running) = self.inner.lock().await.take() {
+            running.agent.stop();
+            if let Some(m) = running.manager {
+                m.stop();
+            }
+        }
+    }
+}
+
+fn already_in_swarm() -> Status {
+    err(
+        ErrorKind::Precondition,
+        "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.",
+    )
+}
+
+/// The local API service.
+pub struct LocalService {
+    pub daemon: Arc<Daemon>,
+}
+
+type FrameStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Frame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::local_server::Local for LocalService {
+    async fn call(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let request: LocalRequest = unframe(req.get_ref())?;
+        let answer = self.daemon.handle(request).await?;
+        Ok(Response::new(frame(&answer)))
+    }
+
+    type StreamStream = FrameStream;
+
+    async fn stream(&self, _req: Request<Frame>) -> Result<Response<FrameStream>, Status> {
+        Err(err(
+            ErrorKind::Invalid,
+            "no streaming request is served yet",
+        ))
+    }
+}

@@ -1,0 +1,50 @@
+//! Task executors behind one trait. The native executor runs a task's command as a plain
+//! process; the Docker executor comes with its own issue.
+
+pub mod native;
+
+use shoal_api::objects::Task;
+use std::path::Path;
+
+/// How a task's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("task {task}: cannot start {program:?}: {source}")]
+    Spawn {
+        task: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("task {task}: {reason}")]
+    Invalid { task: String, reason: String },
+    #[error("task {task}: output file {path}: {source}")]
+    Output {
+        task: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started task.
+pub struct Started {
+    pub pid: u32,
+    /// Resolves when the task's process ends.
+    pub exit: tokio::sync::oneshot::Receiver<Exit>,
+}
+
+pub trait Executor: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Starts a task, writing its output to `log`.
+    fn start(&self, task: &Task, log: &Path) -> Result<Started, ExecError>;
+    /// Asks a task to stop (SIGTERM); the caller escalates with `kill` after the grace period.
+    fn terminate(&self, pid: u32);
+    fn kill(&self, pid: u32);
+}

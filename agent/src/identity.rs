@@ -1,0 +1,161 @@
+//! What a node keeps in its state dir: who it is, its certificates and the managers it knows.
+//!
+//! Layout: `node.json`, `certificates/{swarm-root-ca.crt, swarm-node.crt, swarm-node.key}`,
+//! `raft/` on managers, `tasks/<id>/output.log`.
+
+use serde::{Deserialize, Serialize};
+use shoal_api::dispatch::ManagerPeer;
+use shoal_api::objects::NodeRole;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub role: NodeRole,
+    pub raft_id: u64,
+    /// Underlay address other nodes reach this one at.
+    pub advertise_addr: String,
+    /// Where this node's gRPC listener binds.
+    pub listen_addr: String,
+    /// `advertise_ip:listen_port`, what other nodes dial.
+    pub grpc_addr: String,
+    pub managers: Vec<ManagerPeer>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Certs {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a valid node identity file: {source}; remove the state dir to start over"
+    )]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a file durably and atomically (temp file, fsync, rename), private to root.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), IdentityError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(())
+}
+
+pub struct StateDir {
+    pub root: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(root: PathBuf) -> Result<Self, IdentityError> {
+        std::fs::create_dir_all(root.join("certificates")).map_err(io(&root))?;
+        Ok(StateDir { root })
+    }
+
+    fn node_file(&self) -> PathBuf {
+        self.root.join("node.json")
+    }
+
+    pub fn raft_dir(&self) -> PathBuf {
+        self.root.join("raft")
+    }
+
+    pub fn tasks_dir(&self) -> PathBuf {
+        self.root.join("tasks")
+    }
+
+    fn cert_path(&self, name: &str) -> PathBuf {
+        self.root.join("certificates").join(name)
+    }
+
+    pub fn load(&self) -> Result<Option<(Identity, Certs)>, IdentityError> {
+        let path = self.node_file();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let identity = serde_json::from_slice(&bytes).map_err(|source| IdentityError::Decode {
+            path: path.clone(),
+            source,
+        })?;
+        let read = |name: &str| {
+            let p = self.cert_path(name);
+            std::fs::read_to_string(&p).map_err(io(&p))
+        };
+        let certs = Certs {
+            ca_pem: read("swarm-root-ca.crt")?,
+            cert_pem: read("swarm-node.crt")?,
+            key_pem: read("swarm-node.key")?,
+        };
+        Ok(Some((identity, certs)))
+    }
+
+    pub fn save_identity(&self, identity: &Identity) -> Result<(), IdentityError> {
+        let json = serde_json::to_vec_pretty(identity).expect("identity serializes");
+        write_private(&self.node_file(), &json)
+    }
+
+    pub fn save_certs(&self, certs: &Certs) -> Result<(), IdentityError> {
+        write_private(
+            &self.cert_path("swarm-root-ca.crt"),
+            certs.ca_pem.as_bytes(),
+        )?;
+        write_private(&self.cert_path("swarm-node.key"), certs.key_pem.as_bytes())?;
+        write_private(&self.cert_path("swarm-node.crt"), certs.cert_pem.as_bytes())
+    }
+
+    /// Forgets the swarm: identity, certificates, raft log and task output.
+    pub fn wipe(&self) -> Result<(), IdentityError> {
+        for p in [
+            self.node_file(),
+            self.raft_dir(),
+            self.tasks_dir(),
+            self.root.join("certificates"),
+        ] {
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match r {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        std::fs::create_dir_all(self.root.join("certificates")).map_err(io(&self.root))?;
+        Ok(())
+    }
+}

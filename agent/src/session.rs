@@ -1,0 +1,219 @@
+//! The agent's session with the leader: receive the node's view (snapshot, then deltas),
+//! hand it to the task runner, and report status plus heartbeats.
+
+use crate::tasks::TaskRunner;
+use shoal_api::dispatch::*;
+use shoal_api::objects::{NodeDescription, Platform};
+use shoal_api::pb::dispatcher_client::DispatcherClient;
+use shoal_api::wire::{frame, unframe};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub node_id: String,
+    pub hostname: String,
+    pub tls: ClientTlsConfig,
+    /// Managers to try, `ip:port`.
+    pub managers: Vec<String>,
+}
+
+/// The latest view, for `node inspect self` and for whoever watches role changes.
+pub type SharedView = Arc<RwLock<NodeView>>;
+
+pub struct Agent {
+    stop: watch::Sender<bool>,
+    pub view: SharedView,
+}
+
+impl Agent {
+    pub fn start(cfg: AgentConfig, runner: TaskRunner) -> Agent {
+        let (stop, stop_rx) = watch::channel(false);
+        let view: SharedView = Arc::default();
+        tokio::spawn(session_loop(cfg, runner, view.clone(), stop_rx));
+        Agent { stop, view }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn connect(addr: &str, tls: &ClientTlsConfig) -> Option<DispatcherClient<Channel>> {
+    let ep = Endpoint::from_shared(format!("https://{addr}"))
+        .ok()?
+        .tls_config(tls.clone())
+        .ok()?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    Some(DispatcherClient::new(ep.connect_lazy()).max_decoding_message_size(256 << 20))
+}
+
+fn description(cfg: &AgentConfig, runner: &TaskRunner) -> NodeDescription {
+    NodeDescription {
+        hostname: cfg.hostname.clone(),
+        platform: Platform {
+            architecture: std::env::consts::ARCH.to_string(),
+            os: std::env::consts::OS.to_string(),
+        },
+        executor: runner.executor_name().to_string(),
+    }
+}
+
+async fn session_loop(
+    cfg: AgentConfig,
+    runner: TaskRunner,
+    view: SharedView,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut managers = cfg.managers.clone();
+    let mut next = 0usize;
+    let mut preferred: Option<String> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let addr = match preferred.take() {
+            Some(a) => a,
+            None => {
+                if managers.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                next = (next + 1) % managers.len();
+                managers[next].clone()
+            }
+        };
+        let outcome = tokio::select! {
+            r = run_session(&cfg, &addr, &runner, &view) => r,
+            _ = stop.changed() => return,
+        };
+        match outcome {
+            SessionEnd::Redirect(leader) => {
+                tracing::debug!(%addr, %leader, "redirected to the leader");
+                preferred = Some(leader);
+                backoff = Duration::from_millis(50);
+            }
+            SessionEnd::Failed(e) => {
+                tracing::debug!(%addr, error = %e, "session ended");
+            }
+        }
+        let known: Vec<String> = view
+            .read()
+            .expect("view lock")
+            .managers
+            .iter()
+            .map(|m| m.addr.clone())
+            .collect();
+        if !known.is_empty() {
+            managers = known;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+enum SessionEnd {
+    Redirect(String),
+    Failed(String),
+}
+
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    status
+        .metadata()
+        .get("shoal-leader")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn run_session(
+    cfg: &AgentConfig,
+    addr: &str,
+    runner: &TaskRunner,
+    view: &SharedView,
+) -> SessionEnd {
+    let Some(mut client) = connect(addr, &cfg.tls) else {
+        return SessionEnd::Failed(format!("bad manager address {addr}"));
+    };
+    let req = SessionRequest {
+        node_id: cfg.node_id.clone(),
+        description: description(cfg, runner),
+    };
+    let mut stream = match client.session(frame(&req)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return match leader_hint(&status) {
+                Some(l) if l != addr => SessionEnd::Redirect(l),
+                _ => SessionEnd::Failed(status.message().to_string()),
+            };
+        }
+    };
+    let heartbeat = tokio::spawn(report_loop(
+        cfg.clone(),
+        client.clone(),
+        runner.clone(),
+        view.clone(),
+    ));
+    let end = loop {
+        let msg = match stream.message().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break SessionEnd::Failed("stream closed".into()),
+            Err(status) => break SessionEnd::Failed(status.message().to_string()),
+        };
+        let msg: SessionMessage = match unframe(&msg) {
+            Ok(m) => m,
+            Err(e) => break SessionEnd::Failed(e.message().to_string()),
+        };
+        let snapshot = {
+            let mut v = view.write().expect("view lock");
+            match msg {
+                SessionMessage::Snapshot { view: full, .. } => *v = *full,
+                SessionMessage::Delta { changes, .. } => v.apply(changes),
+            }
+            v.clone()
+        };
+        runner.reconcile(&snapshot);
+    };
+    heartbeat.abort();
+    end
+}
+
+/// Heartbeats five times per period, carrying whatever status changed meanwhile; reports
+/// that fail are kept and sent again.
+async fn report_loop(
+    cfg: AgentConfig,
+    mut client: DispatcherClient<Channel>,
+    runner: TaskRunner,
+    view: SharedView,
+) {
+    loop {
+        let period = view
+            .read()
+            .expect("view lock")
+            .heartbeat_period_ns
+            .max(500_000_000);
+        let statuses = runner.drain_reports();
+        let req = ReportRequest {
+            node_id: cfg.node_id.clone(),
+            statuses: statuses.clone(),
+        };
+        if let Err(status) = client.report(frame(&req)).await {
+            tracing::debug!(error = %status.message(), "report failed; will resend");
+            runner.requeue(statuses);
+        }
+        // Send status changes promptly; heartbeats alone can wait.
+        let wait = Duration::from_nanos(period / 5);
+        let step = Duration::from_millis(20);
+        let mut waited = Duration::ZERO;
+        while waited < wait {
+            tokio::time::sleep(step).await;
+            waited += step;
+            if runner.has_reports() {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Runs the tasks the manager assigns to this node and reports their state. A task only
+//! moves forward: starting, running, then complete, failed or shutdown.
+
+use crate::exec::{Executor, Exit};
+use shoal_api::dispatch::{NodeView, TaskStatusUpdate};
+use shoal_api::now_rfc3339;
+use shoal_api::objects::*;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+struct Running {
+    pid: u32,
+    stopping: bool,
+}
+
+#[derive(Clone)]
+pub struct TaskRunner {
+    executor: Arc<dyn Executor>,
+    tasks_dir: PathBuf,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    /// Tasks this agent has finished with (exited or stopped); never started again.
+    done: Arc<Mutex<HashSet<String>>>,
+    /// Reports not yet acknowledged by a manager.
+    outbox: Arc<Mutex<Vec<TaskStatusUpdate>>>,
+}
+
+impl TaskRunner {
+    pub fn new(executor: Arc<dyn Executor>, tasks_dir: PathBuf) -> Self {
+        TaskRunner {
+            executor,
+            tasks_dir,
+            running: Arc::default(),
+            done: Arc::default(),
+            outbox: Arc::default(),
+        }
+    }
+
+    pub fn executor_name(&self) -> &'static str {
+        self.executor.name()
+    }
+
+    pub fn log_path(&self, task_id: &str) -> PathBuf {
+        self.tasks_dir.join(task_id).join("output.log")
+    }
+
+    fn report(
+        &self,
+        task_id: &str,
+        state: TaskState,
+        message: &str,
+        err: String,
+        cs: Option<ContainerStatus>,
+    ) {
+        self.outbox.lock().expect("lock").push(TaskStatusUpdate {
+            task_id: task_id.to_string(),
+            status: TaskStatus {
+                timestamp: now_rfc3339(),
+                state,
+                message: message.to_string(),
+                err,
+                container_status: cs,
+            },
+        });
+    }
+
+    pub fn has_reports(&self) -> bool {
+        !self.outbox.lock().expect("lock").is_empty()
+    }
+
+    /// Reports to send; put back with `requeue` if sending fails.
+    pub fn drain_reports(&self) -> Vec<TaskStatusUpdate> {
+        std::mem::take(&mut *self.outbox.lock().expect("lock"))
+    }
+
+    pub fn requeue(&self, mut reports: Vec<TaskStatusUpdate>) {
+        let mut outbox = self.outbox.lock().expect("lock");
+        reports.append(&mut outbox);
+        *outbox = reports;
+    }
+
+    /// Brings local processes in line with the view.
+    pub fn reconcile(&self, view: &NodeView) {
+        let wanted: HashSet<&str> = view.tasks.iter().map(|t| t.id.as_str()).collect();
+        for task in &view.tasks {
+            let is_running = self.running.lock().expect("lock").contains_key(&task.id);
+            let is_done = self.done.lock().expect("lock").contains(&task.id);
+            if task.desired_state <= TaskState::Running {
+                if !is_running && !is_done && !task.status.state.is_terminal() {
+                    self.start(task);
+                }
+            } else if is_running {
+                self.stop(task.id.clone(), task.spec.container_spec.stop_grace_period);
+            } else if !task.status.state.is_terminal() && !is_done {
+                // Never started here (or started before a restart of this agent).
+                self.done.lock().expect("lock").insert(task.id.clone());
+                self.report(
+                    &task.id,
+                    TaskState::Shutdown,
+                    "shutdown",
+                    String::new(),
+                    None,
+                );
+            }
+        }
+        // Tasks the manager no longer lists: stop them.
+        let orphans: Vec<String> = self
+            .running
+            .lock()
+            .expect("lock")
+            .keys()
+            .filter(|id| !wanted.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in orphans {
+            self.stop(id, 10_000_000_000);
+        }
+    }
+
+    fn start(&self, task: &Task) {
+        self.report(
+            &task.id,
+            TaskState::Starting,
+            "starting",
+            String::new(),
+            None,
+        );
+        let log = self.log_path(&task.id);
+        match self.executor.start(task, &log) {
+            Err(e) => {
+                self.done.lock().expect("lock").insert(task.id.clone());
+                self.report(
+                    &task.id,
+                    TaskState::Rejected,
+                    "failed to start",
+                    e.to_string(),
+                    None,
+                );
+            }
+            Ok(started) => {
+                tracing::info!(task = %task.id, pid = started.pid, "task started");
+                self.running.lock().expect("lock").insert(
+                    task.id.clone(),
+                    Running {
+                        pid: started.pid,
+                        stopping: false,
+                    },
+                );
+                self.report(
+                    &task.id,
+                    TaskState::Running,
+                    "started",
+                    String::new(),
+                    Some(ContainerStatus {
+                        pid: started.pid,
+                        exit_code: 0,
+                    }),
+                );
+                let me = self.clone();
+                let id = task.id.clone();
+                tokio::spawn(async move {
+                    let exit = started.exit.await.unwrap_or(Exit::Code(-1));
+                    me.finished(&id, exit);
+                });
+            }
+        }
+    }
+
+    fn finished(&self, id: &str, exit: Exit) {
+        let Some(r) = self.running.lock().expect("lock").remove(id) else {
+            return;
+        };
+        self.done.lock().expect("lock").insert(id.to_string());
+        let (state, message, err, code) = match (r.stopping, exit) {
+            (true, Exit::Code(c)) => (TaskState::Shutdown, "shutdown", String::new(), c),
+            (true, Exit::Signal(s)) => (TaskState::Shutdown, "shutdown", String::new(), 128 + s),
+            (false, Exit::Code(0)) => (TaskState::Complete, "finished", String::new(), 0),
+            (false, Exit::Code(c)) => (
+                TaskState::Failed,
+                "task: non-zero exit",
+                format!("task: non-zero exit ({c})"),
+                c,
+            ),
+            (false, Exit::Signal(s)) => (
+                TaskState::Failed,
+                "task: killed by a signal",
+                format!("task: killed by signal {s}"),
+                128 + s,
+            ),
+        };
+        tracing::info!(task = %id, %state, code, "task ended");
+        self.report(
+            id,
+            state,
+            message,
+            err,
+            Some(ContainerStatus {
+                pid: r.pid,
+                exit_code: code,
+            }),
+        );
+    }
+
+    /// SIGTERM, then SIGKILL once the grace period is over.
+    fn stop(&self, id: String, grace_ns: u64) {
+        let pid = {
+            let mut running = self.running.lock().expect("lock");
+            let Some(r) = running.get_mut(&id) else {
+                return;
+            };
+            if r.stopping {
+                return;
+            }
+            r.stopping = true;
+            r.pid
+        };
+        self.executor.terminate(pid);
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_nanos(grace_ns)).await;
+            if me.running.lock().expect("lock").contains_key(&id) {
+                tracing::info!(task = %id, "grace period over; killing the task");
+                me.executor.kill(pid);
+            }
+        });
+    }
+
+    /// Stops every task (leaving the swarm, shutting down the daemon).
+    pub async fn stop_all(&self) {
+        let ids: Vec<String> = self.running.lock().expect("lock").keys().cloned().collect();
+        for id in ids {
+            self.stop(id, 2_000_000_000);
+        }
+        for _ in 0..50 {
+            if self.running.lock().expect("lock").is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

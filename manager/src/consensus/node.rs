@@ -1,0 +1,632 @@
+//! The raft node: one thread owns the `RawNode` and the cluster state and is driven by a
+//! message enum, following raft-rs's Ready order step by step. Everything else holds a
+//! cloneable `RaftHandle`.
+
+use super::logger::raft_logger;
+use super::storage::{DiskStorage, StorageError};
+use super::transport::Transport;
+use crate::store::{Applied, ClusterState, Command, Proposal, StoreError};
+use ::raft::prelude::*;
+use ::raft::{RawNode, SnapshotStatus, StateRole};
+use protobuf::Message as _;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    pub id: u64,
+    /// One raft tick. Elections start after 10-20 ticks without a leader's heartbeat.
+    pub tick: Duration,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Applied entries between snapshots (log compaction).
+    pub snapshot_every: u64,
+    /// How long a write waits for its entry to commit and apply.
+    pub propose_timeout: Duration,
+}
+
+impl RaftConfig {
+    pub fn new(id: u64) -> Self {
+        RaftConfig {
+            id,
+            tick: Duration::from_millis(50),
+            election_tick: 10,
+            heartbeat_tick: 1,
+            snapshot_every: 10_000,
+            propose_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    #[error(
+        "quorum lost: {reachable} of {managers} managers reachable, {needed} needed; writes are refused until a majority of managers is back (reads still answer)"
+    )]
+    NoQuorum {
+        reachable: usize,
+        managers: usize,
+        needed: usize,
+    },
+    #[error(
+        "the write was not committed within {secs}s ({reachable} of {managers} managers reachable); it may still apply, check before retrying"
+    )]
+    Timeout {
+        secs: u64,
+        reachable: usize,
+        managers: usize,
+    },
+    #[error(transparent)]
+    Rejected(#[from] StoreError),
+    #[error("raft membership change refused: {0}")]
+    ConfChange(String),
+    #[error("this manager is shutting down")]
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("raft storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("raft: {0}")]
+    Raft(#[from] ::raft::Error),
+    #[error("the raft snapshot in the state dir does not decode: {0}")]
+    Snapshot(serde_json::Error),
+}
+
+/// Messages to the raft thread.
+pub(crate) enum Msg {
+    Propose {
+        request_id: u64,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    },
+    ConfChange {
+        request_id: u64,
+        change: ConfChange,
+        reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    },
+    Raft(Box<Message>),
+    Unreachable(u64),
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    Campaign,
+    TransferLeader,
+    Stop,
+}
+
+/// Raft facts other threads read without asking the raft thread.
+#[derive(Default)]
+pub struct RaftStatus {
+    pub leader_id: AtomicU64,
+    pub term: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+    /// 0 follower, 1 candidate, 2 leader, 3 pre-candidate.
+    pub role: AtomicU64,
+    pub voters: RwLock<Vec<u64>>,
+}
+
+#[derive(Clone)]
+pub struct RaftHandle {
+    pub id: u64,
+    tx: mpsc::Sender<Msg>,
+    state: Arc<RwLock<ClusterState>>,
+    pub status: Arc<RaftStatus>,
+    applied: watch::Receiver<u64>,
+    transport: Arc<Transport>,
+    next_request: Arc<AtomicU64>,
+    propose_timeout: Duration,
+}
+
+impl RaftHandle {
+    /// Opens the log in `dir` and starts the raft thread. `bootstrap` makes a brand-new
+    /// single-voter cluster; a joining manager starts empty and learns from the leader.
+    pub fn start(
+        cfg: RaftConfig,
+        dir: &std::path::Path,
+        bootstrap: bool,
+        transport: Arc<Transport>,
+    ) -> Result<RaftHandle, StartError> {
+        let storage = DiskStorage::open(dir)?;
+        if bootstrap && storage.is_empty() {
+            let mut cs = ConfState::default();
+            cs.voters = vec![cfg.id];
+            storage.initialize_with_conf_state(cs)?;
+        }
+        let snapshot = storage.snapshot_data();
+        let applied = snapshot.get_metadata().index;
+        let state: ClusterState = if snapshot.data.is_empty() {
+            ClusterState::default()
+        } else {
+            serde_json::from_slice(&snapshot.data).map_err(StartError::Snapshot)?
+        };
+        let raft_cfg = Config {
+            id: cfg.id,
+            election_tick: cfg.election_tick,
+            heartbeat_tick: cfg.heartbeat_tick,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        let raw = RawNode::new(&raft_cfg, storage, &raft_logger())?;
+        let (tx, rx) = mpsc::channel();
+        let (applied_tx, applied_rx) = watch::channel(applied);
+        let state = Arc::new(RwLock::new(state));
+        let status = Arc::new(RaftStatus::default());
+        status.applied.store(applied, Ordering::SeqCst);
+        transport.attach(tx.clone(), state.clone());
+        let mut thread = RaftThread {
+            raw,
+            rx,
+            state: state.clone(),
+            status: status.clone(),
+            applied_tx,
+            transport: transport.clone(),
+            waiters: HashMap::new(),
+            cfg: cfg.clone(),
+            last_snapshot: applied,
+        };
+        let single_voter_bootstrap = bootstrap;
+        std::thread::Builder::new()
+            .name(format!("raft-{}", cfg.id))
+            .spawn(move || thread.run(single_voter_bootstrap))
+            .expect("spawn raft thread");
+        Ok(RaftHandle {
+            id: cfg.id,
+            tx,
+            state,
+            status,
+            applied: applied_rx,
+            transport,
+            next_request: Arc::new(AtomicU64::new(rand::random::<u64>() >> 16)),
+            propose_timeout: cfg.propose_timeout,
+        })
+    }
+
+    pub fn state(&self) -> RwLockReadGuard<'_, ClusterState> {
+        self.state.read().expect("state lock poisoned")
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.status.role.load(Ordering::SeqCst) == 2
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.status.leader_id.load(Ordering::SeqCst)
+    }
+
+    /// Applied index changes: the store moved.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
+    }
+
+    pub fn voters(&self) -> Vec<u64> {
+        self.status.voters.read().expect("voters lock").clone()
+    }
+
+    pub fn peer_reachable(&self, raft_id: u64) -> bool {
+        raft_id == self.id || self.transport.recently_reached(raft_id)
+    }
+
+    /// Managers that answered raft traffic recently, this one included.
+    pub fn reachable(&self) -> (usize, usize) {
+        let voters = self.voters();
+        let reachable = voters.iter().filter(|v| self.peer_reachable(**v)).count();
+        (reachable, voters.len().max(1))
+    }
+
+    fn quorum_error(&self) -> ProposeError {
+        let (reachable, managers) = self.reachable();
+        ProposeError::NoQuorum {
+            reachable,
+            managers,
+            needed: managers / 2 + 1,
+        }
+    }
+
+    /// Whether a write has a chance now; fails at once when quorum is known to be lost.
+    pub fn check_quorum(&self) -> Result<(), ProposeError> {
+        let (reachable, managers) = self.reachable();
+        if self.leader_id() == 0 || reachable < managers / 2 + 1 {
+            return Err(self.quorum_error());
+        }
+        Ok(())
+    }
+
+    /// Replicates a command and waits until this manager has applied it.
+    pub async fn propose(&self, command: Command) -> Result<Applied, ProposeError> {
+        self.check_quorum()?;
+        let request_id = self.next_request.fetch_add(1, Ordering::SeqCst);
+        let data = serde_json::to_vec(&Proposal {
+            request_id,
+            command,
+        })
+        .expect("commands serialize");
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Propose {
+                request_id,
+                data,
+                reply,
+            })
+            .map_err(|_| ProposeError::Stopped)?;
+        self.wait(rx).await
+    }
+
+    /// Adds or removes a voter and waits until the change is applied here.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<Applied, ProposeError> {
+        self.check_quorum()?;
+        let request_id = self.next_request.fetch_add(1, Ordering::SeqCst);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ConfChange {
+                request_id,
+                change,
+                reply,
+            })
+            .map_err(|_| ProposeError::Stopped)?;
+        self.wait(rx).await
+    }
+
+    async fn wait(
+        &self,
+        rx: oneshot::Receiver<Result<Applied, ProposeError>>,
+    ) -> Result<Applied, ProposeError> {
+        match tokio::time::timeout(self.propose_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Stopped),
+            Err(_) => {
+                let (reachable, managers) = self.reachable();
+                Err(ProposeError::Timeout {
+                    secs: self.propose_timeout.as_secs(),
+                    reachable,
+                    managers,
+                })
+            }
+        }
+    }
+
+    /// A raft message from a peer.
+    pub fn step(&self, msg: Message) {
+        let _ = self.tx.send(Msg::Raft(Box::new(msg)));
+    }
+
+    /// Starts an election now (used when a leader steps down on purpose).
+    pub fn campaign(&self) {
+        let _ = self.tx.send(Msg::Campaign);
+    }
+
+    /// Hands leadership to the most up-to-date other voter.
+    pub fn transfer_leadership(&self) {
+        let _ = self.tx.send(Msg::TransferLeader);
+    }
+
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Result<Applied, ProposeError>>,
+}
+
+struct RaftThread {
+    raw: RawNode<DiskStorage>,
+    rx: mpsc::Receiver<Msg>,
+    state: Arc<RwLock<ClusterState>>,
+    status: Arc<RaftStatus>,
+    applied_tx: watch::Sender<u64>,
+    transport: Arc<Transport>,
+    waiters: HashMap<u64, Waiter>,
+    cfg: RaftConfig,
+    last_snapshot: u64,
+}
+
+impl RaftThread {
+    fn run(&mut self, bootstrap: bool) {
+        if bootstrap && self.raw.raft.prs().conf().voters().ids().len() == 1 {
+            // A single voter need not wait an election timeout to lead.
+            let _ = self.raw.campaign();
+        }
+        let mut last_tick = Instant::now();
+        loop {
+            let wait = self.cfg.tick.saturating_sub(last_tick.elapsed());
+            match self.rx.recv_timeout(wait) {
+                Ok(msg) => {
+                    if !self.handle(msg) {
+                        return;
+                    }
+                    // Take whatever else is queued so one Ready (one fsync) covers it all.
+                    while let Ok(msg) = self.rx.try_recv() {
+                        if !self.handle(msg) {
+                            return;
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if last_tick.elapsed() >= self.cfg.tick {
+                last_tick = Instant::now();
+                self.raw.tick();
+                self.waiters.retain(|_, w| !w.reply.is_closed());
+            }
+            if let Err(e) = self.on_ready() {
+                // Storage failures are fatal: continuing could acknowledge unpersisted writes.
+                tracing::error!(error = %e, "raft storage failed; stopping this manager's raft node");
+                std::process::exit(70);
+            }
+            self.publish_status();
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Propose {
+                request_id,
+                data,
+                reply,
+            } => {
+                if self.raw.propose(vec![], data).is_err() {
+                    let _ = reply.send(Err(self.no_quorum()));
+                } else {
+                    self.waiters.insert(request_id, Waiter { reply });
+                }
+            }
+            Msg::ConfChange {
+                request_id,
+                change,
+                reply,
+            } => match self
+                .raw
+                .propose_conf_change(request_id.to_le_bytes().to_vec(), change)
+            {
+                Ok(()) => {
+                    self.waiters.insert(request_id, Waiter { reply });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(ProposeError::ConfChange(e.to_string())));
+                }
+            },
+            Msg::Raft(m) => {
+                let _ = self.raw.step(*m);
+            }
+            Msg::Unreachable(id) => self.raw.report_unreachable(id),
+            Msg::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            Msg::Campaign => {
+                let _ = self.raw.campaign();
+            }
+            Msg::TransferLeader => {
+                let me = self.cfg.id;
+                let target = self
+                    .raw
+                    .raft
+                    .prs()
+                    .iter()
+                    .filter(|(id, _)| **id != me)
+                    .max_by_key(|(_, p)| p.matched)
+                    .map(|(id, _)| *id);
+                if let Some(t) = target {
+                    self.raw.transfer_leader(t);
+                }
+            }
+            Msg::Stop => return false,
+        }
+        true
+    }
+
+    fn no_quorum(&self) -> ProposeError {
+        let voters = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .collect::<Vec<_>>();
+        let reachable = voters
+            .iter()
+            .filter(|v| **v == self.cfg.id || self.transport.recently_reached(**v))
+            .count();
+        ProposeError::NoQuorum {
+            reachable,
+            managers: voters.len(),
+            needed: voters.len() / 2 + 1,
+        }
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        self.status.leader_id.store(r.leader_id, Ordering::SeqCst);
+        self.status.term.store(r.term, Ordering::SeqCst);
+        self.status
+            .commit
+            .store(r.raft_log.committed, Ordering::SeqCst);
+        let role = match r.state {
+            StateRole::Follower => 0,
+            StateRole::Candidate => 1,
+            StateRole::Leader => 2,
+            StateRole::PreCandidate => 3,
+        };
+        self.status.role.store(role, Ordering::SeqCst);
+        let mut voters: Vec<u64> = r.prs().conf().voters().ids().iter().collect();
+        voters.sort_unstable();
+        let mut current = self.status.voters.write().expect("voters lock");
+        if *current != voters {
+            *current = voters;
+        }
+    }
+
+    /// raft-rs's Ready handling, in the order its examples prescribe.
+    fn on_ready(&mut self) -> Result<(), StorageError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        // 1. A leader may send its messages before persisting (raft thesis 10.2.1).
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        // 2. A snapshot from the leader replaces the state machine.
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(snap)?;
+        }
+        // 3. Apply what is committed.
+        self.apply_entries(ready.take_committed_entries());
+        // 4. Persist new entries, then the hard state, before anyone hears we have them.
+        if !ready.entries().is_empty() {
+            self.raw.mut_store().append(ready.entries())?;
+        }
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs)?;
+        }
+        // 5. Messages that must follow persistence (votes, append responses).
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        // 6. Advance, then handle what the light ready carries.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.transport.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries());
+        self.raw.advance_apply();
+        self.maybe_compact()?;
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<(), StorageError> {
+        let index = snap.get_metadata().index;
+        let state: ClusterState = if snap.data.is_empty() {
+            ClusterState::default()
+        } else {
+            match serde_json::from_slice(&snap.data) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, index, "snapshot from the leader does not decode; ignoring it");
+                    return Ok(());
+                }
+            }
+        };
+        self.raw.mut_store().apply_snapshot(snap)?;
+        *self.state.write().expect("state lock") = state;
+        self.last_snapshot = index;
+        self.set_applied(index);
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) {
+        let mut last = None;
+        for entry in entries {
+            last = Some(entry.index);
+            if entry.data.is_empty() && entry.get_entry_type() == EntryType::EntryNormal {
+                continue; // a new leader's empty entry
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&entry),
+                EntryType::EntryConfChange => self.apply_conf_change(&entry),
+                EntryType::EntryConfChangeV2 => {
+                    tracing::warn!(
+                        index = entry.index,
+                        "ignoring a joint-consensus entry, which shoal never proposes"
+                    );
+                }
+            }
+        }
+        if let Some(index) = last {
+            self.set_applied(index);
+        }
+    }
+
+    fn apply_normal(&mut self, entry: &Entry) {
+        let proposal: Proposal = match serde_json::from_slice(&entry.data) {
+            Ok(p) => p,
+            Err(e) => {
+                // Every manager skips the same undecodable entry, so states stay equal.
+                tracing::error!(index = entry.index, error = %e, "skipping an undecodable raft entry");
+                return;
+            }
+        };
+        let result = self
+            .state
+            .write()
+            .expect("state lock")
+            .apply(entry.index, proposal.command);
+        if let Err(e) = &result {
+            tracing::debug!(index = entry.index, error = %e, "command refused");
+        }
+        if let Some(w) = self.waiters.remove(&proposal.request_id) {
+            let _ = w.reply.send(result.map_err(ProposeError::Rejected));
+        }
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) {
+        let cc = match ConfChange::parse_from_bytes(&entry.data) {
+            Ok(cc) => cc,
+            Err(e) => {
+                tracing::error!(index = entry.index, error = %e, "skipping an undecodable conf change");
+                return;
+            }
+        };
+        let result = match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                tracing::info!(node = cc.node_id, change = ?cc.get_change_type(), voters = ?cs.voters, "raft membership changed");
+                if let Err(e) = self.raw.mut_store().set_conf_state(cs) {
+                    tracing::error!(error = %e, "persisting the conf state failed");
+                    std::process::exit(70);
+                }
+                Ok(Applied::Done)
+            }
+            Err(e) => Err(ProposeError::ConfChange(e.to_string())),
+        };
+        if cc.context.len() == 8 {
+            let id = u64::from_le_bytes(cc.context[..8].try_into().expect("8 bytes"));
+            if let Some(w) = self.waiters.remove(&id) {
+                let _ = w.reply.send(result);
+            }
+        }
+    }
+
+    fn set_applied(&mut self, index: u64) {
+        self.status.applied.store(index, Ordering::SeqCst);
+        let _ = self.applied_tx.send(index);
+    }
+
+    /// Snapshots the state machine and drops the log behind it every `snapshot_every`
+    /// entries, so restarts and slow followers don't replay the whole history.
+    fn maybe_compact(&mut self) -> Result<(), StorageError> {
+        let applied = self.raw.raft.raft_log.applied;
+        if applied < self.last_snapshot + self.cfg.snapshot_every {
+            return Ok(());
+        }
+        let data =
+            serde_json::to_vec(&*self.state.read().expect("state lock")).expect("state serializes");
+        let cs = self.raw.store().conf_state();
+        self.raw
+            .mut_store()
+            .compact_to_snapshot(applied, cs, data)?;
+        self.last_snapshot = applied;
+        tracing::debug!(index = applied, "raft log compacted into a snapshot");
+        Ok(())
+    }
+}

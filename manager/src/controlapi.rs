@@ -1,0 +1,366 @@
+//! The cluster API: translates requests into reads of the local replica or proposals through
+//! raft. Business rules live in the store's `apply`; this layer only resolves names, fills in
+//! ids and timestamps, and shapes answers.
+
+use crate::ca::{JoinToken, RootCa};
+use crate::consensus::{ProposeError, RaftHandle};
+use crate::ids::new_id;
+use crate::scheduler::is_live;
+use crate::store::{Applied, ClusterState, Command, StoreError, lookup};
+use shoal_api::control::*;
+use shoal_api::now_rfc3339;
+use shoal_api::objects::*;
+use shoal_api::wire::ErrorKind;
+use tonic::Status;
+
+pub fn store_status(e: &StoreError) -> Status {
+    e.kind().status(e.to_string())
+}
+
+pub fn propose_status(e: ProposeError) -> Status {
+    match e {
+        ProposeError::Rejected(e) => store_status(&e),
+        ProposeError::NoQuorum { .. } | ProposeError::Timeout { .. } | ProposeError::Stopped => {
+            ErrorKind::Unavailable.status(e.to_string())
+        }
+        ProposeError::ConfChange(_) => ErrorKind::Precondition.status(e.to_string()),
+    }
+}
+
+#[derive(Clone)]
+pub struct ControlApi {
+    raft: RaftHandle,
+}
+
+impl ControlApi {
+    pub fn new(raft: RaftHandle) -> Self {
+        ControlApi { raft }
+    }
+
+    async fn propose(&self, command: Command) -> Result<Applied, Status> {
+        self.raft.propose(command).await.map_err(propose_status)
+    }
+
+    pub async fn handle(&self, req: ControlRequest) -> Result<ControlResponse, Status> {
+        use ControlRequest as R;
+        match req {
+            R::SwarmInspect => {
+                let state = self.raft.state();
+                let rec = state.record().map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Swarm(Box::new(rec.cluster.clone())))
+            }
+            R::SwarmUpdate(update) => {
+                let mut spec = {
+                    let state = self.raft.state();
+                    state
+                        .record()
+                        .map_err(|e| store_status(&e))?
+                        .cluster
+                        .spec
+                        .clone()
+                };
+                if let Some(ns) = update.cert_expiry_ns {
+                    if ns < 60_000_000_000 {
+                        return Err(ErrorKind::Invalid.status(
+                            "--cert-expiry must be at least 1m so nodes can renew in time",
+                        ));
+                    }
+                    spec.node_cert_expiry = ns;
+                }
+                if let Some(ns) = update.heartbeat_period_ns {
+                    if ns < 500_000_000 {
+                        return Err(ErrorKind::Invalid
+                            .status("--dispatcher-heartbeat must be at least 500ms"));
+                    }
+                    spec.dispatcher_heartbeat_period = ns;
+                }
+                if let Some(n) = update.task_history_limit {
+                    spec.task_history_retention_limit = n;
+                }
+                self.propose(Command::UpdateClusterSpec {
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
+            R::JoinToken { role, rotate } => {
+                if rotate {
+                    let ca_pem = {
+                        let state = self.raft.state();
+                        state
+                            .record()
+                            .map_err(|e| store_status(&e))?
+                            .cluster
+                            .tls_info
+                            .clone()
+                    };
+                    let ca = RootCa::from_pem(&ca_pem, None)
+                        .map_err(|e| ErrorKind::Internal.status(e.to_string()))?;
+                    let token = JoinToken::generate(&ca).to_string();
+                    self.propose(Command::SetJoinToken {
+                        role,
+                        token,
+                        now: now_rfc3339(),
+                    })
+                    .await?;
+                }
+                let state = self.raft.state();
+                let rec = state.record().map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Token(match role {
+                    NodeRole::Worker => rec.worker_token.clone(),
+                    NodeRole::Manager => rec.manager_token.clone(),
+                }))
+            }
+            R::NodeList => {
+                let state = self.raft.state();
+                let nodes = state.nodes.values().map(|n| self.node_view(n)).collect();
+                Ok(ControlResponse::Nodes(nodes))
+            }
+            R::NodeInspect { node } => {
+                let state = self.raft.state();
+                let n = lookup(&state.nodes, &node).map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Node(Box::new(self.node_view(n))))
+            }
+            R::NodeUpdate(update) => {
+                let (id, mut spec) = {
+                    let state = self.raft.state();
+                    let n = lookup(&state.nodes, &update.node).map_err(|e| store_status(&e))?;
+                    (n.id.clone(), n.spec.clone())
+                };
+                if let Some(a) = update.availability {
+                    spec.availability = a;
+                }
+                if let Some(r) = update.role {
+                    if r == NodeRole::Worker && spec.role == NodeRole::Manager {
+                        self.check_demote_keeps_quorum(&id)?;
+                    }
+                    spec.role = r;
+                }
+                for k in &update.labels_rm {
+                    spec.labels.remove(k);
+                }
+                spec.labels.extend(update.labels_add.clone());
+                self.propose(Command::UpdateNodeSpec {
+                    id,
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
+            R::NodeRemove { node, force } => {
+                let id = self.resolve_node(&node)?;
+                self.propose(Command::RemoveNode { id, force }).await?;
+                Ok(ControlResponse::Done)
+            }
+            R::ServiceCreate { spec } => {
+                let id = new_id();
+                self.propose(Command::CreateService {
+                    id: id.clone(),
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Created { id })
+            }
+            R::ServiceList => {
+                let state = self.raft.state();
+                let list = state
+                    .services
+                    .values()
+                    .map(|s| service_view(&state, s))
+                    .collect();
+                Ok(ControlResponse::Services(list))
+            }
+            R::ServiceInspect { service } => {
+                let state = self.raft.state();
+                let s = lookup(&state.services, &service).map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Service(Box::new(service_view(&state, s))))
+            }
+            R::ServiceUpdate {
+                service,
+                version,
+                spec,
+            } => {
+                let id = {
+                    let state = self.raft.state();
+                    lookup(&state.services, &service)
+                        .map_err(|e| store_status(&e))?
+                        .id
+                        .clone()
+                };
+                self.propose(Command::UpdateService {
+                    id,
+                    version,
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
+            R::ServiceRemove { service } => {
+                let id = {
+                    let state = self.raft.state();
+                    lookup(&state.services, &service)
+                        .map_err(|e| store_status(&e))?
+                        .id
+                        .clone()
+                };
+                self.propose(Command::RemoveService {
+                    id,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
+            R::NetworkCreate { spec } => {
+                let id = new_id();
+                self.propose(Command::CreateNetwork {
+                    id: id.clone(),
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Created { id })
+            }
+            R::NetworkList => {
+                let state = self.raft.state();
+                Ok(ControlResponse::Networks(
+                    state.networks.values().cloned().collect(),
+                ))
+            }
+            R::NetworkInspect { network } => {
+                let state = self.raft.state();
+                let n = lookup(&state.networks, &network).map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Network(Box::new(n.clone())))
+            }
+            R::NetworkRemove { network } => {
+                let id = {
+                    let state = self.raft.state();
+                    lookup(&state.networks, &network)
+                        .map_err(|e| store_status(&e))?
+                        .id
+                        .clone()
+                };
+                self.propose(Command::RemoveNetwork { id }).await?;
+                Ok(ControlResponse::Done)
+            }
+            R::TaskList { service, node } => {
+                let state = self.raft.state();
+                let service_id = match service {
+                    Some(s) => Some(
+                        lookup(&state.services, &s)
+                            .map_err(|e| store_status(&e))?
+                            .id
+                            .clone(),
+                    ),
+                    None => None,
+                };
+                let node_id = match node {
+                    Some(n) => Some(
+                        lookup(&state.nodes, &n)
+                            .map_err(|e| store_status(&e))?
+                            .id
+                            .clone(),
+                    ),
+                    None => None,
+                };
+                let tasks = state
+                    .tasks
+                    .values()
+                    .filter(|t| service_id.as_ref().is_none_or(|s| &t.service_id == s))
+                    .filter(|t| node_id.as_ref().is_none_or(|n| &t.node_id == n))
+                    .map(|t| task_view(&state, t))
+                    .collect();
+                Ok(ControlResponse::Tasks(tasks))
+            }
+        }
+    }
+
+    fn resolve_node(&self, key: &str) -> Result<String, Status> {
+        let state = self.raft.state();
+        Ok(lookup(&state.nodes, key)
+            .map_err(|e| store_status(&e))?
+            .id
+            .clone())
+    }
+
+    /// Refuses a demotion that would leave the remaining managers without a reachable majority.
+    fn check_demote_keeps_quorum(&self, node_id: &str) -> Result<(), Status> {
+        let state = self.raft.state();
+        let node = &state.nodes[node_id];
+        let remaining: Vec<u64> = self
+            .raft
+            .voters()
+            .into_iter()
+            .filter(|v| *v != node.raft_id)
+            .collect();
+        let reachable = remaining
+            .iter()
+            .filter(|v| self.raft.peer_reachable(**v))
+            .count();
+        let needed = remaining.len() / 2 + 1;
+        if remaining.is_empty() || reachable < needed {
+            return Err(ErrorKind::Precondition.status(format!(
+                "can't demote node {}: the {} remaining managers would have {reachable} reachable, {needed} needed for quorum",
+                node.hostname(),
+                remaining.len(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// A node as shown to users: leader and reachability filled in from raft.
+    pub fn node_view(&self, n: &Node) -> Node {
+        let mut n = n.clone();
+        if let Some(ms) = n.manager_status.as_mut() {
+            ms.leader = n.raft_id != 0 && n.raft_id == self.raft.leader_id();
+            let reachable = self.raft.peer_reachable(n.raft_id);
+            ms.reachability = if reachable {
+                "reachable"
+            } else {
+                "unreachable"
+            }
+            .into();
+        }
+        n
+    }
+}
+
+pub fn service_view(state: &ClusterState, s: &Service) -> ServiceView {
+    let tasks: Vec<&Task> = state.service_tasks(&s.id).collect();
+    let running = tasks
+        .iter()
+        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .count() as u64;
+    let desired = match s.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global {} => tasks.iter().filter(|t| is_live(t)).count() as u64,
+    };
+    ServiceView {
+        service: s.clone(),
+        service_status: ServiceStatus {
+            running_tasks: running,
+            desired_tasks: desired,
+        },
+    }
+}
+
+pub fn task_view(state: &ClusterState, t: &Task) -> TaskView {
+    let service_name = state
+        .services
+        .get(&t.service_id)
+        .map(|s| s.spec.name.clone())
+        .unwrap_or_default();
+    TaskView {
+        name: t.name(&service_name),
+        node_name: state
+            .nodes
+            .get(&t.node_id)
+            .map(|n| n.hostname().to_string())
+            .unwrap_or_default(),
+        service_name,
+        task: t.clone(),
+    }
+}

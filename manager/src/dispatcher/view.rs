@@ -1,0 +1,207 @@
+//! What one node needs to know, computed from the cluster state, and the difference between
+//! two such views, which is what a session streams after its first snapshot.
+
+use crate::store::ClusterState;
+use shoal_api::dispatch::*;
+use shoal_api::objects::*;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Tasks a node must act on: the ones it should run, and the ones it should stop.
+fn node_tasks<'a>(state: &'a ClusterState, node_id: &'a str) -> impl Iterator<Item = &'a Task> {
+    state.tasks.values().filter(move |t| {
+        t.node_id == node_id
+            && !(t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown)
+    })
+}
+
+pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
+    let tasks: Vec<Task> = node_tasks(state, node_id).cloned().collect();
+    let ingress_id = state.ingress().map(|n| n.id.clone());
+    let mut network_ids: BTreeSet<String> = tasks
+        .iter()
+        .filter(|t| t.desired_state <= TaskState::Running)
+        .flat_map(|t| t.networks_attachments.iter().map(|a| a.network_id.clone()))
+        .collect();
+    if let Some(id) = &ingress_id {
+        network_ids.insert(id.clone());
+    }
+
+    // Nodes with live tasks on each network: the VXLAN peers.
+    let mut members: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        if t.node_id.is_empty()
+            || t.status.state.is_terminal()
+            || t.desired_state > TaskState::Running
+        {
+            continue;
+        }
+        for a in &t.networks_attachments {
+            members.entry(&a.network_id).or_default().insert(&t.node_id);
+        }
+    }
+    let networks = network_ids
+        .iter()
+        .filter_map(|id| state.networks.get(id))
+        .map(|net| {
+            let peer_ids: Vec<&str> = if Some(&net.id) == ingress_id.as_ref() {
+                state.nodes.keys().map(|k| k.as_str()).collect()
+            } else {
+                members
+                    .get(net.id.as_str())
+                    .map(|m| m.iter().copied().collect())
+                    .unwrap_or_default()
+            };
+            let mut peers: Vec<NetworkPeer> = peer_ids
+                .into_iter()
+                .filter(|id| *id != node_id)
+                .filter_map(|id| state.nodes.get(id))
+                .filter(|n| !n.status.addr.is_empty())
+                .map(|n| NetworkPeer {
+                    node_id: n.id.clone(),
+                    addr: n.status.addr.clone(),
+                })
+                .collect();
+            peers.sort();
+            NetworkView {
+                network: net.clone(),
+                peers,
+            }
+        })
+        .collect();
+
+    // Every service reachable from this node's networks (and every ingress-published one).
+    let endpoints = state
+        .services
+        .values()
+        .filter(|s| {
+            s.endpoint
+                .virtual_ips
+                .iter()
+                .any(|v| network_ids.contains(&v.network_id))
+                || s.spec
+                    .task_template
+                    .networks
+                    .iter()
+                    .any(|a| network_ids.contains(&a.target))
+                || ClusterState::uses_ingress(&s.spec)
+        })
+        .map(|s| {
+            let mut backends: Vec<Backend> = state
+                .service_tasks(&s.id)
+                .filter(|t| {
+                    t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+                })
+                .flat_map(|t| {
+                    let name = t.name(&s.spec.name);
+                    t.networks_attachments.iter().flat_map(move |a| {
+                        let name = name.clone();
+                        a.addresses.iter().map(move |addr| Backend {
+                            task_id: t.id.clone(),
+                            task_name: name.clone(),
+                            node_id: t.node_id.clone(),
+                            network_id: a.network_id.clone(),
+                            addr: addr.clone(),
+                            state: t.status.state,
+                        })
+                    })
+                })
+                .collect();
+            backends.sort();
+            ServiceEndpoint {
+                service_id: s.id.clone(),
+                service_name: s.spec.name.clone(),
+                mode: s.spec.endpoint_spec.mode,
+                ports: s.endpoint.ports.clone(),
+                virtual_ips: s.endpoint.virtual_ips.clone(),
+                backends,
+            }
+        })
+        .collect();
+
+    let mut managers: Vec<ManagerPeer> = state
+        .managers()
+        .filter_map(|n| {
+            Some(ManagerPeer {
+                node_id: n.id.clone(),
+                raft_id: n.raft_id,
+                addr: n.manager_status.as_ref()?.addr.clone(),
+            })
+        })
+        .collect();
+    managers.sort();
+    let cluster = state.cluster.as_ref().map(|c| &c.cluster);
+    NodeView {
+        node: state.nodes.get(node_id).cloned(),
+        tasks,
+        networks,
+        endpoints,
+        managers,
+        heartbeat_period_ns: cluster
+            .map(|c| c.spec.dispatcher_heartbeat_period)
+            .unwrap_or(5_000_000_000),
+        data_path_port: cluster.map(|c| c.data_path_port).unwrap_or(4789),
+    }
+}
+
+/// The changes that turn `old` into `new`.
+pub fn diff(old: &NodeView, new: &NodeView) -> Vec<Change> {
+    let mut changes = Vec::new();
+    if old.node != new.node {
+        if let Some(n) = &new.node {
+            changes.push(Change::Node(Box::new(n.clone())));
+        }
+    }
+    diff_lists(
+        &old.tasks,
+        &new.tasks,
+        |t| &t.id,
+        &mut changes,
+        |t| Change::TaskUpsert(Box::new(t.clone())),
+        Change::TaskRemove,
+    );
+    diff_lists(
+        &old.networks,
+        &new.networks,
+        |n| &n.network.id,
+        &mut changes,
+        |n| Change::NetworkUpsert(Box::new(n.clone())),
+        Change::NetworkRemove,
+    );
+    diff_lists(
+        &old.endpoints,
+        &new.endpoints,
+        |e| &e.service_id,
+        &mut changes,
+        |e| Change::EndpointUpsert(Box::new(e.clone())),
+        Change::EndpointRemove,
+    );
+    if old.managers != new.managers {
+        changes.push(Change::Managers(new.managers.clone()));
+    }
+    if old.heartbeat_period_ns != new.heartbeat_period_ns {
+        changes.push(Change::HeartbeatPeriod(new.heartbeat_period_ns));
+    }
+    changes
+}
+
+fn diff_lists<T: PartialEq>(
+    old: &[T],
+    new: &[T],
+    key: impl Fn(&T) -> &String,
+    out: &mut Vec<Change>,
+    upsert: impl Fn(&T) -> Change,
+    remove: impl Fn(String) -> Change,
+) {
+    let old_map: BTreeMap<&String, &T> = old.iter().map(|x| (key(x), x)).collect();
+    let new_keys: BTreeSet<&String> = new.iter().map(&key).collect();
+    for item in new {
+        if old_map.get(key(item)).is_none_or(|o| *o != item) {
+            out.push(upsert(item));
+        }
+    }
+    for k in old_map.keys() {
+        if !new_keys.contains(k) {
+            out.push(remove((*k).clone()));
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Orchestration converges: applying its ops and reconciling again yields nothing more.
+
+use super::*;
+use crate::store::Command;
+use crate::store::tests::{cluster, service_spec};
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+fn ids() -> impl FnMut() -> String {
+    let mut n = 0;
+    move || {
+        n += 1;
+        format!("task{n:03}")
+    }
+}
+
+/// Runs orchestrator + scheduler passes, applying each, until nothing changes.
+fn settle(state: &mut ClusterState, index: &mut u64, new_id: &mut dyn FnMut() -> String) -> usize {
+    let mut passes = 0;
+    loop {
+        let now = parse_rfc3339(NOW).unwrap();
+        let mut ops = reconcile(state, now, new_id);
+        ops.extend(crate::scheduler::schedule(state));
+        if ops.is_empty() {
+            return passes;
+        }
+        *index += 1;
+        state
+            .apply(
+                *index,
+                Command::Tasks {
+                    ops,
+                    now: NOW.into(),
+                },
+            )
+            .unwrap();
+        passes += 1;
+        assert!(passes < 10, "orchestration does not converge");
+    }
+}
+
+fn live_slots(state: &ClusterState, service: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = state
+        .service_tasks(service)
+        .filter(|t| crate::scheduler::is_live(t))
+        .map(|t| t.slot)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn scale_up_and_down_converges() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 3, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    assert_eq!(live_slots(&s, "web"), vec![1, 2, 3]);
+    assert!(
+        s.service_tasks("web")
+            .all(|t| t.node_id == "n1" && t.status.state == TaskState::Assigned)
+    );
+
+    let mut spec = s.services["web"].spec.clone();
+    spec.mode = ServiceMode::Replicated { replicas: 1 };
+    let v = s.services["web"].version.index;
+    index += 1;
+    s.apply(
+        index,
+        Command::UpdateService {
+            id: "web".into(),
+            version: v,
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    assert_eq!(live_slots(&s, "web"), vec![1]);
+}
+
+#[test]
+fn failed_task_is_replaced_after_backoff_and_history_kept() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 1, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    let first = s.service_tasks("web").next().unwrap().id.clone();
+    index += 1;
+    // The task failed one second "before now": the 1 s restart delay has passed.
+    s.apply(
+        index,
+        Command::Tasks {
+            ops: vec![TaskOp::Status {
+                id: first.clone(),
+                status: TaskStatus {
+                    state: TaskState::Failed,
+                    timestamp: "2026-11-25T11:59:59Z".into(),
+                    ..Default::default()
+                },
+            }],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    let tasks: Vec<&Task> = s.service_tasks("web").collect();
+    assert_eq!(tasks.len(), 2, "the failed task stays as history");
+    let replacement = tasks.iter().find(|t| t.id != first).unwrap();
+    assert_eq!(replacement.slot, 1);
+    assert_eq!(replacement.restart_count, 1);
+    assert_eq!(s.tasks[&first].desired_state, TaskState::Shutdown);
+}
+
+#[test]
+fn removed_service_tasks_are_stopped_then_forgotten() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 2, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    index += 1;
+    s.apply(
+        index,
+        Command::RemoveService {
+            id: "web".into(),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert!(
+        s.tasks
+            .values()
+            .all(|t| t.desired_state == TaskState::Shutdown)
+    );
+    let ids: Vec<String> = s.tasks.keys().cloned().collect();
+    let ops = ids
+        .into_iter()
+        .map(|id| TaskOp::Status {
+            id,
+            status: TaskStatus {
+                state: TaskState::Shutdown,
+                timestamp: NOW.into(),
+                ..Default::default()
+            },
+        })
+        .collect();
+    index += 1;
+    s.apply(
+        index,
+        Command::Tasks {
+            ops,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    assert!(s.tasks.is_empty());
+}

@@ -1,0 +1,113 @@
+//! A running manager: raft, its gRPC services and the leader loops, started together and
+//! stopped together.
+
+use crate::ca::tls::{client_tls, server_tls};
+use crate::consensus::transport::Transport;
+use crate::consensus::{RaftConfig, RaftHandle};
+use crate::controlapi::ControlApi;
+use crate::dispatcher::Dispatcher;
+use crate::server::*;
+use shoal_api::dispatch::ManagerPeer;
+use shoal_api::pb;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::task::JoinHandle;
+
+pub struct ManagerConfig {
+    pub raft_dir: PathBuf,
+    pub raft: RaftConfig,
+    pub listen_addr: SocketAddr,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Start a new single-manager cluster (swarm init).
+    pub bootstrap: bool,
+    /// Managers known from the join answer, before the store arrives.
+    pub peers: Vec<ManagerPeer>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Raft(#[from] crate::consensus::node::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] tonic::transport::Error),
+}
+
+pub struct ManagerRuntime {
+    pub raft: RaftHandle,
+    pub control: ControlApi,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ManagerRuntime {
+    pub async fn start(cfg: ManagerConfig) -> Result<ManagerRuntime, ManagerError> {
+        let transport = Transport::new(
+            cfg.raft.id,
+            client_tls(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem),
+            tokio::runtime::Handle::current(),
+        );
+        for p in &cfg.peers {
+            transport.add_bootstrap_peer(p.raft_id, p.addr.clone());
+        }
+        let raft = RaftHandle::start(cfg.raft, &cfg.raft_dir, cfg.bootstrap, transport.clone())?;
+        let control = ControlApi::new(raft.clone());
+        let dispatcher = Dispatcher::start(raft.clone());
+        let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
+            .await
+            .map_err(|source| ManagerError::Listen {
+                addr: cfg.listen_addr,
+                source,
+            })?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let router = tonic::transport::Server::builder()
+            .tls_config(server_tls(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem))?
+            .tcp_nodelay(true)
+            .add_service(
+                pb::raft_server::RaftServer::new(RaftService {
+                    raft: raft.clone(),
+                    transport,
+                })
+                .max_decoding_message_size(256 << 20),
+            )
+            .add_service(pb::control_server::ControlServer::new(ControlService {
+                raft: raft.clone(),
+                api: control.clone(),
+            }))
+            .add_service(pb::dispatcher_server::DispatcherServer::new(
+                DispatcherService { dispatcher },
+            ))
+            .add_service(pb::ca_server::CaServer::new(CaService {
+                raft: raft.clone(),
+            }));
+        let addr = cfg.listen_addr;
+        let tasks = vec![
+            tokio::spawn(async move {
+                if let Err(e) = router.serve_with_incoming(incoming).await {
+                    tracing::error!(%addr, error = %e, "manager gRPC server stopped");
+                }
+            }),
+            tokio::spawn(crate::leader::reconcile_loop(raft.clone())),
+            tokio::spawn(crate::leader::membership_loop(raft.clone())),
+        ];
+        tracing::info!(%addr, raft_id = raft.id, "manager started");
+        Ok(ManagerRuntime {
+            raft,
+            control,
+            tasks,
+        })
+    }
+
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+        self.raft.stop();
+    }
+}

@@ -1,0 +1,131 @@
+//! The manager's gRPC services on its listen address, all behind mutual TLS. Each handler
+//! checks the caller's certificate role, then hands over to the layer that does the work.
+
+use crate::ca::{NodeIdentity, peer_identity};
+use crate::consensus::RaftHandle;
+use crate::consensus::transport::Transport;
+use crate::controlapi::ControlApi;
+use crate::dispatcher::Dispatcher;
+use ::raft::prelude::Message;
+use protobuf::Message as _;
+use shoal_api::objects::NodeRole;
+use shoal_api::pb::{self, Empty, Frame, RaftBatch};
+use shoal_api::wire::{ErrorKind, frame, unframe};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+/// The caller's certificate identity, or a permission error.
+fn caller<T>(req: &Request<T>) -> Result<NodeIdentity, Status> {
+    peer_identity(req).ok_or_else(|| {
+        ErrorKind::Permission
+            .status("a node certificate of this swarm is required; join the swarm first")
+    })
+}
+
+/// Requires a manager certificate whose node is still a manager in the store.
+fn require_manager<T>(raft: &RaftHandle, req: &Request<T>) -> Result<NodeIdentity, Status> {
+    let id = caller(req)?;
+    let is_manager = raft
+        .state()
+        .nodes
+        .get(&id.node_id)
+        .is_some_and(|n| n.spec.role == NodeRole::Manager);
+    if id.role != NodeRole::Manager || !is_manager {
+        return Err(ErrorKind::Permission.status(format!(
+            "node {} is a worker: only managers may change or read cluster state",
+            id.node_id
+        )));
+    }
+    Ok(id)
+}
+
+pub struct RaftService {
+    pub raft: RaftHandle,
+    pub transport: Arc<Transport>,
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn send(&self, req: Request<RaftBatch>) -> Result<Response<Empty>, Status> {
+        let id = caller(&req)?;
+        if id.role != NodeRole::Manager {
+            return Err(ErrorKind::Permission.status("raft traffic needs a manager certificate"));
+        }
+        for bytes in &req.get_ref().messages {
+            let msg = Message::parse_from_bytes(bytes)
+                .map_err(|e| ErrorKind::Invalid.status(format!("malformed raft message: {e}")))?;
+            self.transport.heard_from(msg.from);
+            self.raft.step(msg);
+        }
+        Ok(Response::new(Empty {}))
+    }
+}
+
+pub struct ControlService {
+    pub raft: RaftHandle,
+    pub api: ControlApi,
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    async fn call(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
+        require_manager(&self.raft, &req)?;
+        let request = unframe(req.get_ref())?;
+        let answer = self.api.handle(request).await?;
+        Ok(Response::new(frame(&answer)))
+    }
+}
+
+pub struct DispatcherService {
+    pub dispatcher: Dispatcher,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<Frame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::dispatcher_server::Dispatcher for DispatcherService {
+    type SessionStream = FrameStream;
+
+    async fn session(&self, req: Request<Frame>) -> Result<Response<FrameStream>, Status> {
+        let id = caller(&req)?;
+        let request: shoal_api::dispatch::SessionRequest = unframe(req.get_ref())?;
+        if request.node_id != id.node_id {
+            return Err(ErrorKind::Permission.status("a node may only open its own session"));
+        }
+        let rx = self.dispatcher.session(&id.node_id, request).await?;
+        let stream = ReceiverStream::new(rx).map(|item| item.map(|m| frame(&m)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let id = caller(&req)?;
+        let request: shoal_api::dispatch::ReportRequest = unframe(req.get_ref())?;
+        if request.node_id != id.node_id {
+            return Err(ErrorKind::Permission.status("a node may only report for itself"));
+        }
+        let answer = self.dispatcher.report(&id.node_id, request)?;
+        Ok(Response::new(frame(&answer)))
+    }
+}
+
+pub struct CaService {
+    pub raft: RaftHandle,
+}
+
+#[tonic::async_trait]
+impl pb::ca_server::Ca for CaService {
+    async fn join(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let request = unframe(req.get_ref())?;
+        let answer = crate::join::join(&self.raft, request).await?;
+        Ok(Response::new(frame(&answer)))
+    }
+
+    async fn renew(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
+        let id = caller(&req)?;
+        let request = unframe(req.get_ref())?;
+        let answer = crate::join::renew(&self.raft, &id, request)?;
+        Ok(Response::new(frame(&answer)))
+    }
+}

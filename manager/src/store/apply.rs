@@ -1,0 +1,871 @@
+//! Applying one committed command. Each command is checked in full before anything changes;
+//! allocation steps that can still fail are undone, so a refused command changes nothing.
+
+use super::alloc::{Allocations, Undo};
+use super::command::{Command, InitCluster, TaskOp};
+use super::{ClusterRecord, ClusterState, StoreError, lookup};
+use ipnet::Ipv4Net;
+use shoal_api::objects::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+/// What an applied command produced, for the caller waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    Created(String),
+}
+
+impl ClusterState {
+    /// Applies the command of raft entry `index`.
+    pub fn apply(&mut self, index: u64, command: Command) -> Result<Applied, StoreError> {
+        let version = Version { index };
+        match command {
+            Command::Init(init) => self.init(version, *init),
+            Command::AddNode(node) => self.add_node(version, *node),
+            Command::UpdateNodeSpec { id, spec, now } => {
+                self.update_node_spec(version, &id, spec, now)
+            }
+            Command::NodeStatus {
+                id,
+                status,
+                description,
+                now,
+            } => {
+                let node = self
+                    .nodes
+                    .get_mut(&id)
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: "node",
+                        name: id.clone(),
+                    })?;
+                node.status = status;
+                if let Some(d) = description {
+                    node.description = d;
+                }
+                node.version = version;
+                node.updated_at = now;
+                Ok(Applied::Done)
+            }
+            Command::RemoveNode { id, force } => self.remove_node(&id, force),
+            Command::SetJoinToken { role, token, now } => {
+                let rec = self.cluster.as_mut().ok_or(StoreError::NotInitialized)?;
+                match role {
+                    NodeRole::Worker => rec.worker_token = token,
+                    NodeRole::Manager => rec.manager_token = token,
+                }
+                rec.cluster.version = version;
+                rec.cluster.updated_at = now;
+                Ok(Applied::Done)
+            }
+            Command::UpdateClusterSpec { spec, now } => {
+                let rec = self.cluster.as_mut().ok_or(StoreError::NotInitialized)?;
+                rec.cluster.spec = spec;
+                rec.cluster.version = version;
+                rec.cluster.updated_at = now;
+                Ok(Applied::Done)
+            }
+            Command::CreateNetwork { id, spec, now } => self.create_network(version, id, spec, now),
+            Command::RemoveNetwork { id } => self.remove_network(&id),
+            Command::CreateService { id, spec, now } => self.create_service(version, id, spec, now),
+            Command::UpdateService {
+                id,
+                version: expected,
+                spec,
+                now,
+            } => self.update_service(version, &id, expected, spec, now),
+            Command::RemoveService { id, now } => self.remove_service(version, &id, &now),
+            Command::Tasks { ops, now } => {
+                for op in ops {
+                    self.apply_task_op(version, op, &now);
+                }
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    fn alloc(&mut self) -> Result<&mut Allocations, StoreError> {
+        self.alloc.as_mut().ok_or(StoreError::NotInitialized)
+    }
+
+    fn init(&mut self, version: Version, init: InitCluster) -> Result<Applied, StoreError> {
+        if self.cluster.is_some() {
+            return Err(StoreError::precondition("swarm", "already initialized"));
+        }
+        let pools = parse_pools(&init.cluster.default_addr_pool)?;
+        self.alloc = Some(Allocations::new(
+            &pools,
+            init.cluster.subnet_size,
+            init.dynamic_ports,
+        )?);
+        let mut cluster = init.cluster;
+        cluster.version = version;
+        self.cluster = Some(ClusterRecord {
+            cluster,
+            ca_key_pem: init.ca_key_pem,
+            worker_token: init.worker_token,
+            manager_token: init.manager_token,
+        });
+        let mut node = init.node;
+        node.version = version;
+        self.nodes.insert(node.id.clone(), node);
+        let now = self.record()?.cluster.created_at.clone();
+        self.create_network(version, init.ingress_id, init.ingress_spec, now)?;
+        Ok(Applied::Done)
+    }
+
+    fn add_node(&mut self, version: Version, mut node: Node) -> Result<Applied, StoreError> {
+        if self.nodes.contains_key(&node.id) {
+            return Err(StoreError::precondition(
+                format!("node {}", node.id),
+                "already a member",
+            ));
+        }
+        node.version = version;
+        self.nodes.insert(node.id.clone(), node);
+        Ok(Applied::Done)
+    }
+
+    fn update_node_spec(
+        &mut self,
+        version: Version,
+        id: &str,
+        spec: NodeSpec,
+        now: String,
+    ) -> Result<Applied, StoreError> {
+        let node = self.nodes.get(id).ok_or_else(|| StoreError::NotFound {
+            kind: "node",
+            name: id.to_string(),
+        })?;
+        if node.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker {
+            let managers = self.managers().count();
+            if managers <= 1 {
+                return Err(StoreError::precondition(
+                    format!("node {}", node.hostname()),
+                    "it is the last manager of the swarm; promote another node first",
+                ));
+            }
+        }
+        let node = self.nodes.get_mut(id).expect("checked above");
+        if spec.role == NodeRole::Manager && node.manager_status.is_none() {
+            // The gRPC address the node gave when it joined becomes its raft address.
+            node.manager_status = Some(ManagerStatus {
+                addr: node
+                    .spec
+                    .labels
+                    .get(GRPC_ADDR_LABEL)
+                    .cloned()
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
+        }
+        if spec.role == NodeRole::Worker {
+            node.manager_status = None;
+        }
+        let mut spec = spec;
+        if let Some(addr) = node.spec.labels.get(GRPC_ADDR_LABEL) {
+            spec.labels.insert(GRPC_ADDR_LABEL.into(), addr.clone());
+        }
+        node.spec = spec;
+        node.version = version;
+        node.updated_at = now;
+        Ok(Applied::Done)
+    }
+
+    fn remove_node(&mut self, id: &str, force: bool) -> Result<Applied, StoreError> {
+        let node = self.nodes.get(id).ok_or_else(|| StoreError::NotFound {
+            kind: "node",
+            name: id.to_string(),
+        })?;
+        if node.spec.role == NodeRole::Manager {
+            return Err(StoreError::precondition(
+                format!("node {}", node.hostname()),
+                "it is a manager; demote it first (shoal node demote)",
+            ));
+        }
+        if node.status.state == NodeState::Ready && !force {
+            return Err(StoreError::precondition(
+                format!("node {}", node.hostname()),
+                "it is not down and can't be removed; stop it first or use --force",
+            ));
+        }
+        self.nodes.remove(id);
+        Ok(Applied::Done)
+    }
+
+    fn create_network(
+        &mut self,
+        version: Version,
+        id: String,
+        spec: NetworkSpec,
+        now: String,
+    ) -> Result<Applied, StoreError> {
+        validate_name("network", &spec.name)?;
+        if let Some(other) = self.networks.values().find(|n| n.spec.name == spec.name) {
+            return Err(StoreError::NameTaken {
+                kind: "network",
+                name: spec.name.clone(),
+                id: other.id.clone(),
+            });
+        }
+        if spec.driver_configuration.name != "overlay" {
+            return Err(StoreError::invalid(
+                format!("network {}", spec.name),
+                format!(
+                    "driver {:?} is not supported; use -d overlay",
+                    spec.driver_configuration.name
+                ),
+            ));
+        }
+        if spec.ingress && self.ingress().is_some() {
+            return Err(StoreError::precondition(
+                format!("network {}", spec.name),
+                "another ingress network is already present",
+            ));
+        }
+        let requested = match spec.ipam_options.configs.as_slice() {
+            [] => None,
+            [c] => {
+                let net: Ipv4Net = c.subnet.parse().map_err(|_| {
+                    StoreError::invalid(
+                        format!("network {}", spec.name),
+                        format!(
+                            "subnet {:?} is not an IPv4 CIDR like 198.19.5.0/24",
+                            c.subnet
+                        ),
+                    )
+                })?;
+                if net.prefix_len() > 29 {
+                    return Err(StoreError::invalid(
+                        format!("network {}", spec.name),
+                        format!("subnet {net} is too small; use a /29 or larger"),
+                    ));
+                }
+                let gw = if c.gateway.is_empty() {
+                    None
+                } else {
+                    let gw: Ipv4Addr = c.gateway.parse().map_err(|_| {
+                        StoreError::invalid(
+                            format!("network {}", spec.name),
+                            format!("gateway {:?} is not an IPv4 address", c.gateway),
+                        )
+                    })?;
+                    if !net.contains(&gw) {
+                        return Err(StoreError::invalid(
+                            format!("network {}", spec.name),
+                            format!("gateway {gw} is outside subnet {net}"),
+                        ));
+                    }
+                    Some(gw)
+                };
+                Some((net, gw))
+            }
+            _ => {
+                return Err(StoreError::invalid(
+                    format!("network {}", spec.name),
+                    "only one IPv4 subnet per network is supported",
+                ));
+            }
+        };
+        let (subnet, gateway, vni) = self.alloc()?.create_network(&id, &spec.name, requested)?;
+        let mut options = BTreeMap::new();
+        options.insert(VXLAN_ID_OPTION.to_string(), vni.to_string());
+        let network = Network {
+            id: id.clone(),
+            version,
+            created_at: now.clone(),
+            updated_at: now,
+            spec,
+            driver_state: Driver {
+                name: "overlay".into(),
+                options,
+            },
+            ipam_options: IpamOptions {
+                configs: vec![IpamConfig {
+                    subnet: subnet.to_string(),
+                    gateway: gateway.to_string(),
+                }],
+            },
+        };
+        self.networks.insert(id.clone(), network);
+        Ok(Applied::Created(id))
+    }
+
+    fn remove_network(&mut self, id: &str) -> Result<Applied, StoreError> {
+        let net = self.networks.get(id).ok_or_else(|| StoreError::NotFound {
+            kind: "network",
+            name: id.to_string(),
+        })?;
+        if net.spec.ingress {
+            return Err(StoreError::precondition(
+                format!("network {}", net.spec.name),
+                "the ingress network can't be removed while the swarm uses it for published ports",
+            ));
+        }
+        if let Some(s) = self
+            .services
+            .values()
+            .find(|s| s.spec.task_template.networks.iter().any(|a| a.target == id))
+        {
+            return Err(StoreError::precondition(
+                format!("network {}", net.spec.name),
+                format!(
+                    "it is in use by service {} ({}); remove the service first",
+                    s.spec.name, s.id
+                ),
+            ));
+        }
+        if let Some(t) = self.tasks.values().find(|t| {
+            !t.status.state.is_terminal()
+                && t.networks_attachments.iter().any(|a| a.network_id == id)
+        }) {
+            return Err(StoreError::precondition(
+                format!("network {}", net.spec.name),
+                format!("task {} still uses it; retry once it has stopped", t.id),
+            ));
+        }
+        let vni = net.vni();
+        self.networks.remove(id);
+        self.alloc()?.release_network(id, vni);
+        Ok(Applied::Done)
+    }
+
+    /// Checks a spec against the cluster; returns the ids of the networks its tasks join
+    /// (attached networks, then ingress when it publishes through the routing mesh).
+    fn check_service_spec(&self, id: &str, spec: &ServiceSpec) -> Result<Vec<String>, StoreError> {
+        validate_name("service", &spec.name)?;
+        let object = format!("service {}", spec.name);
+        if let Some(other) = self
+            .services
+            .values()
+            .find(|s| s.spec.name == spec.name && s.id != id)
+        {
+            return Err(StoreError::NameTaken {
+                kind: "service",
+                name: spec.name.clone(),
+                id: other.id.clone(),
+            });
+        }
+        let tt = &spec.task_template;
+        match tt.runtime {
+            Runtime::Native if tt.container_spec.command.is_empty() => {
+                return Err(StoreError::invalid(object, "a native task needs a command"));
+            }
+            Runtime::Docker if tt.container_spec.image.is_empty() => {
+                return Err(StoreError::invalid(object, "an image is required"));
+            }
+            _ => {}
+        }
+        for c in &tt.placement.constraints {
+            crate::scheduler::Constraint::parse(c)
+                .map_err(|e| StoreError::invalid(object.clone(), e.to_string()))?;
+        }
+        let ports = &spec.endpoint_spec.ports;
+        let mut seen = BTreeSet::new();
+        for p in ports {
+            if p.target_port == 0 {
+                return Err(StoreError::invalid(
+                    object,
+                    "target port 0 is out of range 1-65535",
+                ));
+            }
+            if p.published_port != 0 && !seen.insert((p.protocol, p.published_port)) {
+                return Err(StoreError::invalid(
+                    object,
+                    format!(
+                        "published port {}/{} is listed twice",
+                        p.published_port, p.protocol
+                    ),
+                ));
+            }
+        }
+        if spec.endpoint_spec.mode == EndpointMode::Dnsrr && Self::uses_ingress(spec) {
+            return Err(StoreError::invalid(
+                object,
+                "port published with ingress mode can't be used with dnsrr mode; use --publish mode=host or --endpoint-mode vip",
+            ));
+        }
+        let mut nets = Vec::new();
+        for a in &tt.networks {
+            let net = self
+                .networks
+                .get(&a.target)
+                .ok_or_else(|| StoreError::NotFound {
+                    kind: "network",
+                    name: a.target.clone(),
+                })?;
+            if net.spec.ingress {
+                return Err(StoreError::invalid(
+                    object,
+                    "the ingress network can't be attached explicitly; publish a port instead",
+                ));
+            }
+            if nets.contains(&net.id) {
+                return Err(StoreError::invalid(
+                    object,
+                    format!("network {} is attached twice", net.spec.name),
+                ));
+            }
+            nets.push(net.id.clone());
+        }
+        if Self::uses_ingress(spec) {
+            let ingress = self.ingress().ok_or_else(|| {
+                StoreError::precondition(object.clone(), "the swarm has no ingress network")
+            })?;
+            nets.push(ingress.id.clone());
+        }
+        Ok(nets)
+    }
+
+    /// Refuses a spec whose tasks could not all get an address, instead of leaving tasks
+    /// stuck in pending (Swarm's silent failure).
+    fn check_capacity(
+        &self,
+        spec: &ServiceSpec,
+        nets: &[String],
+        previous: Option<&Service>,
+    ) -> Result<(), StoreError> {
+        let replicas = match spec.mode {
+            ServiceMode::Replicated { replicas } => replicas,
+            ServiceMode::Global {} => self.nodes.len() as u64,
+        };
+        let alloc = self.alloc.as_ref().ok_or(StoreError::NotInitialized)?;
+        for net_id in nets {
+            let held_now = previous
+                .map(|s| {
+                    self.service_tasks(&s.id)
+                        .filter(|t| !t.status.state.is_terminal())
+                        .filter(|t| {
+                            t.networks_attachments
+                                .iter()
+                                .any(|a| &a.network_id == net_id)
+                        })
+                        .count() as u64
+                        + s.endpoint
+                            .virtual_ips
+                            .iter()
+                            .filter(|v| &v.network_id == net_id)
+                            .count() as u64
+                })
+                .unwrap_or(0);
+            let vip = u64::from(spec.endpoint_spec.mode == EndpointMode::Vip);
+            let needed = replicas + vip;
+            let free = alloc.free_addresses(net_id) + held_now;
+            if needed > free {
+                let net = &self.networks[net_id];
+                return Err(StoreError::Exhausted {
+                    what: format!(
+                        "network {} ({})",
+                        net.spec.name,
+                        alloc
+                            .network_subnet(net_id)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    ),
+                    detail: format!(
+                        "service {} needs {needed} addresses ({replicas} tasks{}) but only {free} are free; use a network with a larger --subnet or fewer replicas",
+                        spec.name,
+                        if vip == 1 { " + 1 VIP" } else { "" }
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn service_names(&self) -> BTreeMap<String, String> {
+        self.services
+            .values()
+            .map(|s| (s.id.clone(), s.spec.name.clone()))
+            .collect()
+    }
+
+    fn create_service(
+        &mut self,
+        version: Version,
+        id: String,
+        spec: ServiceSpec,
+        now: String,
+    ) -> Result<Applied, StoreError> {
+        self.record()?;
+        let nets = self.check_service_spec(&id, &spec)?;
+        self.check_capacity(&spec, &nets, None)?;
+        let endpoint = self.allocate_endpoint(&id, &spec, &nets, None)?;
+        let service = Service {
+            id: id.clone(),
+            version,
+            created_at: now.clone(),
+            updated_at: now,
+            spec,
+            previous_spec: None,
+            endpoint,
+            update_status: None,
+            spec_version: version,
+        };
+        self.services.insert(id.clone(), service);
+        Ok(Applied::Created(id))
+    }
+
+    /// Ports and VIPs for a spec; on failure nothing stays allocated.
+    fn allocate_endpoint(
+        &mut self,
+        id: &str,
+        spec: &ServiceSpec,
+        nets: &[String],
+        previous: Option<&Endpoint>,
+    ) -> Result<Endpoint, StoreError> {
+        let names = self.service_names();
+        let net_names: BTreeMap<String, String> = self
+            .networks
+            .values()
+            .map(|n| (n.id.clone(), n.spec.name.clone()))
+            .collect();
+        let alloc = self.alloc()?;
+        let mut undo = Undo::default();
+        let result = (|| {
+            let keep = previous.map(|e| e.ports.as_slice()).unwrap_or(&[]);
+            let ports = alloc.allocate_ports(
+                id,
+                &spec.name,
+                &spec.endpoint_spec.ports,
+                keep,
+                &names,
+                &mut undo,
+            )?;
+            let mut vips = Vec::new();
+            if spec.endpoint_spec.mode == EndpointMode::Vip {
+                for net in nets {
+                    let kept =
+                        previous.and_then(|e| e.virtual_ips.iter().find(|v| &v.network_id == net));
+                    let addr = match kept {
+                        Some(v) => v.addr.clone(),
+                        None => alloc.allocate_address(net, &net_names[net], &mut undo)?,
+                    };
+                    vips.push(VirtualIp {
+                        network_id: net.clone(),
+                        addr,
+                    });
+                }
+            }
+            Ok(Endpoint {
+                spec: spec.endpoint_spec.clone(),
+                ports,
+                virtual_ips: vips,
+            })
+        })();
+        if result.is_err() {
+            alloc.rollback(undo);
+        }
+        result
+    }
+
+    fn update_service(
+        &mut self,
+        version: Version,
+        id: &str,
+        expected: u64,
+        spec: ServiceSpec,
+        now: String,
+    ) -> Result<Applied, StoreError> {
+        let current = lookup(&self.services, id)?.clone();
+        if current.version.index != expected {
+            return Err(StoreError::VersionMismatch {
+                object: format!("service {}", current.spec.name),
+                expected,
+                actual: current.version.index,
+            });
+        }
+        if matches!(current.spec.mode, ServiceMode::Global {})
+            != matches!(spec.mode, ServiceMode::Global {})
+        {
+            return Err(StoreError::invalid(
+                format!("service {}", current.spec.name),
+                "the service mode can't be changed; remove and create the service again",
+            ));
+        }
+        let nets = self.check_service_spec(&current.id, &spec)?;
+        self.check_capacity(&spec, &nets, Some(&current))?;
+        // Release first what the new spec no longer holds (ports removed, VIPs of detached
+        // networks); allocate_endpoint keeps what stays and reuses dynamic port numbers.
+        let old = current.endpoint.clone();
+        let alloc = self.alloc()?;
+        alloc.release_ports(&current.id, &old.ports);
+        let endpoint = match self.allocate_endpoint(&current.id, &spec, &nets, Some(&old)) {
+            Ok(e) => e,
+            Err(e) => {
+                // Put the old ports back exactly as they were.
+                let names = self.service_names();
+                let alloc = self.alloc()?;
+                let mut undo = Undo::default();
+                let _ = alloc.allocate_ports(
+                    &current.id,
+                    &current.spec.name,
+                    &old.ports,
+                    &[],
+                    &names,
+                    &mut undo,
+                );
+                return Err(e);
+            }
+        };
+        let alloc = self.alloc()?;
+        for v in &old.virtual_ips {
+            if !endpoint.virtual_ips.contains(v) {
+                alloc.release_address(&v.network_id, &v.addr);
+            }
+        }
+        let task_changed = spec.task_template != current.spec.task_template;
+        let service = self.services.get_mut(&current.id).expect("looked up");
+        service.previous_spec = Some(std::mem::replace(&mut service.spec, spec));
+        service.endpoint = endpoint;
+        service.version = version;
+        service.updated_at = now.clone();
+        if task_changed || nets_changed(&old, &service.endpoint) {
+            service.spec_version = version;
+            service.update_status = Some(UpdateStatus {
+                state: "updating".into(),
+                started_at: now,
+                completed_at: String::new(),
+                message: "update in progress".into(),
+            });
+        }
+        Ok(Applied::Done)
+    }
+
+    fn remove_service(
+        &mut self,
+        version: Version,
+        id: &str,
+        now: &str,
+    ) -> Result<Applied, StoreError> {
+        let service = lookup(&self.services, id)?.clone();
+        self.services.remove(&service.id);
+        let alloc = self.alloc()?;
+        alloc.release_ports(&service.id, &service.endpoint.ports);
+        for v in &service.endpoint.virtual_ips {
+            alloc.release_address(&v.network_id, &v.addr);
+        }
+        let ids: Vec<String> = self
+            .service_tasks(&service.id)
+            .map(|t| t.id.clone())
+            .collect();
+        for tid in ids {
+            self.apply_task_op(
+                version,
+                TaskOp::SetDesired {
+                    id: tid,
+                    state: TaskState::Shutdown,
+                },
+                now,
+            );
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Task ops come from the leader's loops and from agents' reports; a stale or repeated
+    /// op is ignored rather than refused so that one late report can't fail a whole batch.
+    fn apply_task_op(&mut self, version: Version, op: TaskOp, now: &str) {
+        match op {
+            TaskOp::Create(task) => self.create_task(version, *task, now),
+            TaskOp::Assign { id, node_id } => {
+                if let Some(t) = self.tasks.get_mut(&id) {
+                    if t.node_id.is_empty() && t.status.state.can_move_to(TaskState::Assigned) {
+                        t.node_id = node_id;
+                        t.status = status(TaskState::Assigned, "assigned", now);
+                        t.version = version;
+                        t.updated_at = now.to_string();
+                    }
+                }
+            }
+            TaskOp::SetDesired { id, state } => {
+                if let Some(t) = self.tasks.get_mut(&id) {
+                    if state > t.desired_state {
+                        t.desired_state = state;
+                        t.version = version;
+                        t.updated_at = now.to_string();
+                    }
+                    // A task no node ever took can be stopped right here.
+                    if state >= TaskState::Shutdown
+                        && t.node_id.is_empty()
+                        && !t.status.state.is_terminal()
+                    {
+                        t.status =
+                            status(TaskState::Shutdown, "shutdown before it was scheduled", now);
+                        self.release_task(&id);
+                    }
+                }
+            }
+            TaskOp::Status { id, status: st } => {
+                if let Some(t) = self.tasks.get_mut(&id) {
+                    let pending_message = st.state == t.status.state
+                        && st.state < TaskState::Assigned
+                        && st.message != t.status.message;
+                    if t.status.state.can_move_to(st.state) || pending_message {
+                        let terminal = st.state.is_terminal();
+                        t.status = st;
+                        t.version = version;
+                        t.updated_at = now.to_string();
+                        if terminal {
+                            self.release_task(&id);
+                        }
+                    }
+                }
+            }
+            TaskOp::Delete { id } => {
+                if self
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| !t.status.state.is_terminal())
+                {
+                    self.release_task(&id);
+                }
+                self.tasks.remove(&id);
+            }
+            TaskOp::ServiceUpdateStatus { service_id, status } => {
+                if let Some(s) = self.services.get_mut(&service_id) {
+                    s.update_status = status;
+                }
+            }
+        }
+    }
+
+    fn create_task(&mut self, version: Version, mut task: Task, now: &str) {
+        if self.tasks.contains_key(&task.id) {
+            return;
+        }
+        let Some(service) = self.services.get(&task.service_id) else {
+            return;
+        };
+        let nets = self
+            .check_service_spec(&service.id, &service.spec)
+            .unwrap_or_default();
+        let aliases: BTreeMap<String, Vec<String>> = service
+            .spec
+            .task_template
+            .networks
+            .iter()
+            .map(|a| (a.target.clone(), a.aliases.clone()))
+            .collect();
+        let names: BTreeMap<String, String> = self
+            .networks
+            .values()
+            .map(|n| (n.id.clone(), n.spec.name.clone()))
+            .collect();
+        task.version = version;
+        task.created_at = now.to_string();
+        task.updated_at = now.to_string();
+        let Some(alloc) = self.alloc.as_mut() else {
+            return;
+        };
+        let mut undo = Undo::default();
+        let mut attachments = Vec::new();
+        let mut failure = None;
+        for net in &nets {
+            match alloc.allocate_address(net, &names[net], &mut undo) {
+                Ok(addr) => attachments.push(NetworkAttachment {
+                    network_id: net.clone(),
+                    addresses: vec![addr],
+                    aliases: aliases.get(net).cloned().unwrap_or_default(),
+                }),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            alloc.rollback(undo);
+            task.status = TaskStatus {
+                timestamp: now.to_string(),
+                state: TaskState::Rejected,
+                message: "address allocation failed".into(),
+                err: e.to_string(),
+                container_status: None,
+            };
+        } else {
+            task.networks_attachments = attachments;
+            task.status = if task.node_id.is_empty() {
+                status(TaskState::Pending, "pending task scheduling", now)
+            } else {
+                status(TaskState::Assigned, "assigned", now)
+            };
+        }
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    /// Frees a task's addresses when it stops (serial allocation keeps them from coming back
+    /// at once).
+    fn release_task(&mut self, id: &str) {
+        let Some(t) = self.tasks.get(id) else { return };
+        let attachments = t.networks_attachments.clone();
+        if let Some(alloc) = self.alloc.as_mut() {
+            for a in &attachments {
+                for addr in &a.addresses {
+                    alloc.release_address(&a.network_id, addr);
+                }
+            }
+        }
+    }
+}
+
+/// Node label where a node's gRPC address is kept from its join until it is promoted.
+pub const GRPC_ADDR_LABEL: &str = "com.shoal.grpc-addr";
+
+fn nets_changed(old: &Endpoint, new: &Endpoint) -> bool {
+    let a: BTreeSet<&str> = old
+        .virtual_ips
+        .iter()
+        .map(|v| v.network_id.as_str())
+        .collect();
+    let b: BTreeSet<&str> = new
+        .virtual_ips
+        .iter()
+        .map(|v| v.network_id.as_str())
+        .collect();
+    a != b
+}
+
+pub(crate) fn status(state: TaskState, message: &str, now: &str) -> TaskStatus {
+    TaskStatus {
+        timestamp: now.to_string(),
+        state,
+        message: message.to_string(),
+        err: String::new(),
+        container_status: None,
+    }
+}
+
+fn parse_pools(pools: &[String]) -> Result<Vec<Ipv4Net>, StoreError> {
+    pools
+        .iter()
+        .map(|p| {
+            p.parse::<Ipv4Net>().map_err(|_| {
+                StoreError::invalid(
+                    "default address pool",
+                    format!("{p:?} is not an IPv4 CIDR like 10.0.0.0/8"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Docker's rule for object names: letters, digits, `_`, `.`, `-`, not starting with `-`/`.`.
+fn validate_name(kind: &str, name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            format!("{kind} name {name:?}"),
+            "use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        ))
+    }
+}

@@ -1,0 +1,116 @@
+//! Commands replicated through raft. Applying them is deterministic: ids and timestamps are
+//! chosen by the proposer and travel inside the command, so every manager reaches the same
+//! state from the same log.
+
+use serde::{Deserialize, Serialize};
+use shoal_api::objects::*;
+
+/// One raft entry's payload: a command plus who is waiting for its result.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Proposal {
+    /// Unique per proposing manager; the proposer answers its caller when it applies this.
+    pub request_id: u64,
+    pub command: Command,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub enum Command {
+    /// First entry of a new cluster: the cluster record, the first manager and ingress.
+    Init(Box<InitCluster>),
+    AddNode(Box<Node>),
+    UpdateNodeSpec {
+        id: String,
+        spec: NodeSpec,
+        now: String,
+    },
+    /// Reported state of a node (session opened, heartbeats stopped) and its description.
+    NodeStatus {
+        id: String,
+        status: NodeStatus,
+        description: Option<NodeDescription>,
+        now: String,
+    },
+    RemoveNode {
+        id: String,
+        force: bool,
+    },
+    SetJoinToken {
+        role: NodeRole,
+        token: String,
+        now: String,
+    },
+    UpdateClusterSpec {
+        spec: ClusterSpec,
+        now: String,
+    },
+    CreateNetwork {
+        id: String,
+        spec: NetworkSpec,
+        now: String,
+    },
+    RemoveNetwork {
+        id: String,
+    },
+    CreateService {
+        id: String,
+        spec: ServiceSpec,
+        now: String,
+    },
+    UpdateService {
+        id: String,
+        version: u64,
+        spec: ServiceSpec,
+        now: String,
+    },
+    RemoveService {
+        id: String,
+        now: String,
+    },
+    /// Orchestrator, scheduler and dispatcher changes to tasks, applied in order.
+    Tasks {
+        ops: Vec<TaskOp>,
+        now: String,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct InitCluster {
+    pub cluster: Cluster,
+    pub ca_key_pem: String,
+    pub worker_token: String,
+    pub manager_token: String,
+    pub node: Node,
+    pub ingress_id: String,
+    pub ingress_spec: NetworkSpec,
+    /// Dynamic published-port range (30000-32767 unless a test narrows it).
+    pub dynamic_ports: (u16, u16),
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub enum TaskOp {
+    /// A new task for a slot (or a node, for global services); its addresses are allocated
+    /// when the command is applied.
+    Create(Box<Task>),
+    Assign {
+        id: String,
+        node_id: String,
+    },
+    /// Ignored unless it moves the desired state forward.
+    SetDesired {
+        id: String,
+        state: TaskState,
+    },
+    /// Ignored unless it moves the task forward (reports can arrive late or twice).
+    Status {
+        id: String,
+        status: TaskStatus,
+    },
+    Delete {
+        id: String,
+    },
+    /// Progress of a rolling update.
+    ServiceUpdateStatus {
+        service_id: String,
+        status: Option<UpdateStatus>,
+    },
+}

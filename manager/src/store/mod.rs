@@ -1,0 +1,239 @@
+//! The replicated cluster state: every object, every allocation, and the deterministic
+//! `apply` that moves it forward one raft entry at a time.
+
+mod alloc;
+mod apply;
+pub mod command;
+
+pub use alloc::Allocations;
+pub use apply::{Applied, GRPC_ADDR_LABEL};
+pub use command::{Command, InitCluster, Proposal, TaskOp};
+
+use serde::{Deserialize, Serialize};
+use shoal_api::objects::*;
+use shoal_api::wire::ErrorKind;
+use std::collections::BTreeMap;
+
+/// Why a command was refused. Refused commands change nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name} is ambiguous: it matches {matches}; use a longer id")]
+    Ambiguous {
+        kind: &'static str,
+        name: String,
+        matches: String,
+    },
+    #[error("{kind} name {name} is already in use by {kind} {id}")]
+    NameTaken {
+        kind: &'static str,
+        name: String,
+        id: String,
+    },
+    #[error(
+        "port {port}/{protocol} is already in use by service {service} ({service_id}) as {as_what}"
+    )]
+    PortTaken {
+        port: u16,
+        protocol: Protocol,
+        service: String,
+        service_id: String,
+        as_what: &'static str,
+    },
+    #[error("{what}: {detail}")]
+    Exhausted { what: String, detail: String },
+    #[error("{object}: {reason}")]
+    Invalid { object: String, reason: String },
+    #[error("{object}: {reason}")]
+    Precondition { object: String, reason: String },
+    #[error(
+        "{object} changed since it was read (version {expected}, now {actual}); read it again and retry"
+    )]
+    VersionMismatch {
+        object: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("the swarm is not initialized")]
+    NotInitialized,
+}
+
+impl StoreError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound { .. } => ErrorKind::NotFound,
+            StoreError::Ambiguous { .. } | StoreError::Invalid { .. } => ErrorKind::Invalid,
+            StoreError::NameTaken { .. } | StoreError::PortTaken { .. } => ErrorKind::Conflict,
+            StoreError::Exhausted { .. } => ErrorKind::Exhausted,
+            StoreError::Precondition { .. }
+            | StoreError::VersionMismatch { .. }
+            | StoreError::NotInitialized => ErrorKind::Precondition,
+        }
+    }
+
+    pub fn invalid(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn precondition(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        StoreError::Precondition {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The cluster record with the secrets that only managers hold.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ClusterRecord {
+    pub cluster: Cluster,
+    pub ca_key_pem: String,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
+/// Everything raft replicates. Maps are ordered so that apply, snapshots and every answer
+/// built from them are deterministic.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ClusterState {
+    pub cluster: Option<ClusterRecord>,
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    pub networks: BTreeMap<String, Network>,
+    pub alloc: Option<Allocations>,
+}
+
+/// Something with an id and a human name, for lookups by id, id prefix or name.
+pub trait Named {
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn name(&self) -> &str;
+}
+
+impl Named for Service {
+    const KIND: &'static str = "service";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl Named for Network {
+    const KIND: &'static str = "network";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl Named for Node {
+    const KIND: &'static str = "node";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        self.hostname()
+    }
+}
+
+impl Named for Task {
+    const KIND: &'static str = "task";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Docker's lookup order: exact id, exact name, then a unique id prefix.
+pub fn lookup<'a, T: Named>(map: &'a BTreeMap<String, T>, key: &str) -> Result<&'a T, StoreError> {
+    if let Some(obj) = map.get(key) {
+        return Ok(obj);
+    }
+    let by_name: Vec<&T> = map.values().filter(|o| o.name() == key).collect();
+    match by_name.len() {
+        1 => return Ok(by_name[0]),
+        n if n > 1 => {
+            return Err(StoreError::Ambiguous {
+                kind: T::KIND,
+                name: key.to_string(),
+                matches: by_name
+                    .iter()
+                    .map(|o| o.id())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        _ => {}
+    }
+    if !key.is_empty() {
+        let by_prefix: Vec<&T> = map
+            .range(key.to_string()..)
+            .take_while(|(id, _)| id.starts_with(key))
+            .map(|(_, o)| o)
+            .collect();
+        match by_prefix.len() {
+            1 => return Ok(by_prefix[0]),
+            n if n > 1 => {
+                return Err(StoreError::Ambiguous {
+                    kind: T::KIND,
+                    name: key.to_string(),
+                    matches: by_prefix
+                        .iter()
+                        .map(|o| o.id())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(StoreError::NotFound {
+        kind: T::KIND,
+        name: key.to_string(),
+    })
+}
+
+impl ClusterState {
+    pub fn record(&self) -> Result<&ClusterRecord, StoreError> {
+        self.cluster.as_ref().ok_or(StoreError::NotInitialized)
+    }
+
+    pub fn ingress(&self) -> Option<&Network> {
+        self.networks.values().find(|n| n.spec.ingress)
+    }
+
+    pub fn managers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .values()
+            .filter(|n| n.spec.role == NodeRole::Manager && n.manager_status.is_some())
+    }
+
+    /// Tasks of one service, in id order.
+    pub fn service_tasks<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
+    }
+
+    /// Whether a service publishes any port through the ingress routing mesh.
+    pub fn uses_ingress(spec: &ServiceSpec) -> bool {
+        spec.endpoint_spec
+            .ports
+            .iter()
+            .any(|p| p.publish_mode == PublishMode::Ingress)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,404 @@
+//! Store behaviour: allocation through apply, refusals that change nothing.
+
+use super::*;
+use std::collections::BTreeMap;
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+fn node(id: &str, role: NodeRole) -> Node {
+    Node {
+        id: id.into(),
+        version: Version::default(),
+        created_at: NOW.into(),
+        updated_at: NOW.into(),
+        spec: NodeSpec {
+            name: String::new(),
+            labels: BTreeMap::new(),
+            role,
+            availability: Availability::Active,
+        },
+        description: NodeDescription {
+            hostname: format!("host-{id}"),
+            ..Default::default()
+        },
+        status: NodeStatus {
+            state: NodeState::Ready,
+            message: String::new(),
+            addr: "198.18.0.1".into(),
+        },
+        manager_status: (role == NodeRole::Manager).then(ManagerStatus::default),
+        raft_id: 1,
+    }
+}
+
+/// A cluster with pool 198.19.0.0/16 in /24s and a dynamic range of `dyn_ports`.
+pub(crate) fn cluster(dyn_ports: (u16, u16)) -> ClusterState {
+    let mut s = ClusterState::default();
+    let init = InitCluster {
+        cluster: Cluster {
+            id: "c1".into(),
+            version: Version::default(),
+            created_at: NOW.into(),
+            updated_at: NOW.into(),
+            spec: ClusterSpec::default(),
+            tls_info: String::new(),
+            default_addr_pool: vec!["198.19.0.0/16".into()],
+            subnet_size: 24,
+            data_path_port: 4789,
+            join_tokens: None,
+        },
+        ca_key_pem: String::new(),
+        worker_token: "w".into(),
+        manager_token: "m".into(),
+        node: node("n1", NodeRole::Manager),
+        ingress_id: "ingress".into(),
+        ingress_spec: net_spec("ingress", true, None),
+        dynamic_ports: dyn_ports,
+    };
+    s.apply(1, Command::Init(Box::new(init))).unwrap();
+    s
+}
+
+fn net_spec(name: &str, ingress: bool, subnet: Option<&str>) -> NetworkSpec {
+    NetworkSpec {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        driver_configuration: Driver {
+            name: "overlay".into(),
+            options: BTreeMap::new(),
+        },
+        ingress,
+        attachable: false,
+        ipam_options: IpamOptions {
+            configs: subnet
+                .map(|s| {
+                    vec![IpamConfig {
+                        subnet: s.into(),
+                        gateway: String::new(),
+                    }]
+                })
+                .unwrap_or_default(),
+        },
+    }
+}
+
+pub(crate) fn service_spec(
+    name: &str,
+    replicas: u64,
+    ports: &[(u16, u16)],
+    nets: &[&str],
+) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        task_template: TaskSpec {
+            container_spec: ContainerSpec {
+                command: vec!["sleep".into(), "1000".into()],
+                ..Default::default()
+            },
+            runtime: Runtime::Native,
+            networks: nets
+                .iter()
+                .map(|n| NetworkAttachmentConfig {
+                    target: n.to_string(),
+                    aliases: vec![],
+                })
+                .collect(),
+            ..Default::default()
+        },
+        mode: ServiceMode::Replicated { replicas },
+        update_config: UpdateConfig::default(),
+        endpoint_spec: EndpointSpec {
+            mode: EndpointMode::Vip,
+            ports: ports
+                .iter()
+                .map(|(p, t)| PortConfig {
+                    name: String::new(),
+                    protocol: Protocol::Tcp,
+                    target_port: *t,
+                    published_port: *p,
+                    publish_mode: PublishMode::Ingress,
+                })
+                .collect(),
+        },
+    }
+}
+
+fn create(
+    s: &mut ClusterState,
+    index: u64,
+    id: &str,
+    spec: ServiceSpec,
+) -> Result<Applied, StoreError> {
+    s.apply(
+        index,
+        Command::CreateService {
+            id: id.into(),
+            spec,
+            now: NOW.into(),
+        },
+    )
+}
+
+#[test]
+fn init_creates_ingress_with_subnet_and_vni() {
+    let s = cluster((30000, 32767));
+    let ingress = s.ingress().unwrap();
+    assert_eq!(ingress.ipam_options.configs[0].subnet, "198.19.0.0/24");
+    assert_eq!(ingress.ipam_options.configs[0].gateway, "198.19.0.1");
+    assert_eq!(ingress.vni(), Some(4096));
+}
+
+#[test]
+fn published_ports_are_unique_and_dynamic_ones_come_from_the_range() {
+    let mut s = cluster((30000, 32767));
+    create(
+        &mut s,
+        2,
+        "a",
+        service_spec("a", 1, &[(8080, 80), (0, 81)], &[]),
+    )
+    .unwrap();
+    let a = &s.services["a"];
+    assert_eq!(a.endpoint.ports[0].published_port, 8080);
+    assert_eq!(a.endpoint.ports[1].published_port, 30000);
+    assert_eq!(a.endpoint.virtual_ips.len(), 1, "one VIP on ingress");
+
+    let before = s.clone();
+    let err = create(
+        &mut s,
+        3,
+        "b",
+        service_spec("b", 1, &[(0, 80), (8080, 80)], &[]),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "port 8080/tcp is already in use by service a (a) as an ingress port"
+    );
+    assert_eq!(s, before, "a refused create leaves nothing allocated");
+}
+
+#[test]
+fn exhausted_dynamic_range_is_reported_at_create() {
+    let mut s = cluster((30000, 30001));
+    create(
+        &mut s,
+        2,
+        "a",
+        service_spec("a", 1, &[(0, 80), (0, 81)], &[]),
+    )
+    .unwrap();
+    let before = s.clone();
+    let err = create(&mut s, 3, "b", service_spec("b", 1, &[(0, 80)], &[])).unwrap_err();
+    assert!(matches!(err, StoreError::Exhausted { .. }), "{err}");
+    assert!(err.to_string().contains("30000-30001"), "{err}");
+    assert_eq!(s, before);
+}
+
+#[test]
+fn update_keeps_dynamic_ports_and_remove_releases_everything() {
+    let mut s = cluster((30000, 32767));
+    create(
+        &mut s,
+        2,
+        "a",
+        service_spec("a", 1, &[(0, 80), (0, 81)], &[]),
+    )
+    .unwrap();
+    let mut spec = s.services["a"].spec.clone();
+    // --publish-rm of the first port, --publish-add of a third.
+    spec.endpoint_spec.ports.remove(0);
+    spec.endpoint_spec.ports.push(PortConfig {
+        name: String::new(),
+        protocol: Protocol::Tcp,
+        target_port: 82,
+        published_port: 0,
+        publish_mode: PublishMode::Ingress,
+    });
+    s.apply(
+        3,
+        Command::UpdateService {
+            id: "a".into(),
+            version: 2,
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let ports: Vec<u16> = s.services["a"]
+        .endpoint
+        .ports
+        .iter()
+        .map(|p| p.published_port)
+        .collect();
+    assert_eq!(
+        ports,
+        vec![30001, 30002],
+        "81 keeps 30001; 82 gets the next serial port"
+    );
+    s.apply(
+        4,
+        Command::RemoveService {
+            id: "a".into(),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    // All released: a new service can take 30001 explicitly.
+    create(&mut s, 5, "b", service_spec("b", 1, &[(30001, 80)], &[])).unwrap();
+}
+
+#[test]
+fn stale_version_is_refused() {
+    let mut s = cluster((30000, 32767));
+    create(&mut s, 2, "a", service_spec("a", 1, &[], &[])).unwrap();
+    let spec = s.services["a"].spec.clone();
+    let err = s
+        .apply(
+            3,
+            Command::UpdateService {
+                id: "a".into(),
+                version: 1,
+                spec,
+                now: NOW.into(),
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::VersionMismatch { .. }));
+}
+
+#[test]
+fn overlapping_subnet_is_refused() {
+    let mut s = cluster((30000, 32767));
+    s.apply(
+        2,
+        Command::CreateNetwork {
+            id: "n1".into(),
+            spec: net_spec("app", false, Some("198.19.100.0/24")),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let before = s.clone();
+    let err = s
+        .apply(
+            3,
+            Command::CreateNetwork {
+                id: "n2".into(),
+                spec: net_spec("other", false, Some("198.19.100.128/25")),
+                now: NOW.into(),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("overlaps 198.19.100.0/24"),
+        "{err}"
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn a_small_subnet_refuses_too_many_replicas_at_once() {
+    let mut s = cluster((30000, 32767));
+    // A /29 has 5 usable addresses after the gateway.
+    s.apply(
+        2,
+        Command::CreateNetwork {
+            id: "n1".into(),
+            spec: net_spec("small", false, Some("198.19.200.0/29")),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let err = create(&mut s, 3, "a", service_spec("a", 5, &[], &["n1"])).unwrap_err();
+    assert!(err.to_string().contains("needs 6 addresses"), "{err}");
+    create(&mut s, 4, "a", service_spec("a", 4, &[], &["n1"])).unwrap();
+}
+
+#[test]
+fn dnsrr_with_ingress_port_is_refused() {
+    let mut s = cluster((30000, 32767));
+    let mut spec = service_spec("a", 1, &[(8080, 80)], &[]);
+    spec.endpoint_spec.mode = EndpointMode::Dnsrr;
+    let err = create(&mut s, 2, "a", spec).unwrap_err();
+    assert!(err.to_string().contains("can't be used with dnsrr mode"));
+}
+
+#[test]
+fn task_states_never_move_backwards() {
+    let mut s = cluster((30000, 32767));
+    s.apply(
+        2,
+        Command::CreateNetwork {
+            id: "n1".into(),
+            spec: net_spec("app", false, None),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    create(&mut s, 3, "a", service_spec("a", 1, &[], &["n1"])).unwrap();
+    let task = Task {
+        id: "t1".into(),
+        version: Version::default(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        service_id: "a".into(),
+        slot: 1,
+        node_id: String::new(),
+        spec: s.services["a"].spec.task_template.clone(),
+        spec_version: s.services["a"].spec_version,
+        status: TaskStatus::default(),
+        desired_state: TaskState::Running,
+        networks_attachments: vec![],
+        restart_count: 0,
+    };
+    let st = |state| TaskOp::Status {
+        id: "t1".into(),
+        status: TaskStatus {
+            state,
+            timestamp: NOW.into(),
+            ..Default::default()
+        },
+    };
+    s.apply(
+        4,
+        Command::Tasks {
+            ops: vec![TaskOp::Create(Box::new(task))],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let t = &s.tasks["t1"];
+    assert_eq!(t.status.state, TaskState::Pending);
+    assert_eq!(
+        t.networks_attachments[0].addresses,
+        vec!["198.19.1.3/24".to_string()],
+        "after gateway and VIP"
+    );
+    s.apply(
+        5,
+        Command::Tasks {
+            ops: vec![
+                TaskOp::Assign {
+                    id: "t1".into(),
+                    node_id: "n1".into(),
+                },
+                st(TaskState::Running),
+                st(TaskState::Starting),
+            ],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.tasks["t1"].status.state, TaskState::Running);
+    s.apply(
+        6,
+        Command::Tasks {
+            ops: vec![st(TaskState::Failed), st(TaskState::Running)],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.tasks["t1"].status.state, TaskState::Failed);
+}
