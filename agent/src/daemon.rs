@@ -114,6 +114,10 @@ impl Daemon {
 
     /// Rejoins the swarm recorded in the state dir, if any.
     pub async fn resume(&self) -> anyhow::Result<()> {
+        let killed = crate::exec::native::kill_leftovers(&self.dir.tasks_dir());
+        if killed > 0 {
+            tracing::warn!(killed, "killed task processes left by an earlier shoald");
+        }
         if let Some((identity, certs)) = self.dir.load()? {
             tracing::info!(node = %identity.node_id, role = %identity.role, "resuming swarm membership from the state dir");
             let running = self

@@ -88,7 +88,19 @@ impl TaskRunner {
             let is_done = self.done.lock().expect("lock").contains(&task.id);
             if task.desired_state <= TaskState::Running {
                 if !is_running && !is_done && !task.status.state.is_terminal() {
-                    self.start(task);
+                    if task.status.state >= TaskState::Starting {
+                        // Started by an earlier shoald whose processes are gone.
+                        self.done.lock().expect("lock").insert(task.id.clone());
+                        self.report(
+                            &task.id,
+                            TaskState::Failed,
+                            "task lost",
+                            "task lost: shoald restarted while it ran".into(),
+                            None,
+                        );
+                    } else {
+                        self.start(task);
+                    }
                 }
             } else if is_running {
                 self.stop(task.id.clone(), task.spec.container_spec.stop_grace_period);

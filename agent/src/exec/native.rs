@@ -11,6 +11,35 @@ use std::process::Stdio;
 
 pub struct NativeExecutor;
 
+/// Environment variable holding the task's directory in the state dir.
+pub const TASK_DIR_ENV: &str = "SHOAL_TASK_DIR";
+
+/// Kills task processes left behind by an earlier shoald of this state dir (crash, SIGKILL).
+/// Their tasks are reported lost and replaced; adopting them comes with the sandboxes.
+pub fn kill_leftovers(tasks_dir: &Path) -> usize {
+    let marker = format!("{TASK_DIR_ENV}={}", tasks_dir.display());
+    let mut killed = 0;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let ours = env
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(marker.as_bytes()));
+        if ours {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
+}
+
 impl Executor for NativeExecutor {
     fn name(&self) -> &'static str {
         "native"
@@ -56,6 +85,8 @@ impl Executor for NativeExecutor {
             .env("SHOAL_TASK_ID", &task.id)
             .env("SHOAL_SERVICE_ID", &task.service_id)
             .env("SHOAL_TASK_SLOT", task.slot.to_string())
+            // Marks the process as ours, so a restarted shoald can find and clean it up.
+            .env(TASK_DIR_ENV, log.parent().unwrap_or(log))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
