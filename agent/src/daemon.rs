@@ -422,6 +422,19 @@ impl Daemon {
         self.dir.save_certs(&certs).map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
         let running = self.start_node(identity, certs, false).await?;
+        if let Some(m) = &running.manager {
+            // A new manager counts towards quorum at once: answer only once it has caught up,
+            // so the next write does not find the cluster short of a majority.
+            for _ in 0..400 {
+                let caught_up = m.raft.leader_id() != 0
+                    && m.raft.voters().contains(&m.raft.id)
+                    && m.raft.state().cluster.is_some();
+                if caught_up {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         *inner = Some(running);
         Ok(LocalResponse::Joined {
             node_id: answer.node_id,

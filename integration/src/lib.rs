@@ -1,1 +1,203 @@
-//! placeholder
+//! A local cluster of `shoald` processes for tests and benchmarks: each node has its own
+//! state dir, socket and loopback address (127.0.0.N:2377). Processes are killed and
+//! their task processes cleaned up when the cluster is dropped, also on panic.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result, anyhow};
+use shoal_api::client::{call_local, connect_local};
+use shoal_api::control::{ControlRequest, ControlResponse};
+use shoal_api::local::{LocalRequest, LocalResponse};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory of the workspace's built binaries (next to this test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+pub struct NodeProc {
+    pub name: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    /// Loopback address, `127.0.0.N`.
+    pub ip: String,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+    pub fn grpc_addr(&self) -> String {
+        format!("{}:2377", self.ip)
+    }
+}
+
+pub struct LocalCluster {
+    _root: tempfile::TempDir,
+    root: PathBuf,
+    pub nodes: Vec<NodeProc>,
+}
+
+impl LocalCluster {
+    /// `count` node daemons on 127.0.0.`first_ip`.., not yet in a swarm.
+    pub fn start(count: usize, first_ip: u8) -> Result<LocalCluster> {
+        let root_dir = tempfile::Builder::new().prefix("shoal-it-").tempdir()?;
+        let root = root_dir.path().to_path_buf();
+        let mut cluster = LocalCluster {
+            _root: root_dir,
+            root,
+            nodes: Vec::new(),
+        };
+        for i in 0..count {
+            let name = format!("node-{}", i + 1);
+            let dir = cluster.root.join(&name);
+            let node = NodeProc {
+                socket: dir.join("shoald.sock"),
+                dir,
+                ip: format!("127.0.0.{}", first_ip as usize + i),
+                name,
+                child: None,
+            };
+            cluster.nodes.push(node);
+            cluster.spawn(i)?;
+        }
+        for i in 0..count {
+            cluster.wait_socket(i)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        std::fs::create_dir_all(&node.dir)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("shoald.log"))?;
+        let child = Command::new(bin_dir().join("shoald"))
+            .arg("--state-dir")
+            .arg(node.dir.join("state"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .arg("--hostname")
+            .arg(&node.name)
+            .env("SHOAL_LOG", "warn,shoal_agent=info,shoal_manager=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin_dir().join("shoald").display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    fn wait_socket(&self, i: usize) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.nodes[i].socket.exists() {
+            if Instant::now() > deadline {
+                return Err(anyhow!("{} did not open its socket; log:\n{}", self.nodes[i].name, self.log(i)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].dir.join("shoald.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a killed node again from its state dir.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.kill(i);
+        let _ = std::fs::remove_file(&self.nodes[i].socket);
+        self.spawn(i)?;
+        self.wait_socket(i)
+    }
+
+    pub async fn local(&self, i: usize, req: LocalRequest) -> Result<LocalResponse, tonic::Status> {
+        let mut client = connect_local(&self.nodes[i].host())
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        call_local(&mut client, &req).await
+    }
+
+    pub async fn control(&self, i: usize, req: ControlRequest) -> Result<ControlResponse, tonic::Status> {
+        match self.local(i, LocalRequest::Control(req)).await? {
+            LocalResponse::Control(r) => Ok(r),
+            other => Err(tonic::Status::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Runs the `shoal` CLI against node `i`.
+    pub fn shoal(&self, i: usize, args: &[&str]) -> std::process::Output {
+        Command::new(bin_dir().join("shoal"))
+            .arg("-H")
+            .arg(self.nodes[i].host())
+            .args(args)
+            .output()
+            .expect("run shoal")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        kill_tasks_under(&self.root);
+    }
+}
+
+/// Kills task processes whose task dir lies under `root` (they run in their own process
+/// groups, so killing shoald does not reach them).
+pub fn kill_tasks_under(root: &Path) {
+    let marker = format!("SHOAL_TASK_DIR={}", root.display());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv.starts_with(marker.as_bytes())) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Polls `f` until it returns Some or the timeout passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

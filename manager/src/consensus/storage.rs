@@ -172,15 +172,14 @@ fn read_log(path: &Path) -> Result<(Vec<Entry>, Vec<u64>, u64), StorageError> {
         let Ok(entry) = Entry::parse_from_bytes(payload) else {
             break Some((pos, "entry does not decode"));
         };
-        if let Some(prev) = entries.last().map(|e: &Entry| e.index) {
-            if entry.index != prev + 1 {
+        if let Some(prev) = entries.last().map(|e: &Entry| e.index)
+            && entry.index != prev + 1 {
                 return Err(StorageError::Corrupt {
                     path: path.to_path_buf(),
                     offset: pos as u64,
                     reason: format!("entry {} follows entry {prev}", entry.index),
                 });
             }
-        }
         offsets.push(pos as u64);
         entries.push(entry);
         pos += 8 + len;
@@ -234,8 +233,8 @@ impl DiskStorage {
             .unwrap_or(entries.len());
         entries.drain(..keep_from);
         offsets.drain(..keep_from);
-        if let Some(first) = entries.first() {
-            if first.index != snap_index + 1 {
+        if let Some(first) = entries.first()
+            && first.index != snap_index + 1 {
                 return Err(StorageError::Corrupt {
                     path: log_path,
                     offset: offsets[0],
@@ -245,7 +244,6 @@ impl DiskStorage {
                     ),
                 });
             }
-        }
         let last_index = entries.last().map(|e| e.index).unwrap_or(snap_index);
         if last_index < hard_state.commit {
             return Err(StorageError::LostCommitted {

@@ -153,6 +153,9 @@ impl Transport {
                 }
                 Err(status) => {
                     tracing::debug!(peer = to, %addr, error = %status.message(), "raft send failed");
+                    // A fresh channel next time: a failed one backs off for seconds, long
+                    // enough for check_quorum to depose a healthy leader.
+                    client = None;
                     self.report(Msg::Unreachable(to));
                     if has_snapshot {
                         self.report(Msg::SnapshotSent { to, ok: false });

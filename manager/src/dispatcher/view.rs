@@ -146,11 +146,10 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
 /// The changes that turn `old` into `new`.
 pub fn diff(old: &NodeView, new: &NodeView) -> Vec<Change> {
     let mut changes = Vec::new();
-    if old.node != new.node {
-        if let Some(n) = &new.node {
+    if old.node != new.node
+        && let Some(n) = &new.node {
             changes.push(Change::Node(Box::new(n.clone())));
         }
-    }
     diff_lists(
         &old.tasks,
         &new.tasks,

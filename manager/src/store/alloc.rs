@@ -123,8 +123,8 @@ impl Allocations {
         };
         let mut pool = Ipv4Pool::new(subnet);
         let mut gateway = pool.gateway();
-        if let Some((_, Some(gw))) = requested {
-            if gw != gateway {
+        if let Some((_, Some(gw))) = requested
+            && gw != gateway {
                 if let Err(e) = pool.allocate_specific(gw) {
                     self.subnets.release(&subnet);
                     self.vnis.release(&vni);
@@ -135,7 +135,6 @@ impl Allocations {
                 }
                 gateway = gw;
             }
-        }
         self.addresses.insert(id.to_string(), pool);
         Ok((subnet, gateway, vni))
     }
@@ -263,8 +262,8 @@ impl Allocations {
                 .get(&port_key(port.protocol, port.published_port))
                 .is_some_and(|hs| hs.iter().any(|h| h.service_id == service_id))
                 && port.published_port != 0;
-            if port.published_port != 0 {
-                if let Some(h) = self.conflicting_holder(
+            if port.published_port != 0
+                && let Some(h) = self.conflicting_holder(
                     port.protocol,
                     port.published_port,
                     port.publish_mode,
@@ -272,7 +271,6 @@ impl Allocations {
                 ) {
                     return Err(port_taken(&port, h, names));
                 }
-            }
             if port.publish_mode == PublishMode::Ingress && !already_ours {
                 let space = self.ports.space(port.protocol);
                 if port.published_port == 0 {

@@ -1,0 +1,164 @@
+//! `shoal`, the command line client: Docker's swarm verbs and flags, sent to the local
+//! `shoald` over its unix socket.
+//!
+//! Every command parses and checks all of its input before it sends anything, so a bad flag
+//! never leaves half-done work; rendering is pure (objects in, text out) and unit-tested.
+#![forbid(unsafe_code)]
+
+pub mod addr;
+pub mod daemon;
+pub mod duration;
+pub mod format;
+pub mod network;
+pub mod node;
+pub mod publish;
+pub mod resolve;
+pub mod service;
+pub mod swarm;
+pub mod table;
+pub mod tasks;
+
+use clap::{Parser, Subcommand};
+use daemon::Daemon;
+use std::io::{ErrorKind, Write};
+
+/// `unix://` + `shoal_api::client::DEFAULT_SOCKET` (checked by a test).
+pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoald.sock";
+
+/// Where command output goes (stdout in the binary).
+pub type Output = dyn Write;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Manage a shoal swarm: Docker's swarm commands, served by the local shoald"
+)]
+pub struct Cli {
+    /// Daemon socket to connect to
+    #[arg(
+        short = 'H',
+        long,
+        env = "SHOAL_HOST",
+        default_value = DEFAULT_HOST,
+        global = true,
+        value_name = "unix:///PATH"
+    )]
+    pub host: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Manage the swarm
+    #[command(subcommand)]
+    Swarm(swarm::SwarmCommand),
+    /// Manage swarm nodes
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Manage services
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Show what the local daemon knows about this node (JSON)
+    #[command(hide = true)]
+    Info,
+}
+
+/// Runs one parsed command line against the daemon at `cli.host`.
+pub async fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
+    let mut daemon = Daemon::new(cli.host);
+    match cli.command {
+        Command::Swarm(cmd) => swarm::run(cmd, &mut daemon, out).await,
+        Command::Node(cmd) => node::run(cmd, &mut daemon, out).await,
+        Command::Service(cmd) => service::run(cmd, &mut daemon, out).await,
+        Command::Network(cmd) => network::run(cmd, &mut daemon, out).await,
+        Command::Info => {
+            let info = daemon.info().await?;
+            print(out, &format::json(&info))
+        }
+    }
+}
+
+/// Writes command output. A closed pipe (`shoal service ls | head -1`) is not an error.
+pub fn print(out: &mut Output, text: &str) -> anyhow::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// The single line `main` prints after "Error: ".
+pub fn error_line(err: &anyhow::Error) -> String {
+    one_line(&format!("{err:#}"))
+}
+
+/// How a clap failure is reported: help and version go to stdout with success; any other
+/// parse error is one line.
+pub enum ParseOutcome {
+    Print(String),
+    Fail(String),
+}
+
+pub fn parse_outcome<S: AsRef<str>>(err: &clap::Error, argv: &[S]) -> ParseOutcome {
+    use clap::error::ErrorKind as K;
+    match err.kind() {
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => {
+            ParseOutcome::Print(err.render().to_string())
+        }
+        _ => {
+            // clap's first paragraph is the error (with "[possible values: ...]" on its own
+            // line); "tip:" paragraphs suggest the fix. Usage and "--help" lines are dropped.
+            let text = err.render().to_string();
+            let paragraphs: Vec<String> = text
+                .split("\n\n")
+                .map(one_line)
+                .filter(|p| !p.is_empty())
+                .collect();
+            let mut first = paragraphs
+                .first()
+                .map(|p| p.strip_prefix("error: ").unwrap_or(p).to_string())
+                .unwrap_or_else(|| "invalid command line".into());
+            for tip in paragraphs.iter().filter(|p| p.starts_with("tip:")) {
+                first.push_str(&format!(" ({tip})"));
+            }
+            ParseOutcome::Fail(format!("{first}; see '{} --help'", command_path(argv)))
+        }
+    }
+}
+
+/// The subcommands named on a command line ("shoal service create"), for help hints.
+pub fn command_path<S: AsRef<str>>(argv: &[S]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["shoal".to_string()];
+    let mut args = argv.iter().skip(1).map(AsRef::as_ref);
+    while let Some(arg) = args.next() {
+        if arg == "-H" || arg == "--host" {
+            args.next();
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(arg) {
+            Some(sub) => {
+                path.push(sub.get_name().to_string());
+                cmd = sub.clone();
+            }
+            None => break,
+        }
+    }
+    path.join(" ")
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,454 @@
+//! `shoal service ...`: create, list, inspect, scale, update and remove services.
+
+pub mod render;
+pub mod spec;
+
+use crate::daemon::Daemon;
+use crate::duration;
+use crate::format::{json, now_nanos};
+use crate::resolve;
+use crate::tasks::{self, TaskTable};
+use crate::{Output, print};
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use shoal_api::control::ControlRequest;
+use shoal_api::objects::{EndpointMode, RestartCondition, UpdateOrder};
+use spec::{CreateOptions, UpdateFlags, UpdateOps};
+use std::collections::BTreeMap;
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Create a new service
+    Create(Box<CreateArgs>),
+    /// List services
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Only display IDs
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List the tasks of one or more services
+    Ps {
+        /// Only display task IDs
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+    },
+    /// Display detailed information on one or more services
+    Inspect {
+        /// Print the information in a human friendly format
+        #[arg(long)]
+        pretty: bool,
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+    },
+    /// Scale one or more replicated services
+    Scale {
+        /// Detach immediately (accepted for Docker compatibility; shoal never waits)
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(required = true, value_name = "SERVICE=REPLICAS")]
+        scales: Vec<String>,
+    },
+    /// Update a service
+    Update(Box<UpdateArgs>),
+    /// Remove one or more services
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(required = true, value_name = "SERVICE")]
+        services: Vec<String>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    Replicated,
+    Global,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointModeArg {
+    Vip,
+    Dnsrr,
+}
+
+impl From<EndpointModeArg> for EndpointMode {
+    fn from(m: EndpointModeArg) -> EndpointMode {
+        match m {
+            EndpointModeArg::Vip => EndpointMode::Vip,
+            EndpointModeArg::Dnsrr => EndpointMode::Dnsrr,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateOrderArg {
+    StopFirst,
+    StartFirst,
+}
+
+impl From<UpdateOrderArg> for UpdateOrder {
+    fn from(o: UpdateOrderArg) -> UpdateOrder {
+        match o {
+            UpdateOrderArg::StopFirst => UpdateOrder::StopFirst,
+            UpdateOrderArg::StartFirst => UpdateOrder::StartFirst,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartConditionArg {
+    Any,
+    OnFailure,
+    None,
+}
+
+impl From<RestartConditionArg> for RestartCondition {
+    fn from(c: RestartConditionArg) -> RestartCondition {
+        match c {
+            RestartConditionArg::Any => RestartCondition::Any,
+            RestartConditionArg::OnFailure => RestartCondition::OnFailure,
+            RestartConditionArg::None => RestartCondition::None,
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RuntimeArg {
+    #[default]
+    Docker,
+    Native,
+}
+
+/// Flags shared by `create` and `update` that change the same spec fields.
+#[derive(Args, Debug, Default)]
+pub struct CommonArgs {
+    /// Endpoint mode
+    #[arg(long, value_enum)]
+    pub endpoint_mode: Option<EndpointModeArg>,
+    /// Time to wait before force killing a task
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub stop_grace_period: Option<u64>,
+    /// Maximum number of tasks updated simultaneously (0 to update all at once)
+    #[arg(long, value_name = "N")]
+    pub update_parallelism: Option<u64>,
+    /// Delay between updates
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub update_delay: Option<u64>,
+    /// Update order
+    #[arg(long, value_enum)]
+    pub update_order: Option<UpdateOrderArg>,
+    /// Restart when condition is met
+    #[arg(long, value_enum)]
+    pub restart_condition: Option<RestartConditionArg>,
+    /// Delay between restart attempts
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up (0: no limit)
+    #[arg(long, value_name = "N")]
+    pub restart_max_attempts: Option<u64>,
+    /// Exit immediately (accepted for Docker compatibility; shoal never waits)
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Service name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of tasks
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u64>,
+    /// Service mode
+    #[arg(long, value_enum, default_value = "replicated")]
+    pub mode: ModeArg,
+    /// Network attachments (NAME, or name=NAME,alias=ALIAS)
+    #[arg(long, value_name = "NETWORK")]
+    pub network: Vec<String>,
+    /// Publish a port: [PUBLISHED:]TARGET[/PROTOCOL] or published=P,target=T,protocol=udp,mode=host
+    #[arg(short, long, value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Placement constraints (e.g. node.role==manager)
+    #[arg(long, value_name = "EXPR")]
+    pub constraint: Vec<String>,
+    /// Set environment variables
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Service labels
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Task runtime: docker containers, or plain processes (native)
+    #[arg(long, value_enum, default_value = "docker")]
+    pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// IMAGE [ARG...], or COMMAND [ARG...] with --runtime native
+    #[arg(
+        value_name = "IMAGE_OR_COMMAND",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Number of tasks
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<u64>,
+    /// Service image tag
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Service command args (the command of a native service), split on whitespace
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
+    /// Add or update an environment variable
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable
+    #[arg(long, value_name = "KEY")]
+    pub env_rm: Vec<String>,
+    /// Add or update a published port
+    #[arg(long, value_name = "SPEC", alias = "port-add")]
+    pub publish_add: Vec<String>,
+    /// Remove a published port (PUBLISHED, PUBLISHED:TARGET, or the target port)
+    #[arg(long, value_name = "SPEC", alias = "port-rm")]
+    pub publish_rm: Vec<String>,
+    /// Add a network
+    #[arg(long, value_name = "NETWORK")]
+    pub network_add: Vec<String>,
+    /// Remove a network
+    #[arg(long, value_name = "NETWORK")]
+    pub network_rm: Vec<String>,
+    /// Add or update a placement constraint
+    #[arg(long, value_name = "EXPR")]
+    pub constraint_add: Vec<String>,
+    /// Remove a constraint
+    #[arg(long, value_name = "EXPR")]
+    pub constraint_rm: Vec<String>,
+    /// Add or update a service label
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label_add: Vec<String>,
+    /// Remove a label by its key
+    #[arg(long, value_name = "KEY")]
+    pub label_rm: Vec<String>,
+    /// Force update even if no changes require it
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    pub service: String,
+}
+
+pub async fn run(cmd: ServiceCommand, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    match cmd {
+        ServiceCommand::Create(args) => create(*args, daemon, out).await,
+        ServiceCommand::Ls { quiet } => {
+            let services = daemon.services().await?;
+            if quiet {
+                print(out, &render::render_service_ids(&services))
+            } else {
+                print(out, &render::render_services(&services))
+            }
+        }
+        ServiceCommand::Ps {
+            quiet,
+            no_trunc,
+            services,
+        } => ps(&services, quiet, no_trunc, daemon, out).await,
+        ServiceCommand::Inspect { pretty, services } => {
+            let mut views = Vec::new();
+            for s in &services {
+                views.push(daemon.service(s).await?);
+            }
+            if pretty {
+                let text: Vec<String> = views.iter().map(render::render_pretty).collect();
+                print(out, &text.join("\n"))
+            } else {
+                print(out, &json(&views))
+            }
+        }
+        ServiceCommand::Scale { detach: _, scales } => scale(&scales, daemon, out).await,
+        ServiceCommand::Update(args) => update(*args, daemon, out).await,
+        ServiceCommand::Rm { services } => {
+            // Resolve every name first so that a typo removes nothing.
+            let mut ids = Vec::new();
+            for s in &services {
+                ids.push(daemon.service(s).await?.service.id);
+            }
+            for (name, id) in services.iter().zip(ids) {
+                daemon
+                    .done(ControlRequest::ServiceRemove { service: id })
+                    .await?;
+                print(out, &format!("{name}\n"))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lookup_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+pub fn create_options(args: &CreateArgs) -> CreateOptions {
+    let c = &args.common;
+    CreateOptions {
+        name: args.name.clone().unwrap_or_default(),
+        replicas: args.replicas,
+        global: args.mode == ModeArg::Global,
+        native: args.runtime == RuntimeArg::Native,
+        args: args.args.clone(),
+        networks: args.network.clone(),
+        publish: args.publish.clone(),
+        endpoint_mode: c.endpoint_mode.map(Into::into),
+        stop_grace_period: c.stop_grace_period,
+        constraints: args.constraint.clone(),
+        env: args.env.clone(),
+        labels: args.label.clone(),
+        update_parallelism: c.update_parallelism,
+        update_delay: c.update_delay,
+        update_order: c.update_order.map(Into::into),
+        restart_condition: c.restart_condition.map(Into::into),
+        restart_delay: c.restart_delay,
+        restart_max_attempts: c.restart_max_attempts,
+    }
+}
+
+async fn create(args: CreateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    let mut plan = spec::create_plan(&create_options(&args), &lookup_env)?;
+    if plan.spec.name.is_empty() {
+        plan.spec.name = spec::random_name(now_nanos() as u64 ^ u64::from(std::process::id()));
+    }
+    let ids = resolve::network_ids(daemon, plan.networks.iter().map(|n| n.name.as_str())).await?;
+    plan.spec.task_template.networks = spec::attachments(&plan.networks, &ids);
+    let id = daemon
+        .created(ControlRequest::ServiceCreate { spec: plan.spec })
+        .await?;
+    print(out, &format!("{id}\n"))
+}
+
+pub fn update_ops(args: &UpdateArgs) -> Result<UpdateOps, spec::SpecError> {
+    let c = &args.common;
+    let ops = UpdateOps {
+        replicas: args.replicas,
+        image: args.image.clone(),
+        env_rm: args.env_rm.clone(),
+        network_rm: args.network_rm.clone(),
+        constraint_rm: args.constraint_rm.clone(),
+        endpoint_mode: c.endpoint_mode.map(Into::into),
+        stop_grace_period: c.stop_grace_period,
+        update_parallelism: c.update_parallelism,
+        update_delay: c.update_delay,
+        update_order: c.update_order.map(Into::into),
+        restart_condition: c.restart_condition.map(Into::into),
+        restart_delay: c.restart_delay,
+        restart_max_attempts: c.restart_max_attempts,
+        force: args.force,
+        label_rm: args.label_rm.clone(),
+        ..UpdateOps::default()
+    };
+    let flags = UpdateFlags {
+        args: args.args.as_deref(),
+        env_add: &args.env_add,
+        publish_add: &args.publish_add,
+        publish_rm: &args.publish_rm,
+        network_add: &args.network_add,
+        constraint_add: &args.constraint_add,
+        label_add: &args.label_add,
+    };
+    ops.parse(&flags, &lookup_env)
+}
+
+async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    let ops = update_ops(&args)?;
+    let view = daemon.service(&args.service).await?;
+    let ids = resolve::network_ids(daemon, ops.network_names()).await?;
+    let new_spec = spec::apply_update(&view, &ops, &ids)?;
+    daemon
+        .done(ControlRequest::ServiceUpdate {
+            service: view.service.id.clone(),
+            version: view.service.version.index,
+            spec: new_spec,
+        })
+        .await?;
+    print(out, &format!("{}\n", args.service))
+}
+
+async fn scale(scales: &[String], daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    let parsed = scales
+        .iter()
+        .map(|s| spec::parse_scale(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Check every service before changing any.
+    let mut updates = Vec::new();
+    for (name, replicas) in &parsed {
+        let view = daemon.service(name).await?;
+        let new_spec = spec::scaled(&view.service.spec, *replicas)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        updates.push((name, *replicas, view, new_spec));
+    }
+    for (name, replicas, view, new_spec) in updates {
+        daemon
+            .done(ControlRequest::ServiceUpdate {
+                service: view.service.id.clone(),
+                version: view.service.version.index,
+                spec: new_spec,
+            })
+            .await?;
+        print(out, &format!("{name} scaled to {replicas}\n"))?;
+    }
+    Ok(())
+}
+
+async fn ps(
+    services: &[String],
+    quiet: bool,
+    no_trunc: bool,
+    daemon: &mut Daemon,
+    out: &mut Output,
+) -> Result<()> {
+    let mut all = Vec::new();
+    let mut host_ports = BTreeMap::new();
+    let mut seen = Vec::new();
+    for s in services {
+        let view = daemon.service(s).await?;
+        if seen.contains(&view.service.id) {
+            continue;
+        }
+        seen.push(view.service.id.clone());
+        host_ports.insert(view.service.id.clone(), tasks::host_ports(&view));
+        all.extend(daemon.tasks(Some(view.service.id.clone()), None).await?);
+    }
+    if quiet {
+        return print(out, &tasks::render_ids(&all, no_trunc));
+    }
+    let table = TaskTable {
+        no_trunc,
+        now: now_nanos(),
+        host_ports: &host_ports,
+    };
+    print(out, &tasks::render(&all, &table))
+}
+
+/// `node ps` shares the task table; it needs the services' host ports too.
+pub async fn host_ports_of_all(
+    daemon: &mut Daemon,
+) -> Result<BTreeMap<String, Vec<shoal_api::objects::PortConfig>>> {
+    Ok(daemon
+        .services()
+        .await?
+        .iter()
+        .map(|v| (v.service.id.clone(), tasks::host_ports(v)))
+        .collect())
+}

@@ -1,0 +1,360 @@
+//! `service ls` and `service inspect --pretty` output.
+
+use crate::duration::format_nanos;
+use crate::format::{capitalize, short_id};
+use crate::table::Table;
+use crate::tasks::task_image;
+use shoal_api::control::ServiceView;
+use shoal_api::objects::{PortConfig, Protocol, ServiceMode};
+use std::fmt::Write;
+
+pub fn mode_name(mode: &ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global {} => "global",
+    }
+}
+
+/// The ports a service publishes: allocated ones once the daemon has filled them in.
+fn published_ports(view: &ServiceView) -> Vec<PortConfig> {
+    let endpoint = &view.service.endpoint;
+    if endpoint.ports.is_empty() {
+        view.service
+            .spec
+            .endpoint_spec
+            .ports
+            .iter()
+            .filter(|p| p.published_port != 0)
+            .cloned()
+            .collect()
+    } else {
+        endpoint.ports.clone()
+    }
+}
+
+/// Docker's PORTS column: `*:30000->80/tcp`, consecutive ports folded into ranges
+/// (`*:8080-8081->80-81/tcp`), joined by ", ".
+pub fn ports_column(ports: &[PortConfig]) -> String {
+    let mut ports: Vec<&PortConfig> = ports.iter().collect();
+    ports.sort_by_key(|p| (proto_rank(p.protocol), p.published_port, p.target_port));
+    struct Run {
+        p: (u16, u16),
+        t: (u16, u16),
+        proto: Protocol,
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    for p in ports {
+        if let Some(r) = runs.last_mut()
+            && r.proto == p.protocol
+            && r.p.1 != 0
+            && p.published_port == r.p.1.wrapping_add(1)
+            && p.target_port == r.t.1.wrapping_add(1)
+        {
+            r.p.1 = p.published_port;
+            r.t.1 = p.target_port;
+            continue;
+        }
+        runs.push(Run {
+            p: (p.published_port, p.published_port),
+            t: (p.target_port, p.target_port),
+            proto: p.protocol,
+        });
+    }
+    let range = |(lo, hi): (u16, u16)| {
+        if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        }
+    };
+    runs.iter()
+        .map(|r| {
+            if r.p.0 == 0 {
+                format!("{}/{}", range(r.t), r.proto)
+            } else {
+                format!("*:{}->{}/{}", range(r.p), range(r.t), r.proto)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn proto_rank(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 0,
+        Protocol::Udp => 1,
+        Protocol::Sctp => 2,
+    }
+}
+
+/// `service ls`, sorted by name as Docker does.
+pub fn render_services(services: &[ServiceView]) -> String {
+    let mut table = Table::new(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    for view in sorted(services) {
+        let s = &view.service;
+        table.row([
+            short_id(&s.id).to_string(),
+            s.spec.name.clone(),
+            mode_name(&s.spec.mode).to_string(),
+            format!(
+                "{}/{}",
+                view.service_status.running_tasks, view.service_status.desired_tasks
+            ),
+            task_image(&s.spec.task_template, false),
+            ports_column(&published_ports(view)),
+        ]);
+    }
+    table.render()
+}
+
+pub fn render_service_ids(services: &[ServiceView]) -> String {
+    sorted(services)
+        .into_iter()
+        .map(|v| format!("{}\n", short_id(&v.service.id)))
+        .collect()
+}
+
+fn sorted(services: &[ServiceView]) -> Vec<&ServiceView> {
+    let mut out: Vec<&ServiceView> = services.iter().collect();
+    out.sort_by(|a, b| {
+        (&a.service.spec.name, &a.service.id).cmp(&(&b.service.spec.name, &b.service.id))
+    });
+    out
+}
+
+/// A human summary of one service, after Docker's `service inspect --pretty`.
+pub fn render_pretty(view: &ServiceView) -> String {
+    let s = &view.service;
+    let spec = &s.spec;
+    let task = &spec.task_template;
+    let c = &task.container_spec;
+    let mut o = String::new();
+    let mut line = |key: &str, value: &str| {
+        let _ = writeln!(
+            o,
+            "{}",
+            format!("{:<20}{value}", format!("{key}:")).trim_end()
+        );
+    };
+    line("ID", &s.id);
+    line("Name", &spec.name);
+    if !spec.labels.is_empty() {
+        line("Labels", "");
+        for (k, v) in &spec.labels {
+            line(&format!(" {k}"), v);
+        }
+    }
+    line("Service Mode", &capitalize(mode_name(&spec.mode)));
+    if let ServiceMode::Replicated { replicas } = spec.mode {
+        line(" Replicas", &replicas.to_string());
+    }
+    line(
+        " Running",
+        &format!(
+            "{}/{}",
+            view.service_status.running_tasks, view.service_status.desired_tasks
+        ),
+    );
+    if let Some(u) = &s.update_status {
+        line("UpdateStatus", "");
+        line(" State", &u.state);
+        line(" Started", &u.started_at);
+        if !u.completed_at.is_empty() {
+            line(" Completed", &u.completed_at);
+        }
+        if !u.message.is_empty() {
+            line(" Message", &u.message);
+        }
+    }
+    if !task.placement.constraints.is_empty() {
+        line("Placement", "");
+        line(
+            " Constraints",
+            &format!("[{}]", task.placement.constraints.join(" ")),
+        );
+    }
+    line("UpdateConfig", "");
+    line(" Parallelism", &spec.update_config.parallelism.to_string());
+    if spec.update_config.delay > 0 {
+        line(" Delay", &format_nanos(spec.update_config.delay));
+    }
+    let order = serde_json::to_value(spec.update_config.order).unwrap_or_default();
+    line(" Update order", order.as_str().unwrap_or_default());
+    line("RestartPolicy", "");
+    let cond = serde_json::to_value(task.restart_policy.condition).unwrap_or_default();
+    line(" Condition", cond.as_str().unwrap_or_default());
+    line(" Delay", &format_nanos(task.restart_policy.delay));
+    line(
+        " Max attempts",
+        &task.restart_policy.max_attempts.to_string(),
+    );
+    line("Runtime", &task.runtime.to_string());
+    line("ContainerSpec", "");
+    if !c.image.is_empty() {
+        line(" Image", &c.image);
+    }
+    if !c.command.is_empty() {
+        line(" Command", &c.command.join(" "));
+    }
+    if !c.args.is_empty() {
+        line(" Args", &c.args.join(" "));
+    }
+    if !c.env.is_empty() {
+        line(" Env", &c.env.join(" "));
+    }
+    line(" StopGracePeriod", &format_nanos(c.stop_grace_period));
+    if !task.networks.is_empty() {
+        let nets: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
+        line("Networks", &nets.join(" "));
+    }
+    line("Endpoint Mode", &spec.endpoint_spec.mode.to_string());
+    let ports = published_ports(view);
+    if !ports.is_empty() {
+        line("Ports", "");
+        for p in &ports {
+            line(" PublishedPort", &p.published_port.to_string());
+            line("  Protocol", &p.protocol.to_string());
+            line("  TargetPort", &p.target_port.to_string());
+            line("  PublishMode", &p.publish_mode.to_string());
+        }
+    }
+    for vip in &s.endpoint.virtual_ips {
+        line("VirtualIP", &format!("{} on {}", vip.addr, vip.network_id));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_api::control::ServiceStatus;
+    use shoal_api::objects::*;
+
+    fn port(published: u16, target: u16, protocol: Protocol, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            name: String::new(),
+            protocol,
+            target_port: target,
+            published_port: published,
+            publish_mode: mode,
+        }
+    }
+
+    fn tcp(published: u16, target: u16) -> PortConfig {
+        port(published, target, Protocol::Tcp, PublishMode::Ingress)
+    }
+
+    fn service(id: &str, name: &str, mode: ServiceMode, running: u64, desired: u64) -> ServiceView {
+        let spec = ServiceSpec {
+            name: name.into(),
+            labels: Default::default(),
+            task_template: TaskSpec {
+                container_spec: ContainerSpec {
+                    image: "nginx:1.27@sha256:0123".into(),
+                    stop_grace_period: 10_000_000_000,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            mode,
+            update_config: UpdateConfig::default(),
+            endpoint_spec: EndpointSpec::default(),
+        };
+        ServiceView {
+            service: Service {
+                id: id.into(),
+                version: Version { index: 1 },
+                created_at: String::new(),
+                updated_at: String::new(),
+                spec,
+                previous_spec: None,
+                endpoint: Endpoint::default(),
+                update_status: None,
+                spec_version: Version { index: 1 },
+            },
+            service_status: ServiceStatus {
+                running_tasks: running,
+                desired_tasks: desired,
+            },
+        }
+    }
+
+    #[test]
+    fn ports_column_like_docker() {
+        use Protocol::*;
+        use PublishMode::*;
+        assert_eq!(ports_column(&[]), "");
+        assert_eq!(ports_column(&[tcp(30000, 80)]), "*:30000->80/tcp");
+        assert_eq!(
+            ports_column(&[
+                port(53, 53, Udp, Ingress),
+                tcp(8081, 81),
+                tcp(8080, 80),
+                port(9000, 9000, Tcp, Host),
+            ]),
+            "*:8080-8081->80-81/tcp, *:9000->9000/tcp, *:53->53/udp"
+        );
+        assert_eq!(
+            ports_column(&[tcp(8080, 80), tcp(8082, 82)]),
+            "*:8080->80/tcp, *:8082->82/tcp"
+        );
+    }
+
+    #[test]
+    fn renders_service_ls() {
+        let mut web = service(
+            "abcdefghijkl0123456789xyz",
+            "web",
+            ServiceMode::Replicated { replicas: 3 },
+            2,
+            3,
+        );
+        web.service.endpoint.ports = vec![tcp(30000, 80)];
+        web.service.spec.endpoint_spec.ports = vec![tcp(0, 80)];
+        let mut job = service(
+            "0123456789abcdefghijklmno",
+            "a-native-job",
+            ServiceMode::Global {},
+            4,
+            4,
+        );
+        job.service.spec.task_template.runtime = Runtime::Native;
+        job.service.spec.task_template.container_spec = ContainerSpec {
+            command: vec!["sleep".into(), "infinity".into()],
+            ..Default::default()
+        };
+        // Before allocation only explicit published ports are known.
+        job.service.spec.endpoint_spec.ports =
+            vec![tcp(0, 81), port(8080, 80, Protocol::Tcp, PublishMode::Host)];
+        let want = "\
+ID             NAME           MODE         REPLICAS   IMAGE            PORTS
+0123456789ab   a-native-job   global       4/4        sleep infinity   *:8080->80/tcp
+abcdefghijkl   web            replicated   2/3        nginx:1.27       *:30000->80/tcp
+";
+        let services = vec![web, job];
+        assert_eq!(render_services(&services), want);
+        assert_eq!(
+            render_service_ids(&services),
+            "0123456789ab\nabcdefghijkl\n"
+        );
+    }
+
+    #[test]
+    fn pretty_summary() {
+        let mut web = service(
+            "svcid",
+            "web",
+            ServiceMode::Replicated { replicas: 3 },
+            3,
+            3,
+        );
+        web.service.endpoint.ports = vec![tcp(30000, 80)];
+        let text = render_pretty(&web);
+        assert!(text.starts_with("ID:                 svcid\nName:               web\nService Mode:       Replicated\n Replicas:          3\n"), "{text}");
+        assert!(
+            text.contains("\nPorts:\n PublishedPort:     30000\n"),
+            "{text}"
+        );
+        assert!(text.contains(" StopGracePeriod:   10s\n"), "{text}");
+    }
+}

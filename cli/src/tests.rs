@@ -1,0 +1,281 @@
+//! Command-line parsing: the clap definition is consistent and Docker's spellings parse.
+
+use super::*;
+use crate::service::{ServiceCommand, create_options, spec, update_ops};
+use clap::CommandFactory;
+
+fn parse(args: &[&str]) -> Cli {
+    let mut argv = vec!["shoal"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn parse_err(args: &[&str]) -> String {
+    let mut argv = vec!["shoal"];
+    argv.extend_from_slice(args);
+    match Cli::try_parse_from(&argv) {
+        Ok(cli) => panic!("{args:?} parsed: {cli:?}"),
+        Err(e) => match parse_outcome(&e, &argv) {
+            ParseOutcome::Fail(line) => line,
+            ParseOutcome::Print(text) => panic!("{args:?} printed {text}"),
+        },
+    }
+}
+
+#[test]
+fn clap_definition_is_consistent() {
+    Cli::command().debug_assert();
+}
+
+#[test]
+fn default_host_is_the_default_socket() {
+    assert_eq!(
+        DEFAULT_HOST,
+        format!("unix://{}", shoal_api::client::DEFAULT_SOCKET)
+    );
+}
+
+#[test]
+fn host_flag_anywhere() {
+    assert_eq!(parse(&["node", "ls"]).host, DEFAULT_HOST);
+    assert_eq!(
+        parse(&["-H", "unix:///tmp/a.sock", "node", "ls"]).host,
+        "unix:///tmp/a.sock"
+    );
+    assert_eq!(
+        parse(&["service", "ls", "--host", "unix:///tmp/b.sock"]).host,
+        "unix:///tmp/b.sock"
+    );
+}
+
+fn create_args(args: &[&str]) -> service::CreateArgs {
+    match parse(args).command {
+        Command::Service(ServiceCommand::Create(c)) => *c,
+        other => panic!("not service create: {other:?}"),
+    }
+}
+
+#[test]
+fn native_create_takes_the_command_with_its_flags() {
+    let c = create_args(&[
+        "service",
+        "create",
+        "--runtime",
+        "native",
+        "--name",
+        "x",
+        "sh",
+        "-c",
+        "echo hi",
+    ]);
+    let plan = spec::create_plan(&create_options(&c), &|_| None).unwrap();
+    let cs = &plan.spec.task_template.container_spec;
+    assert_eq!(cs.command, vec!["sh", "-c", "echo hi"]);
+    assert!(cs.image.is_empty());
+    assert!(cs.args.is_empty());
+    assert_eq!(plan.spec.name, "x");
+    assert_eq!(
+        plan.spec.task_template.runtime,
+        shoal_api::objects::Runtime::Native
+    );
+}
+
+#[test]
+fn docker_create_takes_image_then_args() {
+    let c = create_args(&[
+        "service",
+        "create",
+        "-p",
+        "8080:80",
+        "--publish",
+        "53/udp",
+        "-e",
+        "A=1",
+        "--replicas",
+        "3",
+        "-d",
+        "nginx:1.27",
+        "nginx",
+        "-g",
+        "daemon off;",
+        "--name",
+        "not-a-flag",
+    ]);
+    assert!(c.common.detach);
+    assert_eq!(c.replicas, Some(3));
+    let plan = spec::create_plan(&create_options(&c), &|_| None).unwrap();
+    let cs = &plan.spec.task_template.container_spec;
+    assert_eq!(cs.image, "nginx:1.27");
+    assert!(cs.command.is_empty());
+    assert_eq!(
+        cs.args,
+        vec!["nginx", "-g", "daemon off;", "--name", "not-a-flag"]
+    );
+    assert_eq!(plan.spec.endpoint_spec.ports.len(), 2);
+    assert_eq!(plan.spec.name, "");
+}
+
+#[test]
+fn create_durations_parse() {
+    let c = create_args(&[
+        "service",
+        "create",
+        "--stop-grace-period",
+        "1m30s",
+        "--update-delay",
+        "500ms",
+        "--update-order",
+        "start-first",
+        "--restart-condition",
+        "on-failure",
+        "--endpoint-mode",
+        "dnsrr",
+        "--mode",
+        "global",
+        "busybox",
+    ]);
+    assert_eq!(c.common.stop_grace_period, Some(90_000_000_000));
+    assert_eq!(c.common.update_delay, Some(500_000_000));
+    assert_eq!(c.mode, service::ModeArg::Global);
+}
+
+#[test]
+fn update_accepts_port_add_as_publish_add() {
+    let cli = parse(&[
+        "service",
+        "update",
+        "--port-add",
+        "8080:80",
+        "--publish-add",
+        "9090:90",
+        "--publish-rm",
+        "7070",
+        "--args",
+        "sleep 100",
+        "web",
+    ]);
+    let Command::Service(ServiceCommand::Update(u)) = cli.command else {
+        panic!("not service update");
+    };
+    assert_eq!(u.publish_add, vec!["8080:80", "9090:90"]);
+    assert_eq!(u.service, "web");
+    let ops = update_ops(&u).unwrap();
+    assert_eq!(ops.publish_add.len(), 2);
+    assert_eq!(ops.publish_add[0].published_port, 8080);
+    assert_eq!(ops.args, Some(vec!["sleep".to_string(), "100".to_string()]));
+}
+
+#[test]
+fn update_rejects_bad_ports_before_sending() {
+    let cli = parse(&["service", "update", "--publish-add", "70000:80", "web"]);
+    let Command::Service(ServiceCommand::Update(u)) = cli.command else {
+        panic!("not service update");
+    };
+    assert_eq!(
+        update_ops(&u).unwrap_err().to_string(),
+        r#"invalid --publish-add "70000:80": published port 70000 is out of range 1-65535"#
+    );
+}
+
+#[test]
+fn other_commands_parse() {
+    parse(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        "198.18.0.1",
+        "--default-addr-pool",
+        "198.19.0.0/16",
+    ]);
+    parse(&["swarm", "init", "--dynamic-port-range", "30000-30010"]);
+    parse(&[
+        "swarm",
+        "join",
+        "--token",
+        "SWMTKN-1-a-b",
+        "198.18.0.1:2377",
+    ]);
+    parse(&["swarm", "join-token", "-q", "--rotate", "manager"]);
+    parse(&["swarm", "leave", "--force"]);
+    parse(&[
+        "swarm",
+        "update",
+        "--dispatcher-heartbeat",
+        "2s",
+        "--task-history-limit",
+        "3",
+    ]);
+    parse(&["node", "ls", "-q"]);
+    parse(&["node", "inspect", "--pretty", "self"]);
+    parse(&[
+        "node",
+        "update",
+        "--availability",
+        "drain",
+        "--label-add",
+        "a=b",
+        "n1",
+    ]);
+    parse(&["node", "ps"]);
+    parse(&["node", "rm", "-f", "n1", "n2"]);
+    parse(&["service", "list"]);
+    parse(&["service", "ps", "--no-trunc", "-q", "web"]);
+    parse(&["service", "scale", "web=3", "api=0"]);
+    parse(&["service", "remove", "web"]);
+    parse(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "198.19.1.0/24",
+        "--attachable",
+        "net",
+    ]);
+    parse(&["network", "ls", "-q"]);
+    parse(&["network", "rm", "a", "b"]);
+    parse(&["info"]);
+}
+
+#[test]
+fn parse_errors_are_one_line() {
+    assert_eq!(
+        parse_err(&["service", "create", "--update-delay", "10", "nginx"]),
+        "invalid value '10' for '--update-delay <DURATION>': missing unit in \"10\" (use e.g. 10s, 1m30s, 500ms or 2h); see 'shoal service create --help'"
+    );
+    assert_eq!(
+        parse_err(&["node", "update", "--availability", "gone", "n1"]),
+        "invalid value 'gone' for '--availability <AVAILABILITY>' [possible values: active, pause, drain]; see 'shoal node update --help'"
+    );
+    let line = parse_err(&["service", "create"]);
+    assert!(line.contains("<IMAGE_OR_COMMAND>"), "{line}");
+    assert!(!line.contains('\n'));
+    let line = parse_err(&["swarm", "join", "198.18.0.1:2377"]);
+    assert!(line.contains("--token"), "{line}");
+    assert!(line.ends_with("; see 'shoal swarm join --help'"), "{line}");
+    assert_eq!(
+        parse_err(&["-H", "unix:///x", "nodes"]),
+        "unrecognized subcommand 'nodes' (tip: a similar subcommand exists: 'node'); see 'shoal --help'"
+    );
+}
+
+#[test]
+fn help_is_printed_not_failed() {
+    for args in [
+        vec!["shoal", "--help"],
+        vec!["shoal"],
+        vec!["shoal", "service"],
+    ] {
+        let err = Cli::try_parse_from(&args).unwrap_err();
+        assert!(
+            matches!(parse_outcome(&err, &args), ParseOutcome::Print(_)),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn error_lines_join_causes() {
+    let err = anyhow::anyhow!("inner\nreason").context("outer");
+    assert_eq!(error_line(&err), "outer: inner reason");
+}
