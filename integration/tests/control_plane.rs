@@ -121,11 +121,11 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
     assert!(e.message().contains("invalid join token"), "{}", e.message());
     let worker_token = rotated;
 
-    for i in 1..=2 {
-        if let Err(e) = c.local(i, join_req(&manager_token, &m1, &ips[i])).await { panic!("manager join: {}\n{}", e.message(), c.log(0)); }
+    for (i, ip) in ips.iter().enumerate().take(3).skip(1) {
+        if let Err(e) = c.local(i, join_req(&manager_token, &m1, ip)).await { panic!("manager join: {}\n{}", e.message(), c.log(0)); }
     }
-    for i in 3..=4 {
-        c.local(i, join_req(&worker_token, &m1, &ips[i])).await.expect("worker join");
+    for (i, ip) in ips.iter().enumerate().skip(3) {
+        c.local(i, join_req(&worker_token, &m1, ip)).await.expect("worker join");
     }
     let listed = eventually(Duration::from_secs(20), "5 ready nodes with one leader", || async {
         let n = nodes(&c, 0).await?;
