@@ -142,7 +142,7 @@ fn mask_bits(all: u128, bits: u32, prefix: u8) -> u128 {
     if prefix == 0 {
         0
     } else {
-        all & !((1u128 << (bits - u32::from(prefix))) - 1) & all
+        all & !((1u128 << (bits - u32::from(prefix))) - 1)
     }
 }
 

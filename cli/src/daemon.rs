@@ -11,7 +11,10 @@ use tonic::transport::Channel;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Host(ConnectError),
+    /// tonic says only "transport error"; the message carries the root cause instead.
+    #[error("cannot connect to shoald at {path}: {cause}; is shoald running there?")]
+    Connect { path: String, cause: String },
     /// The daemon's own message, shown as is.
     #[error("{0}")]
     Refused(String),
@@ -38,7 +41,9 @@ impl Daemon {
     pub async fn local(&mut self, req: &LocalRequest) -> Result<LocalResponse, DaemonError> {
         let client = match &mut self.client {
             Some(client) => client,
-            None => self.client.insert(connect_local(&self.host).await?),
+            None => self
+                .client
+                .insert(connect_local(&self.host).await.map_err(connect_error)?),
         };
         call_local(client, req).await.map_err(|status| {
             let message = status.message().trim();
@@ -156,6 +161,22 @@ impl Daemon {
             ControlResponse::Tasks(tasks) => Ok(tasks),
             other => Err(unexpected("Tasks", control_kind(&other))),
         }
+    }
+}
+
+fn connect_error(e: ConnectError) -> DaemonError {
+    match e {
+        ConnectError::Connect { path, source } => {
+            let mut cause: &dyn std::error::Error = &source;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            DaemonError::Connect {
+                path,
+                cause: cause.to_string(),
+            }
+        }
+        other => DaemonError::Host(other),
     }
 }
 

@@ -97,6 +97,13 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
     s
 }
 
+/// One `Key:   value` line of a `--pretty` summary, the values aligned at `width`.
+pub fn field(out: &mut String, width: usize, key: &str, value: &str) {
+    let line = format!("{:<width$}{value}", format!("{key}:"));
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
 /// Truncates to `max` characters with an ellipsis, as Docker does for task errors.
 pub fn ellipsize(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -92,9 +92,19 @@ pub fn print(out: &mut Output, text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The single line `main` prints after "Error: ".
+/// The single line `main` prints after "Error: ": the error and those of its causes that
+/// add something (most of ours already name their cause).
 pub fn error_line(err: &anyhow::Error) -> String {
-    one_line(&format!("{err:#}"))
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = one_line(&cause.to_string());
+        if line.is_empty() {
+            line = text;
+        } else if !text.is_empty() && !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
 }
 
 /// How a clap failure is reported: help and version go to stdout with success; any other
@@ -108,7 +118,11 @@ pub fn parse_outcome<S: AsRef<str>>(err: &clap::Error, argv: &[S]) -> ParseOutco
     use clap::error::ErrorKind as K;
     match err.kind() {
         K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand => {
-            ParseOutcome::Print(err.render().to_string())
+            let mut text = err.render().to_string();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            ParseOutcome::Print(text)
         }
         _ => {
             // clap's first paragraph is the error (with "[possible values: ...]" on its own

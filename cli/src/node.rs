@@ -1,7 +1,7 @@
 //! `shoal node ...`: list, inspect, promote, demote, update and remove nodes.
 
 use crate::daemon::Daemon;
-use crate::format::{capitalize, json, now_nanos};
+use crate::format::{capitalize, field, json, now_nanos};
 use crate::service::host_ports_of_all;
 use crate::service::spec::parse_label;
 use crate::table::Table;
@@ -11,7 +11,6 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::control::{ControlRequest, NodeUpdate};
 use shoal_api::objects::{Availability, Node, NodeRole};
-use std::fmt::Write;
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCommand {
@@ -285,47 +284,55 @@ pub fn render_node_ids(nodes: &[Node]) -> String {
 }
 
 /// A human summary of one node, after Docker's `node inspect --pretty`.
+/// Column of the values in `--pretty` output.
+const W: usize = 22;
+
 pub fn render_pretty(n: &Node) -> String {
     let mut o = String::new();
-    let mut line = |key: &str, value: &str| {
-        let _ = writeln!(
-            o,
-            "{}",
-            format!("{:<22}{value}", format!("{key}:")).trim_end()
-        );
-    };
-    line("ID", &n.id);
+    field(&mut o, W, "ID", &n.id);
     if !n.spec.name.is_empty() {
-        line("Name", &n.spec.name);
+        field(&mut o, W, "Name", &n.spec.name);
     }
     if !n.spec.labels.is_empty() {
-        line("Labels", "");
+        field(&mut o, W, "Labels", "");
         for (k, v) in &n.spec.labels {
-            line(&format!(" - {k}"), v);
+            o.push_str(&format!(" - {k}={v}\n"));
         }
     }
-    line("Hostname", &n.description.hostname);
-    line("Joined at", &n.created_at);
-    line("Status", "");
-    line(" State", &capitalize(&n.status.state.to_string()));
+    field(&mut o, W, "Hostname", &n.description.hostname);
+    field(&mut o, W, "Joined at", &n.created_at);
+    field(&mut o, W, "Status", "");
+    field(
+        &mut o,
+        W,
+        " State",
+        &capitalize(&n.status.state.to_string()),
+    );
     if !n.status.message.is_empty() {
-        line(" Message", &n.status.message);
+        field(&mut o, W, " Message", &n.status.message);
     }
-    line(
+    field(
+        &mut o,
+        W,
         " Availability",
         &capitalize(&n.spec.availability.to_string()),
     );
-    line(" Address", &n.status.addr);
+    field(&mut o, W, " Address", &n.status.addr);
     if let Some(m) = &n.manager_status {
-        line("Manager Status", "");
-        line(" Address", &m.addr);
-        line(" Raft Status", &capitalize(&m.reachability));
-        line(" Leader", if m.leader { "Yes" } else { "No" });
+        field(&mut o, W, "Manager Status", "");
+        field(&mut o, W, " Address", &m.addr);
+        field(&mut o, W, " Raft Status", &capitalize(&m.reachability));
+        field(&mut o, W, " Leader", if m.leader { "Yes" } else { "No" });
     }
-    line("Platform", "");
-    line(" Operating System", &n.description.platform.os);
-    line(" Architecture", &n.description.platform.architecture);
-    line("Executor", &n.description.executor);
+    field(&mut o, W, "Platform", "");
+    field(&mut o, W, " Operating System", &n.description.platform.os);
+    field(
+        &mut o,
+        W,
+        " Architecture",
+        &n.description.platform.architecture,
+    );
+    field(&mut o, W, "Executor", &n.description.executor);
     o
 }
 

@@ -59,7 +59,7 @@ pub fn task_image(spec: &TaskSpec, no_trunc: bool) -> String {
             .command
             .iter()
             .chain(&c.args)
-            .cloned()
+            .map(|w| shell_word(w))
             .collect::<Vec<_>>()
             .join(" ");
     }
@@ -68,6 +68,18 @@ pub fn task_image(spec: &TaskSpec, no_trunc: bool) -> String {
     } else {
         c.image.split('@').next().unwrap_or_default().to_string()
     }
+}
+
+/// A command word as a shell would need it, so `sh -c "echo hi"` reads as three words.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && !w
+            .chars()
+            .any(|c| c.is_whitespace() || "\"'\\$`".contains(c))
+    {
+        return w.to_string();
+    }
+    format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Docker's `*:8080->80/tcp`.
@@ -286,6 +298,14 @@ t10xxxxxxxxx   web.10      nginx:1.27   node-1    Running         Pending less t
     }
 
     #[test]
+    fn shell_words() {
+        assert_eq!(shell_word("ls"), "ls");
+        assert_eq!(shell_word("echo hi"), "\"echo hi\"");
+        assert_eq!(shell_word(""), "\"\"");
+        assert_eq!(shell_word("say \"x\""), "\"say \\\"x\\\"\"");
+    }
+
+    #[test]
     fn no_trunc_shows_full_ids_and_native_commands() {
         use TaskState::*;
         let mut t = task_view(
@@ -309,8 +329,8 @@ t10xxxxxxxxx   web.10      nginx:1.27   node-1    Running         Pending less t
             host_ports: &ports,
         };
         let want = "\
-ID                     NAME                             IMAGE           NODE      DESIRED STATE   CURRENT STATE               ERROR     PORTS
-taskid-full-length-x   job.n1-id.taskid-full-length-x   sh -c echo hi   n1        Running         Running about an hour ago
+ID                     NAME                             IMAGE             NODE      DESIRED STATE   CURRENT STATE               ERROR     PORTS
+taskid-full-length-x   job.n1-id.taskid-full-length-x   sh -c \"echo hi\"   n1        Running         Running about an hour ago
 ";
         assert_eq!(render(&[t], &opts), want);
     }

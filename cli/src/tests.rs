@@ -278,4 +278,11 @@ fn help_is_printed_not_failed() {
 fn error_lines_join_causes() {
     let err = anyhow::anyhow!("inner\nreason").context("outer");
     assert_eq!(error_line(&err), "outer: inner reason");
+    // A cause already named by its error is not repeated.
+    let err =
+        anyhow::Error::from(crate::publish::parse_publish("publish", "70000:80").unwrap_err());
+    assert_eq!(
+        error_line(&err),
+        r#"invalid --publish "70000:80": published port 70000 is out of range 1-65535"#
+    );
 }

@@ -85,7 +85,11 @@ impl LocalCluster {
             .arg(&node.socket)
             .arg("--hostname")
             .arg(&node.name)
-            .env("SHOAL_LOG", "warn,shoal_agent=info,shoal_manager=info")
+            .env(
+                "SHOAL_LOG",
+                std::env::var("SHOAL_TEST_LOG")
+                    .unwrap_or_else(|_| "warn,shoal_agent=info,shoal_manager=info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -99,7 +103,11 @@ impl LocalCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.nodes[i].socket.exists() {
             if Instant::now() > deadline {
-                return Err(anyhow!("{} did not open its socket; log:\n{}", self.nodes[i].name, self.log(i)));
+                return Err(anyhow!(
+                    "{} did not open its socket; log:\n{}",
+                    self.nodes[i].name,
+                    self.log(i)
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -133,10 +141,16 @@ impl LocalCluster {
         call_local(&mut client, &req).await
     }
 
-    pub async fn control(&self, i: usize, req: ControlRequest) -> Result<ControlResponse, tonic::Status> {
+    pub async fn control(
+        &self,
+        i: usize,
+        req: ControlRequest,
+    ) -> Result<ControlResponse, tonic::Status> {
         match self.local(i, LocalRequest::Control(req)).await? {
             LocalResponse::Control(r) => Ok(r),
-            other => Err(tonic::Status::internal(format!("unexpected answer {other:?}"))),
+            other => Err(tonic::Status::internal(format!(
+                "unexpected answer {other:?}"
+            ))),
         }
     }
 
@@ -178,8 +192,14 @@ pub fn kill_tasks_under(root: &Path) {
         let Ok(env) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|kv| kv.starts_with(marker.as_bytes())) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        if env
+            .split(|b| *b == 0)
+            .any(|kv| kv.starts_with(marker.as_bytes()))
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

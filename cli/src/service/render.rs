@@ -1,12 +1,11 @@
 //! `service ls` and `service inspect --pretty` output.
 
 use crate::duration::format_nanos;
-use crate::format::{capitalize, short_id};
+use crate::format::{capitalize, field, short_id};
 use crate::table::Table;
 use crate::tasks::task_image;
 use shoal_api::control::ServiceView;
 use shoal_api::objects::{PortConfig, Protocol, ServiceMode};
-use std::fmt::Write;
 
 pub fn mode_name(mode: &ServiceMode) -> &'static str {
     match mode {
@@ -123,32 +122,35 @@ fn sorted(services: &[ServiceView]) -> Vec<&ServiceView> {
 }
 
 /// A human summary of one service, after Docker's `service inspect --pretty`.
+/// Column of the values in `--pretty` output.
+const W: usize = 20;
+
 pub fn render_pretty(view: &ServiceView) -> String {
     let s = &view.service;
     let spec = &s.spec;
     let task = &spec.task_template;
     let c = &task.container_spec;
     let mut o = String::new();
-    let mut line = |key: &str, value: &str| {
-        let _ = writeln!(
-            o,
-            "{}",
-            format!("{:<20}{value}", format!("{key}:")).trim_end()
-        );
-    };
-    line("ID", &s.id);
-    line("Name", &spec.name);
+    field(&mut o, W, "ID", &s.id);
+    field(&mut o, W, "Name", &spec.name);
     if !spec.labels.is_empty() {
-        line("Labels", "");
+        field(&mut o, W, "Labels", "");
         for (k, v) in &spec.labels {
-            line(&format!(" {k}"), v);
+            o.push_str(&format!(" - {k}={v}\n"));
         }
     }
-    line("Service Mode", &capitalize(mode_name(&spec.mode)));
+    field(
+        &mut o,
+        W,
+        "Service Mode",
+        &capitalize(mode_name(&spec.mode)),
+    );
     if let ServiceMode::Replicated { replicas } = spec.mode {
-        line(" Replicas", &replicas.to_string());
+        field(&mut o, W, " Replicas", &replicas.to_string());
     }
-    line(
+    field(
+        &mut o,
+        W,
         " Running",
         &format!(
             "{}/{}",
@@ -156,70 +158,104 @@ pub fn render_pretty(view: &ServiceView) -> String {
         ),
     );
     if let Some(u) = &s.update_status {
-        line("UpdateStatus", "");
-        line(" State", &u.state);
-        line(" Started", &u.started_at);
+        field(&mut o, W, "UpdateStatus", "");
+        field(&mut o, W, " State", &u.state);
+        field(&mut o, W, " Started", &u.started_at);
         if !u.completed_at.is_empty() {
-            line(" Completed", &u.completed_at);
+            field(&mut o, W, " Completed", &u.completed_at);
         }
         if !u.message.is_empty() {
-            line(" Message", &u.message);
+            field(&mut o, W, " Message", &u.message);
         }
     }
     if !task.placement.constraints.is_empty() {
-        line("Placement", "");
-        line(
+        field(&mut o, W, "Placement", "");
+        field(
+            &mut o,
+            W,
             " Constraints",
             &format!("[{}]", task.placement.constraints.join(" ")),
         );
     }
-    line("UpdateConfig", "");
-    line(" Parallelism", &spec.update_config.parallelism.to_string());
+    field(&mut o, W, "UpdateConfig", "");
+    field(
+        &mut o,
+        W,
+        " Parallelism",
+        &spec.update_config.parallelism.to_string(),
+    );
     if spec.update_config.delay > 0 {
-        line(" Delay", &format_nanos(spec.update_config.delay));
+        field(&mut o, W, " Delay", &format_nanos(spec.update_config.delay));
     }
     let order = serde_json::to_value(spec.update_config.order).unwrap_or_default();
-    line(" Update order", order.as_str().unwrap_or_default());
-    line("RestartPolicy", "");
+    field(
+        &mut o,
+        W,
+        " Update order",
+        order.as_str().unwrap_or_default(),
+    );
+    field(&mut o, W, "RestartPolicy", "");
     let cond = serde_json::to_value(task.restart_policy.condition).unwrap_or_default();
-    line(" Condition", cond.as_str().unwrap_or_default());
-    line(" Delay", &format_nanos(task.restart_policy.delay));
-    line(
+    field(&mut o, W, " Condition", cond.as_str().unwrap_or_default());
+    field(
+        &mut o,
+        W,
+        " Delay",
+        &format_nanos(task.restart_policy.delay),
+    );
+    field(
+        &mut o,
+        W,
         " Max attempts",
         &task.restart_policy.max_attempts.to_string(),
     );
-    line("Runtime", &task.runtime.to_string());
-    line("ContainerSpec", "");
+    field(&mut o, W, "Runtime", &task.runtime.to_string());
+    field(&mut o, W, "ContainerSpec", "");
     if !c.image.is_empty() {
-        line(" Image", &c.image);
+        field(&mut o, W, " Image", &c.image);
     }
     if !c.command.is_empty() {
-        line(" Command", &c.command.join(" "));
+        field(&mut o, W, " Command", &c.command.join(" "));
     }
     if !c.args.is_empty() {
-        line(" Args", &c.args.join(" "));
+        field(&mut o, W, " Args", &c.args.join(" "));
     }
     if !c.env.is_empty() {
-        line(" Env", &c.env.join(" "));
+        field(&mut o, W, " Env", &c.env.join(" "));
     }
-    line(" StopGracePeriod", &format_nanos(c.stop_grace_period));
+    field(
+        &mut o,
+        W,
+        " StopGracePeriod",
+        &format_nanos(c.stop_grace_period),
+    );
     if !task.networks.is_empty() {
         let nets: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
-        line("Networks", &nets.join(" "));
+        field(&mut o, W, "Networks", &nets.join(" "));
     }
-    line("Endpoint Mode", &spec.endpoint_spec.mode.to_string());
+    field(
+        &mut o,
+        W,
+        "Endpoint Mode",
+        &spec.endpoint_spec.mode.to_string(),
+    );
     let ports = published_ports(view);
     if !ports.is_empty() {
-        line("Ports", "");
+        field(&mut o, W, "Ports", "");
         for p in &ports {
-            line(" PublishedPort", &p.published_port.to_string());
-            line("  Protocol", &p.protocol.to_string());
-            line("  TargetPort", &p.target_port.to_string());
-            line("  PublishMode", &p.publish_mode.to_string());
+            field(&mut o, W, " PublishedPort", &p.published_port.to_string());
+            field(&mut o, W, "  Protocol", &p.protocol.to_string());
+            field(&mut o, W, "  TargetPort", &p.target_port.to_string());
+            field(&mut o, W, "  PublishMode", &p.publish_mode.to_string());
         }
     }
     for vip in &s.endpoint.virtual_ips {
-        line("VirtualIP", &format!("{} on {}", vip.addr, vip.network_id));
+        field(
+            &mut o,
+            W,
+            "VirtualIP",
+            &format!("{} on {}", vip.addr, vip.network_id),
+        );
     }
     o
 }

@@ -173,13 +173,14 @@ fn read_log(path: &Path) -> Result<(Vec<Entry>, Vec<u64>, u64), StorageError> {
             break Some((pos, "entry does not decode"));
         };
         if let Some(prev) = entries.last().map(|e: &Entry| e.index)
-            && entry.index != prev + 1 {
-                return Err(StorageError::Corrupt {
-                    path: path.to_path_buf(),
-                    offset: pos as u64,
-                    reason: format!("entry {} follows entry {prev}", entry.index),
-                });
-            }
+            && entry.index != prev + 1
+        {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                offset: pos as u64,
+                reason: format!("entry {} follows entry {prev}", entry.index),
+            });
+        }
         offsets.push(pos as u64);
         entries.push(entry);
         pos += 8 + len;
@@ -234,16 +235,17 @@ impl DiskStorage {
         entries.drain(..keep_from);
         offsets.drain(..keep_from);
         if let Some(first) = entries.first()
-            && first.index != snap_index + 1 {
-                return Err(StorageError::Corrupt {
-                    path: log_path,
-                    offset: offsets[0],
-                    reason: format!(
-                        "log starts at entry {} but the snapshot ends at {snap_index}",
-                        first.index
-                    ),
-                });
-            }
+            && first.index != snap_index + 1
+        {
+            return Err(StorageError::Corrupt {
+                path: log_path,
+                offset: offsets[0],
+                reason: format!(
+                    "log starts at entry {} but the snapshot ends at {snap_index}",
+                    first.index
+                ),
+            });
+        }
         let last_index = entries.last().map(|e| e.index).unwrap_or(snap_index);
         if last_index < hard_state.commit {
             return Err(StorageError::LostCommitted {

@@ -147,9 +147,10 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
 pub fn diff(old: &NodeView, new: &NodeView) -> Vec<Change> {
     let mut changes = Vec::new();
     if old.node != new.node
-        && let Some(n) = &new.node {
-            changes.push(Change::Node(Box::new(n.clone())));
-        }
+        && let Some(n) = &new.node
+    {
+        changes.push(Change::Node(Box::new(n.clone())));
+    }
     diff_lists(
         &old.tasks,
         &new.tasks,

@@ -124,17 +124,18 @@ impl Allocations {
         let mut pool = Ipv4Pool::new(subnet);
         let mut gateway = pool.gateway();
         if let Some((_, Some(gw))) = requested
-            && gw != gateway {
-                if let Err(e) = pool.allocate_specific(gw) {
-                    self.subnets.release(&subnet);
-                    self.vnis.release(&vni);
-                    return Err(StoreError::invalid(
-                        format!("network {name}"),
-                        format!("gateway {gw}: {e}"),
-                    ));
-                }
-                gateway = gw;
+            && gw != gateway
+        {
+            if let Err(e) = pool.allocate_specific(gw) {
+                self.subnets.release(&subnet);
+                self.vnis.release(&vni);
+                return Err(StoreError::invalid(
+                    format!("network {name}"),
+                    format!("gateway {gw}: {e}"),
+                ));
             }
+            gateway = gw;
+        }
         self.addresses.insert(id.to_string(), pool);
         Ok((subnet, gateway, vni))
     }
@@ -268,9 +269,10 @@ impl Allocations {
                     port.published_port,
                     port.publish_mode,
                     service_id,
-                ) {
-                    return Err(port_taken(&port, h, names));
-                }
+                )
+            {
+                return Err(port_taken(&port, h, names));
+            }
             if port.publish_mode == PublishMode::Ingress && !already_ours {
                 let space = self.ports.space(port.protocol);
                 if port.published_port == 0 {

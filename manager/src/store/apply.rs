@@ -669,12 +669,14 @@ impl ClusterState {
             TaskOp::Create(task) => self.create_task(version, *task, now),
             TaskOp::Assign { id, node_id } => {
                 if let Some(t) = self.tasks.get_mut(&id)
-                    && t.node_id.is_empty() && t.status.state.can_move_to(TaskState::Assigned) {
-                        t.node_id = node_id;
-                        t.status = status(TaskState::Assigned, "assigned", now);
-                        t.version = version;
-                        t.updated_at = now.to_string();
-                    }
+                    && t.node_id.is_empty()
+                    && t.status.state.can_move_to(TaskState::Assigned)
+                {
+                    t.node_id = node_id;
+                    t.status = status(TaskState::Assigned, "assigned", now);
+                    t.version = version;
+                    t.updated_at = now.to_string();
+                }
             }
             TaskOp::SetDesired { id, state } => {
                 if let Some(t) = self.tasks.get_mut(&id) {
