@@ -7,7 +7,7 @@ use crate::session::{Agent, AgentConfig};
 use crate::tasks::TaskRunner;
 use shoal_api::control::ControlResponse;
 use shoal_api::dispatch::ManagerPeer;
-use shoal_api::join::{JoinRequest, JoinResponse};
+use shoal_api::join::{JoinRequest, JoinResponse, RenewRequest, RenewResponse};
 use shoal_api::local::*;
 use shoal_api::now_rfc3339;
 use shoal_api::objects::*;
@@ -38,9 +38,12 @@ pub struct DaemonOptions {
 
 struct Running {
     identity: Identity,
+    certs: Certs,
     agent: Agent,
     runner: TaskRunner,
     manager: Option<ManagerRuntime>,
+    /// Bumped on every restart of the node's parts; a watch loop of an older one exits.
+    generation: u64,
 }
 
 pub struct Daemon {
@@ -48,7 +51,11 @@ pub struct Daemon {
     dir: StateDir,
     executor: Arc<dyn Executor>,
     inner: Mutex<Option<Running>>,
+    generations: std::sync::atomic::AtomicU64,
 }
+
+/// How often a node checks its role and certificate.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 fn err(kind: ErrorKind, msg: impl Into<String>) -> Status {
     kind.status(msg)
@@ -109,11 +116,12 @@ impl Daemon {
             dir,
             executor,
             inner: Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
     /// Rejoins the swarm recorded in the state dir, if any.
-    pub async fn resume(&self) -> anyhow::Result<()> {
+    pub async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
         let killed = crate::exec::native::kill_leftovers(&self.dir.tasks_dir());
         if killed > 0 {
             tracing::warn!(killed, "killed task processes left by an earlier shoald");
@@ -121,11 +129,137 @@ impl Daemon {
         if let Some((identity, certs)) = self.dir.load()? {
             tracing::info!(node = %identity.node_id, role = %identity.role, "resuming swarm membership from the state dir");
             let running = self
-                .start_node(identity, certs, false)
+                .start_node(identity, certs, false, None)
                 .await
                 .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-            *self.inner.lock().await = Some(running);
+            self.install(&mut *self.inner.lock().await, running);
         }
+        Ok(())
+    }
+
+    /// Makes `running` the node's current parts and starts watching its role and certificate.
+    fn install(self: &Arc<Self>, slot: &mut Option<Running>, mut running: Running) {
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        running.generation = generation;
+        *slot = Some(running);
+        tokio::spawn(self.clone().watch_loop(generation));
+    }
+
+    /// Renews the node certificate before it expires, and follows role changes (promotion
+    /// starts the manager, demotion stops it), both through a certificate from the managers.
+    async fn watch_loop(self: Arc<Self>, generation: u64) {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            let due = {
+                let inner = self.inner.lock().await;
+                let Some(r) = inner.as_ref().filter(|r| r.generation == generation) else {
+                    return;
+                };
+                let role_now = r
+                    .agent
+                    .view
+                    .read()
+                    .expect("view lock")
+                    .node
+                    .as_ref()
+                    .map(|n| n.spec.role);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs() as i64;
+                let renew = ca::parse_node_cert_pem(&r.certs.cert_pem)
+                    .map(|id| ca::needs_renewal(&id, now))
+                    .unwrap_or(true);
+                let role_changed = role_now.is_some_and(|role| role != r.identity.role);
+                if role_changed {
+                    tracing::info!(from = %r.identity.role, to = ?role_now, "the node's role changed; renewing its certificate");
+                }
+                renew || role_changed
+            };
+            if due {
+                if let Err(e) = self.renew(generation).await {
+                    tracing::warn!(error = %e.message(), "certificate renewal failed; retrying");
+                }
+            }
+        }
+    }
+
+    /// Gets a new certificate from a manager, then restarts the node's parts with it (tasks
+    /// keep running: the task runner is carried over).
+    async fn renew(self: &Arc<Self>, generation: u64) -> Result<(), Status> {
+        let mut inner = self.inner.lock().await;
+        let Some(r) = inner.as_ref().filter(|r| r.generation == generation) else {
+            return Ok(());
+        };
+        let managers: Vec<String> = {
+            let view = r.agent.view.read().expect("view lock");
+            let mut m: Vec<String> = view.managers.iter().map(|m| m.addr.clone()).collect();
+            m.extend(r.identity.managers.iter().map(|m| m.addr.clone()));
+            m
+        };
+        let view_managers = r.agent.view.read().expect("view lock").managers.clone();
+        let (key_pem, csr_pem) = ca::new_key_and_csr().map_err(internal)?;
+        let tls = ca::tls::client_tls(&r.certs.ca_pem, &r.certs.cert_pem, &r.certs.key_pem);
+        let mut answer = None;
+        let mut last_err = err(ErrorKind::Unavailable, "no manager known");
+        for addr in managers {
+            let channel = match tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                .and_then(|e| e.tls_config(tls.clone()))
+            {
+                Ok(e) => e.connect_timeout(Duration::from_secs(2)),
+                Err(e) => {
+                    last_err = internal(e);
+                    continue;
+                }
+            };
+            let Ok(channel) = channel.connect().await else {
+                continue;
+            };
+            let mut client = pb::ca_client::CaClient::new(channel);
+            match client
+                .renew(frame(&RenewRequest {
+                    csr_pem: csr_pem.clone(),
+                }))
+                .await
+            {
+                Ok(reply) => {
+                    answer = Some(unframe::<RenewResponse>(reply.get_ref())?);
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        let answer = answer.ok_or(last_err)?;
+        let old = inner.take().expect("checked");
+        let certs = Certs {
+            ca_pem: old.certs.ca_pem.clone(),
+            cert_pem: answer.cert_pem,
+            key_pem,
+        };
+        let mut identity = old.identity.clone();
+        let demoted = identity.role == NodeRole::Manager && answer.role == NodeRole::Worker;
+        identity.role = answer.role;
+        if !view_managers.is_empty() {
+            identity.managers = view_managers;
+        }
+        self.dir.save_certs(&certs).map_err(internal)?;
+        self.dir.save_identity(&identity).map_err(internal)?;
+        old.agent.stop();
+        if let Some(m) = old.manager {
+            m.stop().await;
+        }
+        if demoted {
+            // No longer a raft member: a later promotion starts from an empty log.
+            let _ = std::fs::remove_dir_all(self.dir.raft_dir());
+        }
+        let running = self
+            .start_node(identity, certs, false, Some(old.runner))
+            .await?;
+        tracing::info!(role = %running.identity.role, "node certificate renewed");
+        self.install(&mut inner, running);
         Ok(())
     }
 
@@ -134,6 +268,7 @@ impl Daemon {
         identity: Identity,
         certs: Certs,
         bootstrap: bool,
+        runner: Option<TaskRunner>,
     ) -> Result<Running, Status> {
         let manager = if identity.role == NodeRole::Manager {
             let listen: SocketAddr = identity.listen_addr.parse().map_err(internal)?;
@@ -155,7 +290,8 @@ impl Daemon {
         } else {
             None
         };
-        let runner = TaskRunner::new(self.executor.clone(), self.dir.tasks_dir());
+        let runner =
+            runner.unwrap_or_else(|| TaskRunner::new(self.executor.clone(), self.dir.tasks_dir()));
         let mut managers: Vec<String> = identity.managers.iter().map(|m| m.addr.clone()).collect();
         if identity.role == NodeRole::Manager && !managers.contains(&identity.grpc_addr) {
             managers.insert(0, identity.grpc_addr.clone());
@@ -171,13 +307,15 @@ impl Daemon {
         );
         Ok(Running {
             identity,
+            certs,
             agent,
             runner,
             manager,
+            generation: 0,
         })
     }
 
-    async fn init(&self, req: SwarmInit) -> Result<LocalResponse, Status> {
+    async fn init(self: &Arc<Self>, req: SwarmInit) -> Result<LocalResponse, Status> {
         let mut inner = self.inner.lock().await;
         if inner.is_some() {
             return Err(already_in_swarm());
@@ -256,7 +394,7 @@ impl Daemon {
             )
         })?);
         let running = self
-            .start_node(identity.clone(), certs.clone(), true)
+            .start_node(identity.clone(), certs.clone(), true, None)
             .await?;
         let manager = running.manager.as_ref().expect("init makes a manager");
         // The single voter elects itself at once; wait for that before the first write.
@@ -333,7 +471,7 @@ impl Daemon {
             // Nothing was committed: undo everything so a corrected init can run.
             running.agent.stop();
             if let Some(m) = running.manager {
-                m.stop();
+                m.stop().await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             let _ = self.dir.wipe();
@@ -341,12 +479,12 @@ impl Daemon {
         }
         self.dir.save_certs(&certs).map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
-        *inner = Some(running);
+        self.install(&mut inner, running);
         tracing::info!(node = %node_id, "swarm initialized");
         Ok(LocalResponse::Joined { node_id })
     }
 
-    async fn join(&self, req: SwarmJoin) -> Result<LocalResponse, Status> {
+    async fn join(self: &Arc<Self>, req: SwarmJoin) -> Result<LocalResponse, Status> {
         let mut inner = self.inner.lock().await;
         if inner.is_some() {
             return Err(already_in_swarm());
@@ -421,7 +559,7 @@ impl Daemon {
         };
         self.dir.save_certs(&certs).map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
-        let running = self.start_node(identity, certs, false).await?;
+        let running = self.start_node(identity, certs, false, None).await?;
         if let Some(m) = &running.manager {
             // A new manager counts towards quorum at once: answer only once it has caught up,
             // so the next write does not find the cluster short of a majority.
@@ -435,7 +573,7 @@ impl Daemon {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        *inner = Some(running);
+        self.install(&mut inner, running);
         Ok(LocalResponse::Joined {
             node_id: answer.node_id,
         })
@@ -462,11 +600,39 @@ impl Daemon {
                 ),
             ));
         }
+        if let Some(m) = &running.manager {
+            // Hand our raft seat back first, so the remaining managers keep a correct
+            // majority; skipped when this is the last manager or quorum is gone.
+            let id = running.identity.node_id.clone();
+            let others = m.raft.voters().len() > 1;
+            if others {
+                let demote = shoal_api::control::ControlRequest::NodeUpdate(
+                    shoal_api::control::NodeUpdate {
+                        node: id,
+                        role: Some(NodeRole::Worker),
+                        ..Default::default()
+                    },
+                );
+                match m.control.handle(demote).await {
+                    Ok(_) => {
+                        for _ in 0..100 {
+                            if !m.raft.voters().contains(&m.raft.id) {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e.message(), "leaving without giving up the raft seat")
+                    }
+                }
+            }
+        }
         let running = inner.take().expect("checked");
         running.agent.stop();
         running.runner.stop_all().await;
         if let Some(m) = running.manager {
-            m.stop();
+            m.stop().await;
         }
         // Let the raft thread and server wind down before their files go.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -550,7 +716,7 @@ impl Daemon {
         Ok(LocalResponse::Control(answer))
     }
 
-    pub async fn handle(&self, req: LocalRequest) -> Result<LocalResponse, Status> {
+    pub async fn handle(self: &Arc<Self>, req: LocalRequest) -> Result<LocalResponse, Status> {
         match req {
             LocalRequest::SwarmInit(r) => self.init(r).await,
             LocalRequest::SwarmJoin(r) => self.join(r).await,
@@ -565,7 +731,7 @@ impl Daemon {
         if let Some(running) = self.inner.lock().await.take() {
             running.agent.stop();
             if let Some(m) = running.manager {
-                m.stop();
+                m.stop().await;
             }
         }
     }

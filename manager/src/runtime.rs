@@ -58,7 +58,7 @@ impl ManagerRuntime {
         }
         let raft = RaftHandle::start(cfg.raft, &cfg.raft_dir, cfg.bootstrap, transport.clone())?;
         let control = ControlApi::new(raft.clone());
-        let dispatcher = Dispatcher::start(raft.clone());
+        let (dispatcher, dispatcher_loops) = Dispatcher::start(raft.clone());
         let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
             .await
             .map_err(|source| ManagerError::Listen {
@@ -87,7 +87,7 @@ impl ManagerRuntime {
                 raft: raft.clone(),
             }));
         let addr = cfg.listen_addr;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(async move {
                 if let Err(e) = router.serve_with_incoming(incoming).await {
                     tracing::error!(%addr, error = %e, "manager gRPC server stopped");
@@ -96,6 +96,7 @@ impl ManagerRuntime {
             tokio::spawn(crate::leader::reconcile_loop(raft.clone())),
             tokio::spawn(crate::leader::membership_loop(raft.clone())),
         ];
+        tasks.extend(dispatcher_loops);
         tracing::info!(%addr, raft_id = raft.id, "manager started");
         Ok(ManagerRuntime {
             raft,
@@ -104,10 +105,16 @@ impl ManagerRuntime {
         })
     }
 
-    pub fn stop(self) {
-        for t in self.tasks {
+    /// Stops the services and loops, then the raft thread; returns once the raft log is
+    /// closed, so the state dir may be reopened or removed.
+    pub async fn stop(self) {
+        for t in &self.tasks {
             t.abort();
         }
-        self.raft.stop();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let raft = self.raft.clone();
+        let _ = tokio::task::spawn_blocking(move || raft.stop()).await;
     }
 }

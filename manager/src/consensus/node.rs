@@ -123,6 +123,7 @@ pub struct RaftHandle {
     transport: Arc<Transport>,
     next_request: Arc<AtomicU64>,
     propose_timeout: Duration,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl RaftHandle {
@@ -177,7 +178,7 @@ impl RaftHandle {
             last_snapshot: applied,
         };
         let single_voter_bootstrap = bootstrap;
-        std::thread::Builder::new()
+        let join = std::thread::Builder::new()
             .name(format!("raft-{}", cfg.id))
             .spawn(move || thread.run(single_voter_bootstrap))
             .expect("spawn raft thread");
@@ -190,6 +191,7 @@ impl RaftHandle {
             transport,
             next_request: Arc::new(AtomicU64::new(rand::random::<u64>() >> 16)),
             propose_timeout: cfg.propose_timeout,
+            thread: Arc::new(std::sync::Mutex::new(Some(join))),
         })
     }
 
@@ -313,8 +315,12 @@ impl RaftHandle {
         let _ = self.tx.send(Msg::TransferLeader);
     }
 
+    /// Stops the raft thread and waits until it has let go of the log.
     pub fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.thread.lock().expect("thread lock").take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -593,16 +599,24 @@ impl RaftThread {
         let result = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => {
                 tracing::info!(node = cc.node_id, change = ?cc.get_change_type(), voters = ?cs.voters, "raft membership changed");
-                if let Err(e) = self.raw.mut_store().set_conf_state(cs) {
+                if let Err(e) = self.raw.mut_store().set_conf_state(cs.clone()) {
                     tracing::error!(error = %e, "persisting the conf state failed");
+                    std::process::exit(70);
+                }
+                // raft-rs only restores a snapshot whose members include the receiver, so a
+                // manager joining with an empty log needs a snapshot taken after its own
+                // addition: take one now.
+                if let Err(e) = self.snapshot_at(entry.index, cs) {
+                    tracing::error!(error = %e, "snapshot after a membership change failed");
                     std::process::exit(70);
                 }
                 Ok(Applied::Done)
             }
             Err(e) => Err(ProposeError::ConfChange(e.to_string())),
         };
-        if cc.context.len() == 8 {
-            let id = u64::from_le_bytes(cc.context[..8].try_into().expect("8 bytes"));
+        // The proposal's context travels in the entry, not in the conf change.
+        if entry.context.len() == 8 {
+            let id = u64::from_le_bytes(entry.context[..8].try_into().expect("8 bytes"));
             if let Some(w) = self.waiters.remove(&id) {
                 let _ = w.reply.send(result);
             }
@@ -621,14 +635,17 @@ impl RaftThread {
         if applied < self.last_snapshot + self.cfg.snapshot_every {
             return Ok(());
         }
+        let cs = self.raw.store().conf_state();
+        self.snapshot_at(applied, cs)
+    }
+
+    /// Snapshots the state machine as applied through `index` and compacts the log.
+    fn snapshot_at(&mut self, index: u64, cs: ConfState) -> Result<(), StorageError> {
         let data =
             serde_json::to_vec(&*self.state.read().expect("state lock")).expect("state serializes");
-        let cs = self.raw.store().conf_state();
-        self.raw
-            .mut_store()
-            .compact_to_snapshot(applied, cs, data)?;
-        self.last_snapshot = applied;
-        tracing::debug!(index = applied, "raft log compacted into a snapshot");
+        self.raw.mut_store().compact_to_snapshot(index, cs, data)?;
+        self.last_snapshot = index;
+        tracing::debug!(index, "raft log compacted into a snapshot");
         Ok(())
     }
 }

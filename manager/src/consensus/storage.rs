@@ -84,6 +84,9 @@ impl Core {
     }
 }
 
+/// Index and term of the bootstrap snapshot of a new cluster.
+pub const BOOTSTRAP_INDEX: u64 = 1;
+
 pub struct DiskStorage {
     dir: PathBuf,
     core: RwLock<Core>,
@@ -285,8 +288,13 @@ impl DiskStorage {
             && c.hard_state.term == 0
     }
 
+    /// Bootstraps a new cluster: the first voters live in a snapshot at index 1 (as tikv
+    /// does), so a manager that joins later receives them with that snapshot instead of
+    /// replaying a log that never mentioned them.
     pub fn initialize_with_conf_state(&self, cs: ConfState) -> Result<(), StorageError> {
         let mut snap = Snapshot::default();
+        snap.mut_metadata().index = BOOTSTRAP_INDEX;
+        snap.mut_metadata().term = BOOTSTRAP_INDEX;
         snap.mut_metadata().set_conf_state(cs.clone());
         write_checked(
             &self.dir,
@@ -294,6 +302,10 @@ impl DiskStorage {
             &snap.write_to_bytes().expect("encode"),
         )?;
         self.set_conf_state(cs.clone())?;
+        let mut hs = HardState::default();
+        hs.term = BOOTSTRAP_INDEX;
+        hs.commit = BOOTSTRAP_INDEX;
+        self.set_hard_state(&hs)?;
         let mut c = self.core.write().expect("lock");
         c.snapshot = snap;
         c.conf_state = cs;
@@ -510,11 +522,7 @@ impl ::raft::Storage for DiskStorage {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
-        let mut snap = self.core.read().expect("lock").snapshot.clone();
-        // The snapshot's conf state must be current, or the follower would lose members.
-        let cs = self.conf_state();
-        snap.mut_metadata().set_conf_state(cs);
-        Ok(snap)
+        Ok(self.core.read().expect("lock").snapshot.clone())
     }
 }
 

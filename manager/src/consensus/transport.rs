@@ -2,7 +2,7 @@
 //! batches whatever queued up while the previous call was in flight.
 
 use super::node::Msg;
-use crate::store::ClusterState;
+use crate::store::{ClusterState, GRPC_ADDR_LABEL};
 use ::raft::prelude::{Message, MessageType};
 use protobuf::Message as _;
 use shoal_api::pb::RaftBatch;
@@ -56,12 +56,13 @@ impl Transport {
     pub fn addr_of(&self, raft_id: u64) -> Option<String> {
         if let Some(state) = self.state.get() {
             let state = state.read().expect("state lock");
-            if let Some(addr) = state
-                .nodes
-                .values()
-                .find(|n| n.raft_id == raft_id)
+            // A demoted manager keeps its raft seat until the change that removes it commits,
+            // so its address must stay known after its manager status is gone.
+            let node = state.nodes.values().find(|n| n.raft_id == raft_id);
+            if let Some(addr) = node
                 .and_then(|n| n.manager_status.as_ref())
                 .map(|m| m.addr.clone())
+                .or_else(|| node.and_then(|n| n.spec.labels.get(GRPC_ADDR_LABEL).cloned()))
                 .filter(|a| !a.is_empty())
             {
                 return Some(addr);

@@ -28,16 +28,19 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn start(raft: RaftHandle) -> Self {
+    /// Starts the dispatcher and returns its background loops, for the caller to stop.
+    pub fn start(raft: RaftHandle) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let d = Dispatcher {
             raft,
             last_seen: Arc::default(),
             statuses: tx,
         };
-        tokio::spawn(d.clone().status_batcher(rx));
-        tokio::spawn(d.clone().liveness_loop());
-        d
+        let loops = vec![
+            tokio::spawn(d.clone().status_batcher(rx)),
+            tokio::spawn(d.clone().liveness_loop()),
+        ];
+        (d, loops)
     }
 
     fn require_leader(&self) -> Result<(), Status> {

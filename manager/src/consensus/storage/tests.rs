@@ -37,20 +37,27 @@ fn round_trip_survives_reopen() {
     let mut cs = ConfState::default();
     cs.voters = vec![7];
     s.initialize_with_conf_state(cs.clone()).unwrap();
-    s.append(&entries(1..=10, 1)).unwrap();
+    assert_eq!(s.first_index(), 2, "the bootstrap snapshot holds index 1");
+    s.append(&entries(2..=10, 1)).unwrap();
     s.set_hard_state(&hs(1, 8)).unwrap();
     drop(s);
     let s = DiskStorage::open(dir.path()).unwrap();
     assert_eq!(s.last_index(), 10);
     assert_eq!(s.hard_state(), hs(1, 8));
     assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![7]);
+    let snap = s.snapshot(0, 0).unwrap();
+    assert_eq!(snap.get_metadata().get_conf_state().voters, vec![7]);
+    assert_eq!(s.term(1).unwrap(), 1);
     assert_eq!(s.term(5).unwrap(), 1);
-    let limited = s
-        .entries(1, 11, Some(1), GetEntriesContext::empty(false))
-        .unwrap();
+    let ctx = || GetEntriesContext::empty(false);
+    let limited = s.entries(2, 11, Some(1), ctx()).unwrap();
     assert_eq!(limited.len(), 1, "max_size keeps at least one entry");
     assert!(matches!(
-        s.entries(1, 12, None, GetEntriesContext::empty(false)),
+        s.entries(1, 5, None, ctx()),
+        Err(::raft::Error::Store(RaftStorageError::Compacted))
+    ));
+    assert!(matches!(
+        s.entries(2, 12, None, ctx()),
         Err(::raft::Error::Store(RaftStorageError::Unavailable))
     ));
 }
