@@ -179,10 +179,8 @@ impl Daemon {
                 }
                 renew || role_changed
             };
-            if due {
-                if let Err(e) = self.renew(generation).await {
-                    tracing::warn!(error = %e.message(), "certificate renewal failed; retrying");
-                }
+            if due && let Err(e) = self.renew(generation).await {
+                tracing::warn!(error = %e.message(), "certificate renewal failed; retrying");
             }
         }
     }
