@@ -170,7 +170,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
         .await
         .unwrap_err();
     assert!(
-        e.message().contains("but the join token expects"),
+        e.message().contains("does not match the join token"),
         "{}",
         e.message()
     );
