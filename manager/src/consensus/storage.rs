@@ -1,40 +1,74 @@
-//! raft-rs `Storage` on disk, durable before anything is acknowledged.
+//! Durable raft storage: raft-rs's [`Storage`](::raft::Storage) on plain files in one directory.
 //!
-//! Files in the raft dir:
-//! - `log`: entries after the snapshot, as frames `[u32 LE length][u32 LE crc32][Entry]`
-//!   (protobuf). Appends are fsynced before `append` returns; a conflicting append truncates
-//!   the file at the first replaced entry.
-//! - `hardstate`, `snapshot`: `[u32 LE crc32][protobuf]`, replaced atomically (temp file,
-//!   fsync, rename, fsync of the directory). The snapshot carries the state machine.
+//! # On-disk format
 //!
-//! Recovery on open:
-//! - a torn or corrupt *last* frame is an append that never finished (so it was never
-//!   acknowledged): the file is cut back to the last good frame, with a warning;
-//! - if that leaves the log short of the hard state's commit index, committed entries are
-//!   missing: open fails (`LostCommitted`) instead of silently forgetting them;
-//! - a bad frame followed by good ones (corruption in the middle), a gap in indexes, or a
-//!   corrupt hardstate/snapshot file: open fails (`Corrupt`);
-//! - entries at or below the snapshot index (a crash between writing a snapshot and
-//!   rewriting the log) are dropped.
+//! Every file is a sequence of frames `[u32 LE payload length][u32 LE crc32 of payload][payload]`
+//! whose payloads are raft protobuf messages.
+//!
+//! - `log`: one frame per [`Entry`], indexes contiguous, starting right after the snapshot.
+//!   Appends are fsync'd before they return; a conflicting append first truncates the file at
+//!   the first replaced entry (and fsyncs) before writing.
+//! - `hardstate`: two frames, the [`HardState`] then the [`ConfState`] applied last.
+//! - `snapshot`: one frame, the [`Snapshot`]: metadata (index, term, conf state) and the state
+//!   machine's data. Absent until bootstrap, the first compaction or an installed snapshot.
+//!
+//! `hardstate` and `snapshot` are replaced atomically: written to `<name>.tmp`, fsync'd, renamed
+//! over the old file, then the directory is fsync'd. Compaction writes the new snapshot first,
+//! then rewrites the log with the remaining entries the same way (`log.tmp`), so a crash in
+//! between leaves a snapshot plus a log that still holds entries the snapshot covers.
+//!
+//! # Recovery on open
+//!
+//! - Leftover `*.tmp` files are unfinished writes and are deleted.
+//! - A bad `hardstate` or `snapshot` (checksum, truncation, undecodable) is
+//!   [`StorageError::Corrupt`]: it is never replaced by defaults.
+//! - A snapshot newer than the hard state's commit (crash while installing it) raises the commit
+//!   to the snapshot index and brings the snapshot's conf state.
+//! - A bad last frame in `log` (short header, short payload, checksum mismatch) with no intact
+//!   frame after it is an append that never completed. Appends are fsync'd before they are
+//!   acknowledged, so it was never acknowledged: the file is truncated to the last good frame
+//!   with a warning naming the file and offset.
+//! - A bad frame followed by an intact one is damage inside acknowledged data:
+//!   [`StorageError::Corrupt`] naming the offset. So is a gap in the indexes or an intact frame
+//!   that does not decode. (A crash in the middle of a multi-page append whose pages reached the
+//!   disk out of order looks the same; refusing is the safe reading.)
+//! - Entries at or below the snapshot index are dropped and the log rewritten (a compaction that
+//!   crashed before its log rewrite). If the entry at the snapshot index has another term, the
+//!   log diverged from the snapshot and all of it is dropped.
+//! - If the log then ends below the commit index, committed entries were lost:
+//!   [`StorageError::LostCommitted`], and nothing on disk is changed.
 
-use ::raft::prelude::*;
-use ::raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
-use protobuf::Message as _;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use ::raft::prelude::{ConfState, Entry, HardState, Snapshot};
+use ::raft::{GetEntriesContext, RaftState};
+use protobuf::Message;
+use tracing::{info, warn};
+
+const LOG: &str = "log";
+const HARD_STATE: &str = "hardstate";
+const SNAPSHOT: &str = "snapshot";
+/// Length and checksum, both u32 LE.
+const FRAME_HEADER: usize = 8;
+
+/// Why the raft state on disk could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("{path}: {source}")]
+    #[error("raft storage: cannot {op} {path}")]
     Io {
+        op: &'static str,
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: io::Error,
     },
     #[error(
-        "{path} is corrupt at byte {offset}: {reason}; restore the state dir from a backup, or remove this manager (shoal node demote/rm) and join it again"
+        "raft storage: {path} is corrupt at byte {offset}: {reason}. Restore this manager's state \
+         directory from a backup, or remove the manager from the swarm and re-join it"
     )]
     Corrupt {
         path: PathBuf,
@@ -42,442 +76,458 @@ pub enum StorageError {
         reason: String,
     },
     #[error(
-        "{path} ends at entry {last_index} but entries up to {commit} were committed; refusing to start without them. Restore the state dir from a backup, or remove this manager (shoal node demote/rm) and join it again"
+        "raft storage: {path} ends at index {last_index} but entries up to {commit} were \
+         committed: the disk or filesystem lost writes that had been synced. Refusing to start, \
+         because this manager could help overwrite committed cluster state. Restore its state \
+         directory from a backup, or remove the manager from the swarm (from a healthy manager) \
+         and re-join it with an empty state directory"
     )]
     LostCommitted {
         path: PathBuf,
         last_index: u64,
         commit: u64,
     },
+    #[error("raft storage: cannot encode the {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
+    #[error("raft storage: the {what} is {len} bytes, more than a frame holds (4 GiB)")]
+    TooLarge { what: &'static str, len: usize },
+    #[error("raft storage: {path} is already initialized; only a fresh node can bootstrap")]
+    AlreadyInitialized { path: PathBuf },
+    #[error(
+        "raft storage: cannot append at index {index}: the log holds {first_index}..={last_index} \
+         and an append must start inside it or right after it"
+    )]
+    AppendOutOfRange {
+        index: u64,
+        first_index: u64,
+        last_index: u64,
+    },
+    #[error("raft storage: appended entries are not contiguous: {index} is followed by {next}")]
+    AppendNotContiguous { index: u64, next: u64 },
+    #[error("raft storage: snapshot at index {index} is older than the log start {first_index}")]
+    SnapshotOutOfDate { index: u64, first_index: u64 },
+    #[error("raft storage: cannot compact to index {index}: the log ends at {last_index}")]
+    CompactBeyondLog { index: u64, last_index: u64 },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
     move |source| StorageError::Io {
+        op,
         path: path.to_path_buf(),
         source,
     }
 }
 
-struct Core {
-    hard_state: HardState,
-    conf_state: ConfState,
-    snapshot: Snapshot,
-    /// Entries after the snapshot index, contiguous.
-    entries: Vec<Entry>,
-    /// File offset of each entry's frame.
-    offsets: Vec<u64>,
-    log_len: u64,
-}
-
-impl Core {
-    fn snap_index(&self) -> u64 {
-        self.snapshot.get_metadata().index
-    }
-    fn first_index(&self) -> u64 {
-        self.snap_index() + 1
-    }
-    fn last_index(&self) -> u64 {
-        self.entries
-            .last()
-            .map(|e| e.index)
-            .unwrap_or(self.snap_index())
+fn corrupt(path: &Path, offset: usize, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason: reason.into(),
     }
 }
 
+/// Raft log, hard state and snapshot kept in a directory. Clones share the same state.
 /// Index and term of the bootstrap snapshot of a new cluster.
 pub const BOOTSTRAP_INDEX: u64 = 1;
 
+#[derive(Clone)]
 pub struct DiskStorage {
+    inner: Arc<RwLock<Inner>>,
+}
+
+struct Inner {
     dir: PathBuf,
-    core: RwLock<Core>,
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-/// `[crc][protobuf]` written atomically.
-fn write_checked(dir: &Path, name: &str, payload: &[u8]) -> Result<(), StorageError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut data = crc32fast::hash(payload).to_le_bytes().to_vec();
-    data.extend_from_slice(payload);
-    let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-    f.write_all(&data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir)
-}
-
-fn read_checked<M: protobuf::Message>(dir: &Path, name: &str) -> Result<Option<M>, StorageError> {
-    let path = dir.join(name);
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(&path)(e)),
-    };
-    let corrupt = |reason: &str| StorageError::Corrupt {
-        path: path.clone(),
-        offset: 0,
-        reason: reason.to_string(),
-    };
-    if data.len() < 4 {
-        return Err(corrupt("shorter than its checksum"));
-    }
-    let crc = u32::from_le_bytes(data[..4].try_into().expect("4 bytes"));
-    if crc != crc32fast::hash(&data[4..]) {
-        return Err(corrupt("checksum mismatch"));
-    }
-    M::parse_from_bytes(&data[4..])
-        .map(Some)
-        .map_err(|e| corrupt(&format!("does not decode: {e}")))
-}
-
-/// Reads log frames; returns entries with offsets, and the length of the good prefix.
-fn read_log(path: &Path) -> Result<(Vec<Entry>, Vec<u64>, u64), StorageError> {
-    let mut data = Vec::new();
-    match File::open(path) {
-        Ok(mut f) => {
-            f.read_to_end(&mut data).map_err(io_err(path))?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((vec![], vec![], 0)),
-        Err(e) => return Err(io_err(path)(e)),
-    }
-    let mut entries = Vec::new();
-    let mut offsets = Vec::new();
-    let mut pos = 0usize;
-    let bad_at = loop {
-        if pos == data.len() {
-            break None;
-        }
-        if data.len() - pos < 8 {
-            break Some((pos, "torn frame header"));
-        }
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().expect("4")) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().expect("4"));
-        if data.len() - pos - 8 < len {
-            break Some((pos, "torn frame"));
-        }
-        let payload = &data[pos + 8..pos + 8 + len];
-        if crc32fast::hash(payload) != crc {
-            break Some((pos, "checksum mismatch"));
-        }
-        let Ok(entry) = Entry::parse_from_bytes(payload) else {
-            break Some((pos, "entry does not decode"));
-        };
-        if let Some(prev) = entries.last().map(|e: &Entry| e.index)
-            && entry.index != prev + 1
-        {
-            return Err(StorageError::Corrupt {
-                path: path.to_path_buf(),
-                offset: pos as u64,
-                reason: format!("entry {} follows entry {prev}", entry.index),
-            });
-        }
-        offsets.push(pos as u64);
-        entries.push(entry);
-        pos += 8 + len;
-    };
-    if let Some((at, reason)) = bad_at {
-        // Only the tail may be bad: any valid frame after it means real corruption.
-        if later_frame_is_valid(&data, at) {
-            return Err(StorageError::Corrupt {
-                path: path.to_path_buf(),
-                offset: at as u64,
-                reason: format!("{reason}, with valid entries after it"),
-            });
-        }
-        tracing::warn!(path = %path.display(), offset = at, reason, "dropping an unfinished append at the end of the raft log");
-        return Ok((entries, offsets, at as u64));
-    }
-    Ok((entries, offsets, pos as u64))
-}
-
-fn later_frame_is_valid(data: &[u8], bad: usize) -> bool {
-    (bad + 1..data.len().saturating_sub(8)).any(|p| {
-        let len = u32::from_le_bytes(data[p..p + 4].try_into().expect("4")) as usize;
-        let crc = u32::from_le_bytes(data[p + 4..p + 8].try_into().expect("4"));
-        len > 0
-            && data.len() - p - 8 >= len
-            && crc32fast::hash(&data[p + 8..p + 8 + len]) == crc
-            && Entry::parse_from_bytes(&data[p + 8..p + 8 + len]).is_ok()
-    })
+    log: File,
+    log_len: u64,
+    /// `entries[i].index == snapshot index + 1 + i`.
+    entries: Vec<Entry>,
+    /// File offset of each entry's frame.
+    offsets: Vec<u64>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    snapshot: Snapshot,
 }
 
 impl DiskStorage {
+    /// Opens (creating if missing) the raft state in `dir`, recovering from a torn tail.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let hard_state: HardState = read_checked(dir, "hardstate")?.unwrap_or_default();
-        let snapshot: Snapshot = read_checked(dir, "snapshot")?.unwrap_or_default();
-        let log_path = dir.join("log");
-        let (mut entries, mut offsets, good_len) = read_log(&log_path)?;
-        let actual_len = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-        if good_len < actual_len {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&log_path)
-                .map_err(io_err(&log_path))?;
-            f.set_len(good_len).map_err(io_err(&log_path))?;
-            f.sync_all().map_err(io_err(&log_path))?;
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        for name in [LOG, HARD_STATE, SNAPSHOT] {
+            let tmp = tmp_path(dir, name);
+            match fs::remove_file(&tmp) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("remove", &tmp)(e));
+                }
+                _ => {}
+            }
         }
-        let snap_index = snapshot.get_metadata().index;
-        let keep_from = entries
-            .iter()
-            .position(|e| e.index > snap_index)
-            .unwrap_or(entries.len());
-        entries.drain(..keep_from);
-        offsets.drain(..keep_from);
+
+        let hs_path = dir.join(HARD_STATE);
+        let (mut hard_state, mut conf_state) = match read_frames(&hs_path, 2)? {
+            Some(f) => (
+                decode(&f[0], &hs_path, 0)?,
+                decode(&f[1], &hs_path, FRAME_HEADER + f[0].len())?,
+            ),
+            None => (HardState::default(), ConfState::default()),
+        };
+        let snap_path = dir.join(SNAPSHOT);
+        let snapshot: Snapshot = match read_frames(&snap_path, 1)? {
+            Some(f) => decode(&f[0], &snap_path, 0)?,
+            None => Snapshot::default(),
+        };
+        let (snap_index, snap_term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        if snap_index > hard_state.commit {
+            // Crashed while installing the snapshot, before the hard state was rewritten.
+            hard_state.commit = snap_index;
+            hard_state.term = hard_state.term.max(snap_term);
+            conf_state = snapshot.get_metadata().get_conf_state().clone();
+        }
+
+        let log_path = dir.join(LOG);
+        let buf = match fs::read(&log_path) {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("read", &log_path)(e)),
+        };
+        let scan = scan_log(&log_path, &buf)?;
+        drop(buf);
+        let (mut entries, mut offsets) = (scan.entries, scan.offsets);
+        let covered = entries.iter().take_while(|e| e.index <= snap_index).count();
+        if covered > 0 {
+            let at_snap = &entries[covered - 1];
+            if at_snap.index == snap_index && at_snap.term == snap_term {
+                entries.drain(..covered);
+                offsets.drain(..covered);
+            } else {
+                if covered < entries.len() {
+                    warn!(path = %log_path.display(), snap_index, "raft log diverges from the snapshot; dropping it");
+                }
+                entries.clear();
+                offsets.clear();
+            }
+        }
         if let Some(first) = entries.first()
             && first.index != snap_index + 1
         {
-            return Err(StorageError::Corrupt {
-                path: log_path,
-                offset: offsets[0],
-                reason: format!(
-                    "log starts at entry {} but the snapshot ends at {snap_index}",
-                    first.index
-                ),
-            });
+            let reason = format!(
+                "log starts at index {} but the snapshot ends at {snap_index}",
+                first.index
+            );
+            return Err(corrupt(&log_path, offsets[0] as usize, reason));
         }
-        let last_index = entries.last().map(|e| e.index).unwrap_or(snap_index);
-        if last_index < hard_state.commit {
+        let last_index = entries.last().map_or(snap_index, |e| e.index);
+        if hard_state.commit > last_index {
             return Err(StorageError::LostCommitted {
                 path: log_path,
                 last_index,
                 commit: hard_state.commit,
             });
         }
-        let conf_state = snapshot.get_metadata().get_conf_state().clone();
-        let storage = DiskStorage {
-            dir: dir.to_path_buf(),
-            core: RwLock::new(Core {
-                hard_state,
-                conf_state,
-                snapshot,
-                entries,
-                offsets,
-                log_len: good_len,
-            }),
-        };
-        // The conf state may have moved past the snapshot's with applied conf changes.
-        if let Some(cs) = read_checked::<ConfState>(dir, "confstate")? {
-            storage.core.write().expect("lock").conf_state = cs;
+
+        let log = open_log(&log_path)?;
+        if let Some((offset, reason)) = scan.torn {
+            warn!(path = %log_path.display(), offset, reason, "raft log ends in an append that never completed (so was never acknowledged); truncating it there");
+            log.set_len(offset as u64)
+                .and_then(|()| log.sync_data())
+                .map_err(io_err("truncate", &log_path))?;
         }
-        Ok(storage)
+        sync_dir(dir)?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            log,
+            log_len: scan.good_len as u64,
+            entries,
+            offsets,
+            hard_state,
+            conf_state,
+            snapshot,
+        };
+        if covered > 0 {
+            info!(path = %log_path.display(), snap_index, "finishing an interrupted compaction: rewriting the raft log without the entries the snapshot covers");
+            inner.rewrite_log()?;
+        }
+        Ok(Self {
+            inner: Arc::new(RwLock::new(inner)),
+        })
     }
 
-    fn log_path(&self) -> PathBuf {
-        self.dir.join("log")
+    // A panic never leaves `Inner` half-updated (memory changes only after the disk write
+    // succeeded), so a poisoned lock is still safe to use.
+    fn rl(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn wl(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True when nothing was ever persisted (fresh node).
     pub fn is_empty(&self) -> bool {
-        let c = self.core.read().expect("lock");
-        c.entries.is_empty()
-            && c.snap_index() == 0
-            && c.conf_state.voters.is_empty()
-            && c.hard_state.term == 0
+        self.rl().is_empty()
     }
 
-    /// Bootstraps a new cluster: the first voters live in a snapshot at index 1 (as tikv
-    /// does), so a manager that joins later receives them with that snapshot instead of
-    /// replaying a log that never mentioned them.
+    /// Bootstrap of a brand-new single-node cluster: persists `cs` as the initial conf state,
+    /// with an empty snapshot at index 0 carrying it.
     pub fn initialize_with_conf_state(&self, cs: ConfState) -> Result<(), StorageError> {
+        let mut g = self.wl();
+        if !g.is_empty() {
+            return Err(StorageError::AlreadyInitialized {
+                path: g.dir.clone(),
+            });
+        }
+        // The first voters live in a snapshot at index 1 (as tikv bootstraps): a manager
+        // that joins later then receives them in a snapshot instead of replaying a log that
+        // never mentions them.
         let mut snap = Snapshot::default();
         snap.mut_metadata().index = BOOTSTRAP_INDEX;
         snap.mut_metadata().term = BOOTSTRAP_INDEX;
         snap.mut_metadata().set_conf_state(cs.clone());
-        write_checked(
-            &self.dir,
-            "snapshot",
-            &snap.write_to_bytes().expect("encode"),
-        )?;
-        self.set_conf_state(cs.clone())?;
         let mut hs = HardState::default();
         hs.term = BOOTSTRAP_INDEX;
         hs.commit = BOOTSTRAP_INDEX;
-        self.set_hard_state(&hs)?;
-        let mut c = self.core.write().expect("lock");
-        c.snapshot = snap;
-        c.conf_state = cs;
+        // Hard state first: if we crash before the snapshot, the conf state is already there.
+        g.write_state(&hs, &cs)?;
+        g.write_snapshot(&snap)?;
+        g.hard_state = hs;
+        g.conf_state = cs;
+        g.snapshot = snap;
         Ok(())
     }
 
+    /// Appends entries (fsync'd before returning), first truncating any existing entries at
+    /// index >= `entries[0].index` (conflict resolution).
     pub fn append(&self, entries: &[Entry]) -> Result<(), StorageError> {
-        let Some(first) = entries.first() else {
+        let Some(head) = entries.first() else {
             return Ok(());
         };
-        let mut c = self.core.write().expect("lock");
-        let path = self.log_path();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        if first.index <= c.last_index() {
-            // Conflict: cut the replaced suffix off the file and the memory.
-            let keep = first.index.saturating_sub(c.first_index()) as usize;
-            let cut = c.offsets.get(keep).copied().unwrap_or(c.log_len);
-            file.set_len(cut).map_err(io_err(&path))?;
-            c.entries.truncate(keep);
-            c.offsets.truncate(keep);
-            c.log_len = cut;
+        let mut g = self.wl();
+        let (first_index, last_index) = (g.first_index(), g.last_index());
+        if head.index < first_index || head.index > last_index + 1 {
+            return Err(StorageError::AppendOutOfRange {
+                index: head.index,
+                first_index,
+                last_index,
+            });
+        }
+        if let Some(w) = entries.windows(2).find(|w| w[1].index != w[0].index + 1) {
+            return Err(StorageError::AppendNotContiguous {
+                index: w[0].index,
+                next: w[1].index,
+            });
+        }
+        let inner = &mut *g;
+        let path = inner.dir.join(LOG);
+        let keep = (head.index - first_index) as usize;
+        if keep < inner.entries.len() {
+            let offset = inner.offsets[keep];
+            inner
+                .log
+                .set_len(offset)
+                .and_then(|()| inner.log.sync_data())
+                .map_err(io_err("truncate", &path))?;
+            inner.entries.truncate(keep);
+            inner.offsets.truncate(keep);
+            inner.log_len = offset;
         }
         let mut buf = Vec::new();
-        let mut offset = c.log_len;
+        let mut offsets = Vec::with_capacity(entries.len());
         for e in entries {
-            let f = frame(&e.write_to_bytes().expect("encode"));
-            c.offsets.push(offset);
-            offset += f.len() as u64;
-            buf.extend_from_slice(&f);
+            offsets.push(inner.log_len + buf.len() as u64);
+            push_frame(&mut buf, e, "raft log entry")?;
         }
-        file.write_all(&buf).map_err(io_err(&path))?;
-        file.sync_data().map_err(io_err(&path))?;
-        c.log_len = offset;
-        c.entries.extend_from_slice(entries);
+        let written = inner.log.write_all_at(&buf, inner.log_len);
+        if let Err(e) = written.and_then(|()| inner.log.sync_data()) {
+            // Best effort: do not leave a partial append for the next one to land before.
+            let _ = inner.log.set_len(inner.log_len);
+            return Err(io_err("append to", &path)(e));
+        }
+        inner.log_len += buf.len() as u64;
+        inner.entries.extend_from_slice(entries);
+        inner.offsets.extend(offsets);
         Ok(())
     }
 
+    /// Persists the hard state atomically and durably.
     pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StorageError> {
-        write_checked(
-            &self.dir,
-            "hardstate",
-            &hs.write_to_bytes().expect("encode"),
-        )?;
-        self.core.write().expect("lock").hard_state = hs.clone();
+        let mut g = self.wl();
+        g.write_state(hs, &g.conf_state)?;
+        g.hard_state = hs.clone();
         Ok(())
     }
 
+    /// Sets the commit index in the hard state (helper for light ready).
     pub fn set_commit(&self, commit: u64) -> Result<(), StorageError> {
-        let mut hs = self.hard_state();
+        let mut g = self.wl();
+        let mut hs = g.hard_state.clone();
         hs.commit = commit;
-        self.set_hard_state(&hs)
+        g.write_state(&hs, &g.conf_state)?;
+        g.hard_state = hs;
+        Ok(())
     }
 
+    /// Persists the conf state (after a conf change is applied).
     pub fn set_conf_state(&self, cs: ConfState) -> Result<(), StorageError> {
-        write_checked(
-            &self.dir,
-            "confstate",
-            &cs.write_to_bytes().expect("encode"),
-        )?;
-        self.core.write().expect("lock").conf_state = cs;
+        let mut g = self.wl();
+        g.write_state(&g.hard_state, &cs)?;
+        g.conf_state = cs;
         Ok(())
     }
 
-    /// Rewrites the log with only the entries after the snapshot (after the snapshot itself
-    /// is durable).
-    fn rewrite_log(&self, c: &mut Core) -> Result<(), StorageError> {
-        let path = self.log_path();
-        let tmp = self.dir.join("log.tmp");
-        let mut buf = Vec::new();
-        let mut offsets = Vec::new();
-        for e in &c.entries {
-            offsets.push(buf.len() as u64);
-            buf.extend_from_slice(&frame(&e.write_to_bytes().expect("encode")));
-        }
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&buf).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&self.dir)?;
-        c.offsets = offsets;
-        c.log_len = buf.len() as u64;
-        Ok(())
-    }
-
-    /// A snapshot from the leader replaces what it covers.
+    /// Installs a snapshot received from the leader: replaces the snapshot, the conf state and
+    /// the commit index, and drops the whole log (raft-rs only installs a snapshot that does not
+    /// match the log, so what follows it may have diverged), durably.
     pub fn apply_snapshot(&self, snap: Snapshot) -> Result<(), StorageError> {
-        write_checked(
-            &self.dir,
-            "snapshot",
-            &snap.write_to_bytes().expect("encode"),
-        )?;
-        let meta = snap.get_metadata().clone();
-        let mut c = self.core.write().expect("lock");
-        c.entries.retain(|e| e.index > meta.index);
-        if c.entries.first().is_some_and(|e| e.index != meta.index + 1) {
-            c.entries.clear();
+        let mut g = self.wl();
+        let meta = snap.get_metadata();
+        if meta.index < g.first_index() {
+            return Err(StorageError::SnapshotOutOfDate {
+                index: meta.index,
+                first_index: g.first_index(),
+            });
         }
-        c.snapshot = snap;
-        c.conf_state = meta.get_conf_state().clone();
-        c.hard_state.commit = c.hard_state.commit.max(meta.index);
-        c.hard_state.term = c.hard_state.term.max(meta.term);
-        let hs = c.hard_state.clone();
-        self.rewrite_log(&mut c)?;
-        drop(c);
-        self.set_conf_state(meta.get_conf_state().clone())?;
-        self.set_hard_state(&hs)
+        let mut hs = g.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = meta.index;
+        let cs = meta.get_conf_state().clone();
+        g.write_snapshot(&snap)?;
+        g.write_state(&hs, &cs)?;
+        g.snapshot = snap;
+        g.hard_state = hs;
+        g.conf_state = cs;
+        g.entries.clear();
+        g.rewrite_log()
     }
 
-    /// Local compaction: keeps `data` as the snapshot at `index` and drops the log up to it.
+    /// Local compaction: stores a snapshot of the state machine at `index` (<= applied) with
+    /// `data` and `cs`, and drops the log up to `index`, durably. A no-op if `index` is not
+    /// past the current snapshot.
     pub fn compact_to_snapshot(
         &self,
         index: u64,
         cs: ConfState,
         data: Vec<u8>,
     ) -> Result<(), StorageError> {
-        let mut c = self.core.write().expect("lock");
-        if index <= c.snap_index() || index > c.last_index() {
+        let mut g = self.wl();
+        if index <= g.snap_index() {
             return Ok(());
         }
-        let term = c.entries[(index - c.first_index()) as usize].term;
+        if index > g.last_index() {
+            return Err(StorageError::CompactBeyondLog {
+                index,
+                last_index: g.last_index(),
+            });
+        }
+        let covered = (index + 1 - g.first_index()) as usize;
         let mut snap = Snapshot::default();
-        snap.data = data.into();
         let meta = snap.mut_metadata();
         meta.index = index;
-        meta.term = term;
+        meta.term = g.entries[covered - 1].term;
         meta.set_conf_state(cs);
-        write_checked(
-            &self.dir,
-            "snapshot",
-            &snap.write_to_bytes().expect("encode"),
-        )?;
-        let drop_n = (index - c.first_index() + 1) as usize;
-        c.entries.drain(..drop_n);
-        c.snapshot = snap;
-        self.rewrite_log(&mut c)
+        snap.data = data.into();
+        g.write_snapshot(&snap)?;
+        g.snapshot = snap;
+        g.entries.drain(..covered);
+        g.rewrite_log()
     }
 
     pub fn hard_state(&self) -> HardState {
-        self.core.read().expect("lock").hard_state.clone()
+        self.rl().hard_state.clone()
     }
 
     pub fn conf_state(&self) -> ConfState {
-        self.core.read().expect("lock").conf_state.clone()
+        self.rl().conf_state.clone()
     }
 
+    /// The stored snapshot, to restore the state machine at startup.
     pub fn snapshot_data(&self) -> Snapshot {
-        self.core.read().expect("lock").snapshot.clone()
+        self.rl().snapshot.clone()
     }
 
     pub fn last_index(&self) -> u64 {
-        self.core.read().expect("lock").last_index()
+        self.rl().last_index()
     }
 
     pub fn first_index(&self) -> u64 {
-        self.core.read().expect("lock").first_index()
+        self.rl().first_index()
     }
 
+    /// Bytes of log on disk, to decide when to compact.
     pub fn log_bytes(&self) -> u64 {
-        self.core.read().expect("lock").log_len
+        self.rl().log_len
+    }
+}
+
+impl fmt::Debug for DiskStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let g = self.rl();
+        f.debug_struct("DiskStorage")
+            .field("dir", &g.dir)
+            .field("first_index", &g.first_index())
+            .field("last_index", &g.last_index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+            && self.hard_state == HardState::default()
+            && self.conf_state == ConfState::default()
+            && self.snapshot.get_metadata() == &Default::default()
+    }
+
+    fn snap_index(&self) -> u64 {
+        self.snapshot.get_metadata().index
+    }
+
+    fn first_index(&self) -> u64 {
+        self.snap_index() + 1
+    }
+
+    fn last_index(&self) -> u64 {
+        self.snap_index() + self.entries.len() as u64
+    }
+
+    fn write_state(&self, hs: &HardState, cs: &ConfState) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        push_frame(&mut buf, hs, "hard state")?;
+        push_frame(&mut buf, cs, "conf state")?;
+        write_atomic(&self.dir, HARD_STATE, &buf)
+    }
+
+    fn write_snapshot(&self, snap: &Snapshot) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        push_frame(&mut buf, snap, "snapshot")?;
+        write_atomic(&self.dir, SNAPSHOT, &buf)
+    }
+
+    /// Replaces the log file with one holding exactly `self.entries`.
+    fn rewrite_log(&mut self) -> Result<(), StorageError> {
+        let mut buf = Vec::new();
+        self.offsets.clear();
+        for e in &self.entries {
+            self.offsets.push(buf.len() as u64);
+            push_frame(&mut buf, e, "raft log entry")?;
+        }
+        write_atomic(&self.dir, LOG, &buf)?;
+        self.log = open_log(&self.dir.join(LOG))?;
+        self.log_len = buf.len() as u64;
+        Ok(())
     }
 }
 
 impl ::raft::Storage for DiskStorage {
     fn initial_state(&self) -> ::raft::Result<RaftState> {
-        let c = self.core.read().expect("lock");
-        Ok(RaftState::new(c.hard_state.clone(), c.conf_state.clone()))
+        let g = self.rl();
+        Ok(RaftState::new(g.hard_state.clone(), g.conf_state.clone()))
     }
 
+    /// Like `MemStorage`, except that a range past the last index is `Unavailable` rather
+    /// than a panic (raft-rs checks bounds before asking).
     fn entries(
         &self,
         low: u64,
@@ -485,46 +535,540 @@ impl ::raft::Storage for DiskStorage {
         max_size: impl Into<Option<u64>>,
         _context: GetEntriesContext,
     ) -> ::raft::Result<Vec<Entry>> {
-        let c = self.core.read().expect("lock");
-        if low < c.first_index() {
-            return Err(::raft::Error::Store(RaftStorageError::Compacted));
+        let g = self.rl();
+        if low < g.first_index() {
+            return Err(::raft::StorageError::Compacted.into());
         }
-        if high > c.last_index() + 1 {
-            return Err(::raft::Error::Store(RaftStorageError::Unavailable));
+        if high > g.last_index() + 1 || low > high {
+            return Err(::raft::StorageError::Unavailable.into());
         }
-        let lo = (low - c.first_index()) as usize;
-        let hi = (high - c.first_index()) as usize;
-        let mut out = c.entries[lo..hi].to_vec();
-        ::raft::util::limit_size(&mut out, max_size.into());
+        let range = &g.entries[(low - g.first_index()) as usize..(high - g.first_index()) as usize];
+        // Same rule as raft's `limit_size`: the first entry always, then while the total fits.
+        let max_size = max_size.into().unwrap_or(::raft::NO_LIMIT);
+        let mut size = 0u64;
+        let mut out = Vec::new();
+        for e in range {
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e.clone());
+        }
         Ok(out)
     }
 
     fn term(&self, idx: u64) -> ::raft::Result<u64> {
-        let c = self.core.read().expect("lock");
-        if idx == c.snap_index() {
-            return Ok(c.snapshot.get_metadata().term);
+        let g = self.rl();
+        if idx == g.snap_index() {
+            return Ok(g.snapshot.get_metadata().term);
         }
-        if idx < c.first_index() {
-            return Err(::raft::Error::Store(RaftStorageError::Compacted));
+        if idx < g.first_index() {
+            return Err(::raft::StorageError::Compacted.into());
         }
-        if idx > c.last_index() {
-            return Err(::raft::Error::Store(RaftStorageError::Unavailable));
+        if idx > g.last_index() {
+            return Err(::raft::StorageError::Unavailable.into());
         }
-        Ok(c.entries[(idx - c.first_index()) as usize].term)
+        Ok(g.entries[(idx - g.first_index()) as usize].term)
     }
 
     fn first_index(&self) -> ::raft::Result<u64> {
-        Ok(self.core.read().expect("lock").first_index())
+        Ok(self.rl().first_index())
     }
 
     fn last_index(&self) -> ::raft::Result<u64> {
-        Ok(self.core.read().expect("lock").last_index())
+        Ok(self.rl().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
-        Ok(self.core.read().expect("lock").snapshot.clone())
+    /// The stored snapshot. Unlike `MemStorage`, which rewrites the index of an older
+    /// snapshot to `request_index`, an older one is `SnapshotTemporarilyUnavailable`: its data
+    /// is the state at its own index, so relabelling it would lie. Compact, and raft retries.
+    fn snapshot(&self, request_index: u64, _to: u64) -> ::raft::Result<Snapshot> {
+        let g = self.rl();
+        if g.snap_index() < request_index {
+            return Err(::raft::StorageError::SnapshotTemporarilyUnavailable.into());
+        }
+        Ok(g.snapshot.clone())
     }
 }
 
+fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.tmp"))
+}
+
+fn open_log(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("open", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync directory", dir))
+}
+
+/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = tmp_path(dir, name);
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
+    sync_dir(dir)
+}
+
+/// Appends one frame holding `msg` to `out`.
+fn push_frame(
+    out: &mut Vec<u8>,
+    msg: &impl Message,
+    what: &'static str,
+) -> Result<(), StorageError> {
+    let payload = msg
+        .write_to_bytes()
+        .map_err(|source| StorageError::Encode { what, source })?;
+    let len = u32::try_from(payload.len()).map_err(|_| StorageError::TooLarge {
+        what,
+        len: payload.len(),
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// The intact frame at `pos` (payload of at least `min_len` bytes) and the offset after it,
+/// or what is wrong with it.
+fn frame_at(buf: &[u8], pos: usize, min_len: usize) -> Result<(&[u8], usize), &'static str> {
+    let header = buf
+        .get(pos..pos + FRAME_HEADER)
+        .ok_or("short frame header")?;
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = header else {
+        unreachable!("the header is 8 bytes")
+    };
+    let len = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
+    if len < min_len {
+        return Err("empty frame");
+    }
+    let start = pos + FRAME_HEADER;
+    let payload = buf.get(start..start + len).ok_or("short frame payload")?;
+    if crc32fast::hash(payload) != u32::from_le_bytes([*c0, *c1, *c2, *c3]) {
+        return Err("checksum mismatch");
+    }
+    Ok((payload, start + len))
+}
+
+fn decode<M: Message>(payload: &[u8], path: &Path, offset: usize) -> Result<M, StorageError> {
+    M::parse_from_bytes(payload)
+        .map_err(|e| corrupt(path, offset, format!("intact frame does not decode: {e}")))
+}
+
+/// Reads a file of exactly `count` frames; `None` if it does not exist.
+fn read_frames(path: &Path, count: usize) -> Result<Option<Vec<Vec<u8>>>, StorageError> {
+    let buf = match fs::read(path) {
+        Ok(buf) => buf,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    let mut frames = Vec::with_capacity(count);
+    let mut pos = 0;
+    while frames.len() < count {
+        let (payload, next) =
+            frame_at(&buf, pos, 0).map_err(|reason| corrupt(path, pos, reason))?;
+        frames.push(payload.to_vec());
+        pos = next;
+    }
+    if pos != buf.len() {
+        return Err(corrupt(path, pos, "unexpected data after the last frame"));
+    }
+    Ok(Some(frames))
+}
+
+#[derive(Default)]
+struct LogScan {
+    entries: Vec<Entry>,
+    offsets: Vec<u64>,
+    /// Where the intact frames end.
+    good_len: usize,
+    /// An incomplete last append: its offset and what is wrong with it.
+    torn: Option<(usize, &'static str)>,
+}
+
+fn scan_log(path: &Path, buf: &[u8]) -> Result<LogScan, StorageError> {
+    let mut scan = LogScan::default();
+    let mut pos = 0;
+    while pos < buf.len() {
+        // Entries are never empty (index >= 1), so an all-zero region is not a frame.
+        let (payload, next) = match frame_at(buf, pos, 1) {
+            Ok(frame) => frame,
+            Err(reason) => {
+                if let Some(intact) = (pos + 1..buf.len()).find(|&p| frame_at(buf, p, 1).is_ok()) {
+                    let reason = format!("{reason}, but an intact frame follows at byte {intact}");
+                    return Err(corrupt(path, pos, reason));
+                }
+                scan.torn = Some((pos, reason));
+                break;
+            }
+        };
+        let entry: Entry = decode(payload, path, pos)?;
+        let expected = scan.entries.last().map(|e| e.index + 1);
+        if entry.index == 0 || expected.is_some_and(|x| x != entry.index) {
+            let reason = format!(
+                "entry {} where entry {} was expected",
+                entry.index,
+                expected.unwrap_or(1)
+            );
+            return Err(corrupt(path, pos, reason));
+        }
+        scan.entries.push(entry);
+        scan.offsets.push(pos as u64);
+        pos = next;
+    }
+    scan.good_len = pos;
+    Ok(scan)
+}
+
 #[cfg(test)]
-mod tests;
+mod tests {
+    use ::raft::Storage;
+    use ::raft::storage::MemStorage;
+
+    use super::*;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        (e.index, e.term) = (index, term);
+        e.data = vec![index as u8; (index % 5 * 20) as usize].into();
+        e
+    }
+
+    fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        range.map(|i| ent(i, term)).collect()
+    }
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        (h.term, h.vote, h.commit) = (term, vote, commit);
+        h
+    }
+
+    fn cs(voters: &[u64]) -> ConfState {
+        ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn snap(index: u64, term: u64, voters: &[u64]) -> Snapshot {
+        let mut s = Snapshot::default();
+        (s.mut_metadata().index, s.mut_metadata().term) = (index, term);
+        s.mut_metadata().set_conf_state(cs(voters));
+        s
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    fn compacted<T>() -> ::raft::Result<T> {
+        Err(::raft::StorageError::Compacted.into())
+    }
+
+    /// Opens `dir/raft` with `n` entries (term 1) and the given commit index.
+    fn with_log(n: u64, commit: u64) -> (tempfile::TempDir, PathBuf, DiskStorage) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        let disk = DiskStorage::open(&dir).unwrap();
+        disk.append(&ents(1..=n, 1)).unwrap();
+        disk.set_hard_state(&hs(1, 1, commit)).unwrap();
+        (tmp, dir, disk)
+    }
+
+    fn offset_of(disk: &DiskStorage, index: u64) -> u64 {
+        let g = disk.rl();
+        g.offsets[(index - g.first_index()) as usize]
+    }
+
+    fn edit_file(path: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+        let mut bytes = fs::read(path).unwrap();
+        edit(&mut bytes);
+        fs::write(path, bytes).unwrap();
+    }
+
+    fn assert_like_mem(mem: &MemStorage, disk: &DiskStorage, step: &str) {
+        let (m, d) = (mem.initial_state().unwrap(), disk.initial_state().unwrap());
+        assert_eq!(
+            (m.hard_state, m.conf_state),
+            (d.hard_state, d.conf_state),
+            "{step}"
+        );
+        let (first, last) = (mem.first_index().unwrap(), mem.last_index().unwrap());
+        assert_eq!(
+            (first, last),
+            (disk.first_index(), disk.last_index()),
+            "{step}"
+        );
+        for i in 0..=last + 2 {
+            assert_eq!(mem.term(i), Storage::term(disk, i), "{step}: term({i})");
+        }
+        for lo in 1..=last {
+            for hi in lo + 1..=last + 1 {
+                // Exactly the size of the first two entries: the limit is inclusive.
+                let all = mem.entries(lo, hi, None, ctx()).unwrap_or_default();
+                let two = all
+                    .iter()
+                    .take(2)
+                    .map(|e| u64::from(e.compute_size()))
+                    .sum();
+                for max in [
+                    None,
+                    Some(0),
+                    Some(60),
+                    Some(two),
+                    Some(two.saturating_sub(1)),
+                ] {
+                    let (m, d) = (
+                        mem.entries(lo, hi, max, ctx()),
+                        disk.entries(lo, hi, max, ctx()),
+                    );
+                    assert_eq!(m, d, "{step}: entries({lo}, {hi}, {max:?})");
+                }
+            }
+        }
+    }
+
+    enum Op {
+        Append(u64, u64, u64),
+        Hard(u64, u64, u64),
+        Conf(&'static [u64]),
+        Snap(u64, u64, &'static [u64]),
+    }
+
+    #[test]
+    fn behaves_like_mem_storage_and_survives_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mem, mut disk) = (MemStorage::new(), DiskStorage::open(tmp.path()).unwrap());
+        assert_like_mem(&mem, &disk, "fresh");
+        let script = [
+            Op::Hard(1, 1, 0),
+            Op::Append(1, 5, 1),
+            Op::Append(6, 10, 2),
+            Op::Hard(2, 1, 3),
+            Op::Append(4, 7, 3),
+            Op::Conf(&[1, 2, 3]),
+            Op::Append(8, 12, 3),
+            Op::Hard(3, 2, 9),
+            Op::Snap(15, 4, &[1, 2]),
+            Op::Append(16, 20, 4),
+            Op::Snap(18, 4, &[1, 2, 3]),
+            Op::Append(19, 25, 5),
+        ];
+        for (n, op) in script.iter().enumerate() {
+            match *op {
+                Op::Append(lo, hi, term) => {
+                    mem.wl().append(&ents(lo..=hi, term)).unwrap();
+                    disk.append(&ents(lo..=hi, term)).unwrap();
+                }
+                Op::Hard(term, vote, commit) => {
+                    mem.wl().set_hardstate(hs(term, vote, commit));
+                    disk.set_hard_state(&hs(term, vote, commit)).unwrap();
+                }
+                Op::Conf(voters) => {
+                    mem.wl().set_conf_state(cs(voters));
+                    disk.set_conf_state(cs(voters)).unwrap();
+                }
+                Op::Snap(index, term, voters) => {
+                    mem.wl().apply_snapshot(snap(index, term, voters)).unwrap();
+                    disk.apply_snapshot(snap(index, term, voters)).unwrap();
+                }
+            }
+            assert_like_mem(&mem, &disk, &format!("step {n}"));
+            disk = DiskStorage::open(tmp.path()).unwrap();
+            assert_like_mem(&mem, &disk, &format!("step {n}, reopened"));
+        }
+        // Beyond MemStorage, which panics here.
+        let unavailable = Err(::raft::StorageError::Unavailable.into());
+        assert_eq!(disk.entries(20, 27, None, ctx()), unavailable);
+        assert!(matches!(
+            disk.append(&ents(27..=28, 5)),
+            Err(StorageError::AppendOutOfRange { .. })
+        ));
+        assert!(matches!(
+            disk.apply_snapshot(snap(10, 4, &[1])),
+            Err(StorageError::SnapshotOutOfDate { .. })
+        ));
+    }
+
+    #[test]
+    fn bootstrap_persists_the_conf_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = DiskStorage::open(tmp.path()).unwrap();
+        assert!(disk.is_empty());
+        disk.initialize_with_conf_state(cs(&[1])).unwrap();
+        let disk = DiskStorage::open(tmp.path()).unwrap();
+        assert!(!disk.is_empty());
+        assert!(disk.initial_state().unwrap().initialized());
+        assert_eq!(disk.conf_state(), cs(&[1]));
+        assert_eq!((disk.first_index(), Storage::term(&disk, 1)), (2, Ok(1)));
+        assert_eq!(disk.hard_state().commit, BOOTSTRAP_INDEX);
+        let snap = Storage::snapshot(&disk, 0, 0).unwrap();
+        assert_eq!(snap.get_metadata().get_conf_state(), &cs(&[1]));
+        let again = disk.initialize_with_conf_state(cs(&[2]));
+        assert!(matches!(
+            again,
+            Err(StorageError::AlreadyInitialized { .. })
+        ));
+    }
+
+    #[test]
+    fn conflicting_append_truncates() {
+        let (_tmp, dir, disk) = with_log(10, 5);
+        disk.append(&ents(6..=8, 2)).unwrap();
+        let disk = DiskStorage::open(&dir).unwrap();
+        assert_eq!(disk.last_index(), 8);
+        let terms: Vec<u64> = (1..=8).map(|i| Storage::term(&disk, i).unwrap()).collect();
+        assert_eq!(terms, [1, 1, 1, 1, 1, 2, 2, 2]);
+        assert_eq!(disk.log_bytes(), fs::metadata(dir.join(LOG)).unwrap().len());
+    }
+
+    #[test]
+    fn torn_or_corrupt_tail_is_truncated() {
+        // Frame 10 cut short, its last byte flipped, or zeroed and followed by zeros (a size
+        // update that reached the disk before the data).
+        let chop = |b: &mut Vec<u8>, _| b.truncate(b.len() - 3);
+        let flip = |b: &mut Vec<u8>, _| *b.last_mut().unwrap() ^= 0xff;
+        let zeros = |b: &mut Vec<u8>, at: usize| {
+            b[at..].fill(0);
+            b.extend_from_slice(&[0; 100]);
+        };
+        for edit in [&chop as &dyn Fn(&mut Vec<u8>, usize), &flip, &zeros] {
+            let (_tmp, dir, disk) = with_log(10, 9);
+            let expected_len = offset_of(&disk, 10);
+            drop(disk);
+            edit_file(&dir.join(LOG), |b| edit(b, expected_len as usize));
+            let disk = DiskStorage::open(&dir).unwrap();
+            assert_eq!(disk.last_index(), 9);
+            assert_eq!(fs::metadata(dir.join(LOG)).unwrap().len(), expected_len);
+            disk.append(&ents(10..=11, 2)).unwrap();
+            assert_eq!(DiskStorage::open(&dir).unwrap().last_index(), 11);
+        }
+    }
+
+    #[test]
+    fn corrupt_middle_frame_is_refused() {
+        let (_tmp, dir, disk) = with_log(10, 2);
+        let offset = offset_of(&disk, 5);
+        edit_file(&dir.join(LOG), |b| {
+            b[offset as usize + FRAME_HEADER + 1] ^= 0xff
+        });
+        let err = DiskStorage::open(&dir).unwrap_err();
+        assert!(
+            matches!(err, StorageError::Corrupt { offset: o, .. } if o == offset),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_hard_state_is_refused() {
+        let (_tmp, dir, _disk) = with_log(3, 2);
+        edit_file(&dir.join(HARD_STATE), |b| b[FRAME_HEADER] ^= 0xff);
+        let err = DiskStorage::open(&dir).unwrap_err();
+        assert!(matches!(&err, StorageError::Corrupt { path, .. } if path.ends_with(HARD_STATE)));
+    }
+
+    #[test]
+    fn lost_committed_entries_are_refused() {
+        let (_tmp, dir, disk) = with_log(10, 10);
+        let cut = offset_of(&disk, 9);
+        // A torn entry 9, then entry 9 missing altogether.
+        for len in [cut as usize + 5, cut as usize] {
+            edit_file(&dir.join(LOG), |b| b.truncate(len));
+            let err = DiskStorage::open(&dir).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StorageError::LostCommitted {
+                        last_index: 8,
+                        commit: 10,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("ends at index 8 but entries up to 10 were committed"),
+                "{msg}"
+            );
+            assert!(msg.contains("backup") && msg.contains("re-join"), "{msg}");
+            assert_eq!(
+                fs::metadata(dir.join(LOG)).unwrap().len(),
+                len as u64,
+                "must not modify"
+            );
+        }
+    }
+
+    #[test]
+    fn compaction_survives_reopen_and_a_crash_before_the_log_rewrite() {
+        let (_tmp, dir, disk) = with_log(100, 100);
+        let old_log = fs::read(dir.join(LOG)).unwrap();
+        disk.compact_to_snapshot(60, cs(&[1]), b"state".to_vec())
+            .unwrap();
+        disk.compact_to_snapshot(50, cs(&[1]), Vec::new()).unwrap(); // older: no-op
+        assert!(disk.log_bytes() < old_log.len() as u64);
+        let check = |disk: &DiskStorage| {
+            assert_eq!((disk.first_index(), disk.last_index()), (61, 100));
+            assert_eq!(Storage::term(disk, 60), Ok(1));
+            assert_eq!(
+                disk.entries(61, 101, None, ctx()).unwrap(),
+                ents(61..=100, 1)
+            );
+            assert_eq!(disk.entries(10, 20, None, ctx()), compacted());
+            assert_eq!(Storage::term(disk, 59), compacted());
+            let snap = Storage::snapshot(disk, 0, 2).unwrap();
+            assert_eq!(
+                (snap.get_metadata().index, &snap.data[..]),
+                (60, &b"state"[..])
+            );
+        };
+        check(&DiskStorage::open(&dir).unwrap());
+        // The snapshot is durable but the old log is back, as if we crashed before its rewrite.
+        fs::write(dir.join(LOG), &old_log).unwrap();
+        let disk = DiskStorage::open(&dir).unwrap();
+        check(&disk);
+        assert_eq!(disk.log_bytes(), fs::metadata(dir.join(LOG)).unwrap().len());
+        assert!(
+            disk.log_bytes() < old_log.len() as u64,
+            "covered entries are dropped from the file"
+        );
+    }
+
+    #[test]
+    fn snapshot_newer_than_the_log_empties_it() {
+        let (_tmp, dir, disk) = with_log(10, 5);
+        let old_state = fs::read(dir.join(HARD_STATE)).unwrap();
+        disk.apply_snapshot(snap(20, 3, &[1, 2])).unwrap();
+        // Also as if we crashed before the hard state was rewritten.
+        for crash in [false, true] {
+            if crash {
+                fs::write(dir.join(HARD_STATE), &old_state).unwrap();
+            }
+            let disk = DiskStorage::open(&dir).unwrap();
+            assert_eq!(
+                (disk.first_index(), disk.last_index(), disk.log_bytes()),
+                (21, 20, 0)
+            );
+            assert_eq!((disk.hard_state().commit, disk.hard_state().term), (20, 3));
+            assert_eq!(disk.conf_state(), cs(&[1, 2]));
+            assert_eq!(Storage::term(&disk, 20), Ok(3));
+        }
+        disk.append(&ents(21..=22, 3)).unwrap();
+        assert_eq!(DiskStorage::open(&dir).unwrap().last_index(), 22);
+    }
+}
