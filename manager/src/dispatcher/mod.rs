@@ -3,6 +3,9 @@
 
 pub mod view;
 
+#[cfg(test)]
+mod tests;
+
 use crate::consensus::RaftHandle;
 use crate::store::{Command, TaskOp};
 use shoal_api::dispatch::*;

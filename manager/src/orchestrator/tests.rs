@@ -183,3 +183,173 @@ fn removed_service_tasks_are_stopped_then_forgotten() {
     settle(&mut s, &mut index, &mut new_id);
     assert!(s.tasks.is_empty());
 }
+
+/// Marks every assigned, live task running (what agents would report).
+fn run_all(state: &mut ClusterState, index: &mut u64) {
+    let ops: Vec<TaskOp> = state
+        .tasks
+        .values()
+        .filter(|t| t.status.state == TaskState::Assigned && t.desired_state == TaskState::Running)
+        .map(|t| TaskOp::Status {
+            id: t.id.clone(),
+            status: TaskStatus {
+                state: TaskState::Running,
+                timestamp: NOW.into(),
+                ..Default::default()
+            },
+        })
+        .collect();
+    // Tasks asked to stop report shutdown.
+    let stops: Vec<TaskOp> = state
+        .tasks
+        .values()
+        .filter(|t| !t.status.state.is_terminal() && t.desired_state == TaskState::Shutdown)
+        .map(|t| TaskOp::Status {
+            id: t.id.clone(),
+            status: TaskStatus {
+                state: TaskState::Shutdown,
+                timestamp: NOW.into(),
+                ..Default::default()
+            },
+        })
+        .collect();
+    *index += 1;
+    state
+        .apply(
+            *index,
+            Command::Tasks {
+                ops: ops.into_iter().chain(stops).collect(),
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+}
+
+fn update_image(state: &mut ClusterState, index: &mut u64, order: UpdateOrder) {
+    let mut spec = state.services["web"].spec.clone();
+    spec.task_template.container_spec.args = vec!["v2".into()];
+    spec.update_config = UpdateConfig {
+        parallelism: 1,
+        delay: 0,
+        order,
+    };
+    let v = state.services["web"].version.index;
+    *index += 1;
+    state
+        .apply(
+            *index,
+            Command::UpdateService {
+                id: "web".into(),
+                version: v,
+                spec,
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+}
+
+fn versions(state: &ClusterState) -> (usize, usize) {
+    let current = state.services["web"].spec_version;
+    let live: Vec<&Task> = state
+        .service_tasks("web")
+        .filter(|t| crate::scheduler::is_live(t))
+        .collect();
+    (
+        live.iter().filter(|t| t.spec_version != current).count(),
+        live.iter().filter(|t| t.spec_version == current).count(),
+    )
+}
+
+/// One orchestration + scheduling pass, applied.
+fn step(state: &mut ClusterState, index: &mut u64, new_id: &mut dyn FnMut() -> String) {
+    let now = parse_rfc3339(NOW).unwrap();
+    let mut ops = reconcile(state, now, new_id);
+    ops.extend(crate::scheduler::schedule(state));
+    *index += 1;
+    state
+        .apply(
+            *index,
+            Command::Tasks {
+                ops,
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn rolling_update_stop_first_replaces_one_task_at_a_time() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 3, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    run_all(&mut s, &mut index);
+    update_image(&mut s, &mut index, UpdateOrder::StopFirst);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        step(&mut s, &mut index, &mut new_id);
+        let (old, new) = versions(&s);
+        seen.push((old, new));
+        assert!(
+            old + new <= 3,
+            "stop-first never runs more than the replicas: {seen:?}"
+        );
+        assert!(
+            old + new >= 2,
+            "parallelism 1: at most one slot down at a time: {seen:?}"
+        );
+        run_all(&mut s, &mut index);
+        if versions(&s) == (0, 3) {
+            break;
+        }
+    }
+    assert_eq!(versions(&s), (0, 3), "update finished: {seen:?}");
+    step(&mut s, &mut index, &mut new_id);
+    assert_eq!(
+        s.services["web"].update_status.as_ref().unwrap().state,
+        "completed"
+    );
+}
+
+#[test]
+fn rolling_update_start_first_keeps_every_slot_served() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 2, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    run_all(&mut s, &mut index);
+    update_image(&mut s, &mut index, UpdateOrder::StartFirst);
+    for _ in 0..20 {
+        step(&mut s, &mut index, &mut new_id);
+        let running: usize = s
+            .service_tasks("web")
+            .filter(|t| {
+                t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+            })
+            .count();
+        assert!(running >= 2, "start-first keeps both slots running");
+        run_all(&mut s, &mut index);
+        if versions(&s) == (0, 2) {
+            break;
+        }
+    }
+    assert_eq!(versions(&s), (0, 2));
+}

@@ -1,0 +1,184 @@
+//! A node's view holds exactly what it needs, and deltas rebuild it exactly.
+
+use super::view::{diff, node_view};
+use crate::store::tests::{cluster, service_spec};
+use crate::store::{ClusterState, Command, TaskOp};
+use shoal_api::objects::*;
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+fn add_node(s: &mut ClusterState, id: &str, addr: &str) {
+    let mut n = s.nodes["n1"].clone();
+    n.id = id.into();
+    n.status.addr = addr.into();
+    n.manager_status = None;
+    n.spec.role = NodeRole::Worker;
+    s.nodes.insert(id.into(), n);
+}
+
+fn task(id: &str, service: &str, slot: u64, node: &str, s: &ClusterState) -> Task {
+    Task {
+        id: id.into(),
+        version: Version::default(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        service_id: service.into(),
+        slot,
+        node_id: node.into(),
+        spec: s.services[service].spec.task_template.clone(),
+        spec_version: s.services[service].spec_version,
+        status: TaskStatus::default(),
+        desired_state: TaskState::Running,
+        networks_attachments: vec![],
+        restart_count: 0,
+    }
+}
+
+fn running(id: &str) -> TaskOp {
+    TaskOp::Status {
+        id: id.into(),
+        status: TaskStatus {
+            state: TaskState::Running,
+            timestamp: NOW.into(),
+            ..Default::default()
+        },
+    }
+}
+
+/// Cluster with nodes n1 (198.18.0.1), n2, n3; network "app"; service web with tasks on
+/// n1 and n2, running.
+fn setup() -> ClusterState {
+    let mut s = cluster((30000, 32767));
+    s.nodes.get_mut("n1").unwrap().status.addr = "198.18.0.1".into();
+    add_node(&mut s, "n2", "198.18.0.2");
+    add_node(&mut s, "n3", "198.18.0.3");
+    let net = NetworkSpec {
+        name: "app".into(),
+        labels: Default::default(),
+        driver_configuration: Driver {
+            name: "overlay".into(),
+            options: Default::default(),
+        },
+        ingress: false,
+        attachable: false,
+        ipam_options: IpamOptions::default(),
+    };
+    s.apply(
+        2,
+        Command::CreateNetwork {
+            id: "app".into(),
+            spec: net,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    s.apply(
+        3,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 2, &[], &["app"]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let t1 = task("t1", "web", 1, "n1", &s);
+    let t2 = task("t2", "web", 2, "n2", &s);
+    s.apply(
+        4,
+        Command::Tasks {
+            ops: vec![
+                TaskOp::Create(Box::new(t1)),
+                TaskOp::Create(Box::new(t2)),
+                running("t1"),
+                running("t2"),
+            ],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn a_view_holds_the_nodes_tasks_networks_peers_and_endpoints() {
+    let s = setup();
+    let v = node_view(&s, "n1");
+    assert_eq!(
+        v.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t1"]
+    );
+    let app = v
+        .networks
+        .iter()
+        .find(|n| n.network.id == "app")
+        .expect("app network");
+    let peers: Vec<&str> = app.peers.iter().map(|p| p.addr.as_str()).collect();
+    assert_eq!(
+        peers,
+        ["198.18.0.2"],
+        "the other node with a task on app; not n3"
+    );
+    let ingress = v
+        .networks
+        .iter()
+        .find(|n| n.network.spec.ingress)
+        .expect("ingress everywhere");
+    assert_eq!(ingress.peers.len(), 2);
+    let web = v
+        .endpoints
+        .iter()
+        .find(|e| e.service_name == "web")
+        .expect("web endpoint");
+    assert_eq!(web.virtual_ips.len(), 1);
+    assert_eq!(
+        web.backends.len(),
+        2,
+        "both running tasks, wherever they run"
+    );
+    assert!(web.backends.iter().all(|b| b.state == TaskState::Running));
+
+    // n3 has no task on app: it gets neither the network nor its services.
+    let v3 = node_view(&s, "n3");
+    assert!(v3.tasks.is_empty());
+    assert!(v3.networks.iter().all(|n| n.network.spec.ingress));
+    assert!(v3.endpoints.is_empty());
+}
+
+#[test]
+fn deltas_rebuild_the_new_view_exactly() {
+    let mut s = setup();
+    let before = node_view(&s, "n1");
+    // t2 fails: it leaves the backends; a replacement lands on n1.
+    let t3 = task("t3", "web", 2, "n1", &s);
+    s.apply(
+        5,
+        Command::Tasks {
+            ops: vec![
+                TaskOp::Status {
+                    id: "t2".into(),
+                    status: TaskStatus {
+                        state: TaskState::Failed,
+                        timestamp: NOW.into(),
+                        ..Default::default()
+                    },
+                },
+                TaskOp::Create(Box::new(t3)),
+            ],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let after = node_view(&s, "n1");
+    let changes = diff(&before, &after);
+    assert!(!changes.is_empty());
+    let mut rebuilt = before.clone();
+    rebuilt.apply(changes);
+    assert_eq!(rebuilt, after);
+    let web = after
+        .endpoints
+        .iter()
+        .find(|e| e.service_name == "web")
+        .unwrap();
+    assert_eq!(web.backends.len(), 1, "the failed task is no backend");
+    assert!(diff(&after, &after).is_empty());
+}
