@@ -11,11 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Directory of the workspace's built binaries (next to this test executable).
+/// Directory of the workspace's built binaries: beside this executable, or one up for test
+/// executables in `deps/`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    if dir.join("shoald").exists() {
+        dir.to_path_buf()
+    } else {
+        dir.parent().expect("profile dir").to_path_buf()
+    }
 }
 
 pub struct NodeProc {
@@ -40,17 +45,25 @@ pub struct LocalCluster {
     _root: tempfile::TempDir,
     root: PathBuf,
     pub nodes: Vec<NodeProc>,
+    /// Extra `shoald` flags for every node.
+    daemon_args: Vec<String>,
 }
 
 impl LocalCluster {
     /// `count` node daemons on 127.0.0.`first_ip`.., not yet in a swarm.
     pub fn start(count: usize, first_ip: u8) -> Result<LocalCluster> {
+        Self::start_with(count, first_ip, &[])
+    }
+
+    /// Like `start`, with extra `shoald` flags.
+    pub fn start_with(count: usize, first_ip: u8, daemon_args: &[&str]) -> Result<LocalCluster> {
         let root_dir = tempfile::Builder::new().prefix("shoal-it-").tempdir()?;
         let root = root_dir.path().to_path_buf();
         let mut cluster = LocalCluster {
             _root: root_dir,
             root,
             nodes: Vec::new(),
+            daemon_args: daemon_args.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..count {
             let name = format!("node-{}", i + 1);
@@ -85,6 +98,7 @@ impl LocalCluster {
             .arg(&node.socket)
             .arg("--hostname")
             .arg(&node.name)
+            .args(&self.daemon_args)
             .env(
                 "SHOAL_LOG",
                 std::env::var("SHOAL_TEST_LOG")

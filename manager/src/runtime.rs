@@ -72,7 +72,7 @@ impl ManagerRuntime {
             .add_service(
                 pb::raft_server::RaftServer::new(RaftService {
                     raft: raft.clone(),
-                    transport,
+                    transport: transport.clone(),
                 })
                 .max_decoding_message_size(256 << 20),
             )
@@ -95,6 +95,7 @@ impl ManagerRuntime {
             }),
             tokio::spawn(crate::leader::reconcile_loop(raft.clone())),
             tokio::spawn(crate::leader::membership_loop(raft.clone())),
+            tokio::spawn(transport.clone().probe_loop()),
         ];
         tasks.extend(dispatcher_loops);
         tracing::info!(%addr, raft_id = raft.id, "manager started");

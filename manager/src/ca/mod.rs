@@ -407,15 +407,20 @@ pub fn parse_node_cert_der(der: &[u8]) -> Result<NodeIdentity, CaError> {
 }
 
 /// True when a certificate with this identity should be renewed now: past a point between
-/// 50% and 80% of its lifetime. The point comes from a hash of the node id, so it is stable
+/// 50% and 80% of its validity. The point comes from a hash of the node id, so it is stable
 /// across calls (no flapping) yet spread across nodes (no renewal storm when a whole cluster
-/// got its certificates at once).
+/// got its certificates at once). Validity counts from issuance: the hour of backdating is
+/// left out, or a short-lived certificate would be due the moment it is issued.
 pub fn needs_renewal(id: &NodeIdentity, now_unix: i64) -> bool {
     let hash = Sha256::digest(id.node_id.as_bytes());
     let h = u64::from_be_bytes(hash[..8].try_into().expect("SHA-256 is 32 bytes"));
     let permille = 500 + (h % 301) as i128; // 500..=800
-    let lifetime = (id.not_after_unix as i128 - id.not_before_unix as i128).max(0);
-    let point = id.not_before_unix as i128 + lifetime * permille / 1000;
+    let full = (id.not_after_unix as i128 - id.not_before_unix as i128).max(0);
+    let backdate = BACKDATE.whole_seconds() as i128;
+    let backdate = if full > backdate { backdate } else { 0 };
+    let issued = id.not_before_unix as i128 + backdate;
+    let validity = id.not_after_unix as i128 - issued;
+    let point = issued + validity * permille / 1000;
     now_unix as i128 >= point
 }
 
@@ -670,6 +675,22 @@ mod tests {
             // Stable across calls.
             assert_eq!(needs_renewal(&id, at(65)), needs_renewal(&id, at(65)));
         }
+    }
+
+    #[test]
+    fn short_lived_certificates_count_from_issuance_not_from_the_backdate() {
+        // A 60 s certificate, backdated by an hour as issued.
+        let issued = 5_000_000;
+        let id = NodeIdentity {
+            node_id: "n".into(),
+            cluster_id: "c".into(),
+            role: NodeRole::Worker,
+            not_before_unix: issued - 3600,
+            not_after_unix: issued + 60,
+        };
+        assert!(!needs_renewal(&id, issued));
+        assert!(!needs_renewal(&id, issued + 29));
+        assert!(needs_renewal(&id, issued + 49));
     }
 
     #[test]

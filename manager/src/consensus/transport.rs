@@ -16,6 +16,8 @@ use tonic::transport::{ClientTlsConfig, Endpoint};
 /// A peer counts as reachable this long after its last successful exchange.
 const REACHABLE_FOR: Duration = Duration::from_secs(3);
 const MAX_BATCH: usize = 512;
+/// How often peers without recent traffic are checked.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Transport {
     my_id: u64,
@@ -162,6 +164,50 @@ impl Transport {
                         self.report(Msg::SnapshotSent { to, ok: false });
                     }
                 }
+            }
+        }
+    }
+
+    /// Followers only hear from the leader; to report every manager's reachability, each
+    /// manager checks in with any peer it has not exchanged messages with lately.
+    pub async fn probe_loop(self: Arc<Self>) {
+        let mut clients: HashMap<String, RaftClient<tonic::transport::Channel>> = HashMap::new();
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let peers: Vec<(u64, String)> = match self.state.get() {
+                Some(state) => state
+                    .read()
+                    .expect("state lock")
+                    .managers()
+                    .filter(|n| n.raft_id != self.my_id && n.raft_id != 0)
+                    .filter_map(|n| Some((n.raft_id, n.manager_status.as_ref()?.addr.clone())))
+                    .collect(),
+                None => continue,
+            };
+            for (id, addr) in peers {
+                let fresh = self
+                    .reached
+                    .lock()
+                    .expect("lock")
+                    .get(&id)
+                    .is_some_and(|t| t.elapsed() < PROBE_EVERY);
+                if fresh {
+                    continue;
+                }
+                let Some(client) = clients.get(&addr).cloned().or_else(|| self.connect(&addr))
+                else {
+                    continue;
+                };
+                clients.insert(addr.clone(), client.clone());
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let mut client = client;
+                    let mut req = tonic::Request::new(RaftBatch { messages: vec![] });
+                    req.set_timeout(PROBE_EVERY);
+                    if client.send(req).await.is_ok() {
+                        me.heard_from(id);
+                    }
+                });
             }
         }
     }
