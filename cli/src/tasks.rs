@@ -41,7 +41,13 @@ pub fn sorted(tasks: &[TaskView]) -> Vec<&TaskView> {
             t.service_name.clone(),
             t.task.service_id.clone(),
             t.task.slot,
-            t.task.node_id.clone(),
+            // Replicated tasks of one slot may sit on different nodes; only global tasks
+            // belong to a node.
+            if t.task.slot == 0 {
+                t.task.node_id.clone()
+            } else {
+                String::new()
+            },
             Reverse(created),
             Reverse(t.task.version.index),
             t.task.id.clone(),

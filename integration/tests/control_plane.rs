@@ -55,6 +55,32 @@ fn spec(name: &str, replicas: u64, published: u16) -> ServiceSpec {
     }
 }
 
+/// Calls a manager's Control service directly with node `i`'s own certificate.
+async fn worker_grpc_call(
+    c: &LocalCluster,
+    i: usize,
+    manager: &str,
+    req: &C,
+) -> Result<R, tonic::Status> {
+    let dir = c.nodes[i].dir.join("state/certificates");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let tls = shoal_manager::ca::tls::client_tls(
+        &read("swarm-root-ca.crt"),
+        &read("swarm-node.crt"),
+        &read("swarm-node.key"),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{manager}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = shoal_api::pb::control_client::ControlClient::new(channel);
+    let reply = client.call(shoal_api::wire::frame(req)).await?;
+    shoal_api::wire::unframe(reply.get_ref())
+}
+
 async fn token(c: &LocalCluster, i: usize, role: NodeRole) -> String {
     match c
         .control(
@@ -235,6 +261,22 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             .count(),
         3
     );
+
+    // A worker's certificate is refused by the managers' cluster API itself, not only by
+    // its own shoald: it can neither create a service nor read a join token.
+    for req in [
+        C::ServiceCreate {
+            spec: spec("nope", 1, 0),
+        },
+        C::JoinToken {
+            role: NodeRole::Manager,
+            rotate: false,
+        },
+    ] {
+        let e = worker_grpc_call(&c, 3, &m1, &req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());
+        assert!(e.message().contains("is a worker"), "{}", e.message());
+    }
 
     // A worker can't change cluster state.
     let e = c

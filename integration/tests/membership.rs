@@ -185,6 +185,27 @@ async fn promote_demote_leave_and_node_down() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", ok(c.shoal(0, &["service", "ps", "web"]))));
 
+    // Draining a node moves its tasks away; the service keeps its 4 running tasks.
+    ok(c.shoal(0, &["node", "update", "--availability", "drain", "node-4"]));
+    eventually(
+        Duration::from_secs(20),
+        "tasks moved off the drained node-4",
+        || async {
+            let out = ok(c.shoal(0, &["service", "ps", "web"]));
+            let live: Vec<&str> = out
+                .lines()
+                // Desired and current state both Running; history rows start with \_.
+                .filter(|l| l.matches("Running").count() >= 2 && !l.contains("\\_"))
+                .collect();
+            let on_drained = live.iter().any(|l| l.contains("node-4"));
+            (live.len() == 4 && !on_drained).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", ok(c.shoal(0, &["service", "ps", "web"]))));
+    let rows = node_rows(&c, 0).unwrap();
+    assert!(rows.iter().any(|r| r.0 == "node-4" && r.1 == "Ready"));
+
     // A manager leaving gives its raft seat back: one manager is left, and it still writes.
     ok(c.shoal(1, &["swarm", "leave", "--force"]));
     eventually(
