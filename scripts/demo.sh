@@ -1,30 +1,22 @@
 #!/usr/bin/env bash
-# A local single-manager swarm with one native service, on 127.0.0.61: shows it, then
-# removes it. KEEP=1 keeps it running until Ctrl-C.
+# The main job: a local 3-node swarm (network namespaces on 198.18.0.0/16, one shoald per
+# node) running a demo service, shown and then removed. KEEP=1 leaves it up; remove it
+# later with `./target/debug/shoal dev down`. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
 cargo build --workspace
-dir=$(mktemp -d /tmp/shoal-demo.XXXX)
-./target/debug/shoald --state-dir "$dir/state" --socket "$dir/shoald.sock" --hostname demo-1 &
-pid=$!
-cleanup() {
-  # Leaving the swarm stops the tasks; then the daemon goes.
-  ./target/debug/shoal -H "unix://$dir/shoald.sock" swarm leave --force >/dev/null 2>&1 || true
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-while [ ! -S "$dir/shoald.sock" ]; do sleep 0.1; done
-shoal() { ./target/debug/shoal -H "unix://$dir/shoald.sock" "$@"; }
-shoal swarm init --advertise-addr 127.0.0.61 --listen-addr 127.0.0.61:2377 --default-addr-pool 198.19.0.0/16
-shoal service create --runtime native --name web --replicas 2 --publish 8080:80 sleep 600
-sleep 2
-shoal node ls
-shoal service ls
-shoal service ps web
-if [ "${KEEP:-0}" = 1 ]; then
-  echo "demo running: ./target/debug/shoal -H unix://$dir/shoald.sock ...; Ctrl-C to stop"
-  trap 'exit 0' INT TERM
-  wait "$pid"
-fi
+shoal=./target/debug/shoal
+dir=/run/shoal-dev
+$shoal dev down --dir "$dir" >/dev/null 2>&1 || true
+$shoal dev up --nodes 3 --managers 1 --dir "$dir"
+[ "${KEEP:-0}" = 1 ] || trap '$shoal dev down --dir "$dir"' EXIT
+m="$shoal -H unix://$dir/node-1/shoald.sock"
+$m network create -d overlay --subnet 198.19.10.0/24 demo >/dev/null
+$m service create --runtime native --name web --replicas 3 --network demo --publish 8080:80 \
+  sh -c 'echo "task $SHOAL_TASK_ID (slot $SHOAL_TASK_SLOT) up"; exec sleep 3600' >/dev/null
+for _ in $(seq 50); do $m service ls | grep -q ' 3/3 ' && break; sleep 0.2; done
+echo; $m node ls
+echo; $m service ls
+echo; $m service ps web
+echo; $m service inspect web | grep -A4 '"VirtualIPs"'

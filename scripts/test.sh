@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds everything and runs every test: unit tests, then multi-process tests on loopback.
+# Builds everything and runs every test: unit tests, then multi-process tests on loopback
+# and in network namespaces (those need root; under CI=true they fail instead of skipping).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
 cargo build --workspace --all-targets
 cargo test --workspace

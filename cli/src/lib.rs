@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod daemon;
+pub mod dev;
 pub mod duration;
 pub mod format;
 pub mod network;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Show what the local daemon knows about this node (JSON)
     #[command(hide = true)]
     Info,
+    /// A local multi-node cluster for trying shoal (network namespaces; needs root)
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 /// Runs one parsed command line against the daemon at `cli.host`.
@@ -81,6 +85,7 @@ pub async fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
             let info = daemon.info().await?;
             print(out, &format::json(&info))
         }
+        Command::Dev(cmd) => dev::run(cmd, out).await,
     }
 }
 

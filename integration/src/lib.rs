@@ -3,6 +3,8 @@
 //! their task processes cleaned up when the cluster is dropped, also on panic.
 #![forbid(unsafe_code)]
 
+pub mod testbed;
+
 use anyhow::{Context, Result, anyhow};
 use shoal_api::client::{call_local, connect_local};
 use shoal_api::control::{ControlRequest, ControlResponse};

@@ -1,0 +1,224 @@
+//! A multi-node testbed on one machine: every node is a network namespace wired to an
+//! underlay bridge (in a namespace of its own) with an address from 198.18.0.0/16, and runs
+//! its own `shoald`. Built with iproute2; removed on drop, also on panic, and leftovers of
+//! a crashed run are removed by name prefix before a new one starts.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Underlay address of node `i` (1-based).
+pub fn node_addr(i: usize) -> String {
+    format!("198.18.{}.{}", i / 250, i % 250)
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn netns_list() -> Vec<String> {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills every process in a namespace, then deletes it.
+fn remove_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _ = ip(&["netns", "delete", name]);
+}
+
+/// Removes what an earlier run with this prefix left behind.
+pub fn remove_leftovers(prefix: &str) -> usize {
+    let stale: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .collect();
+    for n in &stale {
+        remove_netns(n);
+    }
+    stale.len()
+}
+
+/// Whether this process may build namespaces; tests skip without it, except under CI.
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs root (network namespaces); CI runs as root, so this is a failure");
+    }
+    eprintln!("skipping {test}: it needs root to create network namespaces");
+    false
+}
+
+pub struct TestbedNode {
+    pub name: String,
+    pub netns: String,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestbedNode {
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+pub struct Testbed {
+    pub prefix: String,
+    pub underlay: String,
+    pub nodes: Vec<TestbedNode>,
+    pub root: PathBuf,
+    /// Keep namespaces and daemons when dropped (for `shoal dev up`).
+    detached: bool,
+}
+
+impl Testbed {
+    /// Builds `count` node namespaces under `root` with names starting with `prefix`.
+    pub fn create(prefix: &str, count: usize, root: &Path) -> Result<Testbed> {
+        if count == 0 || count > 250 {
+            bail!("a testbed has 1 to 250 nodes, not {count}");
+        }
+        remove_leftovers(prefix);
+        let underlay = format!("{prefix}-ul");
+        let mut bed = Testbed {
+            prefix: prefix.to_string(),
+            underlay: underlay.clone(),
+            nodes: Vec::new(),
+            root: root.to_path_buf(),
+            detached: false,
+        };
+        ip(&["netns", "add", &underlay])?;
+        ip(&["-n", &underlay, "link", "set", "lo", "up"])?;
+        ip(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &underlay, "link", "set", "br0", "up"])?;
+        for i in 1..=count {
+            let netns = format!("{prefix}-n{i}");
+            let addr = node_addr(i);
+            let name = format!("node-{i}");
+            let dir = root.join(&name);
+            std::fs::create_dir_all(&dir)?;
+            ip(&["netns", "add", &netns])?;
+            bed.nodes.push(TestbedNode {
+                socket: dir.join("shoald.sock"),
+                name,
+                netns: netns.clone(),
+                addr: addr.clone(),
+                dir,
+                child: None,
+            });
+            let port = format!("p{i}");
+            ip(&[
+                "-n", &underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+                "netns", &netns,
+            ])?;
+            ip(&["-n", &underlay, "link", "set", &port, "master", "br0", "up"])?;
+            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{addr}/16"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        }
+        Ok(bed)
+    }
+
+    /// Starts node `i`'s shoald inside its namespace.
+    pub fn start(&mut self, i: usize, shoald: &Path, extra: &[&str]) -> Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("shoald.log"))?;
+        let _ = std::fs::remove_file(&node.socket);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &node.netns])
+            .arg(shoald)
+            .arg("--state-dir")
+            .arg(node.dir.join("state"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .arg("--hostname")
+            .arg(&node.name)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {} in {}", shoald.display(), node.netns))?;
+        node.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !node.socket.exists() {
+            if Instant::now() > deadline {
+                return Err(anyhow!(
+                    "{} did not open {}; see {}",
+                    node.name,
+                    node.socket.display(),
+                    node.dir.join("shoald.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Leaves namespaces and daemons running after this value is dropped.
+    pub fn detach(mut self) {
+        self.detached = true;
+        for n in &mut self.nodes {
+            n.child = None;
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            remove_netns(&n.netns);
+        }
+        remove_netns(&self.underlay);
+    }
+}

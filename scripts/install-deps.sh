@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what shoal's tests and demo need on a fresh Debian machine (as root).
+set -euo pipefail
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
