@@ -275,3 +275,56 @@ async fn without_quorum_writes_fail_at_once_and_reads_answer() {
     let ls = ok(c.shoal(0, &["service", "ls"]));
     assert!(ls.contains("web"), "reads answer without quorum: {ls}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_managers_tolerate_two_losses_not_three() {
+    let mut c = LocalCluster::start(5, 151).expect("start daemons");
+    init(&c);
+    for i in 1..5 {
+        join(&c, i, "manager");
+    }
+    let create = |name: &str| -> Vec<String> {
+        [
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            name,
+            "--replicas",
+            "0",
+            "sleep",
+            "600",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    fn argv(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    c.kill(0);
+    c.kill(1);
+    eventually(
+        Duration::from_secs(15),
+        "a write with 3 of 5 managers",
+        || async {
+            c.shoal(2, &argv(&create("a")))
+                .status
+                .success()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.log(2)));
+    c.kill(2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = c.shoal(3, &argv(&create("b")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("quorum lost: 2 of 5 managers reachable, 3 needed"),
+        "{stderr}"
+    );
+    assert!(ok(c.shoal(4, &["service", "ls"])).contains(" a "));
+}

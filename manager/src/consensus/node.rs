@@ -42,11 +42,21 @@ impl RaftConfig {
     }
 }
 
+fn no_leader_message(reachable: usize, managers: usize, needed: usize) -> String {
+    if reachable < needed {
+        format!(
+            "quorum lost: {reachable} of {managers} managers reachable, {needed} needed; writes are refused until a majority of managers is back (reads still answer)"
+        )
+    } else {
+        format!(
+            "no raft leader at the moment: an election is under way ({reachable} of {managers} managers reachable); retry in a few seconds"
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
-    #[error(
-        "quorum lost: {reachable} of {managers} managers reachable, {needed} needed; writes are refused until a majority of managers is back (reads still answer)"
-    )]
+    #[error("{}", no_leader_message(*reachable, *managers, *needed))]
     NoQuorum {
         reachable: usize,
         managers: usize,

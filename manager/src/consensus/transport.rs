@@ -14,10 +14,10 @@ use tokio::sync::mpsc as tmpsc;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
 /// A peer counts as reachable this long after its last successful exchange.
-const REACHABLE_FOR: Duration = Duration::from_secs(3);
+const REACHABLE_FOR: Duration = Duration::from_millis(1500);
 const MAX_BATCH: usize = 512;
 /// How often peers without recent traffic are checked.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Transport {
     my_id: u64,
