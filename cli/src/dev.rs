@@ -139,5 +139,23 @@ async fn form(bed: &Testbed, managers: usize) -> Result<()> {
         .await
         .map_err(|e| anyhow!("{} could not join: {e}", n.name))?;
     }
-    Ok(())
+    // Up means every node has its session: ready for tasks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let nodes = d1.nodes().await?;
+        let ready = nodes
+            .iter()
+            .filter(|n| n.status.state == shoal_api::objects::NodeState::Ready)
+            .count();
+        if ready == bed.nodes.len() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "only {ready} of {} nodes became ready within 30s",
+                bed.nodes.len()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
