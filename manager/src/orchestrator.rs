@@ -3,7 +3,7 @@
 //! and history trimming. Pure: it reads the state and returns task ops that the leader
 //! proposes; applying them and running `reconcile` again yields no further ops.
 
-use crate::scheduler::check_node;
+use crate::scheduler::check_node_keeping_own;
 use crate::store::{ClusterState, TaskOp};
 use shoal_api::objects::*;
 use shoal_api::parse_rfc3339;
@@ -91,7 +91,7 @@ pub fn reconcile(
             ServiceMode::Global {} => state
                 .nodes
                 .values()
-                .filter(|n| check_node(state, n, service).is_ok())
+                .filter(|n| check_node_keeping_own(state, n, service).is_ok())
                 .map(|n| SlotKey::Node(n.id.clone()))
                 .collect(),
         };
@@ -142,6 +142,22 @@ fn reconcile_service(
             }
         }
     }
+    // One current task per slot: a second one (a retried proposal, or a new leader working
+    // from a state that missed its predecessor's last entries) is shut down, the newest kept.
+    for tasks in live.values_mut() {
+        let current: Vec<&Task> = tasks
+            .iter()
+            .copied()
+            .filter(|t| t.spec_version == service.spec_version)
+            .collect();
+        if let Some((keep, extra)) = current.split_last() {
+            for t in extra {
+                shutdown(t, ops);
+            }
+            let keep_id = keep.id.clone();
+            tasks.retain(|t| t.spec_version != service.spec_version || t.id == keep_id);
+        }
+    }
 
     // Pass 2: rolling update bookkeeping.
     let outdated = |t: &Task| t.spec_version != service.spec_version;
@@ -154,7 +170,8 @@ fn reconcile_service(
             if f.status.state != TaskState::Running {
                 in_flight += 1;
             } else {
-                last_running_ns = last_running_ns.max(ts(&f.status.timestamp));
+                // updated_at comes from the leader's clock, unlike the agent's timestamp.
+                last_running_ns = last_running_ns.max(ts(&f.updated_at));
             }
         }
         // start-first: the old task goes once its replacement runs.
@@ -164,6 +181,12 @@ fn reconcile_service(
             }
         }
     }
+    // A wanted slot without a live task is being refilled (or its old task is still
+    // stopping): it counts against the update's parallelism.
+    in_flight += wanted
+        .iter()
+        .filter(|k| live.get(*k).is_none_or(|ts| ts.is_empty()))
+        .count();
     let outdated_slots: Vec<SlotKey> = wanted
         .iter()
         .filter(|k| {
@@ -251,7 +274,7 @@ fn reconcile_service(
                 }
                 let backoff = (i128::from(policy.delay) << last.restart_count.min(10))
                     .min(MAX_RESTART_DELAY_NS);
-                if now_ns < ts(&last.status.timestamp) + backoff {
+                if now_ns < ts(&last.updated_at) + backoff {
                     continue;
                 }
             }

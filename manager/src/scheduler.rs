@@ -97,6 +97,25 @@ pub enum Reject {
 
 /// Whether `node` may run a task of `service` now.
 pub fn check_node(state: &ClusterState, node: &Node, service: &Service) -> Result<(), Reject> {
+    check_node_with(state, node, service, false)
+}
+
+/// Whether `node` may keep running the task of a global service it has: its own task does
+/// not count against the host-mode ports.
+pub fn check_node_keeping_own(
+    state: &ClusterState,
+    node: &Node,
+    service: &Service,
+) -> Result<(), Reject> {
+    check_node_with(state, node, service, true)
+}
+
+fn check_node_with(
+    state: &ClusterState,
+    node: &Node,
+    service: &Service,
+    own_tasks_ok: bool,
+) -> Result<(), Reject> {
     if node.status.state != NodeState::Ready {
         return Err(Reject::NotReady);
     }
@@ -122,6 +141,7 @@ pub fn check_node(state: &ClusterState, node: &Node, service: &Service) -> Resul
         let taken = state.tasks.values().any(|t| {
             t.node_id == node.id
                 && is_live(t)
+                && !(own_tasks_ok && t.service_id == service.id)
                 && state.services.get(&t.service_id).is_some_and(|s| {
                     s.endpoint.ports.iter().any(|p| {
                         p.publish_mode == PublishMode::Host
@@ -173,7 +193,7 @@ pub fn schedule(state: &ClusterState) -> Vec<TaskOp> {
         *per_service.entry((&t.service_id, &t.node_id)).or_default() += 1;
     }
     // Host ports placed in this pass, which `check_node` can't see yet.
-    let mut placed: Vec<(&str, &str)> = Vec::new();
+    let mut placed: Vec<(Protocol, u16, &str)> = Vec::new();
     let pending = state.tasks.values().filter(|t| {
         t.node_id.is_empty()
             && t.desired_state <= TaskState::Running
@@ -183,20 +203,21 @@ pub fn schedule(state: &ClusterState) -> Vec<TaskOp> {
         let Some(service) = state.services.get(&task.service_id) else {
             continue;
         };
-        let has_host_ports = service
+        let host_ports: Vec<(Protocol, u16)> = service
             .endpoint
             .ports
             .iter()
-            .any(|p| p.publish_mode == PublishMode::Host);
+            .filter(|p| p.publish_mode == PublishMode::Host)
+            .map(|p| (p.protocol, p.published_port))
+            .collect();
         let mut rejects: BTreeMap<Reject, usize> = BTreeMap::new();
         let mut best: Option<(&str, (usize, usize))> = None;
         for node in state.nodes.values() {
             let verdict = check_node(state, node, service).and_then(|()| {
-                if has_host_ports && placed.contains(&(service.id.as_str(), node.id.as_str())) {
-                    Err(Reject::HostPort)
-                } else {
-                    Ok(())
-                }
+                let clash = host_ports
+                    .iter()
+                    .any(|(proto, port)| placed.contains(&(*proto, *port, node.id.as_str())));
+                if clash { Err(Reject::HostPort) } else { Ok(()) }
             });
             match verdict {
                 Err(r) => *rejects.entry(r).or_default() += 1,
@@ -218,8 +239,8 @@ pub fn schedule(state: &ClusterState) -> Vec<TaskOp> {
             Some((node_id, _)) => {
                 *load.entry(node_id).or_default() += 1;
                 *per_service.entry((&service.id, node_id)).or_default() += 1;
-                if has_host_ports {
-                    placed.push((&service.id, node_id));
+                for (proto, port) in &host_ports {
+                    placed.push((*proto, *port, node_id));
                 }
                 ops.push(TaskOp::Assign {
                     id: task.id.clone(),

@@ -117,7 +117,8 @@ fn failed_task_is_replaced_after_backoff_and_history_kept() {
                     ..Default::default()
                 },
             }],
-            now: NOW.into(),
+            // The leader's clock, which the restart delay counts from.
+            now: "2026-11-25T11:59:59Z".into(),
         },
     )
     .unwrap();
@@ -313,7 +314,11 @@ fn rolling_update_stop_first_replaces_one_task_at_a_time() {
         }
     }
     assert_eq!(versions(&s), (0, 3), "update finished: {seen:?}");
-    step(&mut s, &mut index, &mut new_id);
+    // Completed once the last new task runs.
+    for _ in 0..3 {
+        step(&mut s, &mut index, &mut new_id);
+        run_all(&mut s, &mut index);
+    }
     assert_eq!(
         s.services["web"].update_status.as_ref().unwrap().state,
         "completed"
@@ -352,4 +357,183 @@ fn rolling_update_start_first_keeps_every_slot_served() {
         }
     }
     assert_eq!(versions(&s), (0, 2));
+}
+
+#[test]
+fn stop_first_respects_parallelism_while_agents_are_slow_to_stop() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 3, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    run_all(&mut s, &mut index);
+    update_image(&mut s, &mut index, UpdateOrder::StopFirst);
+    // Two passes, agents slow to stop (no reports in between).
+    step(&mut s, &mut index, &mut new_id);
+    step(&mut s, &mut index, &mut new_id);
+    step(&mut s, &mut index, &mut new_id);
+    let stopping = s
+        .service_tasks("web")
+        .filter(|t| t.desired_state == TaskState::Shutdown)
+        .count();
+    eprintln!("stopping after 3 passes: {stopping}");
+    assert!(
+        stopping <= 1,
+        "parallelism 1 but {stopping} slots stopping at once"
+    );
+}
+
+#[test]
+fn a_duplicate_task_in_a_slot_is_shut_down() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 1, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    // Two leaders (or a timed-out retry) each created a task for slot 1.
+    let svc = s.services["web"].clone();
+    let mk = |id: &str| {
+        let mut t = new_task(&s, &svc, &SlotKey::Slot(1), 0, &mut || id.to_string());
+        t.id = id.into();
+        TaskOp::Create(Box::new(t))
+    };
+    let ops = vec![mk("dupA"), mk("dupB")];
+    index += 1;
+    s.apply(
+        index,
+        Command::Tasks {
+            ops,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    run_all(&mut s, &mut index);
+    settle(&mut s, &mut index, &mut new_id);
+    assert_eq!(
+        live_slots(&s, "web"),
+        vec![1],
+        "replicas=1 but live slots: {:?}",
+        live_slots(&s, "web")
+    );
+}
+
+#[test]
+fn tasks_of_a_removed_node_end_and_free_their_addresses() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    // second worker node
+    let mut n2 = s.nodes["n1"].clone();
+    n2.id = "n2".into();
+    n2.spec.role = NodeRole::Worker;
+    n2.manager_status = None;
+    s.apply(3, Command::AddNode(Box::new(n2))).unwrap();
+    s.apply(
+        4,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 2, &[(8080, 80)], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    run_all(&mut s, &mut index);
+    let free_before = s.alloc.as_ref().unwrap().free_addresses("ingress");
+    index += 1;
+    s.apply(
+        index,
+        Command::NodeStatus {
+            id: "n2".into(),
+            status: NodeStatus {
+                state: NodeState::Down,
+                message: String::new(),
+                addr: String::new(),
+            },
+            description: None,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    index += 1;
+    s.apply(
+        index,
+        Command::RemoveNode {
+            id: "n2".into(),
+            force: false,
+        },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        settle(&mut s, &mut index, &mut new_id);
+    }
+    let stuck: Vec<_> = s
+        .tasks
+        .values()
+        .filter(|t| t.node_id == "n2")
+        .map(|t| (t.id.clone(), t.status.state, t.desired_state))
+        .collect();
+    let free_after = s.alloc.as_ref().unwrap().free_addresses("ingress");
+    eprintln!("stuck={stuck:?} free before {free_before} after {free_after}");
+    assert!(!stuck.is_empty());
+    assert!(
+        stuck
+            .iter()
+            .all(|(_, state, _)| *state == TaskState::Orphaned),
+        "tasks of a removed node end: {stuck:?}"
+    );
+    // The orphan's address is free again; the replacement on n1 holds one: no net change.
+    assert_eq!(free_after, free_before, "orphaned addresses are released");
+}
+
+#[test]
+fn a_global_service_with_a_host_port_settles() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    let mut spec = service_spec("agent", 1, &[(9100, 9100)], &[]);
+    spec.mode = ServiceMode::Global {};
+    spec.endpoint_spec.ports[0].publish_mode = PublishMode::Host;
+    spec.endpoint_spec.mode = EndpointMode::Dnsrr;
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "agent".into(),
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    for i in 0..6 {
+        step(&mut s, &mut index, &mut new_id);
+        run_all(&mut s, &mut index);
+        let total = s.service_tasks("agent").count();
+        let live = s
+            .service_tasks("agent")
+            .filter(|t| crate::scheduler::is_live(t))
+            .count();
+        eprintln!("pass {i}: tasks {total}, live {live}");
+    }
+    let now = parse_rfc3339(NOW).unwrap();
+    let ops = reconcile(&s, now, &mut new_id);
+    assert!(
+        ops.is_empty(),
+        "global host-port service keeps churning: {ops:?}"
+    );
 }

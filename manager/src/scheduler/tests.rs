@@ -265,3 +265,58 @@ fn constraint_syntax_errors_are_clear() {
     let e = Constraint::parse("node.colour==red").unwrap_err();
     assert!(e.to_string().contains("unknown attribute"));
 }
+
+#[test]
+fn two_services_never_share_a_host_port_on_a_node_in_one_pass() {
+    use crate::store::Command;
+    use crate::store::tests::{cluster, service_spec};
+    let mut s = cluster((30000, 32767));
+    let mk = |name: &str| {
+        let mut spec = service_spec(name, 1, &[(8080, 80)], &[]);
+        spec.endpoint_spec.ports[0].publish_mode = PublishMode::Host;
+        spec.endpoint_spec.mode = EndpointMode::Dnsrr;
+        spec
+    };
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "a".into(),
+            spec: mk("a"),
+            now: "2026-11-25T12:00:00Z".into(),
+        },
+    )
+    .unwrap();
+    s.apply(
+        3,
+        Command::CreateService {
+            id: "b".into(),
+            spec: mk("b"),
+            now: "2026-11-25T12:00:00Z".into(),
+        },
+    )
+    .unwrap();
+    let ops = crate::orchestrator::reconcile(&s, 0, &mut {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("t{n}")
+        }
+    });
+    s.apply(
+        4,
+        Command::Tasks {
+            ops,
+            now: "2026-11-25T12:00:00Z".into(),
+        },
+    )
+    .unwrap();
+    let ops = schedule(&s);
+    let assigns = ops
+        .iter()
+        .filter(|o| matches!(o, TaskOp::Assign { .. }))
+        .count();
+    assert!(
+        assigns <= 1,
+        "both host-port 8080 tasks placed on the only node: {ops:?}"
+    );
+}

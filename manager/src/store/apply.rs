@@ -190,6 +190,21 @@ impl ClusterState {
             ));
         }
         self.nodes.remove(id);
+        // Nobody will report for the node's tasks again: end them and free their addresses.
+        let orphans: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|t| t.node_id == id && !t.status.state.is_terminal())
+            .map(|t| t.id.clone())
+            .collect();
+        for tid in orphans {
+            let now = self.tasks[&tid].updated_at.clone();
+            if let Some(t) = self.tasks.get_mut(&tid) {
+                t.status = status(TaskState::Orphaned, "node removed from the swarm", &now);
+                t.desired_state = t.desired_state.max(TaskState::Shutdown);
+            }
+            self.release_task(&tid);
+        }
         Ok(Applied::Done)
     }
 
