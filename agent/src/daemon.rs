@@ -231,6 +231,19 @@ impl Daemon {
             }
         }
         let answer = answer.ok_or(last_err)?;
+        if r.identity.role == NodeRole::Manager
+            && answer.role == NodeRole::Worker
+            && let Some(m) = &r.manager
+        {
+            // Keep answering raft until the leader has removed this voter: with two
+            // managers, leaving earlier would take the quorum with it.
+            for _ in 0..200 {
+                if !m.raft.voters().contains(&m.raft.id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         let old = inner.take().expect("checked");
         let certs = Certs {
             ca_pem: old.certs.ca_pem.clone(),
@@ -253,9 +266,22 @@ impl Daemon {
             // No longer a raft member: a later promotion starts from an empty log.
             let _ = std::fs::remove_dir_all(self.dir.raft_dir());
         }
-        let running = self
+        let runner = old.runner.clone();
+        let running = match self
             .start_node(identity, certs, false, Some(old.runner))
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // Never leave the node with nothing running: come back as before.
+                tracing::warn!(error = %e.message(), "restart with the new certificate failed; restarting with the old one");
+                let back = self
+                    .start_node(old.identity, old.certs, false, Some(runner))
+                    .await?;
+                self.install(&mut inner, back);
+                return Err(e);
+            }
+        };
         tracing::info!(role = %running.identity.role, "node certificate renewed");
         self.install(&mut inner, running);
         Ok(())
@@ -499,6 +525,13 @@ impl Daemon {
             },
             &req.advertise_addr,
         )?;
+        // Refuse before asking to join if this node could not serve as a manager there.
+        drop(std::net::TcpListener::bind(listen).map_err(|e| {
+            err(
+                ErrorKind::Invalid,
+                format!("cannot listen on {listen}: {e}; choose another --listen-addr"),
+            )
+        })?);
         let ca_pem = ca::tls::fetch_root_ca(remote, &token.ca_digest)
             .await
             .map_err(|e| err(ErrorKind::Permission, e.to_string()))?;
@@ -724,7 +757,9 @@ impl Daemon {
         }
     }
 
-    /// Stops tasks and the manager on daemon shutdown; the state dir stays for the restart.
+    /// Stops the agent and the manager on daemon shutdown; tasks are left running and the
+    /// state dir stays. The next start finds the tasks' processes and ends them (their
+    /// tasks are reported lost and replaced); adopting them comes with the sandboxes.
     pub async fn shutdown(&self) {
         if let Some(running) = self.inner.lock().await.take() {
             running.agent.stop();

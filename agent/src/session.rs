@@ -116,6 +116,14 @@ async fn session_loop(
     }
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 enum SessionEnd {
     Redirect(String),
     Failed(String),
@@ -151,13 +159,15 @@ async fn run_session(
             };
         }
     };
-    let heartbeat = tokio::spawn(report_loop(
+    // Aborted however this session ends, also when the agent is stopped mid-stream.
+    let _heartbeat = AbortOnDrop(tokio::spawn(report_loop(
         cfg.clone(),
         client.clone(),
         runner.clone(),
         view.clone(),
-    ));
-    let end = loop {
+    )));
+
+    loop {
         let msg = match stream.message().await {
             Ok(Some(f)) => f,
             Ok(None) => break SessionEnd::Failed("stream closed".into()),
@@ -176,9 +186,7 @@ async fn run_session(
             v.clone()
         };
         runner.reconcile(&snapshot);
-    };
-    heartbeat.abort();
-    end
+    }
 }
 
 /// Heartbeats five times per period, carrying whatever status changed meanwhile; reports

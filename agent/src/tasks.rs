@@ -24,6 +24,9 @@ pub struct TaskRunner {
     done: Arc<Mutex<HashSet<String>>>,
     /// Reports not yet acknowledged by a manager.
     outbox: Arc<Mutex<Vec<TaskStatusUpdate>>>,
+    /// The last status reported for each task, sent again while the manager's copy lags
+    /// (a report can be acknowledged and still not commit, e.g. across a leader change).
+    last: Arc<Mutex<HashMap<String, TaskStatus>>>,
 }
 
 impl TaskRunner {
@@ -34,6 +37,7 @@ impl TaskRunner {
             running: Arc::default(),
             done: Arc::default(),
             outbox: Arc::default(),
+            last: Arc::default(),
         }
     }
 
@@ -53,16 +57,40 @@ impl TaskRunner {
         err: String,
         cs: Option<ContainerStatus>,
     ) {
+        let status = TaskStatus {
+            timestamp: now_rfc3339(),
+            state,
+            message: message.to_string(),
+            err,
+            container_status: cs,
+        };
+        self.last
+            .lock()
+            .expect("lock")
+            .insert(task_id.to_string(), status.clone());
         self.outbox.lock().expect("lock").push(TaskStatusUpdate {
             task_id: task_id.to_string(),
-            status: TaskStatus {
-                timestamp: now_rfc3339(),
-                state,
-                message: message.to_string(),
-                err,
-                container_status: cs,
-            },
+            status,
         });
+    }
+
+    /// Sends again what the manager has not recorded yet, and forgets tasks it dropped.
+    fn resend_lagging(&self, view: &NodeView) {
+        let mut last = self.last.lock().expect("lock");
+        last.retain(|id, _| view.tasks.iter().any(|t| &t.id == id));
+        let mut outbox = self.outbox.lock().expect("lock");
+        for t in &view.tasks {
+            let Some(st) = last.get(&t.id) else { continue };
+            let queued = outbox
+                .iter()
+                .any(|u| u.task_id == t.id && u.status.state == st.state);
+            if st.state > t.status.state && !queued {
+                outbox.push(TaskStatusUpdate {
+                    task_id: t.id.clone(),
+                    status: st.clone(),
+                });
+            }
+        }
     }
 
     pub fn has_reports(&self) -> bool {
@@ -82,6 +110,7 @@ impl TaskRunner {
 
     /// Brings local processes in line with the view.
     pub fn reconcile(&self, view: &NodeView) {
+        self.resend_lagging(view);
         let wanted: HashSet<&str> = view.tasks.iter().map(|t| t.id.as_str()).collect();
         for task in &view.tasks {
             let is_running = self.running.lock().expect("lock").contains_key(&task.id);
@@ -238,7 +267,7 @@ impl TaskRunner {
         });
     }
 
-    /// Stops every task (leaving the swarm, shutting down the daemon).
+    /// Stops every task (leaving the swarm).
     pub async fn stop_all(&self) {
         let ids: Vec<String> = self.running.lock().expect("lock").keys().cloned().collect();
         for id in ids {

@@ -27,7 +27,7 @@ pub async fn reconcile_loop(raft: RaftHandle) {
             r = changes.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(RECONCILE_EVERY) => {}
         }
-        if !raft.is_leader() {
+        if !raft.is_leader_ready() {
             continue;
         }
         // Orchestrate first; the scheduler places what exists now and the next pass places
@@ -61,7 +61,7 @@ pub async fn reconcile_loop(raft: RaftHandle) {
 pub async fn membership_loop(raft: RaftHandle) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if !raft.is_leader() {
+        if !raft.is_leader_ready() {
             continue;
         }
         let voters = raft.voters();
@@ -73,7 +73,11 @@ pub async fn membership_loop(raft: RaftHandle) {
                 .filter(|id| *id != 0)
                 .collect();
             (
-                wanted.iter().copied().find(|id| !voters.contains(id)),
+                // Only a manager that answers: a voter that never comes up would cost quorum.
+                wanted
+                    .iter()
+                    .copied()
+                    .find(|id| !voters.contains(id) && raft.peer_reachable(*id)),
                 voters.iter().copied().find(|id| !wanted.contains(id)),
             )
         };

@@ -53,9 +53,36 @@ impl pb::raft_server::Raft for RaftService {
         if id.role != NodeRole::Manager {
             return Err(ErrorKind::Permission.status("raft traffic needs a manager certificate"));
         }
+        // The sender must still be a manager or a voter being removed, and may only speak
+        // for its own raft id: a certificate alone is not enough after a demotion.
+        let raft_id = {
+            let state = self.raft.state();
+            match state.nodes.get(&id.node_id) {
+                Some(n)
+                    if n.spec.role == NodeRole::Manager
+                        || self.raft.voters().contains(&n.raft_id) =>
+                {
+                    n.raft_id
+                }
+                // Before the store arrives (a manager just joining) nothing can be checked.
+                None if state.cluster.is_none() => 0,
+                _ => {
+                    return Err(ErrorKind::Permission.status(format!(
+                        "node {} is not a manager of this swarm",
+                        id.node_id
+                    )));
+                }
+            }
+        };
         for bytes in &req.get_ref().messages {
             let msg = Message::parse_from_bytes(bytes)
                 .map_err(|e| ErrorKind::Invalid.status(format!("malformed raft message: {e}")))?;
+            if raft_id != 0 && msg.from != raft_id {
+                return Err(ErrorKind::Permission.status(format!(
+                    "node {} may only send raft messages as member {raft_id}",
+                    id.node_id
+                )));
+            }
             self.transport.heard_from(msg.from);
             self.raft.step(msg);
         }

@@ -120,6 +120,9 @@ pub struct RaftStatus {
     pub applied: AtomicU64,
     /// 0 follower, 1 candidate, 2 leader, 3 pre-candidate.
     pub role: AtomicU64,
+    /// Leader that has committed an entry of its own term and applied everything committed:
+    /// only then is its state complete enough to orchestrate from.
+    pub leader_ready: std::sync::atomic::AtomicBool,
     pub voters: RwLock<Vec<u64>>,
 }
 
@@ -211,6 +214,11 @@ impl RaftHandle {
 
     pub fn is_leader(&self) -> bool {
         self.status.role.load(Ordering::SeqCst) == 2
+    }
+
+    /// A leader whose state includes everything committed before it took over.
+    pub fn is_leader_ready(&self) -> bool {
+        self.status.leader_ready.load(Ordering::SeqCst)
     }
 
     pub fn leader_id(&self) -> u64 {
@@ -485,6 +493,11 @@ impl RaftThread {
             StateRole::PreCandidate => 3,
         };
         self.status.role.store(role, Ordering::SeqCst);
+        let log = &r.raft_log;
+        let ready = r.state == StateRole::Leader
+            && log.term(log.committed).is_ok_and(|t| t == r.term)
+            && log.applied >= log.committed;
+        self.status.leader_ready.store(ready, Ordering::SeqCst);
         let mut voters: Vec<u64> = r.prs().conf().voters().ids().iter().collect();
         voters.sort_unstable();
         let mut current = self.status.voters.write().expect("voters lock");
@@ -541,8 +554,9 @@ impl RaftThread {
             match serde_json::from_slice(&snap.data) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(error = %e, index, "snapshot from the leader does not decode; ignoring it");
-                    return Ok(());
+                    // raft-rs already took the snapshot; carrying on would diverge.
+                    tracing::error!(error = %e, index, "snapshot from the leader does not decode; stopping");
+                    std::process::exit(70);
                 }
             }
         };

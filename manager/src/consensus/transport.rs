@@ -127,16 +127,23 @@ impl Transport {
             let has_snapshot = batch
                 .iter()
                 .any(|m| m.get_msg_type() == MessageType::MsgSnapshot);
+            let dropped = |me: &Self| {
+                me.report(Msg::Unreachable(to));
+                if has_snapshot {
+                    // raft-rs waits for this before it sends the snapshot again.
+                    me.report(Msg::SnapshotSent { to, ok: false });
+                }
+            };
             let Some(addr) = self.addr_of(to) else {
                 tracing::debug!(peer = to, "no address for raft peer yet; dropping messages");
-                self.report(Msg::Unreachable(to));
+                dropped(&self);
                 continue;
             };
             if client.as_ref().is_none_or(|(a, _)| *a != addr) {
                 client = self.connect(&addr).map(|c| (addr.clone(), c));
             }
             let Some((_, c)) = client.as_mut() else {
-                self.report(Msg::Unreachable(to));
+                dropped(&self);
                 continue;
             };
             let payload = RaftBatch {

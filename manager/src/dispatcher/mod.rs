@@ -199,6 +199,34 @@ impl Dispatcher {
             .lock()
             .expect("lock")
             .insert(node_id.to_string(), Instant::now());
+        // A node marked down (a pause longer than the heartbeat period) that reports again
+        // is back: mark it ready without waiting for a new session.
+        let down = {
+            let state = self.raft.state();
+            state
+                .nodes
+                .get(node_id)
+                .filter(|n| n.status.state != NodeState::Ready)
+                .map(|n| n.status.addr.clone())
+        };
+        if let Some(addr) = down {
+            let raft = self.raft.clone();
+            let id = node_id.to_string();
+            tokio::spawn(async move {
+                let _ = raft
+                    .propose(Command::NodeStatus {
+                        id,
+                        status: NodeStatus {
+                            state: NodeState::Ready,
+                            message: String::new(),
+                            addr,
+                        },
+                        description: None,
+                        now: now_rfc3339(),
+                    })
+                    .await;
+            });
+        }
         for s in req.statuses {
             let _ = self.statuses.send(s);
         }
@@ -269,6 +297,16 @@ impl Dispatcher {
                     .collect()
             };
             for (id, addr) in down {
+                // It may have reported while the previous node was being marked down.
+                let silent = self
+                    .last_seen
+                    .lock()
+                    .expect("lock")
+                    .get(&id)
+                    .is_none_or(|t| t.elapsed() > Duration::from_millis(500));
+                if !silent {
+                    continue;
+                }
                 tracing::info!(node = %id, "heartbeats stopped; marking the node down");
                 let _ = self
                     .raft
