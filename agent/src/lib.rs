@@ -5,5 +5,6 @@
 pub mod daemon;
 pub mod exec;
 pub mod identity;
+pub mod netns;
 pub mod session;
 pub mod tasks;

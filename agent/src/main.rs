@@ -3,6 +3,7 @@
 use clap::Parser;
 use shoal_agent::daemon::{Daemon, DaemonOptions, LocalService};
 use shoal_agent::exec::native::NativeExecutor;
+use shoal_agent::netns::Sandboxes;
 use shoal_api::pb::local_server::LocalServer;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -47,6 +48,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let sandboxes = if Sandboxes::available() {
+        let sb = Sandboxes::new(&opts.state_dir);
+        let stale = sb.remove_all();
+        if stale > 0 {
+            tracing::warn!(stale, "removed task namespaces left by an earlier shoald");
+        }
+        Some(sb)
+    } else {
+        tracing::warn!("not root: native tasks run without their own network namespace");
+        None
+    };
     let daemon = Daemon::new(
         DaemonOptions {
             state_dir: opts.state_dir.clone(),
@@ -54,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
             hostname: opts.hostname.clone().unwrap_or_else(hostname),
             raft_tick: Duration::from_millis(opts.raft_tick_ms.max(1)),
         },
-        Arc::new(NativeExecutor),
+        Arc::new(NativeExecutor::new(sandboxes)),
     )?;
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir)?;

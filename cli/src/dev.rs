@@ -10,7 +10,7 @@ use clap::Subcommand;
 use shoal_api::control::ControlRequest;
 use shoal_api::local::{LocalRequest, SwarmInit, SwarmJoin};
 use shoal_api::objects::NodeRole;
-use shoal_integration::testbed::{Testbed, remove_leftovers};
+use shoal_integration::testbed::{Testbed, remove_leftovers, remove_tasks_under};
 use std::path::PathBuf;
 
 /// Namespace prefix of the dev cluster.
@@ -54,6 +54,7 @@ pub async fn run(cmd: DevCommand, out: &mut Output) -> Result<()> {
             dir,
         } => up(nodes, managers, dir, out).await,
         DevCommand::Down { dir } => {
+            remove_tasks_under(&dir);
             let removed = remove_leftovers(PREFIX);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)

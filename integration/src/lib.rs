@@ -191,6 +191,9 @@ impl Drop for LocalCluster {
             self.kill(i);
         }
         kill_tasks_under(&self.root);
+        for n in &self.nodes {
+            shoal_agent::netns::Sandboxes::new(&n.dir.join("state")).remove_all();
+        }
     }
 }
 

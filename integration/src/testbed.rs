@@ -56,6 +56,17 @@ fn remove_netns(name: &str) {
     let _ = ip(&["netns", "delete", name]);
 }
 
+/// Stops the tasks and removes the task namespaces of the nodes whose state lives under
+/// `root` (node dirs `root/node-N/state`).
+pub fn remove_tasks_under(root: &Path) {
+    crate::kill_tasks_under(root);
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            shoal_agent::netns::Sandboxes::new(&e.path().join("state")).remove_all();
+        }
+    }
+}
+
 /// Removes what an earlier run with this prefix left behind.
 pub fn remove_leftovers(prefix: &str) -> usize {
     let stale: Vec<String> = netns_list()
@@ -212,12 +223,15 @@ impl Drop for Testbed {
         if self.detached {
             return;
         }
+        // Tasks live in namespaces of their own, out of reach of `remove_netns`.
+        crate::kill_tasks_under(&self.root);
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
             remove_netns(&n.netns);
+            shoal_agent::netns::Sandboxes::new(&n.dir.join("state")).remove_all();
         }
         remove_netns(&self.underlay);
     }

@@ -2,6 +2,7 @@
 //! output appended to a file in the state dir.
 
 use super::{ExecError, Executor, Exit, Started};
+use crate::netns::Sandboxes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use shoal_api::objects::Task;
@@ -9,7 +10,17 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 
-pub struct NativeExecutor;
+/// Runs tasks as processes, each in its own sandbox when the host allows it.
+pub struct NativeExecutor {
+    sandboxes: Option<Sandboxes>,
+}
+
+impl NativeExecutor {
+    /// With `sandboxes`, every task gets its own network and mount namespaces.
+    pub fn new(sandboxes: Option<Sandboxes>) -> Self {
+        NativeExecutor { sandboxes }
+    }
+}
 
 /// Environment variable holding the task's directory in the state dir.
 pub const TASK_DIR_ENV: &str = "SHOAL_TASK_DIR";
@@ -75,7 +86,23 @@ impl Executor for NativeExecutor {
             path: log.display().to_string(),
             source,
         })?;
-        let mut cmd = tokio::process::Command::new(program);
+        let sandbox = match &self.sandboxes {
+            Some(sb) => Some(sb.create(&task.id).map_err(|e| ExecError::Invalid {
+                task: task.id.clone(),
+                reason: format!("sandbox: {e}"),
+            })?),
+            None => None,
+        };
+        let mut cmd = match &sandbox {
+            // `ip netns exec` enters the namespace, gives the task its own mount namespace
+            // with /etc/netns/NAME/resolv.conf, then execs the command (same pid).
+            Some(name) => {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", name]).arg(program);
+                c
+            }
+            None => tokio::process::Command::new(program),
+        };
         cmd.args(args)
             .env_clear()
             .env(
@@ -98,11 +125,20 @@ impl Executor for NativeExecutor {
                 cmd.env(k, v);
             }
         }
-        let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-            task: task.id.clone(),
-            program: program.to_string(),
-            source,
-        })?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                if let Some(sb) = &self.sandboxes {
+                    sb.remove(&task.id);
+                }
+                return Err(ExecError::Spawn {
+                    task: task.id.clone(),
+                    program: program.to_string(),
+                    source,
+                });
+            }
+        };
+        let cleanup = self.sandboxes.clone().map(|sb| (sb, task.id.clone()));
         let pid = child.id().unwrap_or(0);
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
@@ -114,6 +150,9 @@ impl Executor for NativeExecutor {
                 },
                 Err(_) => Exit::Code(-1),
             };
+            if let Some((sb, id)) = cleanup {
+                sb.remove(&id);
+            }
             let _ = tx.send(exit);
         });
         Ok(Started { pid, exit: rx })

@@ -1,0 +1,127 @@
+//! Task sandboxes: each native task gets a named network namespace (`/run/netns/NAME`, lo
+//! up) and a mount namespace in which `/etc/resolv.conf` points at the embedded DNS address
+//! 127.0.0.11. iproute2 does both: `ip netns exec` enters the namespace, unshares the mount
+//! namespace and bind-mounts `/etc/netns/NAME/*` over `/etc`.
+//!
+//! Names carry a prefix unique to this shoald (several run on one machine in tests), so a
+//! restarted shoald finds and removes what an earlier run left.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where tasks find the embedded DNS server.
+pub const TASK_RESOLVER: &str = "127.0.0.11";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("ip {args}: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("cannot run ip (install iproute2): {0}")]
+    NoIp(#[source] std::io::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn ip(args: &[&str]) -> Result<(), NetnsError> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(NetnsError::NoIp)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetnsError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Sandboxes {
+    prefix: String,
+    etc_netns: PathBuf,
+}
+
+impl Sandboxes {
+    /// Sandboxes of the shoald whose state dir is `state_dir`.
+    pub fn new(state_dir: &Path) -> Sandboxes {
+        let mut h = DefaultHasher::new();
+        state_dir.hash(&mut h);
+        Sandboxes {
+            prefix: format!("shoal-{:08x}", h.finish() as u32),
+            etc_netns: PathBuf::from("/etc/netns"),
+        }
+    }
+
+    /// Whether this process can make namespaces.
+    pub fn available() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    pub fn name(&self, task_id: &str) -> String {
+        format!("{}-{}", self.prefix, &task_id[..task_id.len().min(12)])
+    }
+
+    /// The namespace of a task, with loopback up and its resolv.conf.
+    pub fn create(&self, task_id: &str) -> Result<String, NetnsError> {
+        let name = self.name(task_id);
+        // A leftover of the same task (crash between create and remove) is replaced.
+        let _ = ip(&["netns", "delete", &name]);
+        ip(&["netns", "add", &name])?;
+        let result = (|| {
+            ip(&["-n", &name, "link", "set", "lo", "up"])?;
+            let dir = self.etc_netns.join(&name);
+            std::fs::create_dir_all(&dir).map_err(|source| NetnsError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let conf = dir.join("resolv.conf");
+            std::fs::write(
+                &conf,
+                format!("nameserver {TASK_RESOLVER}\noptions ndots:0\n"),
+            )
+            .map_err(|source| NetnsError::Io { path: conf, source })
+        })();
+        if let Err(e) = result {
+            self.remove(task_id);
+            return Err(e);
+        }
+        Ok(name)
+    }
+
+    /// Removes a task's namespace and its files; missing ones are fine.
+    pub fn remove(&self, task_id: &str) {
+        let name = self.name(task_id);
+        let _ = ip(&["netns", "delete", &name]);
+        let _ = std::fs::remove_dir_all(self.etc_netns.join(&name));
+    }
+
+    /// Names of this shoald's sandboxes that exist now.
+    pub fn list(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir("/run/netns") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{}-", self.prefix)))
+            .collect()
+    }
+
+    /// Removes every sandbox an earlier run of this shoald left behind.
+    pub fn remove_all(&self) -> usize {
+        let names = self.list();
+        for n in &names {
+            let _ = ip(&["netns", "delete", n]);
+            let _ = std::fs::remove_dir_all(self.etc_netns.join(n));
+        }
+        names.len()
+    }
+}
