@@ -747,6 +747,68 @@ impl Daemon {
         Ok(LocalResponse::Control(answer))
     }
 
+    /// `service logs`: the leader gathers the output; another manager relays its stream.
+    async fn logs(&self, req: shoal_api::logs::LogsRequest) -> Result<FrameStream, Status> {
+        use tokio_stream::StreamExt;
+        let (certs, leader_addr) = {
+            let inner = self.inner.lock().await;
+            let Some(running) = inner.as_ref() else {
+                return Err(err(
+                    ErrorKind::Precondition,
+                    "This node is not part of a swarm",
+                ));
+            };
+            let Some(m) = &running.manager else {
+                return Err(err(
+                    ErrorKind::Precondition,
+                    "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
+                ));
+            };
+            if m.raft.is_leader() {
+                let rx = m.dispatcher.subscribe_logs(req)?;
+                let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                    .map(|item| item.map(|line| frame(&line)));
+                return Ok(Box::pin(stream));
+            }
+            let leader = m.raft.leader_id();
+            let addr = m
+                .raft
+                .state()
+                .nodes
+                .values()
+                .find(|n| n.raft_id == leader && leader != 0)
+                .and_then(|n| n.manager_status.as_ref().map(|s| s.addr.clone()))
+                .ok_or_else(|| {
+                    err(
+                        ErrorKind::Unavailable,
+                        "no raft leader at the moment; retry in a few seconds",
+                    )
+                })?;
+            (running.certs.clone(), addr)
+        };
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{leader_addr}"))
+            .map_err(internal)?
+            .tls_config(ca::tls::client_tls(
+                &certs.ca_pem,
+                &certs.cert_pem,
+                &certs.key_pem,
+            ))
+            .map_err(internal)?
+            .connect()
+            .await
+            .map_err(|e| {
+                err(
+                    ErrorKind::Unavailable,
+                    format!("cannot reach the leader at {leader_addr}: {e}"),
+                )
+            })?;
+        let stream = pb::control_client::ControlClient::new(channel)
+            .logs(frame(&req))
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream))
+    }
+
     pub async fn handle(self: &Arc<Self>, req: LocalRequest) -> Result<LocalResponse, Status> {
         match req {
             LocalRequest::SwarmInit(r) => self.init(r).await,
@@ -795,10 +857,10 @@ impl pb::local_server::Local for LocalService {
 
     type StreamStream = FrameStream;
 
-    async fn stream(&self, _req: Request<Frame>) -> Result<Response<FrameStream>, Status> {
-        Err(err(
-            ErrorKind::Invalid,
-            "no streaming request is served yet",
-        ))
+    async fn stream(&self, req: Request<Frame>) -> Result<Response<FrameStream>, Status> {
+        let request: LocalStreamRequest = unframe(req.get_ref())?;
+        match request {
+            LocalStreamRequest::ServiceLogs(r) => Ok(Response::new(self.daemon.logs(r).await?)),
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod exec;
 pub mod identity;
+pub mod logs;
 pub mod netns;
 pub mod session;
 pub mod tasks;

@@ -166,6 +166,8 @@ async fn run_session(
         runner.clone(),
         view.clone(),
     )));
+    // Log publishers of this session, ended with it.
+    let mut publishers: Vec<AbortOnDrop> = Vec::new();
 
     loop {
         let msg = match stream.message().await {
@@ -182,6 +184,15 @@ async fn run_session(
             match msg {
                 SessionMessage::Snapshot { view: full, .. } => *v = *full,
                 SessionMessage::Delta { changes, .. } => v.apply(changes),
+                SessionMessage::Logs(sub) => {
+                    publishers.push(AbortOnDrop(tokio::spawn(crate::logs::publish(
+                        client.clone(),
+                        runner.clone(),
+                        sub,
+                    ))));
+                    publishers.retain(|p| !p.0.is_finished());
+                    continue;
+                }
             }
             v.clone()
         };

@@ -71,6 +71,8 @@ pub enum SessionMessage {
     Snapshot { version: u64, view: Box<NodeView> },
     /// Changes since `version - 1`'s view.
     Delta { version: u64, changes: Vec<Change> },
+    /// Publish task output (`service logs`) with `Dispatcher.PublishLogs`.
+    Logs(crate::logs::LogSubscription),
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -6,6 +6,7 @@ pub mod control;
 pub mod dispatch;
 pub mod join;
 pub mod local;
+pub mod logs;
 pub mod objects;
 pub mod wire;
 

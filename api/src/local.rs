@@ -73,3 +73,11 @@ pub struct NodeInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
 }
+
+/// Streaming requests to the local daemon (`Local.Stream`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(tag = "Op", content = "Args")]
+pub enum LocalStreamRequest {
+    /// Answered with `crate::logs::LogLine` frames.
+    ServiceLogs(crate::logs::LogsRequest),
+}

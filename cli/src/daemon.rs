@@ -55,6 +55,24 @@ impl Daemon {
         })
     }
 
+    /// A streaming request; frames come back as the daemon sends them.
+    pub async fn stream(
+        &mut self,
+        req: &shoal_api::local::LocalStreamRequest,
+    ) -> Result<tonic::Streaming<shoal_api::pb::Frame>, DaemonError> {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self
+                .client
+                .insert(connect_local(&self.host).await.map_err(connect_error)?),
+        };
+        client
+            .stream(shoal_api::wire::frame(req))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|status| DaemonError::Refused(status.message().trim().to_string()))
+    }
+
     pub async fn control(&mut self, req: ControlRequest) -> Result<ControlResponse, DaemonError> {
         match self.local(&LocalRequest::Control(req)).await? {
             LocalResponse::Control(resp) => Ok(resp),

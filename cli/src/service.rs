@@ -62,6 +62,19 @@ pub enum ServiceCommand {
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
     },
+    /// Fetch the output of a service's tasks
+    Logs {
+        /// Follow the output
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines from the end of each task's output, or "all"
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Do not truncate task ids
+        #[arg(long)]
+        no_trunc: bool,
+        service: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,6 +266,12 @@ pub struct UpdateArgs {
 pub async fn run(cmd: ServiceCommand, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     match cmd {
         ServiceCommand::Create(args) => create(*args, daemon, out).await,
+        ServiceCommand::Logs {
+            follow,
+            tail,
+            no_trunc,
+            service,
+        } => logs(&service, follow, &tail, no_trunc, daemon, out).await,
         ServiceCommand::Ls { quiet } => {
             let services = daemon.services().await?;
             if quiet {
@@ -451,4 +470,60 @@ pub async fn host_ports_of_all(
         .iter()
         .map(|v| (v.service.id.clone(), tasks::host_ports(v)))
         .collect())
+}
+
+/// `--tail`: a count or "all".
+fn parse_tail(tail: &str) -> Result<Option<u64>> {
+    if tail == "all" {
+        return Ok(None);
+    }
+    tail.parse()
+        .map(Some)
+        .map_err(|_| anyhow::anyhow!("invalid --tail {tail:?}: use a number of lines or \"all\""))
+}
+
+/// Docker's prefix: `service.slot.taskid@node`, the task id cut to 12 characters.
+pub fn log_prefix(line: &shoal_api::logs::LogLine, no_trunc: bool) -> String {
+    let name = if no_trunc {
+        line.task_name.clone()
+    } else {
+        match line.task_name.rsplit_once('.') {
+            Some((head, id)) => format!("{head}.{}", &id[..id.len().min(12)]),
+            None => line.task_name.clone(),
+        }
+    };
+    format!("{name}@{}", line.node_name)
+}
+
+async fn logs(
+    service: &str,
+    follow: bool,
+    tail: &str,
+    no_trunc: bool,
+    daemon: &mut Daemon,
+    out: &mut Output,
+) -> Result<()> {
+    let tail = parse_tail(tail)?;
+    let mut stream = daemon
+        .stream(&shoal_api::local::LocalStreamRequest::ServiceLogs(
+            shoal_api::logs::LogsRequest {
+                service: service.to_string(),
+                follow,
+                tail,
+            },
+        ))
+        .await?;
+    while let Some(frame) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    {
+        let line: shoal_api::logs::LogLine =
+            shoal_api::wire::unframe(&frame).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        print(
+            out,
+            &format!("{}    | {}\n", log_prefix(&line, no_trunc), line.line),
+        )?;
+    }
+    Ok(())
 }

@@ -43,6 +43,7 @@ pub enum ManagerError {
 pub struct ManagerRuntime {
     pub raft: RaftHandle,
     pub control: ControlApi,
+    pub dispatcher: Dispatcher,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -79,9 +80,12 @@ impl ManagerRuntime {
             .add_service(pb::control_server::ControlServer::new(ControlService {
                 raft: raft.clone(),
                 api: control.clone(),
+                dispatcher: dispatcher.clone(),
             }))
             .add_service(pb::dispatcher_server::DispatcherServer::new(
-                DispatcherService { dispatcher },
+                DispatcherService {
+                    dispatcher: dispatcher.clone(),
+                },
             ))
             .add_service(pb::ca_server::CaServer::new(CaService {
                 raft: raft.clone(),
@@ -102,6 +106,7 @@ impl ManagerRuntime {
         Ok(ManagerRuntime {
             raft,
             control,
+            dispatcher,
             tasks,
         })
     }

@@ -93,6 +93,7 @@ impl pb::raft_server::Raft for RaftService {
 pub struct ControlService {
     pub raft: RaftHandle,
     pub api: ControlApi,
+    pub dispatcher: Dispatcher,
 }
 
 #[tonic::async_trait]
@@ -102,6 +103,16 @@ impl pb::control_server::Control for ControlService {
         let request = unframe(req.get_ref())?;
         let answer = self.api.handle(request).await?;
         Ok(Response::new(frame(&answer)))
+    }
+
+    type LogsStream = FrameStream;
+
+    async fn logs(&self, req: Request<Frame>) -> Result<Response<FrameStream>, Status> {
+        require_manager(&self.raft, &req)?;
+        let request = unframe(req.get_ref())?;
+        let rx = self.dispatcher.subscribe_logs(request)?;
+        let stream = ReceiverStream::new(rx).map(|item| item.map(|l| frame(&l)));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
@@ -134,6 +145,20 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         }
         let answer = self.dispatcher.report(&id.node_id, request)?;
         Ok(Response::new(frame(&answer)))
+    }
+
+    async fn publish_logs(
+        &self,
+        req: Request<tonic::Streaming<Frame>>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = caller(&req)?;
+        let items = req
+            .into_inner()
+            .map(|f| f.and_then(|f| unframe::<shoal_api::logs::PublishItem>(&f)));
+        self.dispatcher
+            .publish_logs(&id.node_id, Box::pin(items))
+            .await?;
+        Ok(Response::new(Empty {}))
     }
 }
 

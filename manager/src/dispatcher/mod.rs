@@ -1,6 +1,7 @@
 //! Agent sessions on the leader: a snapshot of the node's view then deltas as the store
 //! moves, heartbeats that keep the node ready, and task status reports batched into raft.
 
+mod logs;
 pub mod view;
 
 #[cfg(test)]
@@ -18,6 +19,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+/// Per node: the open session's number and the channel that puts messages into it.
+type SessionInjectors = Arc<Mutex<HashMap<String, (u64, mpsc::UnboundedSender<SessionMessage>)>>>;
+
+/// Removes a session's injection channel when its stream ends (unless a newer session of
+/// the same node replaced it).
+struct Unregister {
+    sessions: SessionInjectors,
+    node_id: String,
+    session: u64,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        let mut s = self.sessions.lock().expect("lock");
+        if s.get(&self.node_id)
+            .is_some_and(|(id, _)| *id == self.session)
+        {
+            s.remove(&self.node_id);
+        }
+    }
+}
+
 /// Reports are merged for this long into one raft entry.
 const STATUS_BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// Store changes are merged for this long into one delta.
@@ -28,6 +51,10 @@ pub struct Dispatcher {
     raft: RaftHandle,
     last_seen: Arc<Mutex<HashMap<String, Instant>>>,
     statuses: mpsc::UnboundedSender<TaskStatusUpdate>,
+    /// Messages to put into each node's open session (log subscriptions), keyed by node.
+    sessions: SessionInjectors,
+    next_session: Arc<std::sync::atomic::AtomicU64>,
+    logs: logs::LogBroker,
 }
 
 impl Dispatcher {
@@ -38,6 +65,9 @@ impl Dispatcher {
             raft,
             last_seen: Arc::default(),
             statuses: tx,
+            sessions: Arc::default(),
+            next_session: Arc::default(),
+            logs: logs::LogBroker::default(),
         };
         let loops = vec![
             tokio::spawn(d.clone().status_batcher(rx)),
@@ -127,10 +157,29 @@ impl Dispatcher {
         if tx.send(Ok(first)).await.is_err() {
             return;
         }
+        let (inject, mut injected) = mpsc::unbounded_channel();
+        let session = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.sessions
+            .lock()
+            .expect("lock")
+            .insert(node_id.clone(), (session, inject));
+        let _unregister = Unregister {
+            sessions: self.sessions.clone(),
+            node_id: node_id.clone(),
+            session,
+        };
         loop {
             tokio::select! {
                 r = changes.changed() => if r.is_err() { return },
                 _ = tx.closed() => return,
+                Some(msg) = injected.recv() => {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             }
             tokio::time::sleep(VIEW_COALESCE).await;
             if !self.raft.is_leader() {
@@ -167,6 +216,88 @@ impl Dispatcher {
                 return;
             }
         }
+    }
+
+    /// Starts gathering a service's task output from the nodes that ran its tasks.
+    pub fn subscribe_logs(
+        &self,
+        req: shoal_api::logs::LogsRequest,
+    ) -> Result<mpsc::Receiver<Result<shoal_api::logs::LogLine, Status>>, Status> {
+        self.require_leader()?;
+        let state = self.raft.state();
+        let service = crate::store::lookup(&state.services, &req.service)
+            .map_err(|e| crate::controlapi::store_status(&e))?;
+        let mut per_node: HashMap<String, Vec<String>> = HashMap::new();
+        let mut names = HashMap::new();
+        for t in state
+            .service_tasks(&service.id)
+            .filter(|t| !t.node_id.is_empty())
+        {
+            per_node
+                .entry(t.node_id.clone())
+                .or_default()
+                .push(t.id.clone());
+            let node_name = state
+                .nodes
+                .get(&t.node_id)
+                .map(|n| n.hostname().to_string())
+                .unwrap_or_default();
+            names.insert(t.id.clone(), (t.name(&service.spec.name), node_name));
+        }
+        drop(state);
+        let sessions = self.sessions.lock().expect("lock");
+        // Nodes without a session now can't answer; their tasks' output is left out.
+        let reachable: Vec<(String, Vec<String>)> = per_node
+            .into_iter()
+            .filter(|(node, _)| sessions.contains_key(node))
+            .collect();
+        let (id, rx) = self.logs.open(names, reachable.len(), req.follow);
+        for (node, task_ids) in reachable {
+            let sub = shoal_api::logs::LogSubscription {
+                id,
+                task_ids,
+                follow: req.follow,
+                tail: req.tail,
+            };
+            if let Some((_, s)) = sessions.get(&node) {
+                let _ = s.send(SessionMessage::Logs(sub));
+            }
+        }
+        Ok(rx)
+    }
+
+    /// A node's published answer to a log subscription.
+    pub async fn publish_logs(
+        &self,
+        node_id: &str,
+        mut items: impl tokio_stream::Stream<Item = Result<shoal_api::logs::PublishItem, Status>>
+        + Unpin,
+    ) -> Result<(), Status> {
+        use tokio_stream::StreamExt;
+        let Some(Ok(shoal_api::logs::PublishItem::Start { subscription })) = items.next().await
+        else {
+            return Err(ErrorKind::Invalid.status("a log stream starts with its subscription"));
+        };
+        let _done = logs::Finish {
+            broker: self.logs.clone(),
+            id: subscription,
+        };
+        while let Some(item) = items.next().await {
+            match item? {
+                shoal_api::logs::PublishItem::Line { task_id, line } => {
+                    if !self.logs.line(subscription, task_id, line).await {
+                        // The reader went away: tell the node to stop.
+                        return Err(
+                            ErrorKind::Unavailable.status("nobody reads these logs any more")
+                        );
+                    }
+                }
+                shoal_api::logs::PublishItem::Done => break,
+                shoal_api::logs::PublishItem::Start { .. } => {}
+            }
+        }
+        tracing::trace!(node = node_id, subscription, "log stream finished");
+        Ok(())
     }
 
     /// Heartbeat plus status reports.
