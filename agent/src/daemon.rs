@@ -34,6 +34,8 @@ pub struct DaemonOptions {
     pub hostname: String,
     /// Raft tick; elections start after 10-20 ticks of silence.
     pub raft_tick: Duration,
+    /// Tasks get sandboxes, so their overlay interfaces can be plumbed.
+    pub overlays: bool,
 }
 
 struct Running {
@@ -316,6 +318,22 @@ impl Daemon {
         };
         let runner =
             runner.unwrap_or_else(|| TaskRunner::new(self.executor.clone(), self.dir.tasks_dir()));
+        if self.opts.overlays {
+            let overlay = identity
+                .advertise_addr
+                .parse()
+                .map_err(|_| {
+                    crate::overlay::apply::OverlayError::NoUnderlay(std::net::Ipv4Addr::UNSPECIFIED)
+                })
+                .and_then(crate::overlay::apply::Overlay::new);
+            match overlay {
+                Ok(overlay) => runner.set_overlay(Some(crate::tasks::OverlayCtx {
+                    node_id: identity.node_id.clone(),
+                    overlay,
+                })),
+                Err(e) => tracing::warn!(error = %e, "tasks start without overlay networking"),
+            }
+        }
         let mut managers: Vec<String> = identity.managers.iter().map(|m| m.addr.clone()).collect();
         if identity.role == NodeRole::Manager && !managers.contains(&identity.grpc_addr) {
             managers.insert(0, identity.grpc_addr.clone());

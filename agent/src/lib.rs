@@ -7,5 +7,6 @@ pub mod exec;
 pub mod identity;
 pub mod logs;
 pub mod netns;
+pub mod overlay;
 pub mod session;
 pub mod tasks;

@@ -65,8 +65,9 @@ async fn main() -> anyhow::Result<()> {
             socket: opts.socket.clone(),
             hostname: opts.hostname.clone().unwrap_or_else(hostname),
             raft_tick: Duration::from_millis(opts.raft_tick_ms.max(1)),
+            overlays: sandboxes.is_some(),
         },
-        Arc::new(NativeExecutor::new(sandboxes)),
+        Arc::new(NativeExecutor::new(sandboxes.clone())),
     )?;
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir)?;

@@ -2,6 +2,8 @@
 //! moves forward: starting, running, then complete, failed or shutdown.
 
 use crate::exec::{Executor, Exit};
+use crate::overlay::apply::Overlay;
+use crate::overlay::{NetworkPlan, desired};
 use shoal_api::dispatch::{NodeView, TaskStatusUpdate};
 use shoal_api::now_rfc3339;
 use shoal_api::objects::*;
@@ -9,6 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// What the runner needs to plumb overlays: who this node is, and its underlay side.
+pub struct OverlayCtx {
+    pub node_id: String,
+    pub overlay: Overlay,
+}
 
 struct Running {
     pid: u32,
@@ -27,6 +35,8 @@ pub struct TaskRunner {
     /// The last status reported for each task, sent again while the manager's copy lags
     /// (a report can be acknowledged and still not commit, e.g. across a leader change).
     last: Arc<Mutex<HashMap<String, TaskStatus>>>,
+    /// The node's overlays, when tasks get sandboxes.
+    overlay: Arc<Mutex<Option<Arc<OverlayCtx>>>>,
 }
 
 impl TaskRunner {
@@ -38,7 +48,13 @@ impl TaskRunner {
             done: Arc::default(),
             outbox: Arc::default(),
             last: Arc::default(),
+            overlay: Arc::default(),
         }
+    }
+
+    /// Turns on overlay networking for the tasks this runner starts from now on.
+    pub fn set_overlay(&self, ctx: Option<OverlayCtx>) {
+        *self.overlay.lock().expect("lock") = ctx.map(Arc::new);
     }
 
     pub fn executor_name(&self) -> &'static str {
@@ -111,6 +127,17 @@ impl TaskRunner {
     /// Brings local processes in line with the view.
     pub fn reconcile(&self, view: &NodeView) {
         self.resend_lagging(view);
+        let overlay = self.overlay.lock().expect("lock").clone();
+        let plans: Vec<NetworkPlan> = match &overlay {
+            Some(ctx) => {
+                let plans = desired(view, &ctx.node_id);
+                for e in ctx.overlay.sync(&plans, view.data_path_port) {
+                    tracing::warn!(error = %e, "overlay not in its desired state");
+                }
+                plans
+            }
+            None => Vec::new(),
+        };
         let wanted: HashSet<&str> = view.tasks.iter().map(|t| t.id.as_str()).collect();
         for task in &view.tasks {
             let is_running = self.running.lock().expect("lock").contains_key(&task.id);
@@ -128,7 +155,7 @@ impl TaskRunner {
                             None,
                         );
                     } else {
-                        self.start(task);
+                        self.start(task, overlay.as_deref(), &plans, view.data_path_port);
                     }
                 }
             } else if is_running {
@@ -159,7 +186,7 @@ impl TaskRunner {
         }
     }
 
-    fn start(&self, task: &Task) {
+    fn start(&self, task: &Task, overlay: Option<&OverlayCtx>, plans: &[NetworkPlan], port: u16) {
         self.report(
             &task.id,
             TaskState::Starting,
@@ -168,7 +195,14 @@ impl TaskRunner {
             None,
         );
         let log = self.log_path(&task.id);
-        match self.executor.start(task, &log) {
+        let setup = |netns: &str| match overlay {
+            Some(ctx) => ctx
+                .overlay
+                .attach(netns, task, plans, port)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        match self.executor.start(task, &log, &setup) {
             Err(e) => {
                 self.done.lock().expect("lock").insert(task.id.clone());
                 self.report(

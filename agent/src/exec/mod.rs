@@ -33,6 +33,9 @@ pub enum ExecError {
     },
 }
 
+/// Called with the name of a task's network namespace before the task starts.
+pub type Setup<'a> = dyn Fn(&str) -> Result<(), String> + 'a;
+
 /// A started task.
 pub struct Started {
     pub pid: u32,
@@ -42,8 +45,10 @@ pub struct Started {
 
 pub trait Executor: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Starts a task, writing its output to `log`.
-    fn start(&self, task: &Task, log: &Path) -> Result<Started, ExecError>;
+    /// Starts a task, writing its output to `log`. `setup` runs once the task's network
+    /// namespace exists (given its name) and before the task's process starts: the overlay
+    /// plumbs the task's interfaces there.
+    fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError>;
     /// Asks a task to stop (SIGTERM); the caller escalates with `kill` after the grace period.
     fn terminate(&self, pid: u32);
     fn kill(&self, pid: u32);

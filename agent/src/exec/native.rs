@@ -1,7 +1,7 @@
 //! The native executor: a task is its command run as a process in its own process group, its
 //! output appended to a file in the state dir.
 
-use super::{ExecError, Executor, Exit, Started};
+use super::{ExecError, Executor, Exit, Setup, Started};
 use crate::netns::Sandboxes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -56,7 +56,7 @@ impl Executor for NativeExecutor {
         "native"
     }
 
-    fn start(&self, task: &Task, log: &Path) -> Result<Started, ExecError> {
+    fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError> {
         let cs = &task.spec.container_spec;
         let argv: Vec<&String> = cs.command.iter().chain(cs.args.iter()).collect();
         let Some((program, args)) = argv.split_first() else {
@@ -87,10 +87,20 @@ impl Executor for NativeExecutor {
             source,
         })?;
         let sandbox = match &self.sandboxes {
-            Some(sb) => Some(sb.create(&task.id).map_err(|e| ExecError::Invalid {
-                task: task.id.clone(),
-                reason: format!("sandbox: {e}"),
-            })?),
+            Some(sb) => {
+                let name = sb.create(&task.id).map_err(|e| ExecError::Invalid {
+                    task: task.id.clone(),
+                    reason: format!("sandbox: {e}"),
+                })?;
+                if let Err(reason) = setup(&name) {
+                    sb.remove(&task.id);
+                    return Err(ExecError::Invalid {
+                        task: task.id.clone(),
+                        reason: format!("network setup: {reason}"),
+                    });
+                }
+                Some(name)
+            }
             None => None,
         };
         let mut cmd = match &sandbox {

@@ -1,0 +1,293 @@
+//! Makes the kernel match the overlay plan, with iproute2 (netlink): get-or-create of the
+//! bridge and vxlan of each network (recreated when the VNI, port or local address differ),
+//! FDB and neighbour entries added and removed to match exactly, devices of networks no
+//! longer needed deleted, and veths plumbed into task namespaces.
+
+use super::{NetworkPlan, VXLAN_OVERHEAD, bridge_name, mac_for, parse_addr, vxlan_name};
+use serde_json::Value;
+use shoal_api::objects::Task;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("{cmd}: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("cannot run {tool} (install iproute2): {source}")]
+    Missing {
+        tool: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no interface has the advertise address {0}; is it configured on this node?")]
+    NoUnderlay(Ipv4Addr),
+    #[error("task {task}: network {network} is not set up on this node")]
+    NoNetwork { task: String, network: String },
+}
+
+fn run(tool: &'static str, args: &[&str]) -> Result<String, OverlayError> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|source| OverlayError::Missing { tool, source })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(OverlayError::Command {
+            cmd: format!("{tool} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn json(tool: &'static str, args: &[&str]) -> Vec<Value> {
+    run(tool, args)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Vec<Value>>(&s).ok())
+        .unwrap_or_default()
+}
+
+pub struct Overlay {
+    local: Ipv4Addr,
+    /// Underlay MTU minus the VXLAN overhead.
+    pub mtu: u32,
+}
+
+impl Overlay {
+    /// Reads the MTU of the device that holds `local`.
+    pub fn new(local: Ipv4Addr) -> Result<Overlay, OverlayError> {
+        let dev = json("ip", &["-j", "addr", "show"])
+            .into_iter()
+            .find(|l| {
+                l["addr_info"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|i| i["local"].as_str() == Some(&local.to_string()))
+                })
+            })
+            .ok_or(OverlayError::NoUnderlay(local))?;
+        let mtu = dev["mtu"].as_u64().unwrap_or(1500) as u32;
+        Ok(Overlay {
+            local,
+            mtu: mtu.saturating_sub(VXLAN_OVERHEAD),
+        })
+    }
+
+    /// Brings every planned network to its desired state and removes the others. Goes on
+    /// after a failure and returns every error.
+    pub fn sync(&self, plans: &[NetworkPlan], port: u16) -> Vec<OverlayError> {
+        let mut errors = Vec::new();
+        for plan in plans {
+            if let Err(e) = self.ensure_network(plan.vni, port) {
+                errors.push(e);
+                continue;
+            }
+            errors.extend(self.sync_remotes(plan));
+        }
+        let wanted: BTreeSet<u32> = plans.iter().map(|p| p.vni).collect();
+        for vni in existing_vnis() {
+            if !wanted.contains(&vni) {
+                let _ = run("ip", &["link", "del", &vxlan_name(vni)]);
+                let _ = run("ip", &["link", "del", &bridge_name(vni)]);
+            }
+        }
+        errors
+    }
+
+    fn ensure_network(&self, vni: u32, port: u16) -> Result<(), OverlayError> {
+        let (br, vx) = (bridge_name(vni), vxlan_name(vni));
+        let mtu = self.mtu.to_string();
+        if json("ip", &["-j", "link", "show", "dev", &br]).is_empty() {
+            run("ip", &["link", "add", &br, "mtu", &mtu, "type", "bridge"])?;
+        }
+        let current = json("ip", &["-j", "-d", "link", "show", "dev", &vx]);
+        let matches = current.first().is_some_and(|l| {
+            let d = &l["linkinfo"]["info_data"];
+            d["id"].as_u64() == Some(u64::from(vni))
+                && d["port"].as_u64() == Some(u64::from(port))
+                && d["local"].as_str() == Some(&self.local.to_string())
+        });
+        if !matches {
+            if !current.is_empty() {
+                run("ip", &["link", "del", &vx])?;
+            }
+            run(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &vx,
+                    "mtu",
+                    &mtu,
+                    "type",
+                    "vxlan",
+                    "id",
+                    &vni.to_string(),
+                    "dstport",
+                    &port.to_string(),
+                    "local",
+                    &self.local.to_string(),
+                    "nolearning",
+                    "proxy",
+                ],
+            )?;
+        }
+        run("ip", &["link", "set", &vx, "master", &br, "up"])?;
+        run("ip", &["link", "set", &br, "up"])?;
+        Ok(())
+    }
+
+    /// Exactly one permanent neighbour and FDB entry per remote task.
+    fn sync_remotes(&self, plan: &NetworkPlan) -> Vec<OverlayError> {
+        let vx = plan.vxlan();
+        let mut errors = Vec::new();
+        let want_neigh: BTreeSet<(String, String)> = plan
+            .remotes
+            .iter()
+            .map(|r| (r.ip.to_string(), r.mac.clone()))
+            .collect();
+        let want_fdb: BTreeSet<(String, String)> = plan
+            .remotes
+            .iter()
+            .map(|r| (r.mac.clone(), r.vtep.to_string()))
+            .collect();
+        let have_neigh: BTreeSet<(String, String)> =
+            json("ip", &["-j", "neigh", "show", "dev", &vx])
+                .iter()
+                .filter_map(|n| {
+                    Some((
+                        n["dst"].as_str()?.to_string(),
+                        n["lladdr"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+        let have_fdb: BTreeSet<(String, String)> =
+            json("bridge", &["-j", "fdb", "show", "dev", &vx])
+                .iter()
+                .filter_map(|f| {
+                    Some((
+                        f["mac"].as_str()?.to_string(),
+                        f["dst"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+        for (ip, mac) in want_neigh.difference(&have_neigh) {
+            if let Err(e) = run(
+                "ip",
+                &[
+                    "neigh",
+                    "replace",
+                    ip,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    &vx,
+                    "nud",
+                    "permanent",
+                ],
+            ) {
+                errors.push(e);
+            }
+        }
+        for (ip, _) in have_neigh.difference(&want_neigh) {
+            let _ = run("ip", &["neigh", "del", ip, "dev", &vx]);
+        }
+        for (mac, dst) in have_fdb.difference(&want_fdb) {
+            let _ = run(
+                "bridge",
+                &["fdb", "del", mac, "dev", &vx, "dst", dst, "self"],
+            );
+        }
+        for (mac, dst) in want_fdb.difference(&have_fdb) {
+            if let Err(e) = run(
+                "bridge",
+                &[
+                    "fdb",
+                    "replace",
+                    mac,
+                    "dev",
+                    &vx,
+                    "dst",
+                    dst,
+                    "self",
+                    "permanent",
+                ],
+            ) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Plumbs the task's interfaces: per attachment a veth whose peer is `ethN` in the task's
+    /// namespace, with the task's address and MAC, on the network's bridge.
+    pub fn attach(
+        &self,
+        netns: &str,
+        task: &Task,
+        plans: &[NetworkPlan],
+        port: u16,
+    ) -> Result<(), OverlayError> {
+        let mtu = self.mtu.to_string();
+        for (i, a) in task.networks_attachments.iter().enumerate() {
+            let plan = plans
+                .iter()
+                .find(|p| p.network_id == a.network_id)
+                .ok_or_else(|| OverlayError::NoNetwork {
+                    task: task.id.clone(),
+                    network: a.network_id.clone(),
+                })?;
+            self.ensure_network(plan.vni, port)?;
+            let Some(addr) = a.addresses.first() else {
+                continue;
+            };
+            let ip = parse_addr(addr).ok_or_else(|| OverlayError::NoNetwork {
+                task: task.id.clone(),
+                network: a.network_id.clone(),
+            })?;
+            let host = format!("st{}{}", &task.id[..task.id.len().min(10)], i);
+            let peer = format!("eth{i}");
+            let _ = run("ip", &["link", "del", &host]);
+            run(
+                "ip",
+                &[
+                    "link", "add", &host, "mtu", &mtu, "type", "veth", "peer", "name", &peer,
+                    "netns", netns,
+                ],
+            )?;
+            run(
+                "ip",
+                &["link", "set", &host, "master", &plan.bridge(), "up"],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    netns,
+                    "link",
+                    "set",
+                    &peer,
+                    "address",
+                    &mac_for(ip),
+                    "mtu",
+                    &mtu,
+                ],
+            )?;
+            run("ip", &["-n", netns, "addr", "add", addr, "dev", &peer])?;
+            run("ip", &["-n", netns, "link", "set", &peer, "up"])?;
+        }
+        Ok(())
+    }
+}
+
+/// VNIs of the overlay devices present now.
+fn existing_vnis() -> Vec<u32> {
+    json("ip", &["-j", "link", "show"])
+        .iter()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter_map(|n| n.strip_prefix("sv").or_else(|| n.strip_prefix("sb")))
+        .filter_map(|v| v.parse().ok())
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect()
+}

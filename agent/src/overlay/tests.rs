@@ -1,0 +1,133 @@
+use super::*;
+use shoal_api::dispatch::*;
+use shoal_api::objects::*;
+
+fn network(id: &str, vni: u32) -> Network {
+    let mut options = std::collections::BTreeMap::new();
+    options.insert(VXLAN_ID_OPTION.to_string(), vni.to_string());
+    Network {
+        id: id.into(),
+        version: Version::default(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        spec: NetworkSpec {
+            name: id.into(),
+            labels: Default::default(),
+            driver_configuration: Driver {
+                name: "overlay".into(),
+                options: Default::default(),
+            },
+            ingress: false,
+            attachable: false,
+            ipam_options: IpamOptions::default(),
+        },
+        driver_state: Driver {
+            name: "overlay".into(),
+            options,
+        },
+        ipam_options: IpamOptions::default(),
+    }
+}
+
+fn task(id: &str, net: &str, addr: &str) -> Task {
+    Task {
+        id: id.into(),
+        version: Version::default(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        service_id: "s".into(),
+        slot: 1,
+        node_id: "me".into(),
+        spec: TaskSpec::default(),
+        spec_version: Version::default(),
+        status: TaskStatus {
+            state: TaskState::Running,
+            ..Default::default()
+        },
+        desired_state: TaskState::Running,
+        networks_attachments: vec![NetworkAttachment {
+            network_id: net.into(),
+            addresses: vec![addr.into()],
+            aliases: vec![],
+        }],
+        restart_count: 0,
+    }
+}
+
+fn backend(node: &str, net: &str, addr: &str) -> Backend {
+    Backend {
+        task_id: format!("t-{addr}"),
+        task_name: String::new(),
+        node_id: node.into(),
+        network_id: net.into(),
+        addr: addr.into(),
+        state: TaskState::Running,
+    }
+}
+
+#[test]
+fn plan_has_local_networks_and_exactly_the_remote_tasks() {
+    let view = NodeView {
+        tasks: vec![task("t1", "app", "198.19.1.3/24")],
+        networks: vec![
+            NetworkView {
+                network: network("app", 4097),
+                peers: vec![
+                    NetworkPeer {
+                        node_id: "n2".into(),
+                        addr: "198.18.0.2".into(),
+                    },
+                    NetworkPeer {
+                        node_id: "n3".into(),
+                        addr: "198.18.0.3".into(),
+                    },
+                ],
+            },
+            NetworkView {
+                network: network("other", 4098),
+                peers: vec![],
+            },
+        ],
+        endpoints: vec![ServiceEndpoint {
+            service_id: "s".into(),
+            service_name: "web".into(),
+            mode: EndpointMode::Vip,
+            ports: vec![],
+            virtual_ips: vec![],
+            backends: vec![
+                backend("me", "app", "198.19.1.3/24"),
+                backend("n2", "app", "198.19.1.4/24"),
+                backend("n3", "app", "198.19.1.5/24"),
+                backend("n2", "other", "198.19.2.9/24"),
+            ],
+        }],
+        ..Default::default()
+    };
+    let plans = desired(&view, "me");
+    assert_eq!(plans.len(), 1, "only the network a local task uses");
+    let p = &plans[0];
+    assert_eq!(
+        (p.vni, p.bridge(), p.vxlan()),
+        (4097, "sb4097".into(), "sv4097".into())
+    );
+    let remotes: Vec<(String, String, String)> = p
+        .remotes
+        .iter()
+        .map(|r| (r.ip.to_string(), r.mac.clone(), r.vtep.to_string()))
+        .collect();
+    assert_eq!(
+        remotes,
+        [
+            (
+                "198.19.1.4".into(),
+                "02:42:c6:13:01:04".into(),
+                "198.18.0.2".into()
+            ),
+            (
+                "198.19.1.5".into(),
+                "02:42:c6:13:01:05".into(),
+                "198.18.0.3".into()
+            ),
+        ]
+    );
+}

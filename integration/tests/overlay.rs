@@ -1,0 +1,382 @@
+//! VXLAN overlays across the namespace testbed: tasks on three nodes reach each other by
+//! their overlay addresses (TCP and UDP), another network can't reach them, the kernel holds
+//! exactly the FDB and neighbour entries of the remote tasks, and scaling down removes them.
+
+use serde_json::Value;
+use shoal_api::control::{ControlRequest as C, ControlResponse as R};
+use shoal_api::objects::TaskState;
+use shoal_integration::bin_dir;
+use shoal_integration::testbed::{Testbed, require_root};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = r#"
+import socket, threading
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7001))
+    while True:
+        d, a = u.recvfrom(100); u.sendto(b"udp " + d, a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 7000)); s.listen()
+while True:
+    c, a = s.accept(); c.sendall(("tcp " + a[0]).encode()); c.close()
+"#;
+
+fn shoal(host: &str, args: &[&str]) -> String {
+    let out = Command::new(bin_dir().join("shoal"))
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a Python client in the network namespace of process `pid`; its output or error.
+fn from_task(pid: u32, code: &str) -> String {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "python3", "-c", code])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn tcp(ip: &str) -> String {
+    format!(
+        "import socket\ns=socket.create_connection(('{ip}',7000),timeout=2)\nprint(s.recv(100).decode())"
+    )
+}
+
+fn udp(ip: &str) -> String {
+    format!(
+        "import socket\nu=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nu.settimeout(2)\nu.sendto(b'ping',('{ip}',7001))\nprint(u.recv(100).decode())"
+    )
+}
+
+struct TaskInfo {
+    node: String,
+    ip: String,
+    pid: u32,
+}
+
+fn running_tasks(host: &str, service: &str) -> Vec<TaskInfo> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut client = shoal_api::client::connect_local(host).await.unwrap();
+        let req = shoal_api::local::LocalRequest::Control(C::TaskList {
+            service: Some(service.into()),
+            node: None,
+        });
+        let shoal_api::local::LocalResponse::Control(R::Tasks(tasks)) =
+            shoal_api::client::call_local(&mut client, &req)
+                .await
+                .unwrap()
+        else {
+            panic!("unexpected answer")
+        };
+        tasks
+            .into_iter()
+            .filter(|t| {
+                t.task.status.state == TaskState::Running
+                    && t.task.desired_state == TaskState::Running
+            })
+            .map(|t| TaskInfo {
+                node: t.node_name.clone(),
+                ip: t.task.networks_attachments[0].addresses[0]
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                pid: t
+                    .task
+                    .status
+                    .container_status
+                    .as_ref()
+                    .map(|c| c.pid)
+                    .unwrap_or(0),
+            })
+            .collect()
+    })
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+type Pairs = BTreeSet<(String, String)>;
+
+/// (mac, dst) FDB entries and (ip, mac) neighbours of a node's vxlan device.
+fn kernel_entries(node_ns: &str, vni: u32) -> (Pairs, Pairs) {
+    let json = |args: &[&str]| -> Vec<Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", node_ns])
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    let dev = format!("sv{vni}");
+    let fdb = json(&["bridge", "-j", "fdb", "show", "dev", &dev])
+        .iter()
+        .filter_map(|f| {
+            Some((
+                f["mac"].as_str()?.to_string(),
+                f["dst"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let neigh = json(&["ip", "-j", "neigh", "show", "dev", &dev])
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n["dst"].as_str()?.to_string(),
+                n["lladdr"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    (fdb, neigh)
+}
+
+fn mac(ip: &str) -> String {
+    let o: Vec<u8> = ip.split('.').map(|p| p.parse().unwrap()).collect();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+#[test]
+fn tasks_reach_each_other_across_nodes_over_vxlan() {
+    if !require_root("tasks_reach_each_other_across_nodes_over_vxlan") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::create("shov", 3, root.path()).unwrap();
+    let shoald = bin_dir().join("shoald");
+    for i in 0..3 {
+        bed.start(i, &shoald, &[]).unwrap();
+    }
+    let h1 = bed.nodes[0].host();
+    shoal(
+        &h1,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "198.18.0.1",
+            "--default-addr-pool",
+            "198.19.0.0/16",
+        ],
+    );
+    let token = shoal(&h1, &["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    for n in &bed.nodes[1..] {
+        shoal(
+            &n.host(),
+            &[
+                "swarm",
+                "join",
+                "--token",
+                &token,
+                "--advertise-addr",
+                &n.addr,
+                "198.18.0.1:2377",
+            ],
+        );
+    }
+    wait_for("3 ready nodes", 20, || {
+        (shoal(&h1, &["node", "ls"]).matches("Ready").count() == 3).then_some(())
+    });
+    shoal(
+        &h1,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.30.0/24",
+            "app",
+        ],
+    );
+    shoal(
+        &h1,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.31.0/24",
+            "other",
+        ],
+    );
+    let vni: u32 = {
+        let inspect: Value =
+            serde_json::from_str(&shoal(&h1, &["network", "inspect", "app"])).unwrap();
+        inspect[0]["DriverState"]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    shoal(
+        &h1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "echo",
+            "--replicas",
+            "3",
+            "--network",
+            "app",
+            "python3",
+            "-c",
+            SERVER,
+        ],
+    );
+    shoal(
+        &h1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "lone",
+            "--network",
+            "other",
+            "python3",
+            "-c",
+            SERVER,
+        ],
+    );
+    let tasks = wait_for("echo running on 3 nodes", 30, || {
+        let t = running_tasks(&h1, "echo");
+        let nodes: BTreeSet<&str> = t.iter().map(|t| t.node.as_str()).collect();
+        (t.len() == 3 && nodes.len() == 3).then_some(t)
+    });
+    let lone = wait_for("lone running", 30, || running_tasks(&h1, "lone").pop());
+
+    // Every task reaches every other one, TCP and UDP, and is seen with its own address.
+    for from in &tasks {
+        for to in &tasks {
+            let answer = wait_for("an answer over the overlay", 10, || {
+                let a = from_task(from.pid, &tcp(&to.ip));
+                a.starts_with("tcp").then_some(a)
+            });
+            assert_eq!(
+                answer.trim(),
+                format!("tcp {}", from.ip),
+                "{} -> {}",
+                from.node,
+                to.node
+            );
+            assert!(
+                from_task(from.pid, &udp(&to.ip)).starts_with("udp ping"),
+                "UDP {} -> {}",
+                from.node,
+                to.node
+            );
+        }
+        // MTU inside the task: the underlay's 1500 minus 50.
+        // (netlink, not /sys: nsenter keeps the caller's /sys mount.)
+        let link = Command::new("nsenter")
+            .args([
+                "-t",
+                &from.pid.to_string(),
+                "-n",
+                "ip",
+                "-j",
+                "link",
+                "show",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        let link: Value = serde_json::from_slice(&link.stdout).unwrap();
+        assert_eq!(link[0]["mtu"].as_u64(), Some(1450), "{link}");
+    }
+    // Another network can't reach them.
+    let blocked = from_task(lone.pid, &tcp(&tasks[0].ip));
+    assert!(
+        !blocked.starts_with("tcp"),
+        "isolation between networks: {blocked}"
+    );
+
+    // The kernel holds exactly the remote tasks on each node.
+    let check = |tasks: &[TaskInfo]| {
+        for (i, n) in bed.nodes.iter().enumerate() {
+            let (fdb, neigh) = kernel_entries(&n.netns, vni);
+            let local = tasks.iter().any(|t| t.node == n.name);
+            let link = Command::new("ip")
+                .args(["-n", &n.netns, "link", "show", &format!("sv{vni}")])
+                .output()
+                .unwrap();
+            if !local {
+                // A node without tasks on the network has none of its devices.
+                if link.status.success() {
+                    return Err(format!(
+                        "node {}: sv{vni} still present without local tasks",
+                        i + 1
+                    ));
+                }
+                continue;
+            }
+            let remote: Vec<&TaskInfo> = tasks.iter().filter(|t| t.node != n.name).collect();
+            let want_fdb: BTreeSet<(String, String)> = remote
+                .iter()
+                .map(|t| {
+                    let node_idx: usize = t.node.trim_start_matches("node-").parse().unwrap();
+                    (mac(&t.ip), bed.nodes[node_idx - 1].addr.clone())
+                })
+                .collect();
+            let want_neigh: BTreeSet<(String, String)> =
+                remote.iter().map(|t| (t.ip.clone(), mac(&t.ip))).collect();
+            if fdb != want_fdb || neigh != want_neigh {
+                return Err(format!(
+                    "node {}: fdb {fdb:?} want {want_fdb:?}; neigh {neigh:?} want {want_neigh:?}",
+                    i + 1
+                ));
+            }
+        }
+        Ok(())
+    };
+    wait_for("exact FDB and neighbour entries", 10, || check(&tasks).ok());
+
+    // Scaling down removes the entries everywhere.
+    shoal(&h1, &["service", "scale", "echo=1"]);
+    let one = wait_for("one echo task", 20, || {
+        let t = running_tasks(&h1, "echo");
+        (t.len() == 1).then_some(t)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match check(&one) {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "after scale down: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
