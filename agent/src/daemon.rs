@@ -124,18 +124,17 @@ impl Daemon {
 
     /// Rejoins the swarm recorded in the state dir, if any.
     pub async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
-        let killed = crate::exec::native::kill_leftovers(&self.dir.tasks_dir());
-        if killed > 0 {
-            tracing::warn!(killed, "killed task processes left by an earlier shoald");
-        }
-        if let Some((identity, certs)) = self.dir.load()? {
-            tracing::info!(node = %identity.node_id, role = %identity.role, "resuming swarm membership from the state dir");
-            let running = self
-                .start_node(identity, certs, false, None)
-                .await
-                .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-            self.install(&mut *self.inner.lock().await, running);
-        }
+        let Some((identity, certs)) = self.dir.load()? else {
+            // Not in a swarm: whatever an earlier run left has no owner.
+            self.executor.discard_leftovers(&[]);
+            return Ok(());
+        };
+        tracing::info!(node = %identity.node_id, role = %identity.role, "resuming swarm membership from the state dir");
+        let running = self
+            .start_node(identity, certs, false, None)
+            .await
+            .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
+        self.install(&mut *self.inner.lock().await, running);
         Ok(())
     }
 
@@ -316,8 +315,16 @@ impl Daemon {
         } else {
             None
         };
-        let runner =
-            runner.unwrap_or_else(|| TaskRunner::new(self.executor.clone(), self.dir.tasks_dir()));
+        let runner = runner.unwrap_or_else(|| {
+            let fresh = TaskRunner::new(self.executor.clone(), self.dir.tasks_dir());
+            // Tasks that kept running while shoald was down are taken over, not restarted;
+            // before the session starts, so the first view finds them running here.
+            let adopted = fresh.adopt_leftovers();
+            if !adopted.is_empty() {
+                tracing::info!(tasks = adopted.len(), "adopted running tasks");
+            }
+            fresh
+        });
         if self.opts.overlays {
             let overlay = identity
                 .advertise_addr

@@ -49,12 +49,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sandboxes = if Sandboxes::available() {
-        let sb = Sandboxes::new(&opts.state_dir);
-        let stale = sb.remove_all();
-        if stale > 0 {
-            tracing::warn!(stale, "removed task namespaces left by an earlier shoald");
-        }
-        Some(sb)
+        // Sandboxes of an earlier run stay: their tasks may be adopted on resume.
+        Some(Sandboxes::new(&opts.state_dir))
     } else {
         tracing::warn!("not root: native tasks run without their own network namespace");
         None
@@ -67,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
             raft_tick: Duration::from_millis(opts.raft_tick_ms.max(1)),
             overlays: sandboxes.is_some(),
         },
-        Arc::new(NativeExecutor::new(sandboxes.clone())),
+        Arc::new(NativeExecutor::new(
+            sandboxes.clone(),
+            opts.state_dir.join("tasks"),
+        )),
     )?;
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir)?;

@@ -52,6 +52,40 @@ impl TaskRunner {
         }
     }
 
+    /// Takes over tasks whose processes outlived an earlier shoald; returns their ids. The
+    /// rest of what that run left is removed.
+    pub fn adopt_leftovers(&self) -> Vec<String> {
+        let found = self.executor.leftovers();
+        let ids: Vec<String> = found.iter().map(|(t, _)| t.clone()).collect();
+        self.executor.discard_leftovers(&ids);
+        for (id, pid) in found {
+            tracing::info!(task = %id, pid, "adopted a running task");
+            // Its `running` report may have died with the earlier shoald; a repeat is
+            // ignored by the manager.
+            self.report(
+                &id,
+                TaskState::Running,
+                "adopted after a shoald restart",
+                String::new(),
+                Some(ContainerStatus { pid, exit_code: 0 }),
+            );
+            let started = self.executor.adopt(&id, pid);
+            self.running.lock().expect("lock").insert(
+                id.clone(),
+                Running {
+                    pid,
+                    stopping: false,
+                },
+            );
+            let me = self.clone();
+            tokio::spawn(async move {
+                let exit = started.exit.await.unwrap_or(Exit::Unknown);
+                me.finished(&id, exit);
+            });
+        }
+        ids
+    }
+
     /// Turns on overlay networking for the tasks this runner starts from now on.
     pub fn set_overlay(&self, ctx: Option<OverlayCtx>) {
         *self.overlay.lock().expect("lock") = ctx.map(Arc::new);
@@ -262,6 +296,14 @@ impl TaskRunner {
                 "task: killed by a signal",
                 format!("task: killed by signal {s}"),
                 128 + s,
+            ),
+            (true, Exit::Unknown) => (TaskState::Shutdown, "shutdown", String::new(), 0),
+            (false, Exit::Unknown) => (
+                TaskState::Failed,
+                "task: exited",
+                "task: exited after being adopted by a restarted shoald; its exit code is unknown"
+                    .to_string(),
+                -1,
             ),
         };
         tracing::info!(task = %id, %state, code, "task ended");

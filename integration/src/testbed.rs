@@ -209,6 +209,15 @@ impl Testbed {
         Ok(())
     }
 
+    /// SIGKILLs node `i`'s shoald (its tasks live on) and starts it again.
+    pub fn restart(&mut self, i: usize, shoald: &Path, extra: &[&str]) -> Result<()> {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.start(i, shoald, extra)
+    }
+
     /// Leaves namespaces and daemons running after this value is dropped.
     pub fn detach(mut self) {
         self.detached = true;

@@ -407,6 +407,24 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             .then_some(())
     })
     .await
+    .map_err(|e| {
+        let out = c.shoal(0, &["service", "ls"]);
+        let ps = c.shoal(
+            0,
+            &[
+                "node", "ps", "node-1", "node-2", "node-3", "node-4", "node-5",
+            ],
+        );
+        anyhow::anyhow!(
+            "{e}\n{}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&ps.stdout),
+            (0..5)
+                .map(|i| c.log(i))
+                .collect::<Vec<_>>()
+                .join("\n=====\n")
+        )
+    })
     .unwrap_or_else(|e| panic!("{e}\n{}", c.log(0)));
 }
 

@@ -380,3 +380,133 @@ fn tasks_reach_each_other_across_nodes_over_vxlan() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_restarted_shoald_adopts_its_tasks_and_keeps_the_kernel_state() {
+    if !require_root("a_restarted_shoald_adopts_its_tasks_and_keeps_the_kernel_state") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::create("shoa", 2, root.path()).unwrap();
+    let shoald = bin_dir().join("shoald");
+    for i in 0..2 {
+        bed.start(i, &shoald, &[]).unwrap();
+    }
+    let h1 = bed.nodes[0].host();
+    shoal(
+        &h1,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "198.18.0.1",
+            "--default-addr-pool",
+            "198.19.0.0/16",
+        ],
+    );
+    let token = shoal(&h1, &["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    shoal(
+        &bed.nodes[1].host(),
+        &[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            "198.18.0.2",
+            "198.18.0.1:2377",
+        ],
+    );
+    wait_for("2 ready nodes", 20, || {
+        (shoal(&h1, &["node", "ls"]).matches("Ready").count() == 2).then_some(())
+    });
+    shoal(
+        &h1,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.40.0/24",
+            "app",
+        ],
+    );
+    shoal(
+        &h1,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "echo",
+            "--replicas",
+            "2",
+            "--network",
+            "app",
+            "python3",
+            "-c",
+            SERVER,
+        ],
+    );
+    let tasks = wait_for("2 tasks on 2 nodes", 30, || {
+        let t = running_tasks(&h1, "echo");
+        let nodes: BTreeSet<&str> = t.iter().map(|t| t.node.as_str()).collect();
+        (t.len() == 2 && nodes.len() == 2).then_some(t)
+    });
+    let kernel = |ns: &str| {
+        let links = Command::new("ip")
+            .args(["-n", ns, "-br", "link"])
+            .output()
+            .unwrap();
+        let fdb = Command::new("ip")
+            .args(["netns", "exec", ns, "bridge", "fdb", "show"])
+            .output()
+            .unwrap();
+        let neigh = Command::new("ip")
+            .args(["-n", ns, "neigh", "show"])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}{}",
+            String::from_utf8_lossy(&links.stdout),
+            String::from_utf8_lossy(&fdb.stdout),
+            String::from_utf8_lossy(&neigh.stdout)
+                .lines()
+                .filter(|l| l.contains("PERMANENT"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let before = kernel(&bed.nodes[1].netns);
+    let on_worker = tasks.iter().find(|t| t.node == "node-2").unwrap();
+    let on_manager = tasks.iter().find(|t| t.node == "node-1").unwrap();
+
+    // SIGKILL the worker's shoald and start it again.
+    bed.restart(1, &shoald, &[]).unwrap();
+    let after_tasks = wait_for("the same tasks running", 30, || {
+        let t = running_tasks(&h1, "echo");
+        (t.len() == 2 && shoal(&h1, &["node", "ls"]).matches("Ready").count() == 2).then_some(t)
+    });
+    let ids = |v: &[TaskInfo]| {
+        v.iter()
+            .map(|t| (t.node.clone(), t.ip.clone(), t.pid))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(ids(&after_tasks), ids(&tasks), "no task was replaced");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        kernel(&bed.nodes[1].netns),
+        before,
+        "kernel state unchanged"
+    );
+    let answer = from_task(on_manager.pid, &tcp(&on_worker.ip));
+    assert_eq!(
+        answer.trim(),
+        format!("tcp {}", on_manager.ip),
+        "still reachable"
+    );
+}

@@ -11,6 +11,8 @@ use std::path::Path;
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// An adopted task ended; only the process that started it could read its status.
+    Unknown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,5 +53,11 @@ pub trait Executor: Send + Sync {
     fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError>;
     /// Asks a task to stop (SIGTERM); the caller escalates with `kill` after the grace period.
     fn terminate(&self, pid: u32);
+    /// Takes over a task started by an earlier run of this shoald, whose process lives on.
+    fn adopt(&self, task_id: &str, pid: u32) -> Started;
+    /// Task processes of an earlier run still alive: (task id, pid of its process group).
+    fn leftovers(&self) -> Vec<(String, u32)>;
+    /// Ends leftover tasks that are not adopted and removes whatever they left behind.
+    fn discard_leftovers(&self, keep: &[String]);
     fn kill(&self, pid: u32);
 }

@@ -13,42 +13,68 @@ use std::process::Stdio;
 /// Runs tasks as processes, each in its own sandbox when the host allows it.
 pub struct NativeExecutor {
     sandboxes: Option<Sandboxes>,
+    tasks_dir: std::path::PathBuf,
 }
 
 impl NativeExecutor {
     /// With `sandboxes`, every task gets its own network and mount namespaces.
-    pub fn new(sandboxes: Option<Sandboxes>) -> Self {
-        NativeExecutor { sandboxes }
+    pub fn new(sandboxes: Option<Sandboxes>, tasks_dir: std::path::PathBuf) -> Self {
+        NativeExecutor {
+            sandboxes,
+            tasks_dir,
+        }
     }
 }
 
 /// Environment variable holding the task's directory in the state dir.
 pub const TASK_DIR_ENV: &str = "SHOAL_TASK_DIR";
 
-/// Kills task processes left behind by an earlier shoald of this state dir (crash, SIGKILL).
-/// Their tasks are reported lost and replaced; adopting them comes with the sandboxes.
-pub fn kill_leftovers(tasks_dir: &Path) -> usize {
-    let marker = format!("{TASK_DIR_ENV}={}", tasks_dir.display());
-    let mut killed = 0;
+/// Processes whose environment marks them as tasks under `tasks_dir`: (task id, pid, is
+/// the leader of its process group).
+fn task_processes(tasks_dir: &Path) -> Vec<(String, u32, bool)> {
+    let marker = format!("{TASK_DIR_ENV}={}/", tasks_dir.display());
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Vec::new();
     };
+    let mut out = Vec::new();
     for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let Ok(env) = std::fs::read(entry.path().join("environ")) else {
             continue;
         };
-        let ours = env
-            .split(|b| *b == 0)
-            .any(|kv| kv.starts_with(marker.as_bytes()));
-        if ours {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            killed += 1;
-        }
+        let Some(task) = env.split(|b| *b == 0).find_map(|kv| {
+            let kv = std::str::from_utf8(kv).ok()?;
+            kv.strip_prefix(&marker)
+                .map(|rest| rest.trim_end_matches('/').to_string())
+        }) else {
+            continue;
+        };
+        // Field 5 of /proc/PID/stat is the process group; the comm field may hold spaces.
+        let leader = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_string()))
+            .and_then(|r| {
+                r.split_whitespace()
+                    .nth(2)
+                    .and_then(|g| g.parse::<u32>().ok())
+            })
+            .is_some_and(|pgrp| pgrp == pid);
+        out.push((task, pid, leader));
     }
-    killed
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is gone for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
 }
 
 impl Executor for NativeExecutor {
@@ -166,6 +192,46 @@ impl Executor for NativeExecutor {
             let _ = tx.send(exit);
         });
         Ok(Started { pid, exit: rx })
+    }
+
+    fn adopt(&self, task_id: &str, pid: u32) -> Started {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cleanup = self.sandboxes.clone();
+        let id = task_id.to_string();
+        tokio::spawn(async move {
+            // Not our child: watch for it to go.
+            while alive(pid) {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            if let Some(sb) = cleanup {
+                sb.remove(&id);
+            }
+            let _ = tx.send(Exit::Unknown);
+        });
+        Started { pid, exit: rx }
+    }
+
+    fn leftovers(&self) -> Vec<(String, u32)> {
+        task_processes(&self.tasks_dir)
+            .into_iter()
+            .filter(|(_, _, leader)| *leader)
+            .map(|(task, pid, _)| (task, pid))
+            .collect()
+    }
+
+    fn discard_leftovers(&self, keep: &[String]) {
+        for (task, pid, _) in task_processes(&self.tasks_dir) {
+            if !keep.contains(&task) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+        if let Some(sb) = &self.sandboxes {
+            for name in sb.list() {
+                if !keep.iter().any(|t| name == sb.name(t)) {
+                    sb.remove_name(&name);
+                }
+            }
+        }
     }
 
     fn terminate(&self, pid: u32) {

@@ -103,6 +103,12 @@ impl Sandboxes {
         let _ = std::fs::remove_dir_all(self.etc_netns.join(&name));
     }
 
+    /// Removes a sandbox by its name.
+    pub fn remove_name(&self, name: &str) {
+        let _ = ip(&["netns", "delete", name]);
+        let _ = std::fs::remove_dir_all(self.etc_netns.join(name));
+    }
+
     /// Names of this shoald's sandboxes that exist now.
     pub fn list(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir("/run/netns") else {
