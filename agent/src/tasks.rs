@@ -86,6 +86,43 @@ impl TaskRunner {
         ids
     }
 
+    /// Gives running tasks back interfaces that disappeared (links deleted by hand, a node
+    /// namespace rebuilt): the overlay is reconciled for them as for everything else.
+    fn replumb(&self, ctx: &OverlayCtx, view: &NodeView, plans: &[NetworkPlan]) {
+        let running: HashMap<String, u32> = self
+            .running
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, r)| (id.clone(), r.pid))
+            .collect();
+        let mut links = None;
+        for task in view.tasks.iter() {
+            let Some(pid) = running.get(&task.id).copied() else {
+                continue;
+            };
+            if task.networks_attachments.is_empty() {
+                continue;
+            }
+            let links = links.get_or_insert_with(crate::overlay::apply::link_names);
+            let missing = (0..task.networks_attachments.len())
+                .any(|i| !links.contains(&crate::overlay::apply::veth_name(&task.id, i)));
+            if !missing {
+                continue;
+            }
+            if self.executor.sandbox(&task.id).is_none() {
+                continue;
+            }
+            let netns = crate::overlay::apply::TaskNetns::Process(pid);
+            match ctx.overlay.attach(&netns, task, plans, view.data_path_port) {
+                Ok(()) => tracing::info!(task = %task.id, "task interfaces restored"),
+                Err(e) => {
+                    tracing::warn!(task = %task.id, error = %e, "cannot restore the task's interfaces")
+                }
+            }
+        }
+    }
+
     /// Turns on overlay networking for the tasks this runner starts from now on.
     pub fn set_overlay(&self, ctx: Option<OverlayCtx>) {
         *self.overlay.lock().expect("lock") = ctx.map(Arc::new);
@@ -168,6 +205,7 @@ impl TaskRunner {
                 for e in ctx.overlay.sync(&plans, view.data_path_port) {
                     tracing::warn!(error = %e, "overlay not in its desired state");
                 }
+                self.replumb(ctx, view, &plans);
                 plans
             }
             None => Vec::new(),
@@ -232,7 +270,12 @@ impl TaskRunner {
         let setup = |netns: &str| match overlay {
             Some(ctx) => ctx
                 .overlay
-                .attach(netns, task, plans, port)
+                .attach(
+                    &crate::overlay::apply::TaskNetns::Named(netns.to_string()),
+                    task,
+                    plans,
+                    port,
+                )
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         };

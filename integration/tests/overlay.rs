@@ -509,4 +509,55 @@ fn a_restarted_shoald_adopts_its_tasks_and_keeps_the_kernel_state() {
         format!("tcp {}", on_manager.ip),
         "still reachable"
     );
+
+    // A simulated reboot of the node's networking: its overlay links deleted by hand, then
+    // shoald restarted. Everything comes back (bridge MACs and interface indexes aside).
+    let semantic = |ns: &str| {
+        let names: BTreeSet<String> = Command::new("ip")
+            .args(["-n", ns, "-j", "link", "show"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<Vec<Value>>(&o.stdout).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+            .collect();
+        let vni_dev = names
+            .iter()
+            .find(|n| n.starts_with("sv"))
+            .cloned()
+            .unwrap_or_default();
+        let vni: u32 = vni_dev.trim_start_matches("sv").parse().unwrap_or(0);
+        (names, kernel_entries(ns, vni))
+    };
+    let before = semantic(&bed.nodes[1].netns);
+    for link in &before.0 {
+        if link.starts_with("sb") || link.starts_with("sv") || link.starts_with("st") {
+            let _ = Command::new("ip")
+                .args(["-n", &bed.nodes[1].netns, "link", "del", link])
+                .status();
+        }
+    }
+    let broken = from_task(on_manager.pid, &tcp(&on_worker.ip));
+    assert!(
+        !broken.starts_with("tcp"),
+        "the links really are gone: {broken}"
+    );
+    bed.restart(1, &shoald, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while semantic(&bed.nodes[1].netns) != before {
+        assert!(
+            Instant::now() < deadline,
+            "not restored: {:?} != {:?}\n{}",
+            semantic(&bed.nodes[1].netns),
+            before,
+            std::fs::read_to_string(bed.nodes[1].dir.join("shoald.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let answer = wait_for("reachable again", 10, || {
+        let a = from_task(on_manager.pid, &tcp(&on_worker.ip));
+        a.starts_with("tcp").then_some(a)
+    });
+    assert_eq!(answer.trim(), format!("tcp {}", on_manager.ip));
 }

@@ -57,6 +57,8 @@ pub trait Executor: Send + Sync {
     fn adopt(&self, task_id: &str, pid: u32) -> Started;
     /// Task processes of an earlier run still alive: (task id, pid of its process group).
     fn leftovers(&self) -> Vec<(String, u32)>;
+    /// The network namespace of a task, when tasks get their own.
+    fn sandbox(&self, task_id: &str) -> Option<String>;
     /// Ends leftover tasks that are not adopted and removes whatever they left behind.
     fn discard_leftovers(&self, keep: &[String]);
     fn kill(&self, pid: u32);

@@ -195,6 +195,11 @@ impl Executor for NativeExecutor {
     }
 
     fn adopt(&self, task_id: &str, pid: u32) -> Started {
+        if let Some(sb) = &self.sandboxes {
+            if let Err(e) = sb.reattach(task_id, pid) {
+                tracing::warn!(task = task_id, error = %e, "cannot name the adopted task's namespace");
+            }
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cleanup = self.sandboxes.clone();
         let id = task_id.to_string();
@@ -209,6 +214,10 @@ impl Executor for NativeExecutor {
             let _ = tx.send(Exit::Unknown);
         });
         Started { pid, exit: rx }
+    }
+
+    fn sandbox(&self, task_id: &str) -> Option<String> {
+        self.sandboxes.as_ref().map(|sb| sb.name(task_id))
     }
 
     fn leftovers(&self) -> Vec<(String, u32)> {

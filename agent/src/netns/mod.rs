@@ -103,6 +103,16 @@ impl Sandboxes {
         let _ = std::fs::remove_dir_all(self.etc_netns.join(&name));
     }
 
+    /// Names the network namespace of a running task's process again, for a shoald that
+    /// adopts it: a name made by an earlier shoald may live only in that one's mount
+    /// namespace (as when shoald runs under `ip netns exec`).
+    pub fn reattach(&self, task_id: &str, pid: u32) -> Result<String, NetnsError> {
+        let name = self.name(task_id);
+        let _ = ip(&["netns", "delete", &name]);
+        ip(&["netns", "attach", &name, &pid.to_string()])?;
+        Ok(name)
+    }
+
     /// Removes a sandbox by its name.
     pub fn remove_name(&self, name: &str) {
         let _ = ip(&["netns", "delete", name]);

@@ -223,12 +223,13 @@ impl Overlay {
     /// namespace, with the task's address and MAC, on the network's bridge.
     pub fn attach(
         &self,
-        netns: &str,
+        netns: &TaskNetns,
         task: &Task,
         plans: &[NetworkPlan],
         port: u16,
     ) -> Result<(), OverlayError> {
         let mtu = self.mtu.to_string();
+        let target = netns.target();
         for (i, a) in task.networks_attachments.iter().enumerate() {
             let plan = plans
                 .iter()
@@ -245,39 +246,74 @@ impl Overlay {
                 task: task.id.clone(),
                 network: a.network_id.clone(),
             })?;
-            let host = format!("st{}{}", &task.id[..task.id.len().min(10)], i);
+            let host = veth_name(&task.id, i);
             let peer = format!("eth{i}");
             let _ = run("ip", &["link", "del", &host]);
             run(
                 "ip",
                 &[
                     "link", "add", &host, "mtu", &mtu, "type", "veth", "peer", "name", &peer,
-                    "netns", netns,
+                    "netns", &target,
                 ],
             )?;
             run(
                 "ip",
                 &["link", "set", &host, "master", &plan.bridge(), "up"],
             )?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    netns,
-                    "link",
-                    "set",
-                    &peer,
-                    "address",
-                    &mac_for(ip),
-                    "mtu",
-                    &mtu,
-                ],
-            )?;
-            run("ip", &["-n", netns, "addr", "add", addr, "dev", &peer])?;
-            run("ip", &["-n", netns, "link", "set", &peer, "up"])?;
+            let mac = mac_for(ip);
+            netns.ip(&["link", "set", &peer, "address", &mac, "mtu", &mtu])?;
+            netns.ip(&["addr", "add", addr, "dev", &peer])?;
+            netns.ip(&["link", "set", &peer, "up"])?;
         }
         Ok(())
     }
+}
+
+/// Where a task's interfaces go: a named namespace (a task being started) or the namespace
+/// of a running process (an adopted task, whose name may not be visible to this shoald).
+pub enum TaskNetns {
+    Named(String),
+    Process(u32),
+}
+
+impl TaskNetns {
+    /// What `ip link ... netns` takes: a name or a pid.
+    fn target(&self) -> String {
+        match self {
+            TaskNetns::Named(n) => n.clone(),
+            TaskNetns::Process(pid) => pid.to_string(),
+        }
+    }
+
+    /// Runs `ip ARGS` inside the namespace.
+    fn ip(&self, args: &[&str]) -> Result<String, OverlayError> {
+        match self {
+            TaskNetns::Named(n) => {
+                let mut all = vec!["-n", n.as_str()];
+                all.extend_from_slice(args);
+                run("ip", &all)
+            }
+            TaskNetns::Process(pid) => {
+                let pid = pid.to_string();
+                let mut all = vec!["-t", pid.as_str(), "-n", "ip"];
+                all.extend_from_slice(args);
+                run("nsenter", &all)
+            }
+        }
+    }
+}
+
+/// Name of the host side of a task's veth for its `index`th network.
+pub fn veth_name(task_id: &str, index: usize) -> String {
+    format!("st{}{}", &task_id[..task_id.len().min(10)], index)
+}
+
+/// Names of the links present now.
+pub fn link_names() -> BTreeSet<String> {
+    json("ip", &["-j", "link", "show"])
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// VNIs of the overlay devices present now.
