@@ -195,10 +195,10 @@ impl Executor for NativeExecutor {
     }
 
     fn adopt(&self, task_id: &str, pid: u32) -> Started {
-        if let Some(sb) = &self.sandboxes {
-            if let Err(e) = sb.reattach(task_id, pid) {
-                tracing::warn!(task = task_id, error = %e, "cannot name the adopted task's namespace");
-            }
+        if let Some(sb) = &self.sandboxes
+            && let Err(e) = sb.reattach(task_id, pid)
+        {
+            tracing::warn!(task = task_id, error = %e, "cannot name the adopted task's namespace");
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let cleanup = self.sandboxes.clone();
