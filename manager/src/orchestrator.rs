@@ -235,6 +235,19 @@ fn reconcile_service(
         });
     }
 
+    // Slots removed by a scale-down lose their history once their tasks have stopped, as
+    // swarmkit's task reaper does: a later scale-up starts them afresh, without the restart
+    // backoff (or a "never restart" policy) of tasks that belonged to the old slot.
+    for (key, tasks) in slots {
+        if matches!(key, SlotKey::Slot(_)) && !wanted.contains(key) {
+            for t in tasks {
+                if t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown {
+                    ops.push(TaskOp::Delete { id: t.id.clone() });
+                }
+            }
+        }
+    }
+
     // Pass 3: fill empty slots, honouring the restart policy.
     for key in wanted {
         if live.get(key).is_some_and(|ts| !ts.is_empty()) {

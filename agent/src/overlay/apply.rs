@@ -133,6 +133,9 @@ impl Overlay {
             )?;
         }
         run("ip", &["link", "set", &vx, "master", &br, "up"])?;
+        // Remote MACs come from the manager, never from traffic: the bridge doesn't learn
+        // them on the vxlan port either.
+        run("bridge", &["link", "set", "dev", &vx, "learning", "off"])?;
         run("ip", &["link", "set", &br, "up"])?;
         Ok(())
     }

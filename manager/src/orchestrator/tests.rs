@@ -537,3 +537,71 @@ fn a_global_service_with_a_host_port_settles() {
         "global host-port service keeps churning: {ops:?}"
     );
 }
+
+#[test]
+fn scaling_a_slot_away_and_back_starts_it_afresh() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    let mut spec = service_spec("web", 1, &[], &[]);
+    spec.task_template.restart_policy.condition = RestartCondition::None;
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    let first = s.service_tasks("web").next().unwrap().id.clone();
+    index += 1;
+    s.apply(
+        index,
+        Command::Tasks {
+            ops: vec![TaskOp::Status {
+                id: first,
+                status: TaskStatus {
+                    state: TaskState::Failed,
+                    timestamp: NOW.into(),
+                    ..Default::default()
+                },
+            }],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    assert!(
+        live_slots(&s, "web").is_empty(),
+        "restart condition none: not restarted"
+    );
+    let scale = |s: &mut ClusterState, index: &mut u64, n: u64| {
+        let mut spec = s.services["web"].spec.clone();
+        spec.mode = ServiceMode::Replicated { replicas: n };
+        let v = s.services["web"].version.index;
+        *index += 1;
+        s.apply(
+            *index,
+            Command::UpdateService {
+                id: "web".into(),
+                version: v,
+                spec,
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+    };
+    scale(&mut s, &mut index, 0);
+    settle(&mut s, &mut index, &mut new_id);
+    assert_eq!(
+        s.service_tasks("web").count(),
+        0,
+        "the removed slot's history is gone"
+    );
+    scale(&mut s, &mut index, 1);
+    settle(&mut s, &mut index, &mut new_id);
+    assert_eq!(live_slots(&s, "web"), vec![1], "a fresh task for the slot");
+    assert_eq!(s.service_tasks("web").next().unwrap().restart_count, 0);
+}
