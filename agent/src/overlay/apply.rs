@@ -3,7 +3,7 @@
 //! FDB and neighbour entries added and removed to match exactly, devices of networks no
 //! longer needed deleted, and veths plumbed into task namespaces.
 
-use super::{NetworkPlan, VXLAN_OVERHEAD, bridge_name, mac_for, parse_addr, vxlan_name};
+use super::{NetworkPlan, VXLAN_OVERHEAD, bridge_name, diff, mac_for, parse_addr, vxlan_name};
 use serde_json::Value;
 use shoal_api::objects::Task;
 use std::collections::BTreeSet;
@@ -174,7 +174,18 @@ impl Overlay {
                     ))
                 })
                 .collect();
-        for (ip, mac) in want_neigh.difference(&have_neigh) {
+        let (add_neigh, stale_neigh) = diff(&want_neigh, &have_neigh);
+        let (add_fdb, stale_fdb) = diff(&want_fdb, &have_fdb);
+        for (ip, _) in &stale_neigh {
+            let _ = run("ip", &["neigh", "del", ip, "dev", &vx]);
+        }
+        for (mac, dst) in &stale_fdb {
+            let _ = run(
+                "bridge",
+                &["fdb", "del", mac, "dev", &vx, "dst", dst, "self"],
+            );
+        }
+        for (ip, mac) in &add_neigh {
             if let Err(e) = run(
                 "ip",
                 &[
@@ -192,16 +203,7 @@ impl Overlay {
                 errors.push(e);
             }
         }
-        for (ip, _) in have_neigh.difference(&want_neigh) {
-            let _ = run("ip", &["neigh", "del", ip, "dev", &vx]);
-        }
-        for (mac, dst) in have_fdb.difference(&want_fdb) {
-            let _ = run(
-                "bridge",
-                &["fdb", "del", mac, "dev", &vx, "dst", dst, "self"],
-            );
-        }
-        for (mac, dst) in want_fdb.difference(&have_fdb) {
+        for (mac, dst) in &add_fdb {
             if let Err(e) = run(
                 "bridge",
                 &[

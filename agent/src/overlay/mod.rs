@@ -71,6 +71,12 @@ pub fn desired(view: &NodeView, my_node: &str) -> Vec<NetworkPlan> {
         .filter_map(|p| Some((p.node_id.as_str(), p.addr.parse().ok()?)))
         .collect();
     let mut wanted: BTreeMap<String, u32> = BTreeMap::new();
+    // Ingress is on every node, so a published port can answer anywhere (routing mesh).
+    for n in view.networks.iter().filter(|n| n.network.spec.ingress) {
+        if let Some(vni) = n.network.vni() {
+            wanted.insert(n.network.id.clone(), vni);
+        }
+    }
     for t in view.tasks.iter().filter(|t| runs_here(t)) {
         for a in &t.networks_attachments {
             if let Some(vni) = view
@@ -109,6 +115,17 @@ pub fn desired(view: &NodeView, my_node: &str) -> Vec<NetworkPlan> {
             }
         })
         .collect()
+}
+
+/// What to add and what to remove to turn `have` into `want`.
+pub fn diff<T: Ord + Clone>(
+    want: &std::collections::BTreeSet<T>,
+    have: &std::collections::BTreeSet<T>,
+) -> (Vec<T>, Vec<T>) {
+    (
+        want.difference(have).cloned().collect(),
+        have.difference(want).cloned().collect(),
+    )
 }
 
 #[cfg(test)]

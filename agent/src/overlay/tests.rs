@@ -131,3 +131,45 @@ fn plan_has_local_networks_and_exactly_the_remote_tasks() {
         ]
     );
 }
+
+#[test]
+fn diff_adds_what_is_missing_and_removes_what_is_stale() {
+    let set = |v: &[(&str, &str)]| -> std::collections::BTreeSet<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let want = set(&[
+        ("02:42:c6:13:01:04", "198.18.0.2"),
+        ("02:42:c6:13:01:05", "198.18.0.3"),
+    ]);
+    let have = set(&[
+        ("02:42:c6:13:01:05", "198.18.0.3"),
+        ("02:42:c6:13:01:09", "198.18.0.2"),
+    ]);
+    let (add, remove) = diff(&want, &have);
+    assert_eq!(
+        add,
+        vec![("02:42:c6:13:01:04".to_string(), "198.18.0.2".to_string())]
+    );
+    assert_eq!(
+        remove,
+        vec![("02:42:c6:13:01:09".to_string(), "198.18.0.2".to_string())]
+    );
+    assert_eq!(diff(&want, &want), (vec![], vec![]));
+}
+
+#[test]
+fn ingress_is_planned_on_every_node() {
+    let mut ingress = network("ing", 4096);
+    ingress.spec.ingress = true;
+    let view = NodeView {
+        networks: vec![NetworkView {
+            network: ingress,
+            peers: vec![],
+        }],
+        ..Default::default()
+    };
+    let plans = desired(&view, "me");
+    assert_eq!(plans.iter().map(|p| p.vni).collect::<Vec<_>>(), [4096]);
+}
