@@ -61,18 +61,35 @@ pub fn sorted(tasks: &[TaskView]) -> Vec<&TaskView> {
 pub fn task_image(spec: &TaskSpec, no_trunc: bool) -> String {
     let c = &spec.container_spec;
     if spec.runtime == Runtime::Native || c.image.is_empty() {
-        return c
+        let full = c
             .command
             .iter()
             .chain(&c.args)
             .map(|w| shell_word(w))
             .collect::<Vec<_>>()
             .join(" ");
+        return if no_trunc {
+            full
+        } else {
+            truncate_command(&full)
+        };
     }
     if no_trunc {
         c.image.clone()
     } else {
         c.image.split('@').next().unwrap_or_default().to_string()
+    }
+}
+
+/// A table cell for a command: its first line, at most 40 characters, "…" when cut.
+fn truncate_command(full: &str) -> String {
+    const MAX: usize = 40;
+    let first = full.lines().next().unwrap_or_default();
+    let cut: String = first.chars().take(MAX).collect();
+    if cut.len() < full.len() {
+        format!("{cut}…")
+    } else {
+        cut
     }
 }
 
@@ -339,5 +356,22 @@ ID                     NAME                             IMAGE             NODE  
 taskid-full-length-x   job.n1-id.taskid-full-length-x   sh -c \"echo hi\"   n1        Running         Running about an hour ago
 ";
         assert_eq!(render(&[t], &opts), want);
+    }
+}
+
+#[cfg(test)]
+mod command_cell_tests {
+    #[test]
+    fn long_or_multi_line_commands_are_cut_in_tables() {
+        assert_eq!(super::truncate_command("sleep 600"), "sleep 600");
+        assert_eq!(
+            super::truncate_command("python3 -c \"import os\nprint(1)\""),
+            "python3 -c \"import os…"
+        );
+        let long = "x".repeat(50);
+        assert_eq!(
+            super::truncate_command(&long),
+            format!("{}…", "x".repeat(40))
+        );
     }
 }
