@@ -3,13 +3,9 @@
 //! its own shoald; node 1 initializes the swarm, the next `--managers - 1` join as managers
 //! and the rest as workers. Needs root.
 
-use crate::daemon::Daemon;
 use crate::{Output, print};
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use shoal_api::control::ControlRequest;
-use shoal_api::local::{LocalRequest, SwarmInit, SwarmJoin};
-use shoal_api::objects::NodeRole;
 use shoal_integration::testbed::{Testbed, remove_leftovers, remove_tasks_under};
 use std::path::PathBuf;
 
@@ -86,7 +82,7 @@ async fn up(nodes: usize, managers: usize, dir: PathBuf, out: &mut Output) -> Re
     for i in 0..nodes {
         bed.start(i, &shoald, &[])?;
     }
-    let result = form(&bed, managers).await;
+    let result = bed.form_swarm(managers).await;
     if let Err(e) = result {
         // Dropping the testbed removes everything it made.
         return Err(e.context("forming the dev cluster; nothing was left behind"));
@@ -105,58 +101,4 @@ async fn up(nodes: usize, managers: usize, dir: PathBuf, out: &mut Output) -> Re
     text.push_str("\nRemove it with: shoal dev down\n");
     bed.detach();
     print(out, &text)
-}
-
-async fn form(bed: &Testbed, managers: usize) -> Result<()> {
-    let first = &bed.nodes[0];
-    let mut d1 = Daemon::new(first.host());
-    d1.local(&LocalRequest::SwarmInit(SwarmInit {
-        advertise_addr: first.addr.clone(),
-        listen_addr: format!("{}:2377", first.addr),
-        default_addr_pool: vec!["198.19.0.0/16".into()],
-        subnet_size: 24,
-        data_path_port: 4789,
-        dynamic_port_range: None,
-    }))
-    .await?;
-    let token = |role| ControlRequest::JoinToken {
-        role,
-        rotate: false,
-    };
-    let worker = d1.token(token(NodeRole::Worker)).await?;
-    let manager = d1.token(token(NodeRole::Manager)).await?;
-    for (i, n) in bed.nodes.iter().enumerate().skip(1) {
-        let mut d = Daemon::new(n.host());
-        d.local(&LocalRequest::SwarmJoin(SwarmJoin {
-            token: if i < managers {
-                manager.clone()
-            } else {
-                worker.clone()
-            },
-            remote_addr: format!("{}:2377", first.addr),
-            advertise_addr: n.addr.clone(),
-            listen_addr: format!("{}:2377", n.addr),
-        }))
-        .await
-        .map_err(|e| anyhow!("{} could not join: {e}", n.name))?;
-    }
-    // Up means every node has its session: ready for tasks.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let nodes = d1.nodes().await?;
-        let ready = nodes
-            .iter()
-            .filter(|n| n.status.state == shoal_api::objects::NodeState::Ready)
-            .count();
-        if ready == bed.nodes.len() {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            bail!(
-                "only {ready} of {} nodes became ready within 30s",
-                bed.nodes.len()
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }

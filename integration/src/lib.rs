@@ -240,3 +240,25 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Replaces the section of a benchmarks file that starts with `heading` (up to the next
+/// `## `) with `text`, or appends it; the rest of the file is kept.
+pub fn write_bench_section(path: &str, heading: &str, text: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let kept = match old.find(heading) {
+        Some(start) => {
+            let rest = &old[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map(|e| start + heading.len() + e + 1)
+                .unwrap_or(old.len());
+            format!("{}{}", &old[..start], &old[end..])
+        }
+        None => old,
+    };
+    std::fs::write(
+        path,
+        format!("{}\n\n{}", kept.trim_end(), text.trim_end()) + "\n",
+    )?;
+    Ok(())
+}

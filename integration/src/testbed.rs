@@ -218,6 +218,100 @@ impl Testbed {
         self.start(i, shoald, extra)
     }
 
+    /// Node 1 initializes a swarm (pool 198.19.0.0/16), the next `managers - 1` nodes join
+    /// as managers and the rest as workers; returns once every node is ready.
+    pub async fn form_swarm(&self, managers: usize) -> Result<()> {
+        use shoal_api::client::{call_local, connect_local};
+        use shoal_api::control::{ControlRequest, ControlResponse};
+        use shoal_api::local::{LocalRequest, LocalResponse, SwarmInit, SwarmJoin};
+        use shoal_api::objects::{NodeRole, NodeState};
+        let first = &self.nodes[0];
+        let mut m = connect_local(&first.host()).await?;
+        let host = first.host();
+        let call = |req: LocalRequest| {
+            let host = host.clone();
+            async move {
+                let mut c = connect_local(&host).await?;
+                call_local(&mut c, &req)
+                    .await
+                    .map_err(|s| anyhow!("{}", s.message()))
+            }
+        };
+        call_local(
+            &mut m,
+            &LocalRequest::SwarmInit(SwarmInit {
+                advertise_addr: first.addr.clone(),
+                listen_addr: format!("{}:2377", first.addr),
+                default_addr_pool: vec!["198.19.0.0/16".into()],
+                subnet_size: 24,
+                data_path_port: 4789,
+                dynamic_port_range: None,
+            }),
+        )
+        .await
+        .map_err(|s| anyhow!("swarm init on {}: {}", first.name, s.message()))?;
+        let token = |role| async move {
+            match call(LocalRequest::Control(ControlRequest::JoinToken {
+                role,
+                rotate: false,
+            }))
+            .await?
+            {
+                LocalResponse::Control(ControlResponse::Token(t)) => Ok::<_, anyhow::Error>(t),
+                other => Err(anyhow!("unexpected answer {other:?}")),
+            }
+        };
+        let worker = token(NodeRole::Worker).await?;
+        let manager = token(NodeRole::Manager).await?;
+        for (i, n) in self.nodes.iter().enumerate().skip(1) {
+            let mut c = connect_local(&n.host()).await?;
+            call_local(
+                &mut c,
+                &LocalRequest::SwarmJoin(SwarmJoin {
+                    token: if i < managers {
+                        manager.clone()
+                    } else {
+                        worker.clone()
+                    },
+                    remote_addr: format!("{}:2377", first.addr),
+                    advertise_addr: n.addr.clone(),
+                    listen_addr: format!("{}:2377", n.addr),
+                }),
+            )
+            .await
+            .map_err(|s| anyhow!("{} could not join: {}", n.name, s.message()))?;
+        }
+        // Up means every node has its session: ready for tasks.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = match call(LocalRequest::Control(ControlRequest::NodeList)).await? {
+                LocalResponse::Control(ControlResponse::Nodes(n)) => n
+                    .iter()
+                    .filter(|n| n.status.state == NodeState::Ready)
+                    .count(),
+                _ => 0,
+            };
+            if ready == self.nodes.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {ready} of {} nodes became ready within 30s",
+                    self.nodes.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `form_swarm` for callers without a runtime.
+    pub fn form_swarm_blocking(&self, managers: usize) -> Result<()> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(self.form_swarm(managers))
+    }
+
     /// Leaves namespaces and daemons running after this value is dropped.
     pub fn detach(mut self) {
         self.detached = true;

@@ -54,6 +54,12 @@ async fn service_logs_gather_output_from_every_node() {
             ],
         );
     }
+    // Spreading needs every node ready when the tasks are placed.
+    eventually(Duration::from_secs(20), "3 ready nodes", || async {
+        (ok(&c, 0, &["node", "ls"]).matches("Ready").count() == 3).then_some(())
+    })
+    .await
+    .unwrap();
     // Three tasks spread over the nodes; each prints three lines, then one every 200 ms.
     ok(
         &c,

@@ -173,38 +173,8 @@ fn tasks_reach_each_other_across_nodes_over_vxlan() {
     for i in 0..3 {
         bed.start(i, &shoald, &[]).unwrap();
     }
+    bed.form_swarm_blocking(1).unwrap();
     let h1 = bed.nodes[0].host();
-    shoal(
-        &h1,
-        &[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            "198.18.0.1",
-            "--default-addr-pool",
-            "198.19.0.0/16",
-        ],
-    );
-    let token = shoal(&h1, &["swarm", "join-token", "-q", "worker"])
-        .trim()
-        .to_string();
-    for n in &bed.nodes[1..] {
-        shoal(
-            &n.host(),
-            &[
-                "swarm",
-                "join",
-                "--token",
-                &token,
-                "--advertise-addr",
-                &n.addr,
-                "198.18.0.1:2377",
-            ],
-        );
-    }
-    wait_for("3 ready nodes", 20, || {
-        (shoal(&h1, &["node", "ls"]).matches("Ready").count() == 3).then_some(())
-    });
     shoal(
         &h1,
         &[
@@ -392,36 +362,8 @@ fn a_restarted_shoald_adopts_its_tasks_and_keeps_the_kernel_state() {
     for i in 0..2 {
         bed.start(i, &shoald, &[]).unwrap();
     }
+    bed.form_swarm_blocking(1).unwrap();
     let h1 = bed.nodes[0].host();
-    shoal(
-        &h1,
-        &[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            "198.18.0.1",
-            "--default-addr-pool",
-            "198.19.0.0/16",
-        ],
-    );
-    let token = shoal(&h1, &["swarm", "join-token", "-q", "worker"])
-        .trim()
-        .to_string();
-    shoal(
-        &bed.nodes[1].host(),
-        &[
-            "swarm",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            "198.18.0.2",
-            "198.18.0.1:2377",
-        ],
-    );
-    wait_for("2 ready nodes", 20, || {
-        (shoal(&h1, &["node", "ls"]).matches("Ready").count() == 2).then_some(())
-    });
     shoal(
         &h1,
         &[

@@ -183,13 +183,7 @@ impl ControlApi {
                 version,
                 spec,
             } => {
-                let id = {
-                    let state = self.raft.state();
-                    lookup(&state.services, &service)
-                        .map_err(|e| store_status(&e))?
-                        .id
-                        .clone()
-                };
+                let id = self.resolve(|s| &s.services, &service)?;
                 self.propose(Command::UpdateService {
                     id,
                     version,
@@ -200,13 +194,7 @@ impl ControlApi {
                 Ok(ControlResponse::Done)
             }
             R::ServiceRemove { service } => {
-                let id = {
-                    let state = self.raft.state();
-                    lookup(&state.services, &service)
-                        .map_err(|e| store_status(&e))?
-                        .id
-                        .clone()
-                };
+                let id = self.resolve(|s| &s.services, &service)?;
                 self.propose(Command::RemoveService {
                     id,
                     now: now_rfc3339(),
@@ -236,13 +224,7 @@ impl ControlApi {
                 Ok(ControlResponse::Network(Box::new(n.clone())))
             }
             R::NetworkRemove { network } => {
-                let id = {
-                    let state = self.raft.state();
-                    lookup(&state.networks, &network)
-                        .map_err(|e| store_status(&e))?
-                        .id
-                        .clone()
-                };
+                let id = self.resolve(|s| &s.networks, &network)?;
                 self.propose(Command::RemoveNetwork { id }).await?;
                 Ok(ControlResponse::Done)
             }
@@ -278,12 +260,21 @@ impl ControlApi {
         }
     }
 
-    fn resolve_node(&self, key: &str) -> Result<String, Status> {
+    /// The id of the object `key` names (id, name or id prefix) in one of the state's maps.
+    fn resolve<T: crate::store::Named>(
+        &self,
+        map: impl Fn(&ClusterState) -> &std::collections::BTreeMap<String, T>,
+        key: &str,
+    ) -> Result<String, Status> {
         let state = self.raft.state();
-        Ok(lookup(&state.nodes, key)
+        Ok(lookup(map(&state), key)
             .map_err(|e| store_status(&e))?
-            .id
-            .clone())
+            .id()
+            .to_string())
+    }
+
+    fn resolve_node(&self, key: &str) -> Result<String, Status> {
+        self.resolve(|s| &s.nodes, key)
     }
 
     /// Refuses a demotion that would leave the remaining managers without a reachable majority.

@@ -318,20 +318,11 @@ async fn main() -> Result<()> {
     }
     println!("{out}");
     if let Some(path) = write {
-        let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
-        let marker = "## Control plane: service creation and leader failover";
-        let kept = match old.find(marker) {
-            Some(start) => {
-                let rest = &old[start + marker.len()..];
-                let end = rest
-                    .find("\n## ")
-                    .map(|e| start + marker.len() + e + 1)
-                    .unwrap_or(old.len());
-                format!("{}{}", &old[..start], &old[end..])
-            }
-            None => old,
-        };
-        std::fs::write(&path, format!("{}\n{out}", kept.trim_end()))?;
+        shoal_integration::write_bench_section(
+            &path,
+            "## Control plane: service creation and leader failover",
+            &out,
+        )?;
     }
     Ok(())
 }

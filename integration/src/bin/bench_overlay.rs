@@ -120,38 +120,8 @@ fn main() -> Result<()> {
     for i in 0..3 {
         bed.start(i, &shoald, &[])?;
     }
+    bed.form_swarm_blocking(1)?;
     let h = bed.nodes[0].host();
-    shoal(
-        &h,
-        &[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            "198.18.0.1",
-            "--default-addr-pool",
-            "198.19.0.0/16",
-        ],
-    )?;
-    let token = shoal(&h, &["swarm", "join-token", "-q", "worker"])?
-        .trim()
-        .to_string();
-    for n in &bed.nodes[1..] {
-        shoal(
-            &n.host(),
-            &[
-                "swarm",
-                "join",
-                "--token",
-                &token,
-                "--advertise-addr",
-                &n.addr,
-                "198.18.0.1:2377",
-            ],
-        )?;
-    }
-    until("3 ready nodes", Duration::from_secs(20), || {
-        shoal(&h, &["node", "ls"]).is_ok_and(|o| o.matches("Ready").count() == 3)
-    })?;
     shoal(
         &h,
         &[
@@ -305,20 +275,7 @@ fn main() -> Result<()> {
     );
     println!("{out}");
     if let Some(path) = write {
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        let marker = "## Overlay convergence";
-        let kept = match old.find(marker) {
-            Some(start) => {
-                let rest = &old[start + marker.len()..];
-                let end = rest
-                    .find("\n## ")
-                    .map(|e| start + marker.len() + e + 1)
-                    .unwrap_or(old.len());
-                format!("{}{}", &old[..start], &old[end..])
-            }
-            None => old,
-        };
-        std::fs::write(&path, format!("{}\n\n{out}", kept.trim_end()))?;
+        shoal_integration::write_bench_section(&path, "## Overlay convergence", &out)?;
     }
     Ok(())
 }
