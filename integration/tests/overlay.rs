@@ -415,7 +415,12 @@ fn a_restarted_shoald_adopts_its_tasks_and_keeps_the_kernel_state() {
         format!(
             "{}{}{}",
             String::from_utf8_lossy(&links.stdout),
-            String::from_utf8_lossy(&fdb.stdout),
+            // Permanent entries only: what the bridge learned from traffic comes and goes.
+            String::from_utf8_lossy(&fdb.stdout)
+                .lines()
+                .filter(|l| l.contains("permanent"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             String::from_utf8_lossy(&neigh.stdout)
                 .lines()
                 .filter(|l| l.contains("PERMANENT"))
@@ -423,9 +428,14 @@ fn a_restarted_shoald_adopts_its_tasks_and_keeps_the_kernel_state() {
                 .join("\n")
         )
     };
-    let before = kernel(&bed.nodes[1].netns);
     let on_worker = tasks.iter().find(|t| t.node == "node-2").unwrap();
     let on_manager = tasks.iter().find(|t| t.node == "node-1").unwrap();
+    // Converged first: the worker knows the manager's task.
+    let before = wait_for("the worker's entry for the other task", 10, || {
+        let k = kernel(&bed.nodes[1].netns);
+        k.contains(&format!("{} dev", mac(&on_manager.ip)))
+            .then_some(k)
+    });
 
     // SIGKILL the worker's shoald and start it again.
     bed.restart(1, &shoald, &[]).unwrap();
