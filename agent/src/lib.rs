@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod dns;
 pub mod exec;
 pub mod identity;
 pub mod logs;

@@ -37,6 +37,8 @@ pub struct TaskRunner {
     last: Arc<Mutex<HashMap<String, TaskStatus>>>,
     /// The node's overlays, when tasks get sandboxes.
     overlay: Arc<Mutex<Option<Arc<OverlayCtx>>>>,
+    /// The embedded DNS server answering sandboxed tasks on 127.0.0.11.
+    dns: Arc<crate::dns::Dns>,
 }
 
 impl TaskRunner {
@@ -49,6 +51,7 @@ impl TaskRunner {
             outbox: Arc::default(),
             last: Arc::default(),
             overlay: Arc::default(),
+            dns: Arc::default(),
         }
     }
 
@@ -70,6 +73,9 @@ impl TaskRunner {
                 Some(ContainerStatus { pid, exit_code: 0 }),
             );
             let started = self.executor.adopt(&id, pid);
+            if let Some(netns) = self.executor.sandbox(&id) {
+                self.dns.serve(&id, netns);
+            }
             self.running.lock().expect("lock").insert(
                 id.clone(),
                 Running {
@@ -198,6 +204,7 @@ impl TaskRunner {
     /// Brings local processes in line with the view.
     pub fn reconcile(&self, view: &NodeView) {
         self.resend_lagging(view);
+        self.dns.update(view);
         let overlay = self.overlay.lock().expect("lock").clone();
         let plans: Vec<NetworkPlan> = match &overlay {
             Some(ctx) => {
@@ -291,6 +298,9 @@ impl TaskRunner {
                 );
             }
             Ok(started) => {
+                if let Some(netns) = self.executor.sandbox(&task.id) {
+                    self.dns.serve(&task.id, netns);
+                }
                 tracing::info!(task = %task.id, pid = started.pid, "task started");
                 self.running.lock().expect("lock").insert(
                     task.id.clone(),
@@ -320,6 +330,7 @@ impl TaskRunner {
     }
 
     fn finished(&self, id: &str, exit: Exit) {
+        self.dns.stop(id);
         let Some(r) = self.running.lock().expect("lock").remove(id) else {
             return;
         };

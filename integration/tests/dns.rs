@@ -1,0 +1,183 @@
+//! The embedded DNS server answers each task on 127.0.0.11: services (VIP, or task
+//! addresses in dnsrr mode), `tasks.<service>`, scoped to the networks the task shares.
+
+use shoal_integration::bin_dir;
+use shoal_integration::testbed::{Testbed, require_root};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn shoal(host: &str, args: &[&str]) -> String {
+    let out = Command::new(bin_dir().join("shoal"))
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Resolves `name` inside the network and mount namespaces of the process running `marker`.
+fn resolve(marker: &str, name: &str) -> String {
+    let pid = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_string();
+    let code = format!(
+        "import socket\ntry:\n    print(sorted(socket.gethostbyname_ex('{name}')[2]))\nexcept Exception as e:\n    print('error', e)"
+    );
+    let out = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "-m", "python3", "-c", &code])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn tasks_resolve_services_on_their_networks() {
+    if !require_root("tasks_resolve_services_on_their_networks") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::create("shdns", 2, root.path()).unwrap();
+    let shoald = bin_dir().join("shoald");
+    for i in 0..2 {
+        bed.start(i, &shoald, &[]).unwrap();
+    }
+    bed.form_swarm_blocking(1).unwrap();
+    let h = bed.nodes[0].host();
+    shoal(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.80.0/24",
+            "app",
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.81.0/24",
+            "other",
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--network",
+            "app",
+            "sleep",
+            "801",
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "db",
+            "--endpoint-mode",
+            "dnsrr",
+            "--replicas",
+            "2",
+            "--network",
+            "app",
+            "sleep",
+            "802",
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "lone",
+            "--network",
+            "other",
+            "sleep",
+            "803",
+        ],
+    );
+    eventually("5 running tasks", || {
+        let ls = shoal(&h, &["service", "ls"]);
+        ls.contains("2/2") && ls.matches("2/2").count() == 2 && ls.contains("1/1")
+    });
+    let vip = {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&shoal(&h, &["service", "inspect", "web"])).unwrap();
+        inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    eventually("web resolves to its VIP from a db task", || {
+        resolve("sleep 802", "web") == format!("['{vip}']")
+    });
+    let tasks = resolve("sleep 802", "tasks.web");
+    assert_eq!(tasks.matches("198.19.80.").count(), 2, "tasks.web: {tasks}");
+    let db = resolve("sleep 801", "db");
+    assert_eq!(db.matches("198.19.80.").count(), 2, "dnsrr db: {db}");
+    assert!(!db.contains(&vip));
+    assert!(
+        resolve("sleep 803", "web").starts_with("error"),
+        "another network can't resolve web"
+    );
+    assert!(
+        resolve("sleep 801", "lone").starts_with("error"),
+        "nor web the other network's service"
+    );
+
+    // Scale web down: DNS follows.
+    shoal(&h, &["service", "scale", "web=1"]);
+    eventually("tasks.web with one address", || {
+        resolve("sleep 802", "tasks.web")
+            .matches("198.19.80.")
+            .count()
+            == 1
+    });
+}
