@@ -262,3 +262,20 @@ pub fn write_bench_section(path: &str, heading: &str, text: &str) -> Result<()> 
     )?;
     Ok(())
 }
+
+/// Runs the `shoal` CLI against `host` and returns its output; panics with its error line
+/// when it fails (for tests).
+pub fn shoal_ok(host: &str, args: &[&str]) -> String {
+    let out = Command::new(bin_dir().join("shoal"))
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .expect("run shoal");
+    assert!(
+        out.status.success(),
+        "shoal {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

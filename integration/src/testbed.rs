@@ -170,6 +170,18 @@ impl Testbed {
         Ok(bed)
     }
 
+    /// A formed swarm: `count` nodes, each running the workspace's shoald, the first
+    /// `managers` of them managers, every node ready.
+    pub fn up(prefix: &str, count: usize, managers: usize, root: &Path) -> Result<Testbed> {
+        let mut bed = Testbed::create(prefix, count, root)?;
+        let shoald = crate::bin_dir().join("shoald");
+        for i in 0..count {
+            bed.start(i, &shoald, &[])?;
+        }
+        bed.form_swarm_blocking(managers)?;
+        Ok(bed)
+    }
+
     /// Starts node `i`'s shoald inside its namespace.
     pub fn start(&mut self, i: usize, shoald: &Path, extra: &[&str]) -> Result<()> {
         let node = &mut self.nodes[i];

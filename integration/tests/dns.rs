@@ -1,25 +1,10 @@
 //! The embedded DNS server answers each task on 127.0.0.11: services (VIP, or task
 //! addresses in dnsrr mode), `tasks.<service>`, scoped to the networks the task shares.
 
-use shoal_integration::bin_dir;
+use shoal_integration::shoal_ok as shoal;
 use shoal_integration::testbed::{Testbed, require_root};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn shoal(host: &str, args: &[&str]) -> String {
-    let out = Command::new(bin_dir().join("shoal"))
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Resolves `name` inside the network and mount namespaces of the process running `marker`.
 fn resolve(marker: &str, name: &str) -> String {
@@ -58,12 +43,7 @@ fn tasks_resolve_services_on_their_networks() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let mut bed = Testbed::create("shdns", 2, root.path()).unwrap();
-    let shoald = bin_dir().join("shoald");
-    for i in 0..2 {
-        bed.start(i, &shoald, &[]).unwrap();
-    }
-    bed.form_swarm_blocking(1).unwrap();
+    let bed = Testbed::up("shdns", 2, 1, root.path()).unwrap();
     let h = bed.nodes[0].host();
     shoal(
         &h,

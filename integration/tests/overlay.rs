@@ -5,8 +5,8 @@
 use serde_json::Value;
 use shoal_api::control::{ControlRequest as C, ControlResponse as R};
 use shoal_api::objects::TaskState;
-use shoal_integration::bin_dir;
 use shoal_integration::testbed::{Testbed, require_root};
+use shoal_integration::{bin_dir, shoal_ok as shoal};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,21 +22,6 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.
 while True:
     c, a = s.accept(); c.sendall(("tcp " + a[0]).encode()); c.close()
 "#;
-
-fn shoal(host: &str, args: &[&str]) -> String {
-    let out = Command::new(bin_dir().join("shoal"))
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Runs a Python client in the network namespace of process `pid`; its output or error.
 fn from_task(pid: u32, code: &str) -> String {
@@ -168,12 +153,7 @@ fn tasks_reach_each_other_across_nodes_over_vxlan() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let mut bed = Testbed::create("shov", 3, root.path()).unwrap();
-    let shoald = bin_dir().join("shoald");
-    for i in 0..3 {
-        bed.start(i, &shoald, &[]).unwrap();
-    }
-    bed.form_swarm_blocking(1).unwrap();
+    let bed = Testbed::up("shov", 3, 1, root.path()).unwrap();
     let h1 = bed.nodes[0].host();
     shoal(
         &h1,

@@ -1,8 +1,8 @@
 //! The namespace testbed: nodes on an underlay bridge in 198.18.0.0/16, a swarm formed
 //! across them, and nothing left behind.
 
-use shoal_integration::bin_dir;
 use shoal_integration::testbed::{Testbed, require_root};
+use shoal_integration::{bin_dir, shoal_ok as shoal};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,21 +15,6 @@ fn netns() -> String {
             .stdout,
     )
     .into_owned()
-}
-
-fn shoal(host: &str, args: &[&str]) -> String {
-    let out = Command::new(bin_dir().join("shoal"))
-        .arg("-H")
-        .arg(host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
