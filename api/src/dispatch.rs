@@ -43,6 +43,9 @@ pub struct ServiceEndpoint {
     pub ports: Vec<PortConfig>,
     pub virtual_ips: Vec<VirtualIp>,
     pub backends: Vec<Backend>,
+    /// Extra names of the service on a network (`--network name=N,alias=A`), by network id.
+    #[serde(default)]
+    pub aliases: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -55,6 +55,14 @@ pub fn scope_for(view: &NodeView, task: &Task) -> Scope {
             EndpointMode::Dnsrr => task_ips.clone(),
         };
         if !service_answer.is_empty() {
+            // An alias answers like the service name, on the alias's network only.
+            for (net, alias) in &e.aliases {
+                if nets.contains(net.as_str()) {
+                    scope
+                        .names
+                        .insert(alias.to_ascii_lowercase(), service_answer.clone());
+                }
+            }
             scope.names.insert(name.clone(), service_answer);
         }
         scope.names.insert(format!("tasks.{name}"), task_ips);

@@ -60,6 +60,10 @@ fn endpoint(
             })
             .collect(),
         backends,
+        aliases: vec![
+            ("app".into(), format!("{name}-alias")),
+            ("other".into(), format!("{name}-elsewhere")),
+        ],
     }
 }
 
@@ -154,6 +158,16 @@ fn names_are_scoped_to_shared_networks() {
         ips("secret"),
         None,
         "another network's service is invisible"
+    );
+    assert_eq!(
+        ips("web-alias"),
+        ips("web"),
+        "an alias answers like the name"
+    );
+    assert_eq!(
+        ips("web-elsewhere"),
+        None,
+        "an alias only on its own network"
     );
     assert_eq!(
         s.lookup_ptr("3.1.19.198.in-addr.arpa.").map(String::as_str),

@@ -100,6 +100,7 @@ fn plan_has_local_networks_and_exactly_the_remote_tasks() {
                 backend("n3", "app", "198.19.1.5/24"),
                 backend("n2", "other", "198.19.2.9/24"),
             ],
+            aliases: vec![],
         }],
         ..Default::default()
     };

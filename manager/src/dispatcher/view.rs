@@ -114,6 +114,13 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
                 ports: s.endpoint.ports.clone(),
                 virtual_ips: s.endpoint.virtual_ips.clone(),
                 backends,
+                aliases: s
+                    .spec
+                    .task_template
+                    .networks
+                    .iter()
+                    .flat_map(|a| a.aliases.iter().map(|al| (a.target.clone(), al.clone())))
+                    .collect(),
             }
         })
         .collect();
