@@ -795,20 +795,12 @@ impl Daemon {
                     .map(|item| item.map(|line| frame(&line)));
                 return Ok(Box::pin(stream));
             }
-            let leader = m.raft.leader_id();
-            let addr = m
-                .raft
-                .state()
-                .nodes
-                .values()
-                .find(|n| n.raft_id == leader && leader != 0)
-                .and_then(|n| n.manager_status.as_ref().map(|s| s.addr.clone()))
-                .ok_or_else(|| {
-                    err(
-                        ErrorKind::Unavailable,
-                        "no raft leader at the moment; retry in a few seconds",
-                    )
-                })?;
+            let addr = m.raft.leader_addr().ok_or_else(|| {
+                err(
+                    ErrorKind::Unavailable,
+                    "no raft leader at the moment; retry in a few seconds",
+                )
+            })?;
             (running.certs.clone(), addr)
         };
         let channel = tonic::transport::Endpoint::from_shared(format!("https://{leader_addr}"))

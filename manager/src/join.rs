@@ -110,17 +110,7 @@ pub async fn join(raft: &RaftHandle, req: JoinRequest) -> Result<JoinResponse, S
 }
 
 pub fn managers(raft: &RaftHandle) -> Vec<ManagerPeer> {
-    let state = raft.state();
-    state
-        .managers()
-        .filter_map(|n| {
-            Some(ManagerPeer {
-                node_id: n.id.clone(),
-                raft_id: n.raft_id,
-                addr: n.manager_status.as_ref()?.addr.clone(),
-            })
-        })
-        .collect()
+    raft.state().manager_peers()
 }
 
 /// A new certificate for a member, carrying its current role from the store (so promotion

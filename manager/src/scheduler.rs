@@ -130,13 +130,7 @@ fn check_node_with(
     {
         return Err(Reject::Constraint);
     }
-    let host_ports: Vec<(Protocol, u16)> = service
-        .endpoint
-        .ports
-        .iter()
-        .filter(|p| p.publish_mode == PublishMode::Host)
-        .map(|p| (p.protocol, p.published_port))
-        .collect();
+    let host_ports = ClusterState::host_ports(service);
     if !host_ports.is_empty() {
         let taken = state.tasks.values().any(|t| {
             t.node_id == node.id
@@ -203,13 +197,7 @@ pub fn schedule(state: &ClusterState) -> Vec<TaskOp> {
         let Some(service) = state.services.get(&task.service_id) else {
             continue;
         };
-        let host_ports: Vec<(Protocol, u16)> = service
-            .endpoint
-            .ports
-            .iter()
-            .filter(|p| p.publish_mode == PublishMode::Host)
-            .map(|p| (p.protocol, p.published_port))
-            .collect();
+        let host_ports = ClusterState::host_ports(service);
         let mut rejects: BTreeMap<Reject, usize> = BTreeMap::new();
         let mut best: Option<(&str, (usize, usize))> = None;
         for node in state.nodes.values() {

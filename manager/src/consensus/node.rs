@@ -225,6 +225,19 @@ impl RaftHandle {
         self.status.leader_id.load(Ordering::SeqCst)
     }
 
+    /// The gRPC address of the current leader, if one is known.
+    pub fn leader_addr(&self) -> Option<String> {
+        let leader = self.leader_id();
+        if leader == 0 {
+            return None;
+        }
+        self.state()
+            .manager_peers()
+            .into_iter()
+            .find(|p| p.raft_id == leader)
+            .map(|p| p.addr)
+    }
+
     /// Applied index changes: the store moved.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.clone()

@@ -80,17 +80,7 @@ impl Dispatcher {
         if self.raft.is_leader() {
             return Ok(());
         }
-        let leader = self.raft.leader_id();
-        let addr = {
-            let state = self.raft.state();
-            state
-                .nodes
-                .values()
-                .find(|n| n.raft_id == leader && leader != 0)
-                .and_then(|n| n.manager_status.as_ref())
-                .map(|m| m.addr.clone())
-                .unwrap_or_default()
-        };
+        let addr = self.raft.leader_addr().unwrap_or_default();
         let mut status = ErrorKind::Precondition.status(format!(
             "this manager is not the leader; the leader is {}",
             if addr.is_empty() { "unknown" } else { &addr }

@@ -125,17 +125,7 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
         })
         .collect();
 
-    let mut managers: Vec<ManagerPeer> = state
-        .managers()
-        .filter_map(|n| {
-            Some(ManagerPeer {
-                node_id: n.id.clone(),
-                raft_id: n.raft_id,
-                addr: n.manager_status.as_ref()?.addr.clone(),
-            })
-        })
-        .collect();
-    managers.sort();
+    let managers = state.manager_peers();
     let cluster = state.cluster.as_ref().map(|c| &c.cluster);
     NodeView {
         node: state.nodes.get(node_id).cloned(),

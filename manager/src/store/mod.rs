@@ -219,6 +219,33 @@ impl ClusterState {
             .filter(|n| n.spec.role == NodeRole::Manager && n.manager_status.is_some())
     }
 
+    /// Every manager with its raft id and gRPC address, sorted.
+    pub fn manager_peers(&self) -> Vec<shoal_api::dispatch::ManagerPeer> {
+        let mut peers: Vec<_> = self
+            .managers()
+            .filter_map(|n| {
+                Some(shoal_api::dispatch::ManagerPeer {
+                    node_id: n.id.clone(),
+                    raft_id: n.raft_id,
+                    addr: n.manager_status.as_ref()?.addr.clone(),
+                })
+            })
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    /// The host-mode ports a service publishes, as (protocol, port).
+    pub fn host_ports(service: &Service) -> Vec<(Protocol, u16)> {
+        service
+            .endpoint
+            .ports
+            .iter()
+            .filter(|p| p.publish_mode == PublishMode::Host)
+            .map(|p| (p.protocol, p.published_port))
+            .collect()
+    }
+
     /// Tasks of one service, in id order.
     pub fn service_tasks<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
         self.tasks
