@@ -334,10 +334,16 @@ impl Daemon {
                 })
                 .and_then(crate::overlay::apply::Overlay::new);
             match overlay {
-                Ok(overlay) => runner.set_overlay(Some(crate::tasks::OverlayCtx {
-                    node_id: identity.node_id.clone(),
-                    overlay,
-                })),
+                Ok(overlay) => {
+                    let lb: Arc<dyn crate::lb::LbBackend> =
+                        Arc::new(crate::lb::nft::Nftables::default());
+                    tracing::info!(backend = lb.name(), "service load balancer");
+                    runner.set_overlay(Some(crate::tasks::OverlayCtx {
+                        node_id: identity.node_id.clone(),
+                        overlay,
+                        lb,
+                    }))
+                }
                 Err(e) => tracing::warn!(error = %e, "tasks start without overlay networking"),
             }
         }
@@ -501,6 +507,7 @@ impl Daemon {
                     ..Default::default()
                 }),
                 raft_id,
+                ingress_addr: String::new(),
             },
             ingress_id: new_id(),
             ingress_spec: NetworkSpec {

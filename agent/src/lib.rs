@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod dns;
 pub mod exec;
 pub mod identity;
+pub mod lb;
 pub mod logs;
 pub mod netns;
 pub mod overlay;

@@ -179,11 +179,20 @@ async fn run_session(
             Ok(m) => m,
             Err(e) => break SessionEnd::Failed(e.message().to_string()),
         };
-        let snapshot = {
+        let (version, snapshot) = {
             let mut v = view.write().expect("view lock");
-            match msg {
-                SessionMessage::Snapshot { view: full, .. } => *v = *full,
-                SessionMessage::Delta { changes, .. } => v.apply(changes),
+            let version = match msg {
+                SessionMessage::Snapshot {
+                    view: full,
+                    version,
+                } => {
+                    *v = *full;
+                    version
+                }
+                SessionMessage::Delta { changes, version } => {
+                    v.apply(changes);
+                    version
+                }
                 SessionMessage::Logs(sub) => {
                     publishers.push(AbortOnDrop(tokio::spawn(crate::logs::publish(
                         client.clone(),
@@ -193,10 +202,13 @@ async fn run_session(
                     publishers.retain(|p| !p.0.is_finished());
                     continue;
                 }
-            }
-            v.clone()
+            };
+            (version, v.clone())
         };
         runner.reconcile(&snapshot);
+        // Tasks, load balancer and DNS now match this version: tell the leader, which
+        // waits for every node before a stopping task gets its SIGTERM.
+        runner.set_applied(version);
     }
 }
 
@@ -215,13 +227,23 @@ async fn report_loop(
             .heartbeat_period_ns
             .max(500_000_000);
         let statuses = runner.drain_reports();
+        let applied = runner.applied();
         let req = ReportRequest {
             node_id: cfg.node_id.clone(),
             statuses: statuses.clone(),
+            applied_version: applied,
+            draining: runner.draining(),
         };
-        if let Err(status) = client.report(frame(&req)).await {
-            tracing::debug!(error = %status.message(), "report failed; will resend");
-            runner.requeue(statuses);
+        match client.report(frame(&req)).await {
+            Err(status) => {
+                tracing::debug!(error = %status.message(), "report failed; will resend");
+                runner.requeue(statuses);
+            }
+            Ok(resp) => {
+                if let Ok(r) = shoal_api::wire::unframe::<ReportResponse>(resp.get_ref()) {
+                    runner.mark_drained(r.drained);
+                }
+            }
         }
         // Send status changes promptly; heartbeats alone can wait.
         let wait = Duration::from_nanos(period / 5);
@@ -230,7 +252,7 @@ async fn report_loop(
         while waited < wait {
             tokio::time::sleep(step).await;
             waited += step;
-            if runner.has_reports() {
+            if runner.has_reports() || runner.applied() != applied || runner.is_draining() {
                 break;
             }
         }

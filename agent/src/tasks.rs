@@ -2,6 +2,7 @@
 //! moves forward: starting, running, then complete, failed or shutdown.
 
 use crate::exec::{Executor, Exit};
+use crate::lb::{LbBackend, Netns};
 use crate::overlay::apply::Overlay;
 use crate::overlay::{NetworkPlan, desired};
 use shoal_api::dispatch::{NodeView, TaskStatusUpdate};
@@ -9,14 +10,21 @@ use shoal_api::now_rfc3339;
 use shoal_api::objects::*;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// What the runner needs to plumb overlays: who this node is, and its underlay side.
+/// What the runner needs to plumb overlays and program the dataplane: who this node is,
+/// its underlay side, and the load-balancer backend.
 pub struct OverlayCtx {
     pub node_id: String,
     pub overlay: Overlay,
+    pub lb: Arc<dyn LbBackend>,
 }
+
+/// How long a stopping task waits to leave every node's load balancer and DNS before it
+/// gets SIGTERM anyway (a manager that does not answer must not block stops forever).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Running {
     pid: u32,
@@ -39,6 +47,14 @@ pub struct TaskRunner {
     overlay: Arc<Mutex<Option<Arc<OverlayCtx>>>>,
     /// The embedded DNS server answering sandboxed tasks on 127.0.0.11.
     dns: Arc<crate::dns::Dns>,
+    /// Session version of the last view fully applied.
+    applied: Arc<AtomicU64>,
+    /// Tasks waiting to leave every node's LB and DNS before SIGTERM, and those the
+    /// leader said have.
+    draining: Arc<Mutex<HashMap<String, Instant>>>,
+    drained: Arc<Mutex<HashSet<String>>>,
+    /// Whether forwarding is on in the node's namespace (the routing mesh needs it).
+    forwarding: Arc<AtomicBool>,
 }
 
 impl TaskRunner {
@@ -52,7 +68,105 @@ impl TaskRunner {
             last: Arc::default(),
             overlay: Arc::default(),
             dns: Arc::default(),
+            applied: Arc::default(),
+            draining: Arc::default(),
+            drained: Arc::default(),
+            forwarding: Arc::default(),
         }
+    }
+
+    pub fn set_applied(&self, version: u64) {
+        self.applied.store(version, Ordering::SeqCst);
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    pub fn draining(&self) -> Vec<String> {
+        self.draining
+            .lock()
+            .expect("lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        !self.draining.lock().expect("lock").is_empty()
+    }
+
+    pub fn mark_drained(&self, ids: Vec<String>) {
+        if !ids.is_empty() {
+            self.drained.lock().expect("lock").extend(ids);
+        }
+    }
+
+    /// Programs the load balancer: VIPs in every running task's namespace and the routing
+    /// mesh in the node's. Failures are logged and retried on the next view.
+    fn program_lb(&self, ctx: &OverlayCtx, view: &NodeView) {
+        let running: HashSet<String> = self.running.lock().expect("lock").keys().cloned().collect();
+        for task in view.tasks.iter().filter(|t| running.contains(&t.id)) {
+            let Some(netns) = self.executor.sandbox(&task.id) else {
+                continue;
+            };
+            let table = crate::lb::plan::vip_table(view, task);
+            if let Err(e) = ctx.lb.apply_vips(&Netns::Named(netns), &table) {
+                tracing::warn!(task = %task.id, error = %e, "task load balancer not programmed");
+            }
+        }
+        if !self.forwarding.load(Ordering::SeqCst) {
+            // Published ports are forwarded from the underlay into the ingress overlay.
+            match std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
+                Ok(()) => self.forwarding.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot turn on IPv4 forwarding for the routing mesh")
+                }
+            }
+        }
+        let bridge = view
+            .networks
+            .iter()
+            .find(|n| n.network.spec.ingress)
+            .and_then(|n| n.network.vni())
+            .map(crate::overlay::bridge_name);
+        let mesh = crate::lb::plan::mesh_table(view, &ctx.node_id, bridge);
+        if let Err(e) = ctx.lb.apply_mesh(&Netns::Node, &mesh) {
+            tracing::warn!(error = %e, "routing mesh not programmed");
+        }
+    }
+
+    /// Stops a task once no node balances to it or resolves it any more (the leader says
+    /// so), or after `DRAIN_TIMEOUT`.
+    fn drain_then_stop(&self, id: String, grace_ns: u64) {
+        {
+            let running = self.running.lock().expect("lock");
+            if running.get(&id).is_none_or(|r| r.stopping) {
+                return;
+            }
+            let mut draining = self.draining.lock().expect("lock");
+            if draining.contains_key(&id) {
+                return;
+            }
+            draining.insert(id.clone(), Instant::now());
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                if me.drained.lock().expect("lock").remove(&id) {
+                    tracing::debug!(task = %id, waited = ?started.elapsed(), "task left every load balancer");
+                    break;
+                }
+                if started.elapsed() > DRAIN_TIMEOUT {
+                    tracing::warn!(task = %id, "not confirmed out of every load balancer in time; stopping anyway");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            me.draining.lock().expect("lock").remove(&id);
+            me.stop(id, grace_ns);
+        });
     }
 
     /// Takes over tasks whose processes outlived an earlier shoald; returns their ids. The
@@ -217,6 +331,7 @@ impl TaskRunner {
             }
             None => Vec::new(),
         };
+        let lb_ctx = overlay.clone();
         let wanted: HashSet<&str> = view.tasks.iter().map(|t| t.id.as_str()).collect();
         for task in &view.tasks {
             let is_running = self.running.lock().expect("lock").contains_key(&task.id);
@@ -238,7 +353,7 @@ impl TaskRunner {
                     }
                 }
             } else if is_running {
-                self.stop(task.id.clone(), task.spec.container_spec.stop_grace_period);
+                self.drain_then_stop(task.id.clone(), task.spec.container_spec.stop_grace_period);
             } else if !task.status.state.is_terminal() && !is_done {
                 // Never started here (or started before a restart of this agent).
                 self.done.lock().expect("lock").insert(task.id.clone());
@@ -262,6 +377,10 @@ impl TaskRunner {
             .collect();
         for id in orphans {
             self.stop(id, 10_000_000_000);
+        }
+        // Tasks started above are programmed too, before the view counts as applied.
+        if let Some(ctx) = lb_ctx {
+            self.program_lb(&ctx, view);
         }
     }
 
@@ -331,6 +450,12 @@ impl TaskRunner {
 
     fn finished(&self, id: &str, exit: Exit) {
         self.dns.stop(id);
+        if let (Some(ctx), Some(netns)) = (
+            self.overlay.lock().expect("lock").clone(),
+            self.executor.sandbox(id),
+        ) {
+            ctx.lb.forget(&Netns::Named(netns));
+        }
         let Some(r) = self.running.lock().expect("lock").remove(id) else {
             return;
         };

@@ -33,6 +33,9 @@ pub struct NetworkPeer {
     pub node_id: String,
     /// Underlay address of the peer's VTEP.
     pub addr: String,
+    /// The peer's own address on this network, `ip/prefix`, when it has one (ingress).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -126,6 +129,14 @@ impl NodeView {
 pub struct ReportRequest {
     pub node_id: String,
     pub statuses: Vec<TaskStatusUpdate>,
+    /// Version of the last session message whose view this node has fully applied
+    /// (tasks, load balancer, DNS); 0 before the first.
+    #[serde(default)]
+    pub applied_version: u64,
+    /// Tasks of this node that are about to stop and wait to leave every node's load
+    /// balancer and DNS first.
+    #[serde(default)]
+    pub draining: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -138,4 +149,7 @@ pub struct TaskStatusUpdate {
 pub struct ReportResponse {
     /// When the next heartbeat is due, in nanoseconds.
     pub heartbeat_period_ns: u64,
+    /// Of the `draining` tasks, those no connected node balances to or resolves any more.
+    #[serde(default)]
+    pub drained: Vec<String>,
 }

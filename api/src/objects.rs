@@ -138,6 +138,15 @@ pub struct Node {
     /// Raft member id of the node while it is a manager (shoal-specific).
     #[serde(rename = "RaftID", default)]
     pub raft_id: u64,
+    /// The node's own address on the ingress network, `ip/prefix` (shoal-specific): the
+    /// routing mesh sends remote backends' traffic from it, so replies come back over the
+    /// overlay, and local tasks on ingress route to the outside through it.
+    #[serde(
+        rename = "IngressAddr",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub ingress_addr: String,
 }
 
 impl Node {

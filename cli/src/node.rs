@@ -382,6 +382,7 @@ mod tests {
                 addr: "198.18.0.1:2377".into(),
             }),
             raft_id: 0,
+            ingress_addr: String::new(),
         }
     }
 

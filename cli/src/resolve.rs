@@ -131,6 +131,7 @@ mod tests {
                 addr: addr.into(),
             }),
             raft_id: 1,
+            ingress_addr: String::new(),
         }
     }
 

@@ -93,6 +93,7 @@ pub async fn join(raft: &RaftHandle, req: JoinRequest) -> Result<JoinResponse, S
             ..Default::default()
         }),
         raft_id,
+        ingress_addr: String::new(),
     };
     raft.propose(Command::AddNode(Box::new(node)))
         .await

@@ -82,6 +82,11 @@ impl Overlay {
                 errors.push(e);
                 continue;
             }
+            if let Some(gw) = &plan.gateway
+                && let Err(e) = ensure_gateway(&plan.bridge(), gw)
+            {
+                errors.push(e);
+            }
             errors.extend(self.sync_remotes(plan));
         }
         let wanted: BTreeSet<u32> = plans.iter().map(|p| p.vni).collect();
@@ -269,9 +274,38 @@ impl Overlay {
             netns.ip(&["link", "set", &peer, "address", &mac, "mtu", &mtu])?;
             netns.ip(&["addr", "add", addr, "dev", &peer])?;
             netns.ip(&["link", "set", &peer, "up"])?;
+            // A task on ingress answers mesh clients (outside addresses) through the node.
+            if let Some(gw) = plan.gateway.as_deref().and_then(parse_addr) {
+                let gw = gw.to_string();
+                netns.ip(&["route", "replace", "default", "via", &gw, "dev", &peer])?;
+            }
         }
         Ok(())
     }
+}
+
+/// The node's address and matching MAC on a bridge (get-or-create): remote nodes reach it
+/// through their static neighbour and FDB entries, like a task.
+fn ensure_gateway(bridge: &str, addr: &str) -> Result<(), OverlayError> {
+    let Some(ip) = parse_addr(addr) else {
+        return Ok(());
+    };
+    let mac = mac_for(ip);
+    let link = json("ip", &["-j", "addr", "show", "dev", bridge]);
+    let Some(l) = link.first() else {
+        return Ok(());
+    };
+    if l["address"].as_str() != Some(mac.as_str()) {
+        run("ip", &["link", "set", bridge, "address", &mac])?;
+    }
+    let has = l["addr_info"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|i| i["local"].as_str() == Some(&ip.to_string()))
+    });
+    if !has {
+        run("ip", &["addr", "replace", addr, "dev", bridge])?;
+    }
+    Ok(())
 }
 
 /// Where a task's interfaces go: a named namespace (a task being started) or the namespace

@@ -26,6 +26,9 @@ pub struct NetworkPlan {
     pub network_id: String,
     pub vni: u32,
     pub remotes: Vec<Remote>,
+    /// The node's own address on the network, `ip/prefix`, put on the bridge (ingress
+    /// only): the routing mesh sends from it, and local tasks route through it.
+    pub gateway: Option<String>,
 }
 
 impl NetworkPlan {
@@ -89,9 +92,32 @@ pub fn desired(view: &NodeView, my_node: &str) -> Vec<NetworkPlan> {
             }
         }
     }
+    let my_ingress = view
+        .node
+        .as_ref()
+        .map(|n| n.ingress_addr.clone())
+        .filter(|a| parse_addr(a).is_some());
     wanted
         .into_iter()
         .map(|(network_id, vni)| {
+            let net = view.networks.iter().find(|n| n.network.id == network_id);
+            let is_ingress = net.is_some_and(|n| n.network.spec.ingress);
+            // Other nodes' own ingress addresses: replies to the mesh's SNAT come back
+            // to them over the overlay.
+            let peer_endpoints: Vec<Remote> = net
+                .filter(|_| is_ingress)
+                .map(|n| n.peers.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| {
+                    let ip = parse_addr(&p.endpoint)?;
+                    Some(Remote {
+                        ip,
+                        mac: mac_for(ip),
+                        vtep: p.addr.parse().ok()?,
+                    })
+                })
+                .collect();
             let mut remotes: Vec<Remote> = view
                 .endpoints
                 .iter()
@@ -106,12 +132,14 @@ pub fn desired(view: &NodeView, my_node: &str) -> Vec<NetworkPlan> {
                     })
                 })
                 .collect();
+            remotes.extend(peer_endpoints);
             remotes.sort_by_key(|r| r.ip);
             remotes.dedup();
             NetworkPlan {
                 network_id,
                 vni,
                 remotes,
+                gateway: my_ingress.clone().filter(|_| is_ingress),
             }
         })
         .collect()

@@ -76,10 +76,12 @@ fn plan_has_local_networks_and_exactly_the_remote_tasks() {
                     NetworkPeer {
                         node_id: "n2".into(),
                         addr: "198.18.0.2".into(),
+                        endpoint: String::new(),
                     },
                     NetworkPeer {
                         node_id: "n3".into(),
                         addr: "198.18.0.3".into(),
+                        endpoint: String::new(),
                     },
                 ],
             },

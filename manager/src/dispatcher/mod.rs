@@ -1,6 +1,7 @@
 //! Agent sessions on the leader: a snapshot of the node's view then deltas as the store
 //! moves, heartbeats that keep the node ready, and task status reports batched into raft.
 
+mod drain;
 mod logs;
 pub mod view;
 
@@ -55,6 +56,8 @@ pub struct Dispatcher {
     sessions: SessionInjectors,
     next_session: Arc<std::sync::atomic::AtomicU64>,
     logs: logs::LogBroker,
+    /// What each connected node has programmed, from its acknowledgements.
+    programmed: drain::Programmed,
 }
 
 impl Dispatcher {
@@ -68,6 +71,7 @@ impl Dispatcher {
             sessions: Arc::default(),
             next_session: Arc::default(),
             logs: logs::LogBroker::default(),
+            programmed: drain::Programmed::default(),
         };
         let loops = vec![
             tokio::spawn(d.clone().status_batcher(rx)),
@@ -138,8 +142,19 @@ impl Dispatcher {
 
     async fn stream_view(self, node_id: String, tx: mpsc::Sender<Result<SessionMessage, Status>>) {
         let mut changes = self.raft.subscribe();
-        let mut version = 1u64;
+        let session = self
+            .next_session
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Versions carry the session number, so a late acknowledgement from an earlier
+        // session of the node is never taken for one of this session.
+        let mut version = drain::first_version(session);
         let mut last = view::node_view(&self.raft.state(), &node_id);
+        self.programmed.open(&node_id, session, version, &last);
+        let _forget = drain::Forget {
+            programmed: self.programmed.clone(),
+            node_id: node_id.clone(),
+            session,
+        };
         let first = SessionMessage::Snapshot {
             version,
             view: Box::new(last.clone()),
@@ -148,9 +163,6 @@ impl Dispatcher {
             return;
         }
         let (inject, mut injected) = mpsc::unbounded_channel();
-        let session = self
-            .next_session
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.sessions
             .lock()
             .expect("lock")
@@ -194,6 +206,7 @@ impl Dispatcher {
                 continue;
             }
             version += 1;
+            self.programmed.sent(&node_id, version, &next);
             last = next;
             if tx
                 .send(Ok(SessionMessage::Delta {
@@ -348,11 +361,26 @@ impl Dispatcher {
                     .await;
             });
         }
+        self.programmed.acked(node_id, req.applied_version);
+        let drained = {
+            let state = self.raft.state();
+            req.draining
+                .iter()
+                .filter(|t| {
+                    // Only this node's own tasks, and only once nobody may pick them.
+                    state.tasks.get(*t).is_none_or(|task| {
+                        task.node_id == node_id && task.desired_state > TaskState::Running
+                    }) && self.programmed.drained(t)
+                })
+                .cloned()
+                .collect()
+        };
         for s in req.statuses {
             let _ = self.statuses.send(s);
         }
         Ok(ReportResponse {
             heartbeat_period_ns: period,
+            drained,
         })
     }
 

@@ -43,7 +43,8 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
         .iter()
         .filter_map(|id| state.networks.get(id))
         .map(|net| {
-            let peer_ids: Vec<&str> = if Some(&net.id) == ingress_id.as_ref() {
+            let is_ingress = Some(&net.id) == ingress_id.as_ref();
+            let peer_ids: Vec<&str> = if is_ingress {
                 state.nodes.keys().map(|k| k.as_str()).collect()
             } else {
                 members
@@ -59,6 +60,11 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
                 .map(|n| NetworkPeer {
                     node_id: n.id.clone(),
                     addr: n.status.addr.clone(),
+                    endpoint: if is_ingress {
+                        n.ingress_addr.clone()
+                    } else {
+                        String::new()
+                    },
                 })
                 .collect();
             peers.sort();

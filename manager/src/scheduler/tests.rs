@@ -36,6 +36,7 @@ fn node(
         },
         manager_status: None,
         raft_id: 0,
+        ingress_addr: String::new(),
     }
 }
 

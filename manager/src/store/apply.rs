@@ -110,7 +110,9 @@ impl ClusterState {
         node.version = version;
         self.nodes.insert(node.id.clone(), node);
         let now = self.record()?.cluster.created_at.clone();
+        let node_id = node_id_of(&self.nodes);
         self.create_network(version, init.ingress_id, init.ingress_spec, now)?;
+        self.give_ingress_addr(&node_id);
         Ok(Applied::Done)
     }
 
@@ -122,8 +124,35 @@ impl ClusterState {
             ));
         }
         node.version = version;
-        self.nodes.insert(node.id.clone(), node);
+        let id = node.id.clone();
+        self.nodes.insert(id.clone(), node);
+        self.give_ingress_addr(&id);
         Ok(Applied::Done)
+    }
+
+    /// The node's own address on ingress, for the routing mesh. A full ingress subnet
+    /// leaves it without one (its published ports then reach only local tasks) rather than
+    /// refusing the node.
+    fn give_ingress_addr(&mut self, node_id: &str) {
+        let Some(ingress) = self.ingress().map(|n| (n.id.clone(), n.spec.name.clone())) else {
+            return;
+        };
+        if self
+            .nodes
+            .get(node_id)
+            .is_none_or(|n| !n.ingress_addr.is_empty())
+        {
+            return;
+        }
+        let Some(alloc) = self.alloc.as_mut() else {
+            return;
+        };
+        let mut undo = Undo::default();
+        if let Ok(addr) = alloc.allocate_address(&ingress.0, &ingress.1, &mut undo)
+            && let Some(node) = self.nodes.get_mut(node_id)
+        {
+            node.ingress_addr = addr;
+        }
     }
 
     fn update_node_spec(
@@ -189,7 +218,12 @@ impl ClusterState {
                 "it is not down and can't be removed; stop it first or use --force",
             ));
         }
-        self.nodes.remove(id);
+        if let Some(node) = self.nodes.remove(id)
+            && let (Some(ingress), Some(alloc)) =
+                (self.ingress().map(|n| n.id.clone()), self.alloc.as_mut())
+        {
+            alloc.release_address(&ingress, &node.ingress_addr);
+        }
         // Nobody will report for the node's tasks again: end them and free their addresses.
         let orphans: Vec<String> = self
             .tasks
@@ -423,7 +457,9 @@ impl ClusterState {
             }
             nets.push(net.id.clone());
         }
-        if Self::uses_ingress(spec) {
+        // Ingress-mode ports go through the routing mesh; host-mode ports are reached on
+        // the task's ingress address too, so every publishing task joins ingress.
+        if !spec.endpoint_spec.ports.is_empty() {
             let ingress = self.ingress().ok_or_else(|| {
                 StoreError::precondition(object.clone(), "the swarm has no ingress network")
             })?;
@@ -535,6 +571,7 @@ impl ClusterState {
             .values()
             .map(|n| (n.id.clone(), n.spec.name.clone()))
             .collect();
+        let self_ingress = self.ingress().map(|n| n.id.clone());
         let alloc = self.alloc()?;
         let mut undo = Undo::default();
         let result = (|| {
@@ -549,7 +586,13 @@ impl ClusterState {
             )?;
             let mut vips = Vec::new();
             if spec.endpoint_spec.mode == EndpointMode::Vip {
-                for net in nets {
+                let ingress = self_ingress.as_deref();
+                // Host-mode ports alone need no VIP on ingress.
+                let wants_ingress_vip = ClusterState::uses_ingress(spec);
+                for net in nets
+                    .iter()
+                    .filter(|n| wants_ingress_vip || Some(n.as_str()) != ingress)
+                {
                     let kept =
                         previous.and_then(|e| e.virtual_ips.iter().find(|v| &v.network_id == net));
                     let addr = match kept {
@@ -600,6 +643,14 @@ impl ClusterState {
         }
         let nets = self.check_service_spec(&current.id, &spec)?;
         self.check_capacity(&spec, &nets, Some(&current))?;
+        // Tasks join a network only when they are made: a changed set of networks
+        // (publishing the first port joins ingress) replaces them.
+        let old_nets: BTreeSet<String> = self
+            .check_service_spec(&current.id, &current.spec)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let nets_changed = old_nets != nets.iter().cloned().collect::<BTreeSet<_>>();
         // Release first what the new spec no longer holds (ports removed, VIPs of detached
         // networks); allocate_endpoint keeps what stays and reuses dynamic port numbers.
         let old = current.endpoint.clone();
@@ -635,7 +686,7 @@ impl ClusterState {
         service.endpoint = endpoint;
         service.version = version;
         service.updated_at = now.clone();
-        if task_changed || nets_changed(&old, &service.endpoint) {
+        if task_changed || nets_changed {
             service.spec_version = version;
             service.update_status = Some(UpdateStatus {
                 state: "updating".into(),
@@ -824,22 +875,13 @@ impl ClusterState {
     }
 }
 
+/// The only node of a state being initialised.
+fn node_id_of(nodes: &BTreeMap<String, Node>) -> String {
+    nodes.keys().next().cloned().unwrap_or_default()
+}
+
 /// Node label where a node's gRPC address is kept from its join until it is promoted.
 pub const GRPC_ADDR_LABEL: &str = "com.shoal.grpc-addr";
-
-fn nets_changed(old: &Endpoint, new: &Endpoint) -> bool {
-    let a: BTreeSet<&str> = old
-        .virtual_ips
-        .iter()
-        .map(|v| v.network_id.as_str())
-        .collect();
-    let b: BTreeSet<&str> = new
-        .virtual_ips
-        .iter()
-        .map(|v| v.network_id.as_str())
-        .collect();
-    a != b
-}
 
 pub(crate) fn status(state: TaskState, message: &str, now: &str) -> TaskStatus {
     TaskStatus {

@@ -28,6 +28,7 @@ fn node(id: &str, role: NodeRole) -> Node {
         },
         manager_status: (role == NodeRole::Manager).then(ManagerStatus::default),
         raft_id: 1,
+        ingress_addr: String::new(),
     }
 }
 

@@ -1,0 +1,479 @@
+//! The conformance suite every load-balancer backend passes, with real namespaces, real
+//! kernel tables and real connections: `run_vips` and `run_mesh` take a backend factory
+//! (a new instance stands for a restarted shoald). Needs root; without it the tests say
+//! why they skip, and under `CI=true` they fail instead.
+
+use super::nft::Nftables;
+use super::{LbBackend, MeshTable, Netns, Synced, VipTable};
+use shoal_api::objects::Protocol;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn can_run(test: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let nft = Command::new("nft").arg("--version").output().is_ok();
+    if root && nft {
+        return true;
+    }
+    let why = if root {
+        "nft is not installed"
+    } else {
+        "it needs root"
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}, and CI=true does not allow skipping");
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+/// Network namespaces of one test, removed on drop (also when the test fails).
+struct Spaces(Vec<String>);
+
+impl Spaces {
+    fn new(tag: &str, names: &[&str]) -> Spaces {
+        let prefix = format!("shoal-lbt-{tag}-");
+        // Leftovers of a crashed run.
+        if let Ok(entries) = std::fs::read_dir("/run/netns") {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&prefix) {
+                    let _ = Command::new("ip").args(["netns", "del", &n]).status();
+                }
+            }
+        }
+        let all: Vec<String> = names.iter().map(|n| format!("{prefix}{n}")).collect();
+        for n in &all {
+            sh(&["ip", "netns", "add", n]);
+            sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        Spaces(all)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        &self.0[i]
+    }
+
+    /// A veth between two namespaces with these addresses.
+    fn link(
+        &self,
+        a: usize,
+        a_dev: &str,
+        a_addrs: &[&str],
+        b: usize,
+        b_dev: &str,
+        b_addrs: &[&str],
+    ) {
+        let (na, nb) = (self.name(a), self.name(b));
+        sh(&[
+            "ip", "-n", na, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns",
+            nb,
+        ]);
+        for (ns, dev, addrs) in [(na, a_dev, a_addrs), (nb, b_dev, b_addrs)] {
+            for addr in addrs {
+                sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            }
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+    }
+}
+
+impl Drop for Spaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Runs `f` on a thread inside the namespace.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// TCP and UDP servers on `port` that answer "<their address> <the client's address>";
+/// UDP on each of `udp_on`, so a reply leaves from the address it was sent to, as from a
+/// task with one address.
+fn serve(ns: &str, port: u16, udp_on: &[&str]) {
+    let udp_on: Vec<Ipv4Addr> = udp_on.iter().map(|a| ip(a)).collect();
+    let (tcp, udps) = in_ns(ns, move || {
+        (
+            TcpListener::bind(("0.0.0.0", port)).unwrap(),
+            udp_on
+                .iter()
+                .map(|a| UdpSocket::bind((*a, port)).unwrap())
+                .collect::<Vec<_>>(),
+        )
+    });
+    std::thread::spawn(move || {
+        for mut c in tcp.incoming().flatten() {
+            let me = c.local_addr().unwrap().ip();
+            let peer = c.peer_addr().unwrap().ip();
+            // Hold the connection open until the client closes it (idle tests).
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(format!("{me} {peer}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    for udp in udps {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(format!("udp {}\n", from.ip()).as_bytes(), from);
+            }
+        });
+    }
+}
+
+/// One request over TCP from inside `ns`: (server's address, client address it saw).
+fn ask(ns: &str, to: SocketAddrV4) -> std::io::Result<(String, String)> {
+    in_ns(ns, move || {
+        let mut c = TcpStream::connect_timeout(&to.into(), Duration::from_secs(2))?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        c.write_all(b"?")?;
+        let mut line = String::new();
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf)?;
+        line.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+        let mut parts = line.split_whitespace();
+        Ok((
+            parts.next().unwrap_or_default().to_string(),
+            parts.next().unwrap_or_default().to_string(),
+        ))
+    })
+}
+
+fn answers(ns: &str, to: SocketAddrV4, n: usize) -> BTreeMap<String, BTreeSet<String>> {
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for _ in 0..n {
+        let (server, client) = ask(ns, to).unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+        seen.entry(server).or_default().insert(client);
+    }
+    seen
+}
+
+fn vips(entries: &[(&str, &[&str])]) -> VipTable {
+    VipTable {
+        vips: entries
+            .iter()
+            .map(|(k, vs)| (ip(k), vs.iter().map(|v| ip(v)).collect()))
+            .collect(),
+    }
+}
+
+fn keys(seen: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<&str> {
+    seen.keys().map(String::as_str).collect()
+}
+
+/// East-west: a client namespace balances VIPs to backends in a server namespace.
+pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
+    let spaces = Spaces::new(tag, &["client", "server"]);
+    let backends = [
+        "198.19.200.10",
+        "198.19.200.11",
+        "198.19.200.12",
+        "198.19.200.13",
+    ];
+    let addrs: Vec<String> = backends.iter().map(|b| format!("{b}/24")).collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    spaces.link(0, "eth0", &["198.19.200.2/24"], 1, "eth0", &addrs);
+    let (client, server) = (spaces.name(0).to_string(), spaces.name(1).to_string());
+    serve(&server, 80, &backends);
+    let ns = Netns::Named(client.clone());
+    let vip = SocketAddrV4::new(ip("198.19.200.100"), 80);
+    let lb = make();
+
+    // Every backend answers, and each sees the client's own address.
+    let first = vips(&[("198.19.200.100", &backends[..3])]);
+    assert_eq!(lb.apply_vips(&ns, &first).unwrap(), Synced::Full);
+    assert_eq!(lb.apply_vips(&ns, &first).unwrap(), Synced::Unchanged);
+    let seen = answers(&client, vip, 40);
+    assert_eq!(keys(&seen), backends[..3].iter().copied().collect());
+    for clients in seen.values() {
+        assert_eq!(
+            clients,
+            &["198.19.200.2".to_string()].into(),
+            "no SNAT east-west"
+        );
+    }
+    // UDP through the same VIP; the reply comes back from the VIP.
+    let reply = in_ns(&client, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.send_to(b"?", vip).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+    });
+    assert_eq!(reply.0.trim(), "udp 198.19.200.2");
+    assert_eq!(reply.1, std::net::SocketAddr::from(vip));
+
+    // An established connection, idle across the changes below.
+    let mut held = in_ns(&client, move || {
+        TcpStream::connect_timeout(&vip.into(), Duration::from_secs(2)).unwrap()
+    });
+    held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+
+    // One backend replaced: only the new set answers.
+    let second = vips(&[("198.19.200.100", &[backends[0], backends[2], backends[3]])]);
+    assert!(matches!(
+        lb.apply_vips(&ns, &second).unwrap(),
+        Synced::Incremental { .. } | Synced::Full
+    ));
+    let seen = answers(&client, vip, 40);
+    assert_eq!(
+        keys(&seen),
+        [backends[0], backends[2], backends[3]]
+            .into_iter()
+            .collect()
+    );
+
+    // No running task: refused at once, not a timeout.
+    assert!(
+        lb.apply_vips(&ns, &vips(&[("198.19.200.100", &[])]))
+            .is_ok()
+    );
+    let err = ask(&client, vip).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+
+    // A restarted shoald (a new backend instance) replaces the table whole; the held
+    // connection still works, and so do new ones.
+    let again = make();
+    assert_eq!(again.apply_vips(&ns, &first).unwrap(), Synced::Full);
+    held.write_all(b"?").unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        held.read(&mut buf).unwrap() > 0,
+        "held connection survives the full sync"
+    );
+    assert_eq!(
+        keys(&answers(&client, vip, 40)),
+        backends[..3].iter().copied().collect()
+    );
+
+    // More backends than the chains made at the last full sync.
+    let many: Vec<String> = (20..40).map(|i| format!("198.19.200.{i}")).collect();
+    for m in &many {
+        sh(&[
+            "ip",
+            "-n",
+            &server,
+            "addr",
+            "add",
+            &format!("{m}/24"),
+            "dev",
+            "eth0",
+        ]);
+    }
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(
+        again
+            .apply_vips(&ns, &vips(&[("198.19.200.100", &many_refs)]))
+            .is_ok()
+    );
+    let seen = answers(&client, vip, 200);
+    assert!(
+        seen.len() >= 15,
+        "20 backends, 200 connections: {} answered",
+        seen.len()
+    );
+    assert!(keys(&seen).iter().all(|k| many_refs.contains(k)));
+}
+
+/// Routing mesh: a client outside reaches a published port on the node's address; local
+/// backends see the client, remote ones get the node's SNAT address.
+pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
+    let spaces = Spaces::new(tag, &["ext", "node", "server"]);
+    spaces.link(
+        0,
+        "eth0",
+        &["198.18.200.2/24"],
+        1,
+        "eth0",
+        &["198.18.200.1/24"],
+    );
+    spaces.link(
+        1,
+        "sbtest",
+        &["198.19.201.1/24"],
+        2,
+        "eth0",
+        &["198.19.201.10/24", "198.19.201.11/24"],
+    );
+    let (ext, node, server) = (
+        spaces.name(0).to_string(),
+        spaces.name(1).to_string(),
+        spaces.name(2).to_string(),
+    );
+    sh(&[
+        "ip",
+        "-n",
+        &server,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.19.201.1",
+    ]);
+    in_ns(&node, || {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap()
+    });
+    serve(&server, 8080, &[]);
+    let ns = Netns::Named(node.clone());
+    let published = SocketAddrV4::new(ip("198.18.200.1"), 30080);
+    let lb = make();
+
+    let mut table = MeshTable {
+        ports: [(
+            (Protocol::Tcp, 30080),
+            [
+                SocketAddrV4::new(ip("198.19.201.10"), 8080),
+                SocketAddrV4::new(ip("198.19.201.11"), 8080),
+            ]
+            .into(),
+        )]
+        .into(),
+        local: [ip("198.19.201.10")].into(),
+        snat: Some((ip("198.19.201.1"), "sbtest".into())),
+    };
+    assert_eq!(lb.apply_mesh(&ns, &table).unwrap(), Synced::Full);
+    let seen = answers(&ext, published, 40);
+    assert_eq!(
+        seen.get("198.19.201.10"),
+        Some(&["198.18.200.2".to_string()].into()),
+        "a local backend sees the client's address: {seen:?}"
+    );
+    assert_eq!(
+        seen.get("198.19.201.11"),
+        Some(&["198.19.201.1".to_string()].into()),
+        "a remote backend is reached through the node's address: {seen:?}"
+    );
+
+    // A second port added, then the first removed: the port is closed again.
+    table.ports.insert(
+        (Protocol::Tcp, 30081),
+        [SocketAddrV4::new(ip("198.19.201.11"), 8080)].into(),
+    );
+    table.ports.remove(&(Protocol::Tcp, 30080));
+    assert!(matches!(
+        lb.apply_mesh(&ns, &table).unwrap(),
+        Synced::Incremental { .. } | Synced::Full
+    ));
+    let other = SocketAddrV4::new(ip("198.18.200.1"), 30081);
+    assert_eq!(keys(&answers(&ext, other, 5)), ["198.19.201.11"].into());
+    let err = ask(&ext, published).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+
+    // A restarted shoald takes over the same table.
+    assert_eq!(make().apply_mesh(&ns, &table).unwrap(), Synced::Full);
+    assert_eq!(keys(&answers(&ext, other, 5)), ["198.19.201.11"].into());
+}
+
+#[test]
+fn nftables_balances_vips() {
+    if can_run("nftables_balances_vips") {
+        run_vips("nftv", &|| Box::new(Nftables::default()));
+    }
+}
+
+#[test]
+fn nftables_routes_the_mesh() {
+    if can_run("nftables_routes_the_mesh") {
+        run_mesh("nftm", &|| Box::new(Nftables::default()));
+    }
+}
+
+/// Elements written over netlink read back from the kernel exactly as nft itself writes
+/// them: the byte encoding matches the table's types.
+#[test]
+fn netlink_elements_match_what_nft_writes() {
+    if !can_run("netlink_elements_match_what_nft_writes") {
+        return;
+    }
+    let spaces = Spaces::new("nftenc", &["a", "b"]);
+    let list = |ns: &str| {
+        let out = Command::new("nsenter")
+            .args([
+                &format!("--net=/run/netns/{ns}"),
+                "nft",
+                "-j",
+                "list",
+                "ruleset",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut sets: Vec<String> = v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.get("map").or_else(|| o.get("set")))
+            .map(|m| format!("{} {}", m["name"], m["elem"]))
+            .collect();
+        sets.sort();
+        sets
+    };
+    let table = vips(&[
+        ("198.19.9.2", &["198.19.9.3", "198.19.9.4"]),
+        ("198.19.9.5", &[]),
+    ]);
+    // a: written whole by nft; b: empty first, then filled by an incremental change.
+    let lb = Nftables::default();
+    let (a, b) = (
+        Netns::Named(spaces.name(0).into()),
+        Netns::Named(spaces.name(1).into()),
+    );
+    lb.apply_vips(&a, &table).unwrap();
+    lb.apply_vips(&b, &VipTable::default()).unwrap();
+    assert!(matches!(
+        lb.apply_vips(&b, &table).unwrap(),
+        Synced::Incremental { .. }
+    ));
+    assert_eq!(list(spaces.name(0)), list(spaces.name(1)));
+
+    let mesh = MeshTable {
+        ports: [(
+            (Protocol::Udp, 30053),
+            [SocketAddrV4::new(ip("198.19.9.3"), 53)].into(),
+        )]
+        .into(),
+        local: [ip("198.19.9.3")].into(),
+        snat: None,
+    };
+    lb.apply_mesh(&a, &mesh).unwrap();
+    lb.apply_mesh(&b, &MeshTable::default()).unwrap();
+    assert!(matches!(
+        lb.apply_mesh(&b, &mesh).unwrap(),
+        Synced::Incremental { .. }
+    ));
+    assert_eq!(list(spaces.name(0)), list(spaces.name(1)));
+}

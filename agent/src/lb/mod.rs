@@ -1,0 +1,64 @@
+//! The service load balancer: VIPs balanced inside each task's namespace (east-west) and the
+//! routing mesh in the node's namespace, behind one backend trait. `plan` computes what to
+//! program from the node's view (pure); a backend makes the kernel match it. Backends:
+//! `nft` (nftables verdict maps), `none` (records what it was asked, for tests).
+
+pub mod netlink;
+pub mod nft;
+pub mod none;
+pub mod plan;
+
+#[cfg(test)]
+mod conformance;
+
+pub use plan::{MeshTable, VipTable};
+
+/// The network namespace a table lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Netns {
+    /// The namespace shoald runs in: the node's own.
+    Node,
+    /// A named namespace, `/run/netns/NAME` (a task's sandbox).
+    Named(String),
+}
+
+impl Netns {
+    pub fn path(&self) -> Option<String> {
+        match self {
+            Netns::Node => None,
+            Netns::Named(n) => Some(format!("/run/netns/{n}")),
+        }
+    }
+}
+
+/// How a table was brought to its desired state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    Unchanged,
+    /// Element changes in one transaction.
+    Incremental {
+        ops: usize,
+    },
+    /// The whole table replaced in one transaction.
+    Full,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error("cannot run nft (install nftables): {0}")]
+    NoNft(#[source] std::io::Error),
+    #[error("nft -f in {ns}: {stderr}")]
+    Nft { ns: String, stderr: String },
+}
+
+/// One load-balancer implementation. Every implementation passes the conformance suite in
+/// `conformance.rs`.
+pub trait LbBackend: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Makes the VIPs of `table` balance inside `ns` (a task's namespace).
+    fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError>;
+    /// Makes the published ports of the node whose namespace is `ns` match `table`.
+    fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError>;
+    /// Forgets a namespace that is gone (its task ended).
+    fn forget(&self, ns: &Netns);
+}

@@ -1,0 +1,498 @@
+//! The nftables backend. Per packet it costs one map lookup whatever the number of services:
+//! a verdict map sends a VIP (or a published port) to the chain `pickN` for its number of
+//! backends N, and that chain's one rule DNATs to `backends[key . random mod N]`. Only the
+//! first packet of a connection passes NAT chains; conntrack keeps the mapping after that,
+//! with the kernel's own timeouts (nothing here shortens them).
+//!
+//! A full sync writes the whole table with `nft -f` in one transaction (the table is
+//! replaced atomically, so established connections and their conntrack entries live on).
+//! Every later change is a batch of element deletes and adds computed from the last
+//! programmed state, sent over a netlink socket kept open per namespace.
+
+use super::netlink::{ElemData, ElemOp, NftSocket};
+use super::plan::assign_slots;
+use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
+use shoal_api::objects::Protocol;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+pub const VIP_TABLE: &str = "shoal";
+pub const MESH_TABLE: &str = "shoal_mesh";
+/// Chains `pick1..pickN` made at a full sync; a service with more backends makes the next
+/// full sync double it.
+const MIN_CHAINS: usize = 16;
+/// Larger change sets go as a full sync.
+const MAX_INCREMENTAL_OPS: usize = 2000;
+
+/// A key or value as nft writes it and as nf_tables stores it: every field of a
+/// concatenation padded to 4 bytes, addresses and ports in network order, the random slot
+/// (numgen) in host order.
+pub trait Field {
+    fn text(&self) -> String;
+    fn bytes(&self, out: &mut Vec<u8>);
+}
+
+impl Field for Ipv4Addr {
+    fn text(&self) -> String {
+        self.to_string()
+    }
+    fn bytes(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.octets());
+    }
+}
+
+fn port_bytes(port: u16, out: &mut Vec<u8>) {
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// A published port: protocol and port number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortKey(pub Protocol, pub u16);
+
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+impl Field for PortKey {
+    fn text(&self) -> String {
+        format!("{} . {}", self.0, self.1)
+    }
+    fn bytes(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&[proto_number(self.0), 0, 0, 0]);
+        port_bytes(self.1, out);
+    }
+}
+
+impl Field for SocketAddrV4 {
+    fn text(&self) -> String {
+        format!("{} . {}", self.ip(), self.port())
+    }
+    fn bytes(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.ip().octets());
+        port_bytes(self.port(), out);
+    }
+}
+
+fn bytes_of(f: &impl Field) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12);
+    f.bytes(&mut v);
+    v
+}
+
+fn slot_bytes(key: &impl Field, slot: usize) -> Vec<u8> {
+    let mut v = bytes_of(key);
+    v.extend_from_slice(&(slot as u32).to_ne_bytes());
+    v
+}
+
+fn pick_chain(n: usize) -> String {
+    format!("pick{n}")
+}
+
+/// Backends of every key in slot order, as programmed.
+pub type Slots<K, V> = BTreeMap<K, Vec<V>>;
+
+/// The element changes that turn `old` into `want`, and the slots that result. Deletes
+/// come first: a key whose value changes is deleted and added in the same transaction.
+/// `idle` names the set of keys without backends (refused at once), if the table has one.
+pub fn element_ops<K, V>(
+    old: &Slots<K, V>,
+    want: &BTreeMap<K, BTreeSet<V>>,
+    idle: Option<&'static str>,
+) -> (Slots<K, V>, Vec<ElemOp>)
+where
+    K: Field + Ord + Clone,
+    V: Field + Ord + Clone,
+{
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+    let mut next = Slots::new();
+    let keys: BTreeSet<&K> = old.keys().chain(want.keys()).collect();
+    let empty_old = Vec::new();
+    let empty_want = BTreeSet::new();
+    for key in keys {
+        let before = old.get(key);
+        let o = before.unwrap_or(&empty_old);
+        let present = want.contains_key(key);
+        let n = assign_slots(o, want.get(key).unwrap_or(&empty_want));
+        // The selector: pickN for N backends, the idle set for none, nothing when absent.
+        let sel = |exists: bool, count: usize| match (exists, count) {
+            (false, _) => None,
+            (true, 0) => idle.map(|_| None),
+            (true, c) => Some(Some(c)),
+        };
+        let (was, will) = (sel(before.is_some(), o.len()), sel(present, n.len()));
+        if was != will {
+            match was {
+                Some(Some(_)) => deletes.push(ElemOp::Delete {
+                    set: selector_of(idle),
+                    key: bytes_of(key),
+                }),
+                Some(None) => deletes.push(ElemOp::Delete {
+                    set: idle.expect("idle keys only with an idle set"),
+                    key: bytes_of(key),
+                }),
+                None => {}
+            }
+            match will {
+                Some(Some(c)) => adds.push(ElemOp::Add {
+                    set: selector_of(idle),
+                    key: bytes_of(key),
+                    data: Some(ElemData::Goto(pick_chain(c))),
+                }),
+                Some(None) => adds.push(ElemOp::Add {
+                    set: idle.expect("idle keys only with an idle set"),
+                    key: bytes_of(key),
+                    data: None,
+                }),
+                None => {}
+            }
+        }
+        for i in 0..o.len().max(n.len()) {
+            let (a, b) = (o.get(i), n.get(i));
+            if a == b {
+                continue;
+            }
+            if a.is_some() {
+                deletes.push(ElemOp::Delete {
+                    set: "backends",
+                    key: slot_bytes(key, i),
+                });
+            }
+            if let Some(v) = b {
+                adds.push(ElemOp::Add {
+                    set: "backends",
+                    key: slot_bytes(key, i),
+                    data: Some(ElemData::Value(bytes_of(v))),
+                });
+            }
+        }
+        if present {
+            next.insert(key.clone(), n);
+        }
+    }
+    deletes.extend(adds);
+    (next, deletes)
+}
+
+/// The VIP table has an idle set; the mesh does not (a port without backends is simply
+/// not published, and the node answers with a reset).
+fn selector_of(idle: Option<&'static str>) -> &'static str {
+    if idle.is_some() { "vips" } else { "ports" }
+}
+
+fn chains_for<K, V>(slots: &Slots<K, V>) -> usize {
+    let most = slots.values().map(Vec::len).max().unwrap_or(0);
+    most.next_power_of_two().max(MIN_CHAINS)
+}
+
+fn elements<K: Field, V: Field>(
+    out: &mut String,
+    table: &str,
+    selector: &str,
+    slots: &Slots<K, V>,
+) {
+    let mut sel = Vec::new();
+    let mut be = Vec::new();
+    for (k, vs) in slots.iter().filter(|(_, v)| !v.is_empty()) {
+        sel.push(format!("{} : goto {}", k.text(), pick_chain(vs.len())));
+        for (i, v) in vs.iter().enumerate() {
+            be.push(format!("{} . {i} : {}", k.text(), v.text()));
+        }
+    }
+    for (set, items) in [(selector, sel), ("backends", be)] {
+        if !items.is_empty() {
+            let _ = writeln!(
+                out,
+                "add element ip {table} {set} {{ {} }}",
+                items.join(", ")
+            );
+        }
+    }
+}
+
+/// The whole east-west table of one task namespace.
+pub fn vip_ruleset(slots: &Slots<Ipv4Addr, Ipv4Addr>, chains: usize) -> String {
+    let t = VIP_TABLE;
+    let mut s = format!("table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n");
+    s.push_str("  map vips { type ipv4_addr : verdict; }\n");
+    s.push_str("  map backends { typeof ip daddr . numgen random mod 1 : ip daddr; }\n");
+    s.push_str("  set idle { type ipv4_addr; }\n");
+    for n in 1..=chains {
+        let _ = writeln!(
+            s,
+            "  chain {} {{ dnat to ip daddr . numgen random mod {n} map @backends; }}",
+            pick_chain(n)
+        );
+    }
+    s.push_str(
+        "  chain balance { type nat hook output priority -100; policy accept; ip daddr vmap @vips; }\n",
+    );
+    // A VIP whose service has no running task refuses at once instead of timing out.
+    s.push_str(
+        "  chain refuse { type filter hook output priority 0; policy accept; ip daddr @idle reject; }\n}\n",
+    );
+    elements(&mut s, t, "vips", slots);
+    let idle: Vec<String> = slots
+        .iter()
+        .filter(|(_, v)| v.is_empty())
+        .map(|(k, _)| k.to_string())
+        .collect();
+    if !idle.is_empty() {
+        let _ = writeln!(s, "add element ip {t} idle {{ {} }}", idle.join(", "));
+    }
+    s
+}
+
+/// The node's routing-mesh table.
+pub fn mesh_ruleset(
+    slots: &Slots<PortKey, SocketAddrV4>,
+    local: &BTreeSet<Ipv4Addr>,
+    snat: Option<&(Ipv4Addr, String)>,
+    chains: usize,
+) -> String {
+    let t = MESH_TABLE;
+    let mut s = format!("table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n");
+    s.push_str("  map ports { type inet_proto . inet_service : verdict; }\n");
+    s.push_str(
+        "  map backends { typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }\n",
+    );
+    s.push_str("  set local { type ipv4_addr; }\n");
+    for n in 1..=chains {
+        let _ = writeln!(
+            s,
+            "  chain {} {{ dnat to meta l4proto . th dport . numgen random mod {n} map @backends; }}",
+            pick_chain(n)
+        );
+    }
+    let steer =
+        "fib daddr type local meta l4proto { tcp, udp, sctp } meta l4proto . th dport vmap @ports";
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{ type nat hook prerouting priority -100; policy accept; {steer}; }}"
+    );
+    let _ = writeln!(
+        s,
+        "  chain output {{ type nat hook output priority -100; policy accept; {steer}; }}"
+    );
+    // Remote backends answer the node's ingress address over the overlay; local ones are
+    // reached unchanged and see the client's own address.
+    let snat_rule = snat
+        .map(|(ip, dev)| {
+            format!(" ct status dnat oifname \"{dev}\" ip daddr != @local snat to {ip};")
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        s,
+        "  chain postrouting {{ type nat hook postrouting priority 100; policy accept;{snat_rule} }}\n}}"
+    );
+    elements(&mut s, t, "ports", slots);
+    if !local.is_empty() {
+        let items: Vec<String> = local.iter().map(|i| i.to_string()).collect();
+        let _ = writeln!(s, "add element ip {t} local {{ {} }}", items.join(", "));
+    }
+    s
+}
+
+/// Runs `nft -f -` with `script` inside `ns`.
+pub fn nft_script(ns: &Netns, script: &str) -> Result<(), LbError> {
+    let mut cmd = match ns.path() {
+        Some(path) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={path}")).arg("nft");
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let mut child = cmd
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(LbError::NoNft)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(LbError::NoNft)?;
+    }
+    let out = child.wait_with_output().map_err(LbError::NoNft)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LbError::Nft {
+            ns: format!("{ns:?}"),
+            stderr: String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
+struct Balancer<K, V> {
+    slots: Slots<K, V>,
+    chains: usize,
+}
+
+struct Mesh {
+    balancer: Balancer<PortKey, SocketAddrV4>,
+    local: BTreeSet<Ipv4Addr>,
+    snat: Option<(Ipv4Addr, String)>,
+}
+
+#[derive(Default)]
+struct Namespace {
+    vips: Option<Balancer<Ipv4Addr, Ipv4Addr>>,
+    mesh: Option<Mesh>,
+    sock: Option<NftSocket>,
+}
+
+impl Namespace {
+    /// Sends `ops` as one transaction; false when it could not be applied (the caller
+    /// falls back to a full sync).
+    fn send(&mut self, ns: &Netns, table: &str, ops: &[ElemOp]) -> bool {
+        if self.sock.is_none() {
+            let opened = match ns.path() {
+                Some(p) => NftSocket::open_in(&p),
+                None => NftSocket::open(),
+            };
+            match opened {
+                Ok(s) => self.sock = Some(s),
+                Err(e) => {
+                    tracing::warn!(?ns, error = %e, "no nf_tables socket; syncing in full");
+                    return false;
+                }
+            }
+        }
+        let sock = self.sock.as_mut().expect("opened above");
+        match sock.apply(table, ops) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(?ns, table, error = %e, "incremental update refused; syncing in full");
+                self.sock = None;
+                false
+            }
+        }
+    }
+}
+
+/// The nftables backend; it remembers what it programmed in each namespace.
+#[derive(Default)]
+pub struct Nftables {
+    spaces: Mutex<HashMap<Netns, Namespace>>,
+}
+
+impl LbBackend for Nftables {
+    fn name(&self) -> &'static str {
+        "nftables"
+    }
+
+    fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
+        let mut spaces = self.spaces.lock().expect("lock");
+        let space = spaces.entry(ns.clone()).or_default();
+        if let Some(b) = &space.vips {
+            let (next, ops) = element_ops(&b.slots, &table.vips, Some("idle"));
+            if ops.is_empty() {
+                return Ok(Synced::Unchanged);
+            }
+            let chains = b.chains;
+            if ops.len() <= MAX_INCREMENTAL_OPS
+                && chains_for(&next) <= chains
+                && space.send(ns, VIP_TABLE, &ops)
+            {
+                space.vips = Some(Balancer {
+                    slots: next,
+                    chains,
+                });
+                return Ok(Synced::Incremental { ops: ops.len() });
+            }
+        }
+        space.vips = None;
+        let (slots, _) = element_ops(&Slots::new(), &table.vips, Some("idle"));
+        let chains = chains_for(&slots);
+        nft_script(ns, &vip_ruleset(&slots, chains))?;
+        space.vips = Some(Balancer { slots, chains });
+        Ok(Synced::Full)
+    }
+
+    fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError> {
+        let ns = ns.clone();
+        let want: BTreeMap<PortKey, BTreeSet<SocketAddrV4>> = table
+            .ports
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|((p, n), v)| (PortKey(*p, *n), v.clone()))
+            .collect();
+        let mut spaces = self.spaces.lock().expect("lock");
+        let space = spaces.entry(ns.clone()).or_default();
+        if let Some(m) = &space.mesh
+            && m.snat == table.snat
+        {
+            let chains = m.balancer.chains;
+            let (next, mut ops) = element_ops(&m.balancer.slots, &want, None);
+            let (add_local, del_local) = crate::overlay::diff(&table.local, &m.local);
+            let mut local_ops: Vec<ElemOp> = del_local
+                .iter()
+                .map(|ip| ElemOp::Delete {
+                    set: "local",
+                    key: bytes_of(ip),
+                })
+                .collect();
+            // Local addresses go first so a new local backend never sees SNAT.
+            local_ops.extend(add_local.iter().map(|ip| ElemOp::Add {
+                set: "local",
+                key: bytes_of(ip),
+                data: None,
+            }));
+            local_ops.append(&mut ops);
+            let ops = local_ops;
+            if ops.is_empty() {
+                return Ok(Synced::Unchanged);
+            }
+            if ops.len() <= MAX_INCREMENTAL_OPS
+                && chains_for(&next) <= chains
+                && space.send(&ns, MESH_TABLE, &ops)
+            {
+                space.mesh = Some(Mesh {
+                    balancer: Balancer {
+                        slots: next,
+                        chains,
+                    },
+                    local: table.local.clone(),
+                    snat: table.snat.clone(),
+                });
+                return Ok(Synced::Incremental { ops: ops.len() });
+            }
+        }
+        space.mesh = None;
+        let (slots, _) = element_ops(&Slots::new(), &want, None);
+        let chains = chains_for(&slots);
+        nft_script(
+            &ns,
+            &mesh_ruleset(&slots, &table.local, table.snat.as_ref(), chains),
+        )?;
+        space.mesh = Some(Mesh {
+            balancer: Balancer { slots, chains },
+            local: table.local.clone(),
+            snat: table.snat.clone(),
+        });
+        Ok(Synced::Full)
+    }
+
+    fn forget(&self, ns: &Netns) {
+        self.spaces.lock().expect("lock").remove(ns);
+    }
+}
+
+#[cfg(test)]
+#[path = "nft_tests.rs"]
+mod tests;
