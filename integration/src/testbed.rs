@@ -113,6 +113,8 @@ pub struct Testbed {
     pub root: PathBuf,
     /// Keep namespaces and daemons when dropped (for `shoal dev up`).
     detached: bool,
+    /// Other namespaces made for this testbed (outside clients).
+    extra: Vec<String>,
 }
 
 impl Testbed {
@@ -129,6 +131,7 @@ impl Testbed {
             nodes: Vec::new(),
             root: root.to_path_buf(),
             detached: false,
+            extra: Vec::new(),
         };
         ip(&["netns", "add", &underlay])?;
         ip(&["-n", &underlay, "link", "set", "lo", "up"])?;
@@ -325,6 +328,51 @@ impl Testbed {
     }
 
     /// Leaves namespaces and daemons running after this value is dropped.
+    /// A plain namespace on the underlay (no shoald): an outside client of the nodes'
+    /// published ports. Named `<prefix>-<name>`, removed with the testbed.
+    pub fn outside_client(&mut self, name: &str, addr: &str) -> Result<String> {
+        let netns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &netns])?;
+        self.extra.push(netns.clone());
+        let port = format!("c{name}");
+        ip(&[
+            "-n",
+            &self.underlay,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &netns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.underlay,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{addr}/16"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        Ok(netns)
+    }
+
     pub fn detach(mut self) {
         self.detached = true;
         for n in &mut self.nodes {
@@ -347,6 +395,9 @@ impl Drop for Testbed {
             }
             remove_netns(&n.netns);
             shoal_agent::netns::Sandboxes::new(&n.dir.join("state")).remove_all();
+        }
+        for n in &self.extra {
+            remove_netns(n);
         }
         remove_netns(&self.underlay);
     }

@@ -1,0 +1,520 @@
+//! Service VIPs and the routing mesh on the 3-node testbed, checked with real traffic and
+//! with the kernel's own tables (`nft -j list`): every client task reaches every replica
+//! through the VIP and the replica sees the client's address; UDP; isolation between
+//! networks; published ports on every node (the local replica sees the outside client);
+//! dynamic ports opened and freed; scaling, a killed task, a drained node and a restarted
+//! shoald followed by every node; an idle connection outlives a minute.
+
+use serde_json::Value;
+use shoal_integration::shoal_ok as shoal;
+use shoal_integration::testbed::{Testbed, require_root};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Answers "<slot> <address it was reached on> <client address>" over TCP and UDP.
+const SERVER: &str = r#"# shoal-lb-web
+import os, socket, threading
+slot = os.environ["SHOAL_TASK_SLOT"]
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", 8080))
+    while True:
+        d, a = u.recvfrom(100)
+        u.sendto(("udp %s %s" % (slot, a[0])).encode(), a)
+threading.Thread(target=udp, daemon=True).start()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen(512)
+def serve(c):
+    try:
+        while c.recv(100):
+            c.sendall(("%s %s %s\n" % (slot, c.getsockname()[0], c.getpeername()[0])).encode())
+    except Exception:
+        pass
+    c.close()
+while True:
+    c, a = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// N connections (or UDP datagrams) to addr:port; prints one JSON list of answers.
+const PROBE: &str = r#"
+import socket, sys, json
+addr, port, n, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+out = []
+for i in range(n):
+    try:
+        if proto == "udp":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            s.sendto(b"?", (addr, port))
+            d, a = s.recvfrom(200)
+            out.append(d.decode().strip() + " from " + a[0])
+        else:
+            s = socket.create_connection((addr, port), timeout=2)
+            s.sendall(b"?")
+            out.append(s.recv(200).decode().strip())
+        s.close()
+    except Exception as e:
+        out.append("error " + type(e).__name__)
+print(json.dumps(out))
+"#;
+
+/// Pids of tasks whose command line holds `marker`, by the node (1-based) running them.
+fn task_pids(marker: &str) -> BTreeMap<usize, Vec<u32>> {
+    let out = Command::new("pgrep").args(["-f", marker]).output().unwrap();
+    let mut by_node: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+    for pid in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            continue;
+        };
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
+        let Some(dir) = env
+            .split('\0')
+            .find_map(|v| v.strip_prefix("SHOAL_TASK_DIR="))
+        else {
+            continue;
+        };
+        if let Some(n) = dir
+            .split('/')
+            .find_map(|p| p.strip_prefix("node-"))
+            .and_then(|n| n.parse().ok())
+        {
+            by_node.entry(n).or_default().push(pid);
+        }
+    }
+    by_node
+}
+
+/// Runs the probe in the network namespace of `pid` (or the named namespace `ns`).
+fn probe_in(target: &[&str], addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
+    let mut cmd = Command::new("nsenter");
+    cmd.args(target).args(["python3", "-c", PROBE, addr]);
+    cmd.args([&port.to_string(), &n.to_string(), proto]);
+    let out = cmd.output().unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("probe: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn probe_task(pid: u32, addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
+    probe_in(&["-t", &pid.to_string(), "-n"], addr, port, n, proto)
+}
+
+fn probe_ns(ns: &str, addr: &str, port: u16, n: usize) -> Vec<String> {
+    probe_in(&[&format!("--net=/run/netns/{ns}")], addr, port, n, "tcp")
+}
+
+fn inspect(h: &str, what: &str, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&shoal(h, &[what, "inspect", name])).unwrap();
+    v[0].clone()
+}
+
+fn strip(addr: &str) -> String {
+    addr.split('/').next().unwrap_or_default().to_string()
+}
+
+/// Address of a task process's interface `dev` (eth0: its first network; eth1: ingress).
+fn addr_of(pid: u32, dev: &str) -> Option<String> {
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "dev",
+            dev,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(strip(text.split_whitespace().nth(3)?))
+}
+
+/// Addresses on `dev` of the live task processes whose command line holds `marker`.
+fn task_addrs(marker: &str, dev: &str) -> BTreeSet<String> {
+    task_pids(marker)
+        .into_values()
+        .flatten()
+        .filter_map(|pid| addr_of(pid, dev))
+        .collect()
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// (addresses that answered, client addresses they saw) from probe answers.
+fn summary(answers: &[String]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut servers = BTreeSet::new();
+    let mut clients = BTreeSet::new();
+    for a in answers {
+        let parts: Vec<&str> = a.split_whitespace().collect();
+        if parts.len() >= 3 && parts[0] != "error" {
+            servers.insert(parts[1].to_string());
+            clients.insert(parts[2].to_string());
+        }
+    }
+    (servers, clients)
+}
+
+fn nft_json(target: &[&str], table: &str) -> Value {
+    let out = Command::new("nsenter")
+        .args(target)
+        .args(["nft", "-j", "list", "table", "ip", table])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Elements of a map or set in an `nft -j` listing.
+fn elements(listing: &Value, name: &str) -> Vec<Value> {
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("map").or_else(|| o.get("set")))
+        .filter(|m| m["name"] == name)
+        .flat_map(|m| m["elem"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn vips_and_the_routing_mesh_follow_the_cluster() {
+    if !require_root("vips_and_the_routing_mesh_follow_the_cluster") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::up("shlb", 3, 1, root.path()).unwrap();
+    let outside = bed.outside_client("out", "198.18.0.200").unwrap();
+    let h = bed.nodes[0].host();
+    for (net, subnet) in [("app", "198.19.90.0/24"), ("other", "198.19.91.0/24")] {
+        shoal(
+            &h,
+            &[
+                "network", "create", "-d", "overlay", "--subnet", subnet, net,
+            ],
+        );
+    }
+    let app_id = inspect(&h, "network", "app")["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "app",
+            "--publish",
+            "8080:8080",
+            "--stop-grace-period",
+            "20s",
+            "python3",
+            "-c",
+            SERVER,
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "client",
+            "--mode",
+            "global",
+            "--network",
+            "app",
+            "sleep",
+            "900901",
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "lone",
+            "--network",
+            "other",
+            "sleep",
+            "900902",
+        ],
+    );
+    let web = inspect(&h, "service", "web");
+    let vip = web["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["NetworkID"] == app_id.as_str())
+        .map(|v| strip(v["Addr"].as_str().unwrap()))
+        .unwrap();
+    eventually("3 web replicas, a client on each node, lone", || {
+        task_pids("shoal-lb-web")
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            == 3
+            && task_pids("sleep 900901").len() == 3
+            && task_pids("sleep 900902").len() == 1
+    });
+    let clients = task_pids("sleep 900901");
+    let replicas = task_addrs("shoal-lb-web", "eth0");
+    assert_eq!(replicas.len(), 3);
+
+    // An idle connection through the VIP, checked again after a minute.
+    let idle_pid = clients[&1][0];
+    let idle_start = Instant::now();
+    let mut idle = {
+        let vip = vip.clone();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(format!("/proc/{idle_pid}/ns/net")).unwrap();
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut c = TcpStream::connect((vip.as_str(), 8080)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            c.write_all(b"?").unwrap();
+            let mut buf = [0u8; 200];
+            assert!(c.read(&mut buf).unwrap() > 0);
+            c
+        })
+        .join()
+        .unwrap()
+    };
+
+    // From a client on every node, the VIP reaches all 3 replicas, which see the client.
+    for (node, pids) in &clients {
+        let pid = pids[0];
+        let own = addr_of(pid, "eth0").unwrap();
+        eventually(&format!("node {node} balancing to every replica"), || {
+            let (servers, seen) = summary(&probe_task(pid, &vip, 8080, 30, "tcp"));
+            servers == replicas && seen == [own.clone()].into()
+        });
+        let udp = probe_task(pid, &vip, 8080, 3, "udp");
+        assert!(
+            udp.iter()
+                .all(|a| a.starts_with("udp ") && a.ends_with(&format!("{own} from {vip}"))),
+            "UDP through the VIP from node {node}: {udp:?}"
+        );
+    }
+    // The kernel holds one selector for the VIP and three backend slots.
+    let listing = nft_json(&["-t", &clients[&2][0].to_string(), "-n"], "shoal");
+    let sel = elements(&listing, "vips");
+    assert!(
+        sel.iter()
+            .any(|e| e[0] == vip.as_str() && e[1]["goto"]["target"] == "pick3"),
+        "vips map: {sel:?}"
+    );
+    let slots = elements(&listing, "backends");
+    assert_eq!(
+        slots
+            .iter()
+            .filter(|e| e[0]["concat"][0] == vip.as_str())
+            .count(),
+        3,
+        "{slots:?}"
+    );
+    // A task on another network neither resolves nor reaches the service.
+    let lone = task_pids("sleep 900902").into_values().next().unwrap()[0];
+    let isolated = probe_task(lone, &vip, 8080, 1, "tcp");
+    assert!(isolated[0].starts_with("error"), "{isolated:?}");
+
+    // The published port answers on every node's address; a replica on the entry node
+    // sees the outside client, others see that node's ingress address.
+    let nodes: Vec<Value> = (0..3)
+        .map(|i| inspect(&h, "node", &bed.nodes[i].name))
+        .collect();
+    let web_ingress = task_addrs("shoal-lb-web", "eth1");
+    for (i, node) in nodes.iter().enumerate() {
+        let addr = &bed.nodes[i].addr;
+        let node_ingress = strip(node["IngressAddr"].as_str().unwrap());
+        eventually(&format!("port 8080 on node {}", i + 1), || {
+            let answers = probe_ns(&outside, addr, 8080, 30);
+            let (servers, seen) = summary(&answers);
+            servers == web_ingress
+                && seen
+                    .iter()
+                    .all(|c| c == "198.18.0.200" || *c == node_ingress)
+                && seen.contains(&node_ingress)
+        });
+    }
+    let mesh = nft_json(
+        &[&format!("--net=/run/netns/{}", bed.nodes[1].netns)],
+        "shoal_mesh",
+    );
+    assert!(
+        elements(&mesh, "ports")
+            .iter()
+            .any(|e| e[0]["concat"] == serde_json::json!(["tcp", 8080])),
+        "{mesh}"
+    );
+
+    // A dynamic port: open on every node, then closed everywhere and free again.
+    shoal(&h, &["service", "update", "--publish-add", "80", "web"]);
+    let ports = inspect(&h, "service", "web")["Endpoint"]["Ports"].clone();
+    let dynamic = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["TargetPort"] == 80)
+        .map(|p| p["PublishedPort"].as_u64().unwrap() as u16)
+        .unwrap();
+    assert!((30000..=32767).contains(&dynamic), "{ports}");
+    // The new port targets 80, where nothing listens: a reset, not a timeout, proves the
+    // node forwarded it to a task (the replicas are replaced to join the new port).
+    shoal(&h, &["service", "update", "--publish-rm", "80", "web"]);
+    let after = inspect(&h, "service", "web")["Endpoint"]["Ports"].clone();
+    assert!(
+        after
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["TargetPort"] != 80),
+        "{after}"
+    );
+    for i in 0..3 {
+        let addr = bed.nodes[i].addr.clone();
+        eventually(&format!("port {dynamic} closed on node {}", i + 1), || {
+            probe_ns(&outside, &addr, dynamic, 1)[0] == "error ConnectionRefusedError"
+        });
+    }
+    shoal(
+        &h,
+        &[
+            "service",
+            "update",
+            "--publish-add",
+            &format!("{dynamic}:8080"),
+            "web",
+        ],
+    );
+    for i in 0..3 {
+        let addr = bed.nodes[i].addr.clone();
+        eventually(
+            &format!("port {dynamic} reopened on node {}", i + 1),
+            || summary(&probe_ns(&outside, &addr, dynamic, 10)).0.len() >= 2,
+        );
+    }
+
+    // The idle connection still works after a minute: the LB set no timeout of its own,
+    // and conntrack keeps the kernel's established timeout.
+    let left = Duration::from_secs(62).saturating_sub(idle_start.elapsed());
+    std::thread::sleep(left);
+    idle.write_all(b"?").unwrap();
+    let mut buf = [0u8; 200];
+    assert!(idle.read(&mut buf).unwrap() > 0, "idle connection cut");
+    let timeout = Command::new("nsenter")
+        .args(["-t", &idle_pid.to_string(), "-n", "cat"])
+        .arg("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&timeout.stdout).trim(), "432000");
+    drop(idle);
+
+    // Scaling 3 -> 6 -> 1 is followed by the LB on every node.
+    let probe_pid = clients[&1][0];
+    for n in [6usize, 1] {
+        shoal(&h, &["service", "scale", &format!("web={n}")]);
+        eventually(
+            &format!("{n} web replicas balanced from every node"),
+            || {
+                let want = task_addrs("shoal-lb-web", "eth0");
+                want.len() == n
+                    && clients.values().all(|pids| {
+                        summary(&probe_task(pids[0], &vip, 8080, 6 * n, "tcp")).0 == want
+                    })
+            },
+        );
+    }
+    shoal(&h, &["service", "scale", "web=3"]);
+    eventually("3 replicas again", || {
+        task_addrs("shoal-lb-web", "eth0").len() == 3
+    });
+
+    // A killed task is replaced, and its address leaves every node's LB.
+    let victim = task_pids("shoal-lb-web")
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    eventually("the killed replica replaced and out of the LB", || {
+        let want = task_addrs("shoal-lb-web", "eth0");
+        want.len() == 3 && summary(&probe_task(probe_pid, &vip, 8080, 20, "tcp")).0 == want
+    });
+
+    // Draining a node moves its replicas while a client keeps getting answers: each
+    // stopping replica leaves every LB before its SIGTERM.
+    let drain_target = bed.nodes[2].name.clone();
+    let stream = std::thread::spawn({
+        let vip = vip.clone();
+        move || probe_task(probe_pid, &vip, 8080, 300, "tcp")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    shoal(
+        &h,
+        &["node", "update", "--availability", "drain", &drain_target],
+    );
+    let answers = stream.join().unwrap();
+    let failed: Vec<&String> = answers.iter().filter(|a| a.starts_with("error")).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 failed during drain: {failed:?}",
+        failed.len()
+    );
+    eventually("no replica left on the drained node", || {
+        !task_pids("shoal-lb-web").contains_key(&3)
+    });
+    shoal(
+        &h,
+        &["node", "update", "--availability", "active", &drain_target],
+    );
+
+    // A worker's shoald restarted during a stream of connections loses none.
+    let shoald = shoal_integration::bin_dir().join("shoald");
+    let stream = std::thread::spawn({
+        let vip = vip.clone();
+        move || probe_task(probe_pid, &vip, 8080, 300, "tcp")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    bed.restart(1, &shoald, &[]).unwrap();
+    let answers = stream.join().unwrap();
+    let failed: Vec<&String> = answers.iter().filter(|a| a.starts_with("error")).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 300 failed across a restart: {failed:?}",
+        failed.len()
+    );
+    let outside_answers = probe_ns(&outside, &bed.nodes[1].addr, 8080, 10);
+    assert!(
+        outside_answers.iter().all(|a| !a.starts_with("error")),
+        "published port after the restart: {outside_answers:?}"
+    );
+}
