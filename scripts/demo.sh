@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a local 3-node swarm (network namespaces on 198.18.0.0/16, one shoald per
-# node) running a demo service on an overlay network; shows the cluster, the service, the
-# tasks' output, and answers obtained over VXLAN from one task to every other; then removes
-# everything. KEEP=1 leaves it up (remove it with `./target/debug/shoal dev down`). Root.
+# node) running `web`, 3 replicas of a tiny HTTP server that answers with its task name,
+# published on port 8080 through the routing mesh. Prints the cluster, the service, the
+# answers through each node's published port (from a client outside the cluster), through
+# the VIP from a task, and a DNS lookup from inside a task; then removes everything.
+# KEEP=1 leaves it up (remove it with `./target/debug/shoal dev down`). Root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -14,24 +16,55 @@ $shoal dev up --nodes 3 --managers 1 --dir "$dir"
 [ "${KEEP:-0}" = 1 ] || trap '$shoal dev down --dir "$dir"' EXIT
 m="$shoal -H unix://$dir/node-1/shoald.sock"
 $m network create -d overlay --subnet 198.19.10.0/24 demo >/dev/null
-# A tiny TCP server: says which task answered and who called.
-server='import os, socket
-ip = [l.split()[3].split("/")[0] for l in os.popen("ip -4 -o addr show dev eth0")][0]
-print("task", os.environ["SHOAL_TASK_SLOT"], "listening on", ip, flush=True)
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8080)); s.listen()
-while True:
-    c, a = s.accept(); c.sendall(("hello from task %s (%s) to %s\n" % (os.environ["SHOAL_TASK_SLOT"], ip, a[0])).encode()); c.close()'
-$m service create --runtime native --name web --replicas 3 --network demo --publish 8080:8080 \
+server='import http.server, os
+name = "web.%s.%s" % (os.environ["SHOAL_TASK_SLOT"], os.environ["SHOAL_TASK_ID"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("%s (client %s)\n" % (name, self.client_address[0])).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+print(name, "serving on port 80", flush=True)
+http.server.ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()'
+$m service create --runtime native --name web --replicas 3 --network demo --publish 8080:80 \
   python3 -c "$server" >/dev/null
-for _ in $(seq 100); do $m service ls | grep -q ' 3/3 ' && break; sleep 0.2; done
+$m service create --runtime native --name client --network demo sleep 86400 >/dev/null
+for _ in $(seq 150); do
+  [ "$($m service ls | grep -c ' 3/3 \| 1/1 ')" = 2 ] && break
+  sleep 0.2
+done
 echo; $m node ls
 echo; $m service ls
 echo; $m service ps web
-echo; $m service logs web
-ips=$($m service logs web | awk '{print $NF}')
-pid=$(pgrep -f 'listening on' | head -1)
-echo; echo "From one task, over the overlay, to every task:"
-for ip in $ips; do
-  nsenter -t "$pid" -n python3 -c "import socket; print(socket.create_connection(('$ip', 8080), timeout=2).recv(200).decode().strip())"
+
+# A client outside the cluster, on the underlay (removed by `shoal dev down`).
+out=shoaldev-out
+ip netns add $out
+ip -n shoaldev-ul link add cout type veth peer name eth0 netns $out
+ip -n shoaldev-ul link set cout master br0 up
+ip -n $out addr add 198.18.0.250/16 dev eth0
+ip -n $out link set eth0 up
+get='import sys, urllib.request
+for _ in range(int(sys.argv[2])):
+    try:
+        print("  ", urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())
+    except Exception as e:
+        print("   error:", e)'
+for i in 1 2 3; do
+  echo; echo "Published port 8080 on node-$i (198.18.0.$i), from 198.18.0.250 outside the cluster:"
+  ip netns exec $out python3 -c "$get" "http://198.18.0.$i:8080/" 3
 done
+
+pid=$(pgrep -f 'sleep 86400' | head -1)
+vip=$($m service inspect web | python3 -c 'import json,sys; s=json.load(sys.stdin)[0]; print([v["Addr"] for v in s["Endpoint"]["VirtualIPs"]][0].split("/")[0])')
+echo; echo "From the client task, through the VIP of web:"
+nsenter -t "$pid" -n -m python3 -c "$get" "http://web/" 3
+echo; echo "DNS from inside the client task (127.0.0.11):"
+nsenter -t "$pid" -n -m python3 -c '
+import socket
+for name in ("web", "tasks.web"):
+    print("  ", name, "->", sorted(socket.gethostbyname_ex(name)[2]))'
+echo "   (VIP of web: $vip)"
