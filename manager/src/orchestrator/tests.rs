@@ -500,7 +500,11 @@ fn tasks_of_a_removed_node_end_and_free_their_addresses() {
     );
     // The orphan's address is free again and the replacement on n1 holds one; the removed
     // node's own ingress address is free too.
-    assert_eq!(free_after, free_before + 1, "orphaned addresses are released");
+    assert_eq!(
+        free_after,
+        free_before + 1,
+        "orphaned addresses are released"
+    );
 }
 
 #[test]
