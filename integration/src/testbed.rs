@@ -56,6 +56,26 @@ fn remove_netns(name: &str) {
     let _ = ip(&["netns", "delete", name]);
 }
 
+/// Gives `netns` an `eth0` with `addr`/16 whose peer `port` is on the underlay bridge.
+fn plug_into_underlay(underlay: &str, netns: &str, port: &str, addr: &str) -> Result<()> {
+    ip(&[
+        "-n", underlay, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
+    ])?;
+    ip(&["-n", underlay, "link", "set", port, "master", "br0", "up"])?;
+    ip(&["-n", netns, "link", "set", "lo", "up"])?;
+    ip(&[
+        "-n",
+        netns,
+        "addr",
+        "add",
+        &format!("{addr}/16"),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", netns, "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
 /// Stops the tasks and removes the task namespaces of the nodes whose state lives under
 /// `root` (node dirs `root/node-N/state`).
 pub fn remove_tasks_under(root: &Path) {
@@ -152,23 +172,7 @@ impl Testbed {
                 dir,
                 child: None,
             });
-            let port = format!("p{i}");
-            ip(&[
-                "-n", &underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
-                "netns", &netns,
-            ])?;
-            ip(&["-n", &underlay, "link", "set", &port, "master", "br0", "up"])?;
-            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n",
-                &netns,
-                "addr",
-                "add",
-                &format!("{addr}/16"),
-                "dev",
-                "eth0",
-            ])?;
-            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+            plug_into_underlay(&underlay, &netns, &format!("p{i}"), &addr)?;
         }
         Ok(bed)
     }
@@ -334,42 +338,7 @@ impl Testbed {
         let netns = format!("{}-{name}", self.prefix);
         ip(&["netns", "add", &netns])?;
         self.extra.push(netns.clone());
-        let port = format!("c{name}");
-        ip(&[
-            "-n",
-            &self.underlay,
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &netns,
-        ])?;
-        ip(&[
-            "-n",
-            &self.underlay,
-            "link",
-            "set",
-            &port,
-            "master",
-            "br0",
-            "up",
-        ])?;
-        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{addr}/16"),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        plug_into_underlay(&self.underlay, &netns, &format!("c{name}"), addr)?;
         Ok(netns)
     }
 
