@@ -50,12 +50,12 @@ for i in range(n):
     try:
         if proto == "udp":
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(2)
+            s.settimeout(5)
             s.sendto(b"?", (addr, port))
             d, a = s.recvfrom(200)
             out.append(d.decode().strip() + " from " + a[0])
         else:
-            s = socket.create_connection((addr, port), timeout=2)
+            s = socket.create_connection((addr, port), timeout=5)
             s.sendall(b"?")
             out.append(s.recv(200).decode().strip())
         s.close()
@@ -470,6 +470,64 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
         want.len() == 3 && summary(&probe_task(probe_pid, &vip, 8080, 20, "tcp")).0 == want
     });
 
+    // A stopping task waits for every node: with one worker's shoald frozen (its session
+    // open, its views unacknowledged), the replica that a scale-down removes keeps running
+    // until that node is back and has reprogrammed.
+    let slot_pid = |slot: &str| {
+        task_pids("shoal-lb-web")
+            .into_iter()
+            .find_map(|(node, pids)| {
+                pids.into_iter()
+                    .find(|pid| {
+                        std::fs::read(format!("/proc/{pid}/environ"))
+                            .map(|e| {
+                                String::from_utf8_lossy(&e)
+                                    .split('\0')
+                                    .any(|v| v == format!("SHOAL_TASK_SLOT={slot}"))
+                            })
+                            .unwrap_or(false)
+                    })
+                    .map(|pid| (node, pid))
+            })
+    };
+    let (victim_node, victim) = slot_pid("3").expect("a replica in slot 3");
+    let frozen = if victim_node == 2 { 3 } else { 2 };
+    let frozen_shoald = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args([
+                "-f",
+                &format!(
+                    "shoald --state-dir {}",
+                    bed.nodes[frozen - 1].dir.join("state").display()
+                ),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .parse::<i32>()
+    .expect("the frozen node's shoald");
+    let signal =
+        |sig| nix::sys::signal::kill(nix::unistd::Pid::from_raw(frozen_shoald), sig).unwrap();
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    shoal(&h, &["service", "scale", "web=2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let alive = std::path::Path::new(&format!("/proc/{victim}")).exists();
+    signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        alive,
+        "the stopping replica got SIGTERM before node {frozen} confirmed"
+    );
+    eventually(
+        "the removed replica stopped once every node confirmed",
+        || !std::path::Path::new(&format!("/proc/{victim}")).exists(),
+    );
+    shoal(&h, &["service", "scale", "web=3"]);
+    eventually("3 replicas again", || {
+        task_addrs("shoal-lb-web", "eth0").len() == 3
+    });
+
     // Draining a node moves its replicas while a client keeps getting answers: each
     // stopping replica leaves every LB before its SIGTERM.
     let drain_target = bed.nodes[2].name.clone();
@@ -484,6 +542,19 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
     );
     let answers = stream.join().unwrap();
     let failed: Vec<&String> = answers.iter().filter(|a| a.starts_with("error")).collect();
+    if !failed.is_empty() {
+        eprintln!("{}", shoal(&h, &["service", "ps", "web"]));
+        for n in &bed.nodes {
+            let log = std::fs::read_to_string(n.dir.join("shoald.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            eprintln!(
+                "--- {}\n{}",
+                n.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        eprintln!("{answers:?}");
+    }
     assert!(
         failed.is_empty(),
         "{} of 300 failed during drain: {failed:?}",
