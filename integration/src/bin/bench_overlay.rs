@@ -1,7 +1,9 @@
-//! Overlay convergence on the namespace testbed (3 nodes, needs root): from `service scale`
-//! acknowledged to the new task reachable over the overlay from a task on every other node,
-//! and from a task's death to its FDB entries gone on every other node. Beside each, the
-//! control-plane time alone (task reported running / failed through the API).
+//! Overlay, VIP and DNS convergence on the namespace testbed (3 nodes, needs root): from
+//! `service scale` acknowledged to the new task reachable over the overlay from a task on
+//! every other node, and through the service's VIP and `tasks.<service>` from a task on
+//! every node; from a task's death to its FDB entries gone on every other node, and to its
+//! address gone from every node's load balancer (the kernel's nft map) and DNS. Beside
+//! each, the control-plane time alone (task reported running / failed through the API).
 //!
 //! `cargo build --release && sudo target/release/bench_overlay [--write BENCHMARKS.md]`
 
@@ -67,6 +69,54 @@ fn connects(from_pid: u32, ip: &str) -> bool {
         .args(["-t", &from_pid.to_string(), "-n", "python3", "-c", &code])
         .output()
         .is_ok_and(|o| o.status.success())
+}
+
+/// From inside a task: the VIP answers (one replica: only once the new task is programmed;
+/// before, the VIP refuses) and `tasks.target` lists `ip`.
+fn via_vip_and_dns(from_pid: u32, vip: &str, ip: &str) -> bool {
+    let code = format!(
+        "import socket\nsocket.create_connection(('{vip}',7000),timeout=0.3)\n\
+         assert '{ip}' in socket.gethostbyname_ex('tasks.target')[2]"
+    );
+    Command::new("nsenter")
+        .args([
+            "-t",
+            &from_pid.to_string(),
+            "-n",
+            "-m",
+            "python3",
+            "-c",
+            &code,
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether a task's load balancer (the kernel's map) or DNS still holds `ip`.
+fn lb_or_dns_has(from_pid: u32, ip: &str) -> bool {
+    let pid = from_pid.to_string();
+    let in_lb = Command::new("nsenter")
+        .args([
+            "-t", &pid, "-n", "nft", "-j", "list", "map", "ip", "shoal", "backends",
+        ])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"{ip}\"")));
+    let code = format!(
+        "import socket\ntry:\n    print('{ip}' in socket.gethostbyname_ex('tasks.target')[2])\nexcept Exception:\n    print(False)"
+    );
+    let in_dns = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "-m", "python3", "-c", &code])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "True");
+    in_lb || in_dns
+}
+
+/// `f` for every pid at once (the probes start processes; run them side by side).
+fn all(pids: &[u32], f: impl Fn(u32) -> bool + Sync) -> bool {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pids.iter().map(|p| s.spawn(|| f(*p))).collect();
+        handles.into_iter().all(|h| h.join().unwrap_or(false))
+    })
 }
 
 fn fdb_has(node_ns: &str, mac: &str) -> bool {
@@ -182,7 +232,18 @@ fn main() -> Result<()> {
         })?;
         p
     };
+    let vip = {
+        let v: serde_json::Value =
+            serde_json::from_str(&shoal(&h, &["service", "inspect", "target"])?)?;
+        v[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .ok_or_else(|| anyhow!("target has no VIP"))?
+            .to_string()
+    };
+    let every: Vec<u32> = probes.iter().map(pid_of).collect();
     let (mut api_up, mut net_up, mut api_down, mut net_down) = (vec![], vec![], vec![], vec![]);
+    let (mut lb_up, mut lb_down) = (vec![], vec![]);
     for _ in 0..RUNS {
         shoal(&h, &["service", "scale", "target=1"])?;
         let acked = Instant::now();
@@ -205,9 +266,15 @@ fn main() -> Result<()> {
         until(
             "reachable from the other nodes",
             Duration::from_secs(20),
-            || others.iter().all(|pid| connects(*pid, &ip)),
+            || all(&others, |pid| connects(pid, &ip)),
         )?;
         net_up.push(acked.elapsed());
+        until(
+            "through the VIP and DNS from every node",
+            Duration::from_secs(20),
+            || all(&every, |pid| via_vip_and_dns(pid, &vip, &ip)),
+        )?;
+        lb_up.push(acked.elapsed());
 
         // Death: SIGKILL the task's process.
         let killed = Instant::now();
@@ -232,6 +299,10 @@ fn main() -> Result<()> {
             other_ns.iter().all(|ns| !fdb_has(ns, &m))
         })?;
         net_down.push(killed.elapsed());
+        until("out of every LB and DNS", Duration::from_secs(20), || {
+            all(&every, |pid| !lb_or_dns_has(pid, &ip))
+        })?;
+        lb_down.push(killed.elapsed());
 
         shoal(&h, &["service", "scale", "target=0"])?;
         until("target scaled to 0", Duration::from_secs(20), || {
@@ -254,13 +325,16 @@ fn main() -> Result<()> {
         median(api_down),
         median(net_down),
     );
+    let (lu, ld) = (median(lb_up), median(lb_down));
     let out = format!(
         "## Overlay convergence (3-node namespace testbed)\n\n\
          {} cores, kernel {} · {} · `bench_overlay` (release build), median of {RUNS} runs; \
          the replacement a restart policy starts after a death is not counted\n\n\
          | event | control plane alone | every other node's dataplane | ratio |\n|---|---|---|---|\n\
          | `service scale` acknowledged → new task | running in the API: {} | reachable over VXLAN from a task on each other node: {} | {:.2} |\n\
-         | task SIGKILLed → | failed in the API: {} | its FDB entries gone on each other node: {} | {:.2} |\n",
+         | task SIGKILLed → | failed in the API: {} | its FDB entries gone on each other node: {} | {:.2} |\n\
+         | `service scale` acknowledged → new task | running in the API: {} | answering through the VIP and listed by `tasks.target` DNS from a task on every node: {} | {:.2} |\n\
+         | task SIGKILLed → | failed in the API: {} | out of every node's load balancer (nft map) and DNS: {} | {:.2} |\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -272,6 +346,12 @@ fn main() -> Result<()> {
         ms(ad),
         ms(nd),
         nd.as_secs_f64() / ad.as_secs_f64(),
+        ms(au),
+        ms(lu),
+        lu.as_secs_f64() / au.as_secs_f64(),
+        ms(ad),
+        ms(ld),
+        ld.as_secs_f64() / ad.as_secs_f64(),
     );
     println!("{out}");
     if let Some(path) = write {
