@@ -101,9 +101,8 @@ fn pick_chain(n: usize) -> String {
 /// Backends of every key in slot order, as programmed.
 pub type Slots<K, V> = BTreeMap<K, Vec<V>>;
 
-/// The element changes that turn `old` into `want`, and the slots that result. Deletes
-/// come first: a key whose value changes is deleted and added in the same transaction.
-/// `idle` names the set of keys without backends (refused at once), if the table has one.
+/// The element changes that turn `old` into `want`, and the slots that result (a copy;
+/// the backend itself updates its slots in place with `update_slots`).
 pub fn element_ops<K, V>(
     old: &Slots<K, V>,
     want: &BTreeMap<K, BTreeSet<V>>,
@@ -113,24 +112,33 @@ where
     K: Field + Ord + Clone,
     V: Field + Ord + Clone,
 {
+    let mut slots = old.clone();
+    let ops = update_slots(&mut slots, want, idle);
+    (slots, ops)
+}
+
+/// Brings `slots` to `want` in place and returns the element changes that do the same in
+/// the kernel. Keys whose backends are unchanged cost a comparison and nothing else, so a
+/// change to one service stays cheap among tens of thousands. Deletes come first: a key
+/// whose value changes is deleted and added in the same transaction. `idle` names the set
+/// of keys without backends (refused at once), if the table has one.
+pub fn update_slots<K, V>(
+    slots: &mut Slots<K, V>,
+    want: &BTreeMap<K, BTreeSet<V>>,
+    idle: Option<&'static str>,
+) -> Vec<ElemOp>
+where
+    K: Field + Ord + Clone,
+    V: Field + Ord + Clone,
+{
     let mut deletes = Vec::new();
     let mut adds = Vec::new();
-    let mut next = Slots::new();
-    let keys: BTreeSet<&K> = old.keys().chain(want.keys()).collect();
-    let empty_old = Vec::new();
-    let empty_want = BTreeSet::new();
-    for key in keys {
-        let before = old.get(key);
-        let o = before.unwrap_or(&empty_old);
-        let present = want.contains_key(key);
-        let n = assign_slots(o, want.get(key).unwrap_or(&empty_want));
-        // The selector: pickN for N backends, the idle set for none, nothing when absent.
-        let sel = |exists: bool, count: usize| match (exists, count) {
-            (false, _) => None,
-            (true, 0) => idle.map(|_| None),
-            (true, c) => Some(Some(c)),
-        };
-        let (was, will) = (sel(before.is_some(), o.len()), sel(present, n.len()));
+    // The selector of a key: pickN for N backends, the idle set for none.
+    let selector = |count: usize| match count {
+        0 => idle.map(|_| None),
+        c => Some(Some(c)),
+    };
+    let mut change = |key: &K, o: &[V], n: &[V], was: Option<Option<usize>>, will| {
         if was != will {
             match was {
                 Some(Some(_)) => deletes.push(ElemOp::Delete {
@@ -176,12 +184,33 @@ where
                 });
             }
         }
-        if present {
-            next.insert(key.clone(), n);
+    };
+    let gone: Vec<K> = slots
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        let o = slots.remove(&key).expect("listed above");
+        change(&key, &o, &[], selector(o.len()), None);
+    }
+    for (key, w) in want {
+        let o = slots.get(key);
+        if let Some(o) = o
+            && o.len() == w.len()
+            && o.iter().all(|b| w.contains(b))
+        {
+            continue;
         }
+        let before = o.cloned();
+        let old = before.as_deref().unwrap_or_default();
+        let n = assign_slots(old, w);
+        let was = before.as_ref().and_then(|o| selector(o.len()));
+        change(key, old, &n, was, selector(n.len()));
+        slots.insert(key.clone(), n);
     }
     deletes.extend(adds);
-    (next, deletes)
+    deletes
 }
 
 /// The VIP table has an idle set; the mesh does not (a port without backends is simply
@@ -434,11 +463,11 @@ impl LbBackend for Nftables {
             .collect();
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
-        if let Some(m) = &space.mesh
+        if let Some(mut m) = space.mesh.take()
             && m.snat == table.snat
         {
             let chains = m.balancer.chains;
-            let (next, mut ops) = element_ops(&m.balancer.slots, &want, None);
+            let mut ops = update_slots(&mut m.balancer.slots, &want, None);
             let (add_local, del_local) = crate::overlay::diff(&table.local, &m.local);
             let mut local_ops: Vec<ElemOp> = del_local
                 .iter()
@@ -456,20 +485,15 @@ impl LbBackend for Nftables {
             local_ops.append(&mut ops);
             let ops = local_ops;
             if ops.is_empty() {
+                space.mesh = Some(m);
                 return Ok(Synced::Unchanged);
             }
             if ops.len() <= MAX_INCREMENTAL_OPS
-                && chains_for(&next) <= chains
+                && chains_for(&m.balancer.slots) <= chains
                 && space.send(&ns, MESH_TABLE, &ops)
             {
-                space.mesh = Some(Mesh {
-                    balancer: Balancer {
-                        slots: next,
-                        chains,
-                    },
-                    local: table.local.clone(),
-                    snat: table.snat.clone(),
-                });
+                m.local = table.local.clone();
+                space.mesh = Some(m);
                 return Ok(Synced::Incremental { ops: ops.len() });
             }
         }
