@@ -113,7 +113,7 @@ where
     V: Field + Ord + Clone,
 {
     let mut slots = old.clone();
-    let ops = update_slots(&mut slots, want, idle);
+    let (ops, _) = update_slots(&mut slots, want, idle);
     (slots, ops)
 }
 
@@ -121,12 +121,13 @@ where
 /// the kernel. Keys whose backends are unchanged cost a comparison and nothing else, so a
 /// change to one service stays cheap among tens of thousands. Deletes come first: a key
 /// whose value changes is deleted and added in the same transaction. `idle` names the set
-/// of keys without backends (refused at once), if the table has one.
+/// of keys without backends (refused at once), if the table has one. Also returns the
+/// largest backend count among the keys that changed (the chains they need).
 pub fn update_slots<K, V>(
     slots: &mut Slots<K, V>,
     want: &BTreeMap<K, BTreeSet<V>>,
     idle: Option<&'static str>,
-) -> Vec<ElemOp>
+) -> (Vec<ElemOp>, usize)
 where
     K: Field + Ord + Clone,
     V: Field + Ord + Clone,
@@ -185,32 +186,56 @@ where
             }
         }
     };
-    let gone: Vec<K> = slots
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .cloned()
-        .collect();
+    // One ordered walk over both maps finds what differs; only that is touched after.
+    let (mut gone, mut differ) = (Vec::new(), Vec::new());
+    let (mut have, mut wanted) = (slots.iter().peekable(), want.iter().peekable());
+    loop {
+        match (have.peek(), wanted.peek()) {
+            (None, None) => break,
+            (Some((k, _)), None) => {
+                gone.push((*k).clone());
+                have.next();
+            }
+            (None, Some((k, _))) => {
+                differ.push((*k).clone());
+                wanted.next();
+            }
+            (Some((ka, o)), Some((kb, w))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    gone.push((*ka).clone());
+                    have.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    differ.push((*kb).clone());
+                    wanted.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if o.len() != w.len() || !o.iter().all(|b| w.contains(b)) {
+                        differ.push((*kb).clone());
+                    }
+                    have.next();
+                    wanted.next();
+                }
+            },
+        }
+    }
+    let mut most = 0;
     for key in gone {
         let o = slots.remove(&key).expect("listed above");
         change(&key, &o, &[], selector(o.len()), None);
     }
-    for (key, w) in want {
-        let o = slots.get(key);
-        if let Some(o) = o
-            && o.len() == w.len()
-            && o.iter().all(|b| w.contains(b))
-        {
-            continue;
-        }
-        let before = o.cloned();
+    for key in differ {
+        let w = &want[&key];
+        let before = slots.remove(&key);
         let old = before.as_deref().unwrap_or_default();
         let n = assign_slots(old, w);
         let was = before.as_ref().and_then(|o| selector(o.len()));
-        change(key, old, &n, was, selector(n.len()));
-        slots.insert(key.clone(), n);
+        change(&key, old, &n, was, selector(n.len()));
+        most = most.max(n.len());
+        slots.insert(key, n);
     }
     deletes.extend(adds);
-    deletes
+    (deletes, most)
 }
 
 /// The VIP table has an idle set; the mesh does not (a port without backends is simply
@@ -428,20 +453,18 @@ impl LbBackend for Nftables {
     fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
-        if let Some(b) = &space.vips {
-            let (next, ops) = element_ops(&b.slots, &table.vips, Some("idle"));
+        // Updated in place: a refused batch falls back to a full sync, which starts over.
+        if let Some(mut b) = space.vips.take() {
+            let (ops, most) = update_slots(&mut b.slots, &table.vips, Some("idle"));
             if ops.is_empty() {
+                space.vips = Some(b);
                 return Ok(Synced::Unchanged);
             }
-            let chains = b.chains;
             if ops.len() <= MAX_INCREMENTAL_OPS
-                && chains_for(&next) <= chains
+                && most <= b.chains
                 && space.send(ns, VIP_TABLE, &ops)
             {
-                space.vips = Some(Balancer {
-                    slots: next,
-                    chains,
-                });
+                space.vips = Some(b);
                 return Ok(Synced::Incremental { ops: ops.len() });
             }
         }
@@ -467,7 +490,7 @@ impl LbBackend for Nftables {
             && m.snat == table.snat
         {
             let chains = m.balancer.chains;
-            let mut ops = update_slots(&mut m.balancer.slots, &want, None);
+            let (mut ops, most) = update_slots(&mut m.balancer.slots, &want, None);
             let (add_local, del_local) = crate::overlay::diff(&table.local, &m.local);
             let mut local_ops: Vec<ElemOp> = del_local
                 .iter()
@@ -489,7 +512,7 @@ impl LbBackend for Nftables {
                 return Ok(Synced::Unchanged);
             }
             if ops.len() <= MAX_INCREMENTAL_OPS
-                && chains_for(&m.balancer.slots) <= chains
+                && most <= chains
                 && space.send(&ns, MESH_TABLE, &ops)
             {
                 m.local = table.local.clone();
