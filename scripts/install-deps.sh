@@ -9,3 +9,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
+# The Docker executor's tests need a local image (no registry here).
+if command -v docker >/dev/null 2>&1; then
+  bash "$(dirname "$0")/test-image.sh"
+fi

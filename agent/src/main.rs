@@ -2,6 +2,8 @@
 
 use clap::Parser;
 use shoal_agent::daemon::{Daemon, DaemonOptions, LocalService};
+use shoal_agent::exec::by_runtime::ByRuntime;
+use shoal_agent::exec::docker::DockerExecutor;
 use shoal_agent::exec::native::NativeExecutor;
 use shoal_agent::netns::Sandboxes;
 use shoal_api::pb::local_server::LocalServer;
@@ -25,6 +27,11 @@ struct Opts {
     /// Raft tick in milliseconds; an election starts after 10-20 ticks without a leader.
     #[arg(long, default_value_t = 50, hide = true)]
     raft_tick_ms: u64,
+    /// Where image tasks run: `docker` (the local engine; fails when it does not answer),
+    /// `native` (no containers; image tasks are refused), or `auto`: docker when the
+    /// engine answers, native otherwise.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "native"])]
+    executor: String,
     /// Log filter, e.g. "info" or "shoal_manager=debug".
     #[arg(
         long,
@@ -55,6 +62,31 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("not root: native tasks run without their own network namespace");
         None
     };
+    let node_name = opts.hostname.clone().unwrap_or_else(hostname);
+    let docker = match (opts.executor.as_str(), &sandboxes) {
+        ("native", _) => None,
+        (choice, Some(sb)) => match DockerExecutor::connect(sb.clone(), node_name.clone()).await {
+            Ok(d) => Some(d),
+            Err(e) if choice == "docker" => {
+                anyhow::bail!("--executor docker: cannot reach the Docker engine: {e}")
+            }
+            Err(e) => {
+                tracing::info!(reason = %e, "no Docker engine; image tasks are refused on this node");
+                None
+            }
+        },
+        ("docker", None) => anyhow::bail!("--executor docker needs root (container networking)"),
+        (_, None) => None,
+    };
+    tracing::info!(
+        executor = if docker.is_some() { "docker" } else { "native" },
+        "task executor"
+    );
+    let executor = ByRuntime::new(
+        NativeExecutor::new(sandboxes.clone(), opts.state_dir.join("tasks")),
+        docker,
+        node_name,
+    );
     let daemon = Daemon::new(
         DaemonOptions {
             state_dir: opts.state_dir.clone(),
@@ -63,10 +95,7 @@ async fn main() -> anyhow::Result<()> {
             raft_tick: Duration::from_millis(opts.raft_tick_ms.max(1)),
             overlays: sandboxes.is_some(),
         },
-        Arc::new(NativeExecutor::new(
-            sandboxes.clone(),
-            opts.state_dir.join("tasks"),
-        )),
+        Arc::new(executor),
     )?;
     if let Some(dir) = opts.socket.parent() {
         std::fs::create_dir_all(dir)?;

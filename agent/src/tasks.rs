@@ -477,6 +477,12 @@ impl TaskRunner {
                 128 + s,
             ),
             (true, Exit::Unknown) => (TaskState::Shutdown, "shutdown", String::new(), 0),
+            (_, Exit::OutOfMemory) => (
+                TaskState::Failed,
+                "task: out of memory",
+                "task: killed by the kernel for exceeding its memory limit (OOM)".to_string(),
+                137,
+            ),
             (false, Exit::Unknown) => (
                 TaskState::Failed,
                 "task: exited",

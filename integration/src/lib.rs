@@ -200,6 +200,7 @@ impl Drop for LocalCluster {
 /// Kills task processes whose task dir lies under `root` (they run in their own process
 /// groups, so killing shoald does not reach them).
 pub fn kill_tasks_under(root: &Path) {
+    remove_containers_under(root);
     let marker = format!("SHOAL_TASK_DIR={}", root.display());
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;
@@ -219,6 +220,39 @@ pub fn kill_tasks_under(root: &Path) {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+    }
+}
+
+/// Removes the Docker containers of the shoalds whose state dirs are `root/*/state` (found
+/// by their owner label); nothing when there is no engine.
+pub fn remove_containers_under(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let owner = shoal_agent::netns::Sandboxes::new(&e.path().join("state"))
+            .prefix()
+            .to_string();
+        let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!(
+                "label={}={owner}",
+                shoal_agent::exec::docker::OWNER_LABEL
+            ))
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
         }
     }
 }

@@ -91,6 +91,7 @@ impl Constraint {
 pub enum Reject {
     NotReady,
     NotActive,
+    NoDocker,
     Constraint,
     HostPort,
 }
@@ -121,6 +122,12 @@ fn check_node_with(
     }
     if node.spec.availability != Availability::Active {
         return Err(Reject::NotActive);
+    }
+    // Container tasks need a node whose shoald runs them on a Docker engine.
+    if service.spec.task_template.runtime == Runtime::Docker
+        && node.description.executor != "docker"
+    {
+        return Err(Reject::NoDocker);
     }
     let constraints = &service.spec.task_template.placement.constraints;
     if !constraints
@@ -164,6 +171,7 @@ fn pending_message(rejects: &BTreeMap<Reject, usize>, total: usize) -> String {
         .map(|(r, n)| match r {
             Reject::NotReady => format!("{n} not ready"),
             Reject::NotActive => format!("{n} paused or drained"),
+            Reject::NoDocker => format!("{n} without Docker (shoald --executor native)"),
             Reject::Constraint => format!("{n} not matching the constraints"),
             Reject::HostPort => format!("{n} with the host-mode port in use"),
         })

@@ -1,6 +1,9 @@
 //! Task executors behind one trait. The native executor runs a task's command as a plain
-//! process; the Docker executor comes with its own issue.
+//! process; the Docker executor runs an image as a container; `ByRuntime` picks one of them
+//! per task from its runtime, so a node with Docker runs both kinds.
 
+pub mod by_runtime;
+pub mod docker;
 pub mod native;
 
 use shoal_api::objects::Task;
@@ -13,6 +16,8 @@ pub enum Exit {
     Signal(i32),
     /// An adopted task ended; only the process that started it could read its status.
     Unknown,
+    /// The kernel killed it for exceeding its memory limit.
+    OutOfMemory,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -65,6 +65,11 @@ impl Sandboxes {
         nix::unistd::geteuid().is_root()
     }
 
+    /// What this shoald's names start with (also the owner label of its containers).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn name(&self, task_id: &str) -> String {
         format!("{}-{}", self.prefix, &task_id[..task_id.len().min(12)])
     }

@@ -27,6 +27,7 @@ fn node(
         },
         description: NodeDescription {
             hostname: format!("host-{id}"),
+            executor: "docker".into(),
             ..Default::default()
         },
         status: NodeStatus {
@@ -320,4 +321,41 @@ fn two_services_never_share_a_host_port_on_a_node_in_one_pass() {
         assigns <= 1,
         "both host-port 8080 tasks placed on the only node: {ops:?}"
     );
+}
+
+#[test]
+fn container_tasks_go_only_to_nodes_with_docker_and_native_ones_anywhere() {
+    let mut state = ClusterState::default();
+    let mut plain = node(
+        "n1",
+        NodeState::Ready,
+        Availability::Active,
+        NodeRole::Worker,
+        &[],
+    );
+    plain.description.executor = "native".into();
+    let docker = node(
+        "n2",
+        NodeState::Ready,
+        Availability::Active,
+        NodeRole::Worker,
+        &[],
+    );
+    state.nodes.insert("n1".into(), plain.clone());
+    state.nodes.insert("n2".into(), docker.clone());
+    let image = service("img", &[], None);
+    let mut native = service("cmd", &[], None);
+    native.spec.task_template.runtime = Runtime::Native;
+    assert_eq!(check_node(&state, &plain, &image), Err(Reject::NoDocker));
+    assert_eq!(check_node(&state, &docker, &image), Ok(()));
+    assert_eq!(check_node(&state, &plain, &native), Ok(()));
+    state.nodes.remove("n2");
+    state.services.insert("img".into(), image);
+    let mut t = task("t1", "img", "", TaskState::Pending);
+    t.spec = state.services["img"].spec.task_template.clone();
+    state.tasks.insert("t1".into(), t);
+    let ops = schedule(&state);
+    assert!(assigned(&ops).is_empty());
+    let msg = format!("{ops:?}");
+    assert!(msg.contains("1 without Docker"), "{msg}");
 }

@@ -19,6 +19,7 @@ fn node(id: &str, role: NodeRole) -> Node {
         },
         description: NodeDescription {
             hostname: format!("host-{id}"),
+            executor: "docker".into(),
             ..Default::default()
         },
         status: NodeStatus {

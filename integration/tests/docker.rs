@@ -1,0 +1,360 @@
+//! The Docker executor on the 3-node testbed with the machine's real engine: image services
+//! run as containers on the overlay, reachable through their VIP and name from a container
+//! on every node and through the published port on every node; names resolve inside
+//! containers; native and container tasks on one network talk both ways; a container killed
+//! with `docker kill` is replaced and its address leaves LB and DNS; a restarted shoald
+//! keeps its containers serving; a missing image is refused with a clear reason.
+
+use shoal_integration::shoal_ok as shoal;
+use shoal_integration::testbed::{Testbed, require_root};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "shoal-test-busybox:latest";
+
+/// Whether the engine and the test image are here; under CI=true their absence fails.
+fn require_docker(test: &str) -> bool {
+    let engine = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let image = engine
+        && Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if image {
+        return true;
+    }
+    let why = if engine {
+        format!("the image {IMAGE} is missing (bash scripts/test-image.sh builds it)")
+    } else {
+        "no Docker engine answers".to_string()
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}, and CI=true does not allow skipping");
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Containers of a service: container id by the node (1-based) whose shoald owns it.
+fn containers(bed: &Testbed, service_id: &str) -> BTreeMap<usize, Vec<String>> {
+    let mut out: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (i, n) in bed.nodes.iter().enumerate() {
+        let owner = shoal_agent::netns::Sandboxes::new(&n.dir.join("state"))
+            .prefix()
+            .to_string();
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.shoal.owner={owner}"),
+            "--filter",
+            &format!("label=com.shoal.service.id={service_id}"),
+        ]);
+        for id in ids.split_whitespace() {
+            out.entry(i + 1).or_default().push(id.to_string());
+        }
+    }
+    out
+}
+
+/// `n` HTTP requests from inside a container to `host:port` with busybox nc; the answers.
+fn http_from(container: &str, host: &str, port: u16, n: usize) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {n}); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | tail -1; done"
+    );
+    docker(&["exec", container, "sh", "-c", &script])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Addresses busybox nslookup gives for `name` inside a container.
+fn lookup(container: &str, name: &str) -> BTreeSet<String> {
+    docker(&["exec", container, "nslookup", name])
+        .lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .collect()
+}
+
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn service_id(h: &str, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&shoal(h, &["service", "inspect", name])).unwrap();
+    v[0]["ID"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn containers_get_the_same_networking_as_native_tasks() {
+    if !require_root("containers_get_the_same_networking_as_native_tasks")
+        || !require_docker("containers_get_the_same_networking_as_native_tasks")
+    {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut bed = Testbed::up("shdk", 3, 1, root.path()).unwrap();
+    let outside = bed.outside_client("out", "198.18.0.201").unwrap();
+    let h = bed.nodes[0].host();
+    let node = serde_json::from_str::<serde_json::Value>(&shoal(&h, &["node", "inspect", "self"]))
+        .unwrap();
+    assert_eq!(node[0]["Description"]["Executor"], "docker");
+    shoal(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.95.0/24",
+            "app",
+        ],
+    );
+    // Each replica answers with its task id.
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "app",
+            "--publish",
+            "8080:80",
+            "--env",
+            "GREETING=hello",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo $GREETING $SHOAL_TASK_ID > /www/index.html; exec httpd -f -p 80 -h /www",
+        ],
+    );
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "client",
+            "--mode",
+            "global",
+            "--network",
+            "app",
+            IMAGE,
+            "sleep",
+            "100000",
+        ],
+    );
+    // A native task on the same network.
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "plain",
+            "--network",
+            "app",
+            "python3",
+            "-c",
+            "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0',8000)); s.listen()\nwhile True:\n    c,a=s.accept(); c.recv(100); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nnative '+a[0].encode()+b'\\n'); c.close()",
+        ],
+    );
+    let web_id = service_id(&h, "web");
+    let client_id = service_id(&h, "client");
+    eventually("3 web containers and a client container per node", || {
+        containers(&bed, &web_id)
+            .values()
+            .map(Vec::len)
+            .sum::<usize>()
+            == 3
+            && containers(&bed, &client_id).len() == 3
+    });
+    let clients = containers(&bed, &client_id);
+    let task_ids = |h: &str| -> BTreeSet<String> {
+        shoal(h, &["service", "ps", "-q", "--no-trunc", "web"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+
+    // Through the VIP, by name, from a container on every node: every replica answers.
+    let web_vip = {
+        let v: serde_json::Value =
+            serde_json::from_str(&shoal(&h, &["service", "inspect", "web"])).unwrap();
+        v[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for (n, ids) in &clients {
+        let c = &ids[0];
+        eventually(&format!("node {n}: every replica through the VIP"), || {
+            let seen: BTreeSet<String> = http_from(c, "web", 80, 24)
+                .iter()
+                .filter_map(|l| l.strip_prefix("hello ").map(str::to_string))
+                .collect();
+            let running = task_ids(&h);
+            seen.len() == 3
+                && seen
+                    .iter()
+                    .all(|t| running.iter().any(|r| r.starts_with(t.as_str())))
+        });
+        assert_eq!(
+            lookup(c, "web"),
+            [web_vip.clone()].into(),
+            "web from node {n}"
+        );
+        assert_eq!(lookup(c, "tasks.web").len(), 3, "tasks.web from node {n}");
+        let resolv = docker(&["exec", c, "cat", "/etc/resolv.conf"]);
+        assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    }
+    // The published port answers on every node, from outside the cluster.
+    for i in 0..3 {
+        let addr = bed.nodes[i].addr.clone();
+        eventually(&format!("port 8080 on node {}", i + 1), || {
+            let code = format!(
+                "import urllib.request\nprint(urllib.request.urlopen('http://{addr}:8080/', timeout=3).read().decode())"
+            );
+            let out = Command::new("ip")
+                .args(["netns", "exec", &outside, "python3", "-c", &code])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).starts_with("hello ")
+        });
+    }
+    // Native and container tasks on one network, both ways.
+    let c1 = &clients[&1][0];
+    let from_container = http_from(c1, "plain", 8000, 1);
+    assert!(
+        from_container
+            .first()
+            .is_some_and(|l| l.starts_with("native 198.19.95.")),
+        "container -> native: {from_container:?}"
+    );
+    let native_pid = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-f", "s.bind\\(\\('0.0.0.0',8000\\)\\)"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .next()
+    .unwrap()
+    .trim()
+    .to_string();
+    let code = format!(
+        "import urllib.request\nprint(urllib.request.urlopen('http://{web_vip}/', timeout=3).read().decode())"
+    );
+    let out = Command::new("nsenter")
+        .args(["-t", &native_pid, "-n", "python3", "-c", &code])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("hello "),
+        "native -> container: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `docker kill`: the task is replaced and its address leaves LB and DNS.
+    let victim = containers(&bed, &web_id)
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    let victim_ip = docker(&[
+        "exec",
+        &victim,
+        "sh",
+        "-c",
+        "ip -4 -o addr show dev eth0 | awk '{print $4}'",
+    ])
+    .trim()
+    .split('/')
+    .next()
+    .unwrap()
+    .to_string();
+    docker(&["kill", &victim]);
+    eventually(
+        "the killed container replaced and out of LB and DNS",
+        || {
+            let all = containers(&bed, &web_id);
+            let names = lookup(c1, "tasks.web");
+            all.values().map(Vec::len).sum::<usize>() == 3
+                && !all.values().flatten().any(|c| c == &victim)
+                && names.len() == 3
+                && !names.contains(&victim_ip)
+                && http_from(c1, "web", 80, 12).len() == 12
+        },
+    );
+
+    // A restarted shoald keeps its containers, and they keep serving.
+    let before = containers(&bed, &web_id);
+    let (worker, kept) = before
+        .iter()
+        .find(|(n, _)| **n > 1)
+        .map(|(n, c)| (*n, c.clone()))
+        .expect("a web container on a worker");
+    let shoald = shoal_integration::bin_dir().join("shoald");
+    bed.restart(worker - 1, &shoald, &[]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = containers(&bed, &web_id);
+    assert_eq!(
+        after.get(&worker),
+        Some(&kept),
+        "node {worker}'s containers adopted, not replaced"
+    );
+    let cw = &clients[&worker][0];
+    eventually(
+        &format!("node {worker} still balancing after its restart"),
+        || {
+            let seen: BTreeSet<String> = http_from(cw, "web", 80, 24).into_iter().collect();
+            seen.len() == 3
+        },
+    );
+
+    // An image that is not on the node is refused, with the reason.
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "ghost",
+            "nosuch-image:1",
+            "sleep",
+            "1",
+        ],
+    );
+    eventually("the missing image reported", || {
+        shoal(&h, &["service", "ps", "--no-trunc", "ghost"])
+            .contains("image nosuch-image:1 is not present on node")
+    });
+}
