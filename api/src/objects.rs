@@ -272,6 +272,39 @@ pub struct ContainerSpec {
     /// Nanoseconds between SIGTERM and SIGKILL.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_period: u64,
+    /// Bind mounts (containers only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mount {
+    /// "bind" (the only type shoal supports).
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub source: String,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Limits {
+    /// CPU in billionths of a CPU (Docker's NanoCPUs); 0: no limit.
+    #[serde(rename = "NanoCPUs", default)]
+    pub nano_cpus: i64,
+    /// Memory in bytes; 0: no limit.
+    #[serde(default)]
+    pub memory_bytes: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResourceRequirements {
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_stop_grace() -> u64 {
@@ -354,6 +387,9 @@ pub struct TaskSpec {
     pub networks: Vec<NetworkAttachmentConfig>,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
+    /// Resource limits (containers only).
+    #[serde(default)]
+    pub resources: ResourceRequirements,
     /// Bumped by `service update --force` to replace tasks with an unchanged spec.
     #[serde(default)]
     pub force_update: u64,

@@ -201,6 +201,15 @@ pub struct CreateArgs {
     /// Task runtime: docker containers, or plain processes (native)
     #[arg(long, value_enum, default_value = "docker")]
     pub runtime: RuntimeArg,
+    /// Bind mount into each container: type=bind,source=/host/dir,target=/dir[,readonly]
+    #[arg(long, value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Memory limit of each container (e.g. 64M)
+    #[arg(long, value_name = "BYTES")]
+    pub limit_memory: Option<String>,
+    /// CPU limit of each container (e.g. 0.5)
+    #[arg(long, value_name = "CPUS")]
+    pub limit_cpu: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
     /// IMAGE [ARG...], or COMMAND [ARG...] with --runtime native
@@ -341,6 +350,9 @@ pub fn create_options(args: &CreateArgs) -> CreateOptions {
         restart_condition: c.restart_condition.map(Into::into),
         restart_delay: c.restart_delay,
         restart_max_attempts: c.restart_max_attempts,
+        mounts: args.mount.clone(),
+        limit_memory: args.limit_memory.clone(),
+        limit_cpu: args.limit_cpu.clone(),
     }
 }
 

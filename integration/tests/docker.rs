@@ -128,28 +128,39 @@ fn containers_get_the_same_networking_as_native_tasks() {
             "app",
         ],
     );
-    // Each replica answers with its task id.
-    shoal(
-        &h,
-        &[
-            "service",
-            "create",
-            "--name",
-            "web",
-            "--replicas",
-            "3",
-            "--network",
-            "app",
-            "--publish",
-            "8080:80",
-            "--env",
-            "GREETING=hello",
-            IMAGE,
-            "sh",
-            "-c",
-            "echo $GREETING $SHOAL_TASK_ID > /www/index.html; exec httpd -f -p 80 -h /www",
-        ],
+    // Each replica answers with its task id; a bind mount and limits pass through.
+    let shared = root.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("motd"), "from the host\n").unwrap();
+    let mount = format!(
+        "type=bind,source={},target=/shared,readonly",
+        shared.display()
     );
+    let web_args = [
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "app",
+        "--publish",
+        "8080:80",
+        "--env",
+        "GREETING=hello",
+        "--mount",
+        &mount,
+        "--limit-memory",
+        "64M",
+        "--limit-cpu",
+        "0.5",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /shared/motd; echo $GREETING $SHOAL_TASK_ID > /www/index.html; exec httpd -f -p 80 -h /www",
+    ];
+    shoal(&h, &web_args);
     shoal(
         &h,
         &[
@@ -194,6 +205,27 @@ fn containers_get_the_same_networking_as_native_tasks() {
             && containers(&bed, &client_id).len() == 3
     });
     let clients = containers(&bed, &client_id);
+    let one = containers(&bed, &web_id)
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    let inspect: serde_json::Value = serde_json::from_str(&docker(&["inspect", &one])).unwrap();
+    let hc = &inspect[0]["HostConfig"];
+    assert_eq!(hc["NetworkMode"], "none");
+    assert_eq!(hc["Memory"], 64 << 20);
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["Binds"][0], format!("{}:/shared:ro", shared.display()));
+    assert_eq!(
+        inspect[0]["Config"]["Labels"]["com.shoal.service.id"],
+        web_id.as_str()
+    );
+    eventually("the containers' output in service logs", || {
+        shoal(&h, &["service", "logs", "web"])
+            .matches("from the host")
+            .count()
+            == 3
+    });
     let task_ids = |h: &str| -> BTreeSet<String> {
         shoal(h, &["service", "ps", "-q", "--no-trunc", "web"])
             .lines()

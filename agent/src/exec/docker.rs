@@ -161,6 +161,7 @@ impl DockerExecutor {
         env.push(format!("SHOAL_SERVICE_ID={}", task.service_id));
         env.push(format!("SHOAL_TASK_SLOT={}", task.slot));
         let cmd: Vec<String> = cs.command.iter().chain(cs.args.iter()).cloned().collect();
+        let limits = &task.spec.resources.limits;
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: (!cmd.is_empty()).then_some(cmd),
@@ -170,6 +171,17 @@ impl DockerExecutor {
                 // Networking is ours: the overlay plumbs the namespace once it exists.
                 network_mode: Some("none".into()),
                 dns: Some(vec![crate::netns::TASK_RESOLVER.into()]),
+                binds: (!cs.mounts.is_empty()).then(|| {
+                    cs.mounts
+                        .iter()
+                        .map(|m| {
+                            let ro = if m.read_only { ":ro" } else { "" };
+                            format!("{}:{}{ro}", m.source, m.target)
+                        })
+                        .collect()
+                }),
+                memory: Some(limits.memory_bytes).filter(|m| *m > 0),
+                nano_cpus: Some(limits.nano_cpus).filter(|c| *c > 0),
                 ..Default::default()
             }),
             ..Default::default()

@@ -20,6 +20,10 @@ pub enum SpecError {
         value: String,
         reason: &'static str,
     },
+    #[error(
+        "{0} applies to containers only; a native task runs on the host's own filesystem and without limits"
+    )]
+    ContainerOnly(&'static str),
     #[error("invalid --constraint {0:?}: use KEY==VALUE or KEY!=VALUE (e.g. node.role==manager)")]
     BadConstraint(String),
     #[error(
@@ -200,6 +204,87 @@ pub struct CreateOptions {
     pub restart_condition: Option<RestartCondition>,
     pub restart_delay: Option<u64>,
     pub restart_max_attempts: Option<u64>,
+    pub mounts: Vec<String>,
+    pub limit_memory: Option<String>,
+    pub limit_cpu: Option<String>,
+}
+
+/// `type=bind,source=/host/dir,target=/dir[,readonly]`, Docker's --mount syntax (bind only).
+pub fn parse_mount(value: &str) -> Result<Mount, SpecError> {
+    let bad = |reason: &'static str| SpecError::BadValue {
+        flag: "--mount",
+        value: value.to_string(),
+        reason,
+    };
+    let mut m = Mount::default();
+    for part in value.split(',') {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        match k {
+            "type" => m.kind = v.to_string(),
+            "source" | "src" => m.source = v.to_string(),
+            "target" | "destination" | "dst" => m.target = v.to_string(),
+            "readonly" | "ro" => {
+                m.read_only = match v {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad("readonly takes true or false")),
+                }
+            }
+            _ => return Err(bad("unknown key; use type, source, target, readonly")),
+        }
+    }
+    if m.kind != "bind" {
+        return Err(bad("only type=bind is supported"));
+    }
+    if !m.source.starts_with('/') || !m.target.starts_with('/') {
+        return Err(bad("source and target must be absolute paths"));
+    }
+    Ok(m)
+}
+
+/// Bytes from `64M`, `1.5g`, `512k` or a plain number.
+pub fn parse_memory(value: &str) -> Result<i64, SpecError> {
+    let bad = SpecError::BadValue {
+        flag: "--limit-memory",
+        value: value.to_string(),
+        reason: "use a size like 64M, 1G or 512k",
+    };
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (num, unit) = match v.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => (&v[..i], &v[i..]),
+        None => (v, ""),
+    };
+    let mult: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad),
+    };
+    let n: f64 = num.parse().map_err(|_| bad)?;
+    let bytes = (n * mult) as i64;
+    // Docker refuses less than 6 MiB; so do we, before a task fails for it.
+    if bytes < 6 * 1024 * 1024 {
+        return Err(SpecError::BadValue {
+            flag: "--limit-memory",
+            value: value.to_string(),
+            reason: "the minimum is 6M",
+        });
+    }
+    Ok(bytes)
+}
+
+/// Billionths of a CPU from `0.5` or `2`.
+pub fn parse_cpu(value: &str) -> Result<i64, SpecError> {
+    match value.parse::<f64>() {
+        Ok(c) if c > 0.0 && c <= 4096.0 => Ok((c * 1e9) as i64),
+        _ => Err(SpecError::BadValue {
+            flag: "--limit-cpu",
+            value: value.to_string(),
+            reason: "use a positive number of CPUs like 0.5 or 2",
+        }),
+    }
 }
 
 /// A checked `service create`: the spec without networks, and the networks to resolve.
@@ -238,6 +323,24 @@ pub fn create_plan(
         .map(|e| parse_env("--env", e, lookup_env))
         .collect::<Result<_, _>>()?;
     container_spec.stop_grace_period = o.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE);
+    if o.native && !o.mounts.is_empty() {
+        return Err(SpecError::ContainerOnly("--mount"));
+    }
+    if o.native && (o.limit_memory.is_some() || o.limit_cpu.is_some()) {
+        return Err(SpecError::ContainerOnly("--limit-memory/--limit-cpu"));
+    }
+    container_spec.mounts = o
+        .mounts
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<Result<_, _>>()?;
+    let mut resources = ResourceRequirements::default();
+    if let Some(m) = &o.limit_memory {
+        resources.limits.memory_bytes = parse_memory(m)?;
+    }
+    if let Some(c) = &o.limit_cpu {
+        resources.limits.nano_cpus = parse_cpu(c)?;
+    }
     let mut ports = Vec::new();
     for p in &o.publish {
         ports.extend(parse_publish("publish", p)?);
@@ -292,6 +395,7 @@ pub fn create_plan(
             placement: Placement { constraints },
             networks: vec![],
             restart_policy,
+            resources,
             force_update: 0,
         },
         mode,

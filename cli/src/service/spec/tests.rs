@@ -486,3 +486,60 @@ fn random_names_look_like_dockers() {
     assert!(a.contains('_') && b.contains('_'));
     assert_ne!(a, b);
 }
+
+#[test]
+fn bind_mounts_and_limits_are_parsed_like_docker() {
+    let m = parse_mount("type=bind,source=/srv/www,target=/www,readonly").unwrap();
+    assert_eq!(
+        (
+            m.kind.as_str(),
+            m.source.as_str(),
+            m.target.as_str(),
+            m.read_only
+        ),
+        ("bind", "/srv/www", "/www", true)
+    );
+    assert!(!parse_mount("type=bind,src=/a,dst=/b").unwrap().read_only);
+    for bad in [
+        "type=volume,source=v,target=/data",
+        "source=/a,target=/b",
+        "type=bind,source=rel,target=/b",
+        "type=bind,source=/a,target=/b,color=red",
+    ] {
+        assert!(parse_mount(bad).is_err(), "{bad}");
+    }
+    assert_eq!(parse_memory("64M").unwrap(), 64 << 20);
+    assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
+    assert_eq!(parse_memory("1.5G").unwrap(), 3 << 29);
+    assert!(parse_memory("1M").is_err(), "below Docker's minimum");
+    assert!(parse_memory("lots").is_err());
+    assert_eq!(parse_cpu("0.5").unwrap(), 500_000_000);
+    assert!(parse_cpu("-1").is_err());
+    assert!(parse_cpu("x").is_err());
+}
+
+#[test]
+fn native_services_refuse_container_only_flags() {
+    let o = CreateOptions {
+        name: "web".into(),
+        native: true,
+        args: vec!["sleep".into(), "1".into()],
+        mounts: vec!["type=bind,source=/a,target=/b".into()],
+        ..Default::default()
+    };
+    let err = create_plan(&o, &|_| None).unwrap_err().to_string();
+    assert!(err.contains("--mount applies to containers only"), "{err}");
+    let o = CreateOptions {
+        name: "web".into(),
+        args: vec!["img".into()],
+        mounts: vec!["type=bind,source=/a,target=/b".into()],
+        limit_memory: Some("64M".into()),
+        limit_cpu: Some("0.5".into()),
+        ..Default::default()
+    };
+    let plan = create_plan(&o, &|_| None).unwrap();
+    let t = &plan.spec.task_template;
+    assert_eq!(t.container_spec.mounts.len(), 1);
+    assert_eq!(t.resources.limits.memory_bytes, 64 << 20);
+    assert_eq!(t.resources.limits.nano_cpus, 500_000_000);
+}
