@@ -29,6 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 struct Running {
     pid: u32,
     stopping: bool,
+    /// Killed because its health check failed.
+    unhealthy: bool,
 }
 
 #[derive(Clone)]
@@ -195,6 +197,7 @@ impl TaskRunner {
                 Running {
                     pid,
                     stopping: false,
+                    unhealthy: false,
                 },
             );
             let me = self.clone();
@@ -426,18 +429,24 @@ impl TaskRunner {
                     Running {
                         pid: started.pid,
                         stopping: false,
+                        unhealthy: false,
                     },
                 );
-                self.report(
-                    &task.id,
-                    TaskState::Running,
-                    "started",
-                    String::new(),
-                    Some(ContainerStatus {
-                        pid: started.pid,
-                        exit_code: 0,
-                    }),
-                );
+                let status = Some(ContainerStatus {
+                    pid: started.pid,
+                    exit_code: 0,
+                });
+                match started.health {
+                    // Running (and so a backend) only once its health check passes.
+                    Some(health) => self.follow_health(&task.id, started.pid, health, status),
+                    None => self.report(
+                        &task.id,
+                        TaskState::Running,
+                        "started",
+                        String::new(),
+                        status,
+                    ),
+                }
                 let me = self.clone();
                 let id = task.id.clone();
                 tokio::spawn(async move {
@@ -446,6 +455,50 @@ impl TaskRunner {
                 });
             }
         }
+    }
+
+    /// Reports a task running once it is healthy; kills it when it turns unhealthy (its
+    /// replacement follows from the restart policy).
+    fn follow_health(
+        &self,
+        id: &str,
+        pid: u32,
+        mut health: tokio::sync::watch::Receiver<crate::exec::Health>,
+        status: Option<ContainerStatus>,
+    ) {
+        use crate::exec::Health;
+        let me = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let mut reported = false;
+            loop {
+                let now = *health.borrow_and_update();
+                match now {
+                    Health::Healthy if !reported => {
+                        reported = true;
+                        me.report(
+                            &id,
+                            TaskState::Running,
+                            "started, healthy",
+                            String::new(),
+                            status.clone(),
+                        );
+                    }
+                    Health::Unhealthy => {
+                        tracing::info!(task = %id, "health check failed; killing the task");
+                        if let Some(r) = me.running.lock().expect("lock").get_mut(&id) {
+                            r.unhealthy = true;
+                        }
+                        me.executor.kill(pid);
+                        return;
+                    }
+                    _ => {}
+                }
+                if health.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     fn finished(&self, id: &str, exit: Exit) {
@@ -461,6 +514,12 @@ impl TaskRunner {
         };
         self.done.lock().expect("lock").insert(id.to_string());
         let (state, message, err, code) = match (r.stopping, exit) {
+            _ if r.unhealthy => (
+                TaskState::Failed,
+                "task: unhealthy container",
+                "task: its health check failed".to_string(),
+                137,
+            ),
             (true, Exit::Code(c)) => (TaskState::Shutdown, "shutdown", String::new(), c),
             (true, Exit::Signal(s)) => (TaskState::Shutdown, "shutdown", String::new(), 128 + s),
             (false, Exit::Code(0)) => (TaskState::Complete, "finished", String::new(), 0),

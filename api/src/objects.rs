@@ -275,6 +275,25 @@ pub struct ContainerSpec {
     /// Bind mounts (containers only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Health check (containers only); none uses the image's own, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// Docker's health check: `Test` is `["CMD-SHELL", "cmd"]`, `["CMD", ...]` or `["NONE"]`;
+/// durations in nanoseconds (0: Docker's default).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthConfig {
+    pub test: Vec<String>,
+    #[serde(default)]
+    pub interval: i64,
+    #[serde(default)]
+    pub timeout: i64,
+    #[serde(default)]
+    pub retries: i64,
+    #[serde(default)]
+    pub start_period: i64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -12,7 +12,7 @@ use crate::{Output, print};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::control::ControlRequest;
-use shoal_api::objects::{EndpointMode, RestartCondition, UpdateOrder};
+use shoal_api::objects::{EndpointMode, HealthConfig, RestartCondition, UpdateOrder};
 use spec::{CreateOptions, UpdateFlags, UpdateOps};
 use std::collections::BTreeMap;
 
@@ -210,6 +210,24 @@ pub struct CreateArgs {
     /// CPU limit of each container (e.g. 0.5)
     #[arg(long, value_name = "CPUS")]
     pub limit_cpu: Option<String>,
+    /// Command to check a container's health (run by its shell)
+    #[arg(long, value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub health_interval: Option<u64>,
+    /// Failures in a row before a container is unhealthy
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u64>,
+    /// Time a health check may take
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub health_timeout: Option<u64>,
+    /// Time to start before failed checks count
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub health_start_period: Option<u64>,
+    /// Disable any health check the image has
+    #[arg(long)]
+    pub no_healthcheck: bool,
     #[command(flatten)]
     pub common: CommonArgs,
     /// IMAGE [ARG...], or COMMAND [ARG...] with --runtime native
@@ -353,6 +371,20 @@ pub fn create_options(args: &CreateArgs) -> CreateOptions {
         mounts: args.mount.clone(),
         limit_memory: args.limit_memory.clone(),
         limit_cpu: args.limit_cpu.clone(),
+        health: match (&args.health_cmd, args.no_healthcheck) {
+            (_, true) => Some(HealthConfig {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }),
+            (Some(cmd), false) => Some(HealthConfig {
+                test: vec!["CMD-SHELL".into(), cmd.clone()],
+                interval: args.health_interval.unwrap_or(0) as i64,
+                timeout: args.health_timeout.unwrap_or(0) as i64,
+                retries: args.health_retries.unwrap_or(0) as i64,
+                start_period: args.health_start_period.unwrap_or(0) as i64,
+            }),
+            (None, false) => None,
+        },
     }
 }
 

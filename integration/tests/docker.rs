@@ -372,6 +372,59 @@ fn containers_get_the_same_networking_as_native_tasks() {
         },
     );
 
+    // A health check gates the LB and DNS: resolvable only once healthy; a container that
+    // turns unhealthy is killed and replaced.
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "gated",
+            "--network",
+            "app",
+            "--health-cmd",
+            "test -f /tmp/ready",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "20s",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 3; touch /tmp/ready; exec sleep 100000",
+        ],
+    );
+    let gated_id = service_id(&h, "gated");
+    eventually("the gated container started", || {
+        !containers(&bed, &gated_id).is_empty()
+    });
+    let started = Instant::now();
+    let first = containers(&bed, &gated_id)
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert!(
+            lookup(c1, "tasks.gated").is_empty(),
+            "an unhealthy-yet task is not in DNS"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eventually("healthy: running and in DNS", || {
+        lookup(c1, "tasks.gated").len() == 1
+            && shoal(&h, &["service", "ps", "gated"]).contains("Running")
+    });
+    docker(&["exec", &first, "rm", "/tmp/ready"]);
+    eventually("the unhealthy container replaced", || {
+        let now = containers(&bed, &gated_id);
+        shoal(&h, &["service", "ps", "--no-trunc", "gated"]).contains("health check failed")
+            && !now.values().flatten().any(|c| c == &first)
+    });
+
     // An image that is not on the node is refused, with the reason.
     shoal(
         &h,

@@ -8,10 +8,10 @@
 //! Several shoalds may share one engine (the testbed): the owner label, derived from the
 //! state dir like sandbox names, keeps each to its own containers.
 
-use super::{ExecError, Exit, Setup, Started};
+use super::{ExecError, Exit, Health, Setup, Started};
 use crate::netns::Sandboxes;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -162,11 +162,20 @@ impl DockerExecutor {
         env.push(format!("SHOAL_TASK_SLOT={}", task.slot));
         let cmd: Vec<String> = cs.command.iter().chain(cs.args.iter()).cloned().collect();
         let limits = &task.spec.resources.limits;
+        let healthcheck = cs.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(h.interval).filter(|v| *v > 0),
+            timeout: Some(h.timeout).filter(|v| *v > 0),
+            retries: Some(h.retries).filter(|v| *v > 0),
+            start_period: Some(h.start_period).filter(|v| *v > 0),
+            ..Default::default()
+        });
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             cmd: (!cmd.is_empty()).then_some(cmd),
             env: Some(env),
             labels: Some(labels),
+            healthcheck,
             host_config: Some(HostConfig {
                 // Networking is ours: the overlay plumbs the namespace once it exists.
                 network_mode: Some("none".into()),
@@ -243,6 +252,50 @@ impl DockerExecutor {
                 let _ = file.write_all(&chunk.into_bytes());
             }
         });
+    }
+
+    /// Follows the container's health check, when it has one (its own or its image's).
+    fn health(&self, id: &str) -> Option<tokio::sync::watch::Receiver<Health>> {
+        let status = |i: &bollard::models::ContainerInspectResponse| {
+            i.state
+                .as_ref()
+                .and_then(|s| s.health.as_ref())
+                .and_then(|h| h.status)
+        };
+        let first = block_on(
+            self.docker
+                .inspect_container(id, None::<InspectContainerOptions>),
+        )
+        .ok()?;
+        status(&first)
+            .filter(|s| !matches!(s, HealthStatusEnum::NONE | HealthStatusEnum::EMPTY))?;
+        let (tx, rx) = tokio::sync::watch::channel(Health::Starting);
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                let Ok(i) = docker
+                    .inspect_container(&id, None::<InspectContainerOptions>)
+                    .await
+                else {
+                    return;
+                };
+                if i.state.as_ref().and_then(|s| s.running) != Some(true) {
+                    return;
+                }
+                let now = match status(&i) {
+                    Some(HealthStatusEnum::HEALTHY) => Health::Healthy,
+                    Some(HealthStatusEnum::UNHEALTHY) => Health::Unhealthy,
+                    _ => Health::Starting,
+                };
+                tx.send_if_modified(|h| std::mem::replace(h, now) != now);
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Some(rx)
     }
 
     /// Waits for the container to end, then reports how and removes it with its sandbox.
@@ -332,8 +385,9 @@ impl DockerExecutor {
             return Err(invalid(&task.id, format!("network setup: {reason}")));
         }
         self.pids.lock().expect("lock").insert(pid, task.id.clone());
+        let health = self.health(&id);
         let exit = self.watch(&task.id, id, pid);
-        Ok(Started { pid, exit })
+        Ok(Started { pid, exit, health })
     }
 
     /// Takes over a container an earlier shoald started.
@@ -350,8 +404,9 @@ impl DockerExecutor {
             .lock()
             .expect("lock")
             .insert(pid, task_id.to_string());
+        let health = self.health(&id);
         let exit = self.watch(task_id, id, pid);
-        Started { pid, exit }
+        Started { pid, exit, health }
     }
 
     /// Running containers of an earlier run: (task id, pid).

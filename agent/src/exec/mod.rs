@@ -43,11 +43,22 @@ pub enum ExecError {
 /// Called with the name of a task's network namespace before the task starts.
 pub type Setup<'a> = dyn Fn(&str) -> Result<(), String> + 'a;
 
+/// What a health check says of a running task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
 /// A started task.
 pub struct Started {
     pub pid: u32,
     /// Resolves when the task's process ends.
     pub exit: tokio::sync::oneshot::Receiver<Exit>,
+    /// For a task with a health check: its state as it changes. Such a task counts as
+    /// running (and joins the LB and DNS) only once healthy.
+    pub health: Option<tokio::sync::watch::Receiver<Health>>,
 }
 
 pub trait Executor: Send + Sync {

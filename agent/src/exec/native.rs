@@ -191,7 +191,11 @@ impl Executor for NativeExecutor {
             }
             let _ = tx.send(exit);
         });
-        Ok(Started { pid, exit: rx })
+        Ok(Started {
+            pid,
+            exit: rx,
+            health: None,
+        })
     }
 
     fn adopt(&self, task_id: &str, pid: u32) -> Started {
@@ -213,7 +217,11 @@ impl Executor for NativeExecutor {
             }
             let _ = tx.send(Exit::Unknown);
         });
-        Started { pid, exit: rx }
+        Started {
+            pid,
+            exit: rx,
+            health: None,
+        }
     }
 
     fn sandbox(&self, task_id: &str) -> Option<String> {

@@ -207,6 +207,7 @@ pub struct CreateOptions {
     pub mounts: Vec<String>,
     pub limit_memory: Option<String>,
     pub limit_cpu: Option<String>,
+    pub health: Option<HealthConfig>,
 }
 
 /// `type=bind,source=/host/dir,target=/dir[,readonly]`, Docker's --mount syntax (bind only).
@@ -329,6 +330,10 @@ pub fn create_plan(
     if o.native && (o.limit_memory.is_some() || o.limit_cpu.is_some()) {
         return Err(SpecError::ContainerOnly("--limit-memory/--limit-cpu"));
     }
+    if o.native && o.health.is_some() {
+        return Err(SpecError::ContainerOnly("--health-cmd"));
+    }
+    container_spec.healthcheck = o.health.clone();
     container_spec.mounts = o
         .mounts
         .iter()
