@@ -425,6 +425,28 @@ fn containers_get_the_same_networking_as_native_tasks() {
             && !now.values().flatten().any(|c| c == &first)
     });
 
+    // A container killed for its memory limit is reported as such.
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "hog",
+            "--limit-memory",
+            "8M",
+            "--restart-condition",
+            "none",
+            IMAGE,
+            "sh",
+            "-c",
+            "x=$(head -c 30000000 /dev/zero | tr '\\0' a)",
+        ],
+    );
+    eventually("the OOM kill reported", || {
+        shoal(&h, &["service", "ps", "--no-trunc", "hog"]).contains("exceeding its memory limit")
+    });
+
     // An image that is not on the node is refused, with the reason.
     shoal(
         &h,
