@@ -753,6 +753,54 @@ impl Daemon {
         LocalResponse::Info(Box::new(info))
     }
 
+    async fn doctor(&self) -> LocalResponse {
+        let checks = tokio::task::spawn_blocking(crate::doctor::checks)
+            .await
+            .unwrap_or_default();
+        let inner = self.inner.lock().await;
+        let mut report = shoal_api::local::DoctorReport {
+            executor: self.executor.name().to_string(),
+            dataplane: "none (not in a swarm)".into(),
+            checks,
+            ..Default::default()
+        };
+        if let Some(r) = inner.as_ref() {
+            report.node_id = r.identity.node_id.clone();
+            report.dataplane = r.runner.dataplane_name();
+            let view = r.agent.view.read().expect("view lock").clone();
+            let states: std::collections::BTreeMap<String, String> = match &r.manager {
+                Some(m) => m
+                    .raft
+                    .state()
+                    .nodes
+                    .values()
+                    .map(|n| (n.id.clone(), n.status.state.to_string()))
+                    .collect(),
+                None => Default::default(),
+            };
+            let mut peers: std::collections::BTreeMap<String, shoal_api::local::DoctorPeer> =
+                Default::default();
+            for n in &view.networks {
+                for p in &n.peers {
+                    let peer = peers.entry(p.node_id.clone()).or_insert_with(|| {
+                        shoal_api::local::DoctorPeer {
+                            node_id: p.node_id.clone(),
+                            addr: p.addr.clone(),
+                            networks: vec![],
+                            state: states
+                                .get(&p.node_id)
+                                .cloned()
+                                .unwrap_or_else(|| "unknown here (ask a manager)".into()),
+                        }
+                    });
+                    peer.networks.push(n.network.spec.name.clone());
+                }
+            }
+            report.peers = peers.into_values().collect();
+        }
+        LocalResponse::Doctor(Box::new(report))
+    }
+
     async fn control(
         &self,
         req: shoal_api::control::ControlRequest,
@@ -839,6 +887,7 @@ impl Daemon {
             LocalRequest::SwarmJoin(r) => self.join(r).await,
             LocalRequest::SwarmLeave { force } => self.leave(force).await,
             LocalRequest::Info => Ok(self.info().await),
+            LocalRequest::Doctor => Ok(self.doctor().await),
             LocalRequest::Control(r) => self.control(r).await,
         }
     }

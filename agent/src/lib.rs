@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod dns;
+pub mod doctor;
 pub mod exec;
 pub mod identity;
 pub mod lb;

@@ -251,6 +251,14 @@ impl TaskRunner {
         *self.overlay.lock().expect("lock") = ctx.map(Arc::new);
     }
 
+    /// The load-balancer backend in use, or why there is none.
+    pub fn dataplane_name(&self) -> String {
+        match self.overlay.lock().expect("lock").as_ref() {
+            Some(ctx) => ctx.lb.name().to_string(),
+            None => "none (shoald is not root, or the underlay address is not on this node)".into(),
+        }
+    }
+
     pub fn executor_name(&self) -> &'static str {
         self.executor.name()
     }

@@ -18,6 +18,8 @@ pub enum LocalRequest {
     },
     /// What this node is: `node inspect self` and `shoal info`.
     Info,
+    /// The node's dataplane, executor, kernel capabilities and overlay peers.
+    Doctor,
     Control(ControlRequest),
 }
 
@@ -53,7 +55,42 @@ pub enum LocalResponse {
         node_id: String,
     },
     Info(Box<NodeInfo>),
+    Doctor(Box<DoctorReport>),
     Control(crate::control::ControlResponse),
+}
+
+/// `shoal doctor`: what this node runs with and what its kernel offers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct DoctorReport {
+    pub node_id: String,
+    /// Load-balancer backend ("nftables"), or why there is none.
+    pub dataplane: String,
+    /// "docker" or "native".
+    pub executor: String,
+    pub checks: Vec<Check>,
+    /// Other nodes this one has overlay tunnels to.
+    pub peers: Vec<DoctorPeer>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Check {
+    pub name: String,
+    pub present: bool,
+    pub detail: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DoctorPeer {
+    #[serde(rename = "NodeID")]
+    pub node_id: String,
+    /// Underlay address of its VTEP.
+    pub addr: String,
+    pub networks: Vec<String>,
+    /// The node's state as the cluster sees it ("ready", "down", ...), when known here.
+    pub state: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

@@ -87,6 +87,13 @@ impl Daemon {
         }
     }
 
+    pub async fn doctor(&mut self) -> Result<shoal_api::local::DoctorReport, DaemonError> {
+        match self.local(&LocalRequest::Doctor).await? {
+            LocalResponse::Doctor(r) => Ok(*r),
+            other => Err(unexpected("doctor report", local_kind(&other))),
+        }
+    }
+
     /// A request answered by `Done`.
     pub async fn done(&mut self, req: ControlRequest) -> Result<(), DaemonError> {
         match self.control(req).await? {
@@ -207,6 +214,7 @@ fn local_kind(resp: &LocalResponse) -> &'static str {
         LocalResponse::Done => "Done",
         LocalResponse::Joined { .. } => "Joined",
         LocalResponse::Info(_) => "Info",
+        LocalResponse::Doctor(_) => "Doctor",
         LocalResponse::Control(c) => control_kind(c),
     }
 }

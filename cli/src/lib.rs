@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod daemon;
 pub mod dev;
+pub mod doctor;
 pub mod duration;
 pub mod format;
 pub mod network;
@@ -65,6 +66,12 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Check this node: dataplane backend, executor, kernel capabilities, overlay peers
+    Doctor {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the local daemon knows about this node (JSON)
     #[command(hide = true)]
     Info,
@@ -86,6 +93,14 @@ pub async fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
             print(out, &format::json(&info))
         }
         Command::Dev(cmd) => dev::run(cmd, out).await,
+        Command::Doctor { json } => {
+            let report = daemon.doctor().await?;
+            if json {
+                print(out, &format::json(&report))
+            } else {
+                print(out, &doctor::render(&report))
+            }
+        }
     }
 }
 
