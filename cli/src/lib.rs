@@ -16,6 +16,7 @@ pub mod node;
 pub mod publish;
 pub mod resolve;
 pub mod service;
+pub mod stack;
 pub mod swarm;
 pub mod table;
 pub mod tasks;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(network::NetworkCommand),
+    /// Manage stacks (Compose files)
+    #[command(subcommand)]
+    Stack(stack::StackCommand),
     /// Check this node: dataplane backend, executor, kernel capabilities, overlay peers
     Doctor {
         /// Print the report as JSON
@@ -88,6 +92,7 @@ pub async fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Node(cmd) => node::run(cmd, &mut daemon, out).await,
         Command::Service(cmd) => service::run(cmd, &mut daemon, out).await,
         Command::Network(cmd) => network::run(cmd, &mut daemon, out).await,
+        Command::Stack(cmd) => stack::run(cmd, &mut daemon, out).await,
         Command::Info => {
             let info = daemon.info().await?;
             print(out, &format::json(&info))

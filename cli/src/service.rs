@@ -474,7 +474,7 @@ async fn scale(scales: &[String], daemon: &mut Daemon, out: &mut Output) -> Resu
     Ok(())
 }
 
-async fn ps(
+pub(crate) async fn ps(
     services: &[String],
     quiet: bool,
     no_trunc: bool,
