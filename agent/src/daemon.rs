@@ -753,6 +753,37 @@ impl Daemon {
         LocalResponse::Info(Box::new(info))
     }
 
+    /// Reads the manager's raft status and node states into the metrics, then encodes
+    /// them (`GET /metrics`).
+    pub async fn metrics_text(&self) -> String {
+        let m = crate::metrics::global();
+        {
+            let inner = self.inner.lock().await;
+            m.nodes.clear();
+            match inner.as_ref().and_then(|r| r.manager.as_ref()) {
+                Some(mgr) => {
+                    use std::sync::atomic::Ordering;
+                    let st = &mgr.raft.status;
+                    m.raft_term.set(st.term.load(Ordering::SeqCst) as i64);
+                    m.raft_commit_index
+                        .set(st.commit.load(Ordering::SeqCst) as i64);
+                    m.raft_leader.set(i64::from(mgr.raft.is_leader()));
+                    for n in mgr.raft.state().nodes.values() {
+                        m.nodes
+                            .get_or_create(&crate::metrics::StateLabel {
+                                state: n.status.state.to_string(),
+                            })
+                            .inc();
+                    }
+                }
+                None => {
+                    m.raft_leader.set(0);
+                }
+            }
+        }
+        crate::metrics::encode()
+    }
+
     async fn doctor(&self) -> LocalResponse {
         let checks = tokio::task::spawn_blocking(crate::doctor::checks)
             .await

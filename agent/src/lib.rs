@@ -9,6 +9,7 @@ pub mod exec;
 pub mod identity;
 pub mod lb;
 pub mod logs;
+pub mod metrics;
 pub mod netns;
 pub mod overlay;
 pub mod session;

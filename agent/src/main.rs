@@ -32,6 +32,10 @@ struct Opts {
     /// engine answers, native otherwise.
     #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "native"])]
     executor: String,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9323;
+    /// off when not given.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log filter, e.g. "info" or "shoal_manager=debug".
     #[arg(
         long,
@@ -109,6 +113,33 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", opts.socket.display()))?;
     // Whoever can talk to shoald controls the node: root only, like docker.sock.
     std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(addr) = opts.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--metrics-addr {addr}: {e}"))?;
+        let d = daemon.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let d = d.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        d.metrics_text().await,
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "metrics server stopped");
+            }
+        });
+        tracing::info!(%addr, "serving metrics");
+    }
     daemon.resume().await?;
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "shoald ready");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

@@ -107,16 +107,35 @@ impl TaskRunner {
     /// Programs the load balancer: VIPs in every running task's namespace and the routing
     /// mesh in the node's. Failures are logged and retried on the next view.
     fn program_lb(&self, ctx: &OverlayCtx, view: &NodeView) {
+        let metrics = crate::metrics::global();
+        let record =
+            |table: &str, started: Instant, r: &Result<crate::lb::Synced, crate::lb::LbError>| {
+                let kind = match r {
+                    Ok(crate::lb::Synced::Full) => "full",
+                    Ok(crate::lb::Synced::Incremental { .. }) => "incremental",
+                    Ok(crate::lb::Synced::Unchanged) => "unchanged",
+                    Err(_) => "error",
+                };
+                metrics.sync(table, kind, started.elapsed().as_secs_f64());
+            };
         let running: HashSet<String> = self.running.lock().expect("lock").keys().cloned().collect();
+        let (mut vips, mut backends) = (0usize, 0usize);
         for task in view.tasks.iter().filter(|t| running.contains(&t.id)) {
             let Some(netns) = self.executor.sandbox(&task.id) else {
                 continue;
             };
             let table = crate::lb::plan::vip_table(view, task);
-            if let Err(e) = ctx.lb.apply_vips(&Netns::Named(netns), &table) {
+            vips += table.vips.len();
+            backends += table.vips.values().map(|b| b.len()).sum::<usize>();
+            let started = Instant::now();
+            let result = ctx.lb.apply_vips(&Netns::Named(netns), &table);
+            record("vips", started, &result);
+            if let Err(e) = result {
                 tracing::warn!(task = %task.id, error = %e, "task load balancer not programmed");
             }
         }
+        metrics.lb_vips.set(vips as i64);
+        metrics.lb_backends.set(backends as i64);
         if !self.forwarding.load(Ordering::SeqCst) {
             // Published ports are forwarded from the underlay into the ingress overlay.
             match std::fs::write("/proc/sys/net/ipv4/ip_forward", "1") {
@@ -133,7 +152,13 @@ impl TaskRunner {
             .and_then(|n| n.network.vni())
             .map(crate::overlay::bridge_name);
         let mesh = crate::lb::plan::mesh_table(view, &ctx.node_id, bridge);
-        if let Err(e) = ctx.lb.apply_mesh(&Netns::Node, &mesh) {
+        metrics
+            .mesh_ports
+            .set(mesh.ports.values().filter(|b| !b.is_empty()).count() as i64);
+        let started = Instant::now();
+        let result = ctx.lb.apply_mesh(&Netns::Node, &mesh);
+        record("mesh", started, &result);
+        if let Err(e) = result {
             tracing::warn!(error = %e, "routing mesh not programmed");
         }
     }

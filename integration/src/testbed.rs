@@ -180,10 +180,21 @@ impl Testbed {
     /// A formed swarm: `count` nodes, each running the workspace's shoald, the first
     /// `managers` of them managers, every node ready.
     pub fn up(prefix: &str, count: usize, managers: usize, root: &Path) -> Result<Testbed> {
+        Testbed::up_with(prefix, count, managers, root, &[])
+    }
+
+    /// `up`, with extra flags for every shoald.
+    pub fn up_with(
+        prefix: &str,
+        count: usize,
+        managers: usize,
+        root: &Path,
+        extra: &[&str],
+    ) -> Result<Testbed> {
         let mut bed = Testbed::create(prefix, count, root)?;
         let shoald = crate::bin_dir().join("shoald");
         for i in 0..count {
-            bed.start(i, &shoald, &[])?;
+            bed.start(i, &shoald, extra)?;
         }
         bed.form_swarm_blocking(managers)?;
         Ok(bed)

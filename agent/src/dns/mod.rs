@@ -109,22 +109,27 @@ fn scope_of(scopes: &RwLock<HashMap<String, Arc<Scope>>>, task: &str) -> Arc<Sco
         .unwrap_or_default()
 }
 
-/// An answer for `packet`: ours, the upstream's, or SERVFAIL.
+/// An answer for `packet`: ours, the upstream's, or SERVFAIL; counted in the metrics.
 async fn respond(scope: &Scope, packet: &[u8]) -> Option<Vec<u8>> {
-    match answer(scope, packet) {
-        Outcome::Reply(r) => Some(r),
-        Outcome::Drop => None,
-        Outcome::Forward => {
-            for up in upstreams() {
-                if let Some(r) = forward(up, packet).await {
-                    return Some(r);
-                }
-            }
-            match servfail(packet) {
-                Outcome::Reply(r) => Some(r),
-                _ => None,
-            }
+    let started = std::time::Instant::now();
+    let (result, reply) = match answer(scope, packet) {
+        Outcome::Reply(r) => ("answered", Some(r)),
+        Outcome::Drop => ("dropped", None),
+        Outcome::Forward => ("forwarded", forwarded(packet).await),
+    };
+    crate::metrics::global().dns(result, started.elapsed().as_secs_f64());
+    reply
+}
+
+async fn forwarded(packet: &[u8]) -> Option<Vec<u8>> {
+    for up in upstreams() {
+        if let Some(r) = forward(up, packet).await {
+            return Some(r);
         }
+    }
+    match servfail(packet) {
+        Outcome::Reply(r) => Some(r),
+        _ => None,
     }
 }
 
