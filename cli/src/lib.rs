@@ -76,6 +76,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show what the local daemon knows about this node (JSON)
     #[command(hide = true)]
     Info,
@@ -98,6 +103,16 @@ pub async fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
             print(out, &format::json(&info))
         }
         Command::Dev(cmd) => dev::run(cmd, out).await,
+        Command::Completion { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "shoal",
+                &mut buf,
+            );
+            print(out, &String::from_utf8_lossy(&buf))
+        }
         Command::Doctor { json } => {
             let report = daemon.doctor().await?;
             if json {

@@ -286,3 +286,23 @@ fn error_lines_join_causes() {
         r#"invalid --publish "70000:80": published port 70000 is out of range 1-65535"#
     );
 }
+
+#[tokio::test]
+async fn completion_scripts_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let cli = Cli::try_parse_from(["shoal", "completion", shell]).unwrap();
+        let mut out = Vec::new();
+        run(cli, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for word in [
+            "swarm",
+            "service",
+            "stack",
+            "network",
+            "doctor",
+            "publish-add",
+        ] {
+            assert!(text.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+}
