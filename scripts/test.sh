@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --workspace --all-targets
 cargo test --workspace
+# Operator tooling: the install script's checks, and the Vagrantfile (validated, not booted).
+bash scripts/test-install.sh
+bash scripts/check-vagrant.sh

@@ -284,6 +284,27 @@ impl Overlay {
     }
 }
 
+/// On a host where Docker runs, its iptables FORWARD policy is DROP and br_netfilter sends
+/// bridged frames through it, which would drop overlay and routing-mesh traffic through
+/// shoal's bridges; accept them in Docker's DOCKER-USER chain (get-or-create), as Swarm does
+/// for its own bridges. Without that chain (no Docker in this namespace) nothing is needed.
+pub fn accept_in_docker_forward() -> Result<bool, OverlayError> {
+    if run("iptables", &["-S", "DOCKER-USER"]).is_err() {
+        return Ok(false);
+    }
+    for dir in ["-i", "-o"] {
+        let rule = ["DOCKER-USER", dir, "sb+", "-j", "ACCEPT"];
+        let mut check = vec!["-C"];
+        check.extend_from_slice(&rule);
+        if run("iptables", &check).is_err() {
+            let mut insert = vec!["-I"];
+            insert.extend_from_slice(&rule);
+            run("iptables", &insert)?;
+        }
+    }
+    Ok(true)
+}
+
 /// The node's address and matching MAC on a bridge (get-or-create): remote nodes reach it
 /// through their static neighbour and FDB entries, like a task.
 fn ensure_gateway(bridge: &str, addr: &str) -> Result<(), OverlayError> {

@@ -176,3 +176,54 @@ fn ingress_is_planned_on_every_node() {
     let plans = desired(&view, "me");
     assert_eq!(plans.iter().map(|p| p.vni).collect::<Vec<_>>(), [4096]);
 }
+
+/// With Docker's DOCKER-USER chain present, shoal's bridges are accepted there once, however
+/// often it runs; without the chain nothing is touched.
+#[test]
+fn docker_forward_accepts_shoal_bridges_once() {
+    let root = nix::unistd::geteuid().is_root();
+    let have = std::process::Command::new("iptables")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !(root && have) {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "docker_forward_accepts_shoal_bridges_once needs root and iptables under CI=true"
+            );
+        }
+        eprintln!("skipping docker_forward_accepts_shoal_bridges_once: needs root and iptables");
+        return;
+    }
+    let ns = format!("shoal-fwdtest-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap()
+    };
+    ip(&["netns", "add", &ns]);
+    let path = format!("/run/netns/{ns}");
+    let rules = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let without = super::apply::accept_in_docker_forward().unwrap();
+        let ipt = |args: &[&str]| {
+            std::process::Command::new("iptables")
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        ipt(&["-N", "DOCKER-USER"]);
+        let first = super::apply::accept_in_docker_forward().unwrap();
+        let second = super::apply::accept_in_docker_forward().unwrap();
+        let listed = String::from_utf8(ipt(&["-S", "DOCKER-USER"]).stdout).unwrap();
+        (without, first, second, listed)
+    })
+    .join();
+    ip(&["netns", "del", &ns]);
+    let (without, first, second, listed) = rules.unwrap();
+    assert!(!without && first && second);
+    assert_eq!(listed.matches("-i sb+ -j ACCEPT").count(), 1, "{listed}");
+    assert_eq!(listed.matches("-o sb+ -j ACCEPT").count(), 1, "{listed}");
+}
