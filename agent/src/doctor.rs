@@ -16,12 +16,20 @@ pub fn parse_config(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The running kernel's config: `/proc/config.gz`, or the distribution's
+/// `/boot/config-<release>` (Debian's kernels have no /proc/config.gz).
 fn kernel_config() -> Option<BTreeMap<String, String>> {
-    let file = std::fs::File::open("/proc/config.gz").ok()?;
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(file)
-        .read_to_string(&mut text)
-        .ok()?;
+    if let Ok(file) = std::fs::File::open("/proc/config.gz") {
+        let mut text = String::new();
+        if flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .is_ok()
+        {
+            return Some(parse_config(&text));
+        }
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let text = std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()?;
     Some(parse_config(&text))
 }
 
