@@ -460,6 +460,27 @@ fn netlink_elements_match_what_nft_writes() {
     ));
     assert_eq!(list(spaces.name(0)), list(spaces.name(1)));
 
+    // A large change still goes as one incremental batch (answers fit the socket).
+    let big = VipTable {
+        vips: (0..600u32)
+            .map(|i| {
+                let vip = Ipv4Addr::from(0xc6_13_40_00 + i);
+                let b: BTreeSet<Ipv4Addr> = [
+                    Ipv4Addr::from(0xc6_13_80_00 + 2 * i),
+                    Ipv4Addr::from(0xc6_13_80_01 + 2 * i),
+                ]
+                .into();
+                (vip, b)
+            })
+            .collect(),
+    };
+    lb.apply_vips(&a, &big).unwrap();
+    assert!(
+        matches!(lb.apply_vips(&b, &big).unwrap(), Synced::Incremental { ops } if ops > 1500),
+        "1,800 element changes in one batch"
+    );
+    assert_eq!(list(spaces.name(0)), list(spaces.name(1)));
+
     let mesh = MeshTable {
         ports: [(
             (Protocol::Udp, 30053),

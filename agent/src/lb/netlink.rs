@@ -62,6 +62,8 @@ impl NftSocket {
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
         sock.set_cap_ack(true)?;
+        // Room for the answers of a large batch (one per message, errors with context).
+        let _ = sock.set_rx_buf_sz(4 << 20);
         sock.set_ext_ack(true)?;
         // The kernel processes a batch inside the send and queues every answer before
         // it returns, so reads never need to wait.
@@ -104,10 +106,14 @@ impl NftSocket {
                 m,
             ))
         };
-        let mut buf = Vec::with_capacity(128 * ops.len() + 64);
+        let mut buf = Vec::with_capacity(96 * ops.len() + 64);
         self.push(&mut buf, control(ControlMessage::BatchBegin), NLM_F_REQUEST);
         let first = self.seq;
-        let mut sets = Vec::with_capacity(ops.len());
+        // One message per run of the same operation on the same set, each carrying all
+        // its elements: a handful of messages (and acks) whatever the number of changes.
+        // Order is kept: every delete comes before every add.
+        let mut groups: Vec<(bool, &'static str, Vec<ListAttribute<SetElementAttribute>>)> =
+            Vec::new();
         for op in ops {
             let (set, elem, add) = match op {
                 ElemOp::Add { set, key, data } => {
@@ -133,11 +139,20 @@ impl NftSocket {
                     false,
                 ),
             };
+            match groups.last_mut() {
+                Some((a, s, elems)) if *a == add && *s == set => {
+                    elems.push(ListAttribute::Element(elem))
+                }
+                _ => groups.push((add, set, vec![ListAttribute::Element(elem)])),
+            }
+        }
+        let mut sets = Vec::with_capacity(groups.len());
+        for (add, set, elems) in groups {
             let body = SetElementMessage {
                 attributes: vec![
                     SetElementList::Table(table.to_string()),
                     SetElementList::Set(set.to_string()),
-                    SetElementList::Elements(vec![ListAttribute::Element(elem)]),
+                    SetElementList::Elements(elems),
                 ],
             };
             let inner = if add {
