@@ -694,6 +694,7 @@ impl Daemon {
         let running = inner.take().expect("checked");
         running.agent.stop();
         running.runner.stop_all().await;
+        running.runner.remove_mesh();
         if let Some(m) = running.manager {
             m.stop().await;
         }

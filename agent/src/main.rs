@@ -69,7 +69,13 @@ async fn main() -> anyhow::Result<()> {
     let node_name = opts.hostname.clone().unwrap_or_else(hostname);
     let docker = match (opts.executor.as_str(), &sandboxes) {
         ("native", _) => None,
-        (choice, Some(sb)) => match DockerExecutor::connect(sb.clone(), node_name.clone()).await {
+        (choice, Some(sb)) => match DockerExecutor::connect(
+            sb.clone(),
+            node_name.clone(),
+            opts.state_dir.join("tasks"),
+        )
+        .await
+        {
             Ok(d) => Some(d),
             Err(e) if choice == "docker" => {
                 anyhow::bail!("--executor docker: cannot reach the Docker engine: {e}")

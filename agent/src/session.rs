@@ -159,6 +159,8 @@ async fn run_session(
             };
         }
     };
+    // Nothing of this session is applied yet (versions of an earlier one mean nothing here).
+    runner.set_applied(0);
     // Aborted however this session ends, also when the agent is stopped mid-stream.
     let _heartbeat = AbortOnDrop(tokio::spawn(report_loop(
         cfg.clone(),
@@ -169,8 +171,26 @@ async fn run_session(
     // Log publishers of this session, ended with it.
     let mut publishers: Vec<AbortOnDrop> = Vec::new();
 
+    // A view whose load balancer could not be programmed: retried every second, and only
+    // acknowledged once it is.
+    let mut unapplied: Option<(u64, NodeView)> = None;
     loop {
-        let msg = match stream.message().await {
+        let next = match &unapplied {
+            None => stream.message().await,
+            Some(_) => match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    let (version, view) = unapplied.take().expect("checked");
+                    if runner.reconcile(&view) {
+                        runner.set_applied(version);
+                    } else {
+                        unapplied = Some((version, view));
+                    }
+                    continue;
+                }
+            },
+        };
+        let msg = match next {
             Ok(Some(f)) => f,
             Ok(None) => break SessionEnd::Failed("stream closed".into()),
             Err(status) => break SessionEnd::Failed(status.message().to_string()),
@@ -205,10 +225,14 @@ async fn run_session(
             };
             (version, v.clone())
         };
-        runner.reconcile(&snapshot);
-        // Tasks, load balancer and DNS now match this version: tell the leader, which
-        // waits for every node before a stopping task gets its SIGTERM.
-        runner.set_applied(version);
+        // Once tasks, load balancer and DNS match this version, tell the leader, which waits
+        // for every node before a stopping task gets its SIGTERM.
+        if runner.reconcile(&snapshot) {
+            runner.set_applied(version);
+            unapplied = None;
+        } else {
+            unapplied = Some((version, snapshot));
+        }
     }
 }
 

@@ -106,8 +106,9 @@ impl TaskRunner {
 
     /// Programs the load balancer: VIPs in every running task's namespace and the routing
     /// mesh in the node's. Failures are logged and retried on the next view.
-    fn program_lb(&self, ctx: &OverlayCtx, view: &NodeView) {
+    fn program_lb(&self, ctx: &OverlayCtx, view: &NodeView) -> bool {
         let metrics = crate::metrics::global();
+        let mut ok = true;
         let record =
             |table: &str, started: Instant, r: &Result<crate::lb::Synced, crate::lb::LbError>| {
                 let kind = match r {
@@ -131,7 +132,11 @@ impl TaskRunner {
             let result = ctx.lb.apply_vips(&Netns::Named(netns), &table);
             record("vips", started, &result);
             if let Err(e) = result {
-                tracing::warn!(task = %task.id, error = %e, "task load balancer not programmed");
+                // A namespace that went away with its task needs nothing any more.
+                if self.running.lock().expect("lock").contains_key(&task.id) {
+                    ok = false;
+                    tracing::warn!(task = %task.id, error = %e, "task load balancer not programmed");
+                }
             }
         }
         metrics.lb_vips.set(vips as i64);
@@ -159,8 +164,10 @@ impl TaskRunner {
         let result = ctx.lb.apply_mesh(&Netns::Node, &mesh);
         record("mesh", started, &result);
         if let Err(e) = result {
+            ok = false;
             tracing::warn!(error = %e, "routing mesh not programmed");
         }
+        ok
     }
 
     /// Stops a task once no node balances to it or resolves it any more (the leader says
@@ -204,15 +211,6 @@ impl TaskRunner {
         self.executor.discard_leftovers(&ids);
         for (id, pid) in found {
             tracing::info!(task = %id, pid, "adopted a running task");
-            // Its `running` report may have died with the earlier shoald; a repeat is
-            // ignored by the manager.
-            self.report(
-                &id,
-                TaskState::Running,
-                "adopted after a shoald restart",
-                String::new(),
-                Some(ContainerStatus { pid, exit_code: 0 }),
-            );
             let started = self.executor.adopt(&id, pid);
             if let Some(netns) = self.executor.sandbox(&id) {
                 self.dns.serve(&id, netns);
@@ -225,6 +223,20 @@ impl TaskRunner {
                     unhealthy: false,
                 },
             );
+            let status = Some(ContainerStatus { pid, exit_code: 0 });
+            match started.health {
+                // A container with a health check is watched again: killed if unhealthy.
+                Some(health) => self.follow_health(&id, pid, health, status),
+                // Its `running` report may have died with the earlier shoald; a repeat is
+                // ignored by the manager.
+                None => self.report(
+                    &id,
+                    TaskState::Running,
+                    "adopted after a shoald restart",
+                    String::new(),
+                    status,
+                ),
+            }
             let me = self.clone();
             tokio::spawn(async move {
                 let exit = started.exit.await.unwrap_or(Exit::Unknown);
@@ -351,8 +363,9 @@ impl TaskRunner {
         *outbox = reports;
     }
 
-    /// Brings local processes in line with the view.
-    pub fn reconcile(&self, view: &NodeView) {
+    /// Brings local processes and the dataplane in line with the view; false when the load
+    /// balancer could not be programmed (the caller retries before acknowledging the view).
+    pub fn reconcile(&self, view: &NodeView) -> bool {
         self.resend_lagging(view);
         self.dns.update(view);
         let overlay = self.overlay.lock().expect("lock").clone();
@@ -415,8 +428,9 @@ impl TaskRunner {
             self.stop(id, 10_000_000_000);
         }
         // Tasks started above are programmed too, before the view counts as applied.
-        if let Some(ctx) = lb_ctx {
-            self.program_lb(&ctx, view);
+        match lb_ctx {
+            Some(ctx) => self.program_lb(&ctx, view),
+            None => true,
         }
     }
 
@@ -516,6 +530,17 @@ impl TaskRunner {
                             String::new(),
                             status.clone(),
                         );
+                    }
+                    // Failing checks while shutting down are expected; the stop goes on.
+                    Health::Unhealthy
+                        if me
+                            .running
+                            .lock()
+                            .expect("lock")
+                            .get(&id)
+                            .is_none_or(|r| r.stopping) =>
+                    {
+                        return;
                     }
                     Health::Unhealthy => {
                         tracing::info!(task = %id, "health check failed; killing the task");
@@ -618,6 +643,16 @@ impl TaskRunner {
                 me.executor.kill(pid);
             }
         });
+    }
+
+    /// Removes the node's routing mesh (leaving the swarm): published ports stop being
+    /// redirected to tasks that are gone.
+    pub fn remove_mesh(&self) {
+        if let Some(ctx) = self.overlay.lock().expect("lock").clone()
+            && let Err(e) = ctx.lb.remove_mesh(&Netns::Node)
+        {
+            tracing::warn!(error = %e, "routing mesh not removed");
+        }
     }
 
     /// Stops every task (leaving the swarm).

@@ -373,6 +373,28 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
         "{mesh}"
     );
 
+    // Tasks are reachable from outside only through published ports: routed straight at a
+    // replica's ingress address through node 1, a connection goes nowhere.
+    let first_ingress = web_ingress.iter().next().unwrap().clone();
+    let route = Command::new("ip")
+        .args([
+            "-n",
+            &outside,
+            "route",
+            "add",
+            "198.19.0.0/24",
+            "via",
+            &bed.nodes[0].addr,
+        ])
+        .status()
+        .unwrap();
+    assert!(route.success());
+    let direct = probe_ns(&outside, &first_ingress, 8080, 1);
+    assert!(
+        direct[0].starts_with("error"),
+        "a task's port is open to the underlay: {direct:?}"
+    );
+
     // A dynamic port: open on every node, then closed everywhere and free again.
     shoal(&h, &["service", "update", "--publish-add", "80", "web"]);
     let ports = inspect(&h, "service", "web")["Endpoint"]["Ports"].clone();

@@ -35,6 +35,8 @@ const ENGINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct DockerExecutor {
     docker: Docker,
+    /// The state dir's tasks directory, where each task's output.log lives.
+    log_dir: Option<std::path::PathBuf>,
     sandboxes: Sandboxes,
     owner: String,
     node_name: String,
@@ -61,7 +63,11 @@ fn invalid(task: &str, reason: impl Into<String>) -> ExecError {
 impl DockerExecutor {
     /// Connects to the local engine (DOCKER_HOST or /var/run/docker.sock) and agrees on an
     /// API version; fails when nothing answers.
-    pub async fn connect(sandboxes: Sandboxes, node_name: String) -> Result<Self, String> {
+    pub async fn connect(
+        sandboxes: Sandboxes,
+        node_name: String,
+        tasks_dir: std::path::PathBuf,
+    ) -> Result<Self, String> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| e.to_string())?;
         let docker = tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version())
             .await
@@ -73,6 +79,7 @@ impl DockerExecutor {
             .map_err(|e| e.to_string())?;
         Ok(DockerExecutor {
             docker,
+            log_dir: Some(tasks_dir),
             owner: sandboxes.prefix().to_string(),
             sandboxes,
             node_name,
@@ -232,8 +239,22 @@ impl DockerExecutor {
             .await;
     }
 
+    /// After an adoption: only what the container writes from now on (the earlier output is
+    /// in the log file already).
+    fn follow_logs_since_now(&self, id: &str, log: &Path) {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i32)
+            .unwrap_or(0);
+        self.follow(id, log, since);
+    }
+
     /// Appends the container's output to the task's log file (for `service logs`).
     fn follow_logs(&self, id: &str, log: &Path) {
+        self.follow(id, log, 0);
+    }
+
+    fn follow(&self, id: &str, log: &Path, since: i32) {
         let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -245,6 +266,7 @@ impl DockerExecutor {
             .follow(true)
             .stdout(true)
             .stderr(true)
+            .since(since)
             .build();
         let mut stream = self.docker.logs(id, Some(opts));
         tokio::spawn(async move {
@@ -369,9 +391,17 @@ impl DockerExecutor {
             })?;
         }
         let (id, pid) = block_on(async {
-            tokio::time::timeout(ENGINE_TIMEOUT, self.create_and_start(task, log))
-                .await
-                .map_err(|_| invalid(&task.id, "the Docker engine did not answer in time"))?
+            match tokio::time::timeout(ENGINE_TIMEOUT, self.create_and_start(task, log)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // It may have been created or started meanwhile: leave nothing behind.
+                    self.remove(&container_name(&task.id)).await;
+                    Err(invalid(
+                        &task.id,
+                        "the Docker engine did not answer in time",
+                    ))
+                }
+            }
         })?;
         // Name the container's network namespace like a sandbox and plumb it.
         let plumbed = self
@@ -404,6 +434,13 @@ impl DockerExecutor {
             .lock()
             .expect("lock")
             .insert(pid, task_id.to_string());
+        if let Some(log) = self
+            .log_dir
+            .as_ref()
+            .map(|d| d.join(task_id).join("output.log"))
+        {
+            self.follow_logs_since_now(&id, &log);
+        }
         let health = self.health(&id);
         let exit = self.watch(task_id, id, pid);
         Started { pid, exit, health }

@@ -394,8 +394,33 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 
     // A restarted shoald takes over the same table.
-    assert_eq!(make().apply_mesh(&ns, &table).unwrap(), Synced::Full);
+    let again = make();
+    assert_eq!(again.apply_mesh(&ns, &table).unwrap(), Synced::Full);
     assert_eq!(keys(&answers(&ext, other, 5)), ["198.19.201.11"].into());
+
+    // The tasks are not open to the underlay: routed straight at a task's address (not
+    // through a published port), a new connection is dropped.
+    sh(&[
+        "ip",
+        "-n",
+        &ext,
+        "route",
+        "add",
+        "198.19.201.0/24",
+        "via",
+        "198.18.200.1",
+    ]);
+    let direct = SocketAddrV4::new(ip("198.19.201.11"), 8080);
+    let err = in_ns(&ext, move || {
+        TcpStream::connect_timeout(&direct.into(), Duration::from_millis(700)).map(|_| ())
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+
+    // Leaving the swarm removes the mesh: the port is closed.
+    again.remove_mesh(&ns).unwrap();
+    let err = ask(&ext, other).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
 }
 
 #[test]

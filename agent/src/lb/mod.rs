@@ -61,4 +61,6 @@ pub trait LbBackend: Send + Sync {
     fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError>;
     /// Forgets a namespace that is gone (its task ended).
     fn forget(&self, ns: &Netns);
+    /// Removes the routing mesh of the node whose namespace is `ns` (leaving the swarm).
+    fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError>;
 }

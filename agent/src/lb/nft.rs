@@ -345,9 +345,23 @@ pub fn mesh_ruleset(
             format!(" ct status dnat oifname \"{dev}\" ip daddr != @local snat to {ip};")
         })
         .unwrap_or_default();
+    // Only what the mesh DNATed may be routed into the ingress overlay: the node forwards,
+    // but its tasks are not open to the underlay on every port. Frames bridged within the
+    // overlay (which br_netfilter also shows this hook, in and out by the bridge) pass.
+    let guard = snat
+        .map(|(_, dev)| {
+            format!(
+                " iifname != \"{dev}\" oifname \"{dev}\" ct state new ct status & dnat != dnat drop;"
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         s,
-        "  chain postrouting {{ type nat hook postrouting priority 100; policy accept;{snat_rule} }}\n}}"
+        "  chain postrouting {{ type nat hook postrouting priority 100; policy accept;{snat_rule} }}"
+    );
+    let _ = writeln!(
+        s,
+        "  chain forward {{ type filter hook forward priority 0; policy accept;{guard} }}\n}}"
     );
     elements(&mut s, t, "ports", slots);
     if !local.is_empty() {
@@ -537,6 +551,16 @@ impl LbBackend for Nftables {
 
     fn forget(&self, ns: &Netns) {
         self.spaces.lock().expect("lock").remove(ns);
+    }
+
+    fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError> {
+        if let Some(space) = self.spaces.lock().expect("lock").get_mut(ns) {
+            space.mesh = None;
+        }
+        nft_script(
+            ns,
+            &format!("table ip {MESH_TABLE} {{}}\ndelete table ip {MESH_TABLE}\n"),
+        )
     }
 }
 

@@ -153,6 +153,9 @@ fn the_mesh_ruleset_snats_only_traffic_to_remote_backends() {
         text.contains("ct status dnat oifname \"sb4097\" ip daddr != @local snat to 198.19.0.250;")
     );
     assert!(text.contains("add element ip shoal_mesh local { 198.19.0.3 }"));
+    assert!(text.contains(
+        "iifname != \"sb4097\" oifname \"sb4097\" ct state new ct status & dnat != dnat drop;"
+    ));
     assert!(!mesh_ruleset(&slots, &BTreeSet::new(), None, 16).contains("snat"));
 }
 

@@ -41,4 +41,9 @@ impl LbBackend for Recorder {
     fn forget(&self, ns: &Netns) {
         self.vips.lock().expect("lock").remove(ns);
     }
+
+    fn remove_mesh(&self, _ns: &Netns) -> Result<(), LbError> {
+        *self.mesh.lock().expect("lock") = None;
+        Ok(())
+    }
 }

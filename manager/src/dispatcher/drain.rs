@@ -6,13 +6,24 @@ use shoal_api::dispatch::NodeView;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-/// First view version of a session: the session number in the high half.
+/// First view version of a session: the session number in the high half. Session numbers
+/// start at a random point on every leader, so an acknowledgement meant for another leader's
+/// session is not taken for one of this leader's.
 pub fn first_version(session: u64) -> u64 {
-    (session << 32) | 1
+    ((session & 0xffff_ffff) << 32) | 1
+}
+
+/// Where a leader starts numbering sessions.
+pub fn first_session() -> u64 {
+    u64::from(rand::random::<u32>())
 }
 
 fn session_of(version: u64) -> u64 {
     version >> 32
+}
+
+fn same_session(a: u64, b: u64) -> bool {
+    (a & 0xffff_ffff) == (b & 0xffff_ffff)
 }
 
 /// Task ids a view makes a node balance to or resolve.
@@ -65,7 +76,7 @@ impl Programmed {
 
     pub fn sent(&self, node: &str, version: u64, view: &NodeView) {
         if let Some(s) = self.0.lock().expect("lock").get_mut(node)
-            && s.session == session_of(version)
+            && same_session(s.session, session_of(version))
         {
             s.pending.push_back((version, backends(view)));
         }
@@ -75,7 +86,7 @@ impl Programmed {
     pub fn acked(&self, node: &str, version: u64) {
         let mut all = self.0.lock().expect("lock");
         let Some(s) = all.get_mut(node) else { return };
-        if version == 0 || session_of(version) != s.session {
+        if version == 0 || s.session == u64::MAX || !same_session(session_of(version), s.session) {
             return;
         }
         while let Some((v, _)) = s.pending.front() {
@@ -87,20 +98,27 @@ impl Programmed {
         }
     }
 
-    /// Whether no connected node has, or may still get, `task` as a backend.
-    pub fn drained(&self, task: &str) -> bool {
-        self.0
-            .lock()
-            .expect("lock")
-            .values()
-            .all(|s| !s.acked.contains(task) && s.pending.iter().all(|(_, p)| !p.contains(task)))
+    /// Whether none of `live` (the nodes that are up) has, or may still get, `task` as a
+    /// backend. A live node this leader has no record of (it has not connected since this
+    /// manager took over) might still route to the task, so it keeps the task undrained.
+    pub fn drained<'a>(&self, task: &str, live: impl IntoIterator<Item = &'a str>) -> bool {
+        let all = self.0.lock().expect("lock");
+        live.into_iter().all(|node| {
+            all.get(node).is_some_and(|s| {
+                !s.acked.contains(task) && s.pending.iter().all(|(_, p)| !p.contains(task))
+            })
+        })
     }
 
-    /// A node whose session ended no longer counts (it is down or will resync).
+    /// A session ended: what the node had programmed stays counted (its tables still hold
+    /// it) until it acknowledges the snapshot of its next session, or is no longer live.
     fn close(&self, node: &str, session: u64) {
         let mut all = self.0.lock().expect("lock");
-        if all.get(node).is_some_and(|s| s.session == session) {
-            all.remove(node);
+        if let Some(s) = all.get_mut(node)
+            && s.session == session
+        {
+            // No acknowledgement of this session can come any more.
+            s.session = u64::MAX;
         }
     }
 }
@@ -155,17 +173,22 @@ mod tests {
         let (a, b) = (first_version(1), first_version(2));
         p.open("a", 1, a, &view(&["t1", "t2"]));
         p.open("b", 2, b, &view(&["t1", "t2"]));
+        let live = ["a", "b"];
         p.acked("a", a);
         p.acked("b", b);
-        assert!(!p.drained("t1"));
+        assert!(!p.drained("t1", live));
         p.sent("a", a + 1, &view(&["t2"]));
         p.sent("b", b + 1, &view(&["t2"]));
-        assert!(!p.drained("t1"), "sent is not applied");
+        assert!(!p.drained("t1", live), "sent is not applied");
         p.acked("a", a + 1);
-        assert!(!p.drained("t1"), "node b has not applied it yet");
+        assert!(!p.drained("t1", live), "node b has not applied it yet");
         p.acked("b", b + 1);
-        assert!(p.drained("t1"));
-        assert!(!p.drained("t2"));
+        assert!(p.drained("t1", live));
+        assert!(!p.drained("t2", live));
+        assert!(
+            !p.drained("t1", ["a", "b", "c"]),
+            "a live node never heard from"
+        );
     }
 
     #[test]
@@ -174,25 +197,31 @@ mod tests {
         let v1 = first_version(1);
         p.open("a", 1, v1, &view(&["t1"]));
         p.acked("a", v1);
-        // The node reconnects; its old programming still counts until the new snapshot
-        // is acknowledged, and an acknowledgement from session 1 does not count for it.
+        // The node's stream ends, then it reconnects: its old programming still counts until
+        // the new snapshot is acknowledged, and an acknowledgement from session 1 does not
+        // count for it.
+        p.close("a", 1);
+        assert!(!p.drained("t1", ["a"]), "closed, its tables still hold t1");
+        p.acked("a", v1 + 1);
         let v2 = first_version(2);
         p.open("a", 2, v2, &view(&[]));
         p.acked("a", v1 + 5);
-        assert!(!p.drained("t1"));
+        assert!(!p.drained("t1", ["a"]));
         p.acked("a", v2);
-        assert!(p.drained("t1"));
+        assert!(p.drained("t1", ["a"]));
     }
 
     #[test]
-    fn a_closed_session_no_longer_holds_tasks() {
+    fn a_closed_session_holds_tasks_while_its_node_is_live() {
         let p = Programmed::default();
         let v = first_version(3);
         p.open("a", 3, v, &view(&["t1"]));
-        assert!(!p.drained("t1"));
-        p.close("a", 2);
-        assert!(!p.drained("t1"), "an older session's end changes nothing");
+        assert!(!p.drained("t1", ["a"]));
         p.close("a", 3);
-        assert!(p.drained("t1"));
+        assert!(
+            !p.drained("t1", ["a"]),
+            "closed but live: its tables may hold t1"
+        );
+        assert!(p.drained("t1", []), "a node that is down no longer counts");
     }
 }

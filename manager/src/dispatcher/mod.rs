@@ -69,7 +69,7 @@ impl Dispatcher {
             last_seen: Arc::default(),
             statuses: tx,
             sessions: Arc::default(),
-            next_session: Arc::default(),
+            next_session: Arc::new(std::sync::atomic::AtomicU64::new(drain::first_session())),
             logs: logs::LogBroker::default(),
             programmed: drain::Programmed::default(),
         };
@@ -364,13 +364,20 @@ impl Dispatcher {
         self.programmed.acked(node_id, req.applied_version);
         let drained = {
             let state = self.raft.state();
+            // Nodes that are up may route to the task; down ones no longer count.
+            let live: Vec<&str> = state
+                .nodes
+                .values()
+                .filter(|n| n.status.state == NodeState::Ready)
+                .map(|n| n.id.as_str())
+                .collect();
             req.draining
                 .iter()
                 .filter(|t| {
                     // Only this node's own tasks, and only once nobody may pick them.
                     state.tasks.get(*t).is_none_or(|task| {
                         task.node_id == node_id && task.desired_state > TaskState::Running
-                    }) && self.programmed.drained(t)
+                    }) && self.programmed.drained(t, live.iter().copied())
                 })
                 .cloned()
                 .collect()
