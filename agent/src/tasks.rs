@@ -99,9 +99,15 @@ impl TaskRunner {
     }
 
     pub fn mark_drained(&self, ids: Vec<String>) {
-        if !ids.is_empty() {
-            self.drained.lock().expect("lock").extend(ids);
+        if ids.is_empty() {
+            return;
         }
+        // Only tasks still waiting: a late answer for one already stopped is dropped.
+        let waiting = self.draining.lock().expect("lock");
+        self.drained
+            .lock()
+            .expect("lock")
+            .extend(ids.into_iter().filter(|id| waiting.contains_key(id)));
     }
 
     /// Programs the load balancer: VIPs in every running task's namespace and the routing
@@ -199,6 +205,7 @@ impl TaskRunner {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             me.draining.lock().expect("lock").remove(&id);
+            me.drained.lock().expect("lock").remove(&id);
             me.stop(id, grace_ns);
         });
     }

@@ -45,6 +45,9 @@ impl ClusterState {
                 }
                 node.version = version;
                 node.updated_at = now;
+                // Nodes of a cluster made before nodes had ingress addresses, or that
+                // joined while ingress was full, get one when they report.
+                self.give_ingress_addr(&id);
                 Ok(Applied::Done)
             }
             Command::RemoveNode { id, force } => self.remove_node(&id, force),

@@ -404,3 +404,44 @@ fn task_states_never_move_backwards() {
     .unwrap();
     assert_eq!(s.tasks["t1"].status.state, TaskState::Failed);
 }
+
+#[test]
+fn every_node_gets_its_own_ingress_address_and_frees_it_when_removed() {
+    let mut s = cluster((30000, 32767));
+    s.apply(2, Command::AddNode(Box::new(node("n2", NodeRole::Worker))))
+        .unwrap();
+    let (a1, a2) = (
+        s.nodes["n1"].ingress_addr.clone(),
+        s.nodes["n2"].ingress_addr.clone(),
+    );
+    assert!(!a1.is_empty() && !a2.is_empty() && a1 != a2, "{a1} {a2}");
+    // A node without one (a cluster from before) gets one when it reports.
+    s.nodes.get_mut("n2").unwrap().ingress_addr.clear();
+    let status = |state| Command::NodeStatus {
+        id: "n2".into(),
+        status: NodeStatus {
+            state,
+            message: String::new(),
+            addr: "198.18.0.2".into(),
+        },
+        description: None,
+        now: NOW.into(),
+    };
+    s.apply(3, status(NodeState::Ready)).unwrap();
+    let a3 = s.nodes["n2"].ingress_addr.clone();
+    assert!(!a3.is_empty() && a3 != a1);
+    let free = s.alloc.as_ref().unwrap().free_addresses("ingress");
+    s.apply(4, status(NodeState::Down)).unwrap();
+    s.apply(
+        5,
+        Command::RemoveNode {
+            id: "n2".into(),
+            force: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.alloc.as_ref().unwrap().free_addresses("ingress"),
+        free + 1
+    );
+}
