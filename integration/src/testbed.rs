@@ -366,13 +366,17 @@ impl Drop for Testbed {
         if self.detached {
             return;
         }
-        // Tasks live in namespaces of their own, out of reach of `remove_netns`.
-        crate::kill_tasks_under(&self.root);
+        // The daemons go first, so that none starts a replacement for a task (or a
+        // container) removed below.
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
+        }
+        // Tasks live in namespaces of their own, out of reach of `remove_netns`.
+        crate::kill_tasks_under(&self.root);
+        for n in &mut self.nodes {
             remove_netns(&n.netns);
             shoal_agent::netns::Sandboxes::new(&n.dir.join("state")).remove_all();
         }

@@ -4,7 +4,7 @@
 use shoal_integration::shoal_ok as shoal;
 use shoal_integration::testbed::{Testbed, require_root};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Resolves `name` inside the network and mount namespaces of the process running `marker`.
 fn resolve(marker: &str, name: &str) -> String {
@@ -29,12 +29,8 @@ fn resolve(marker: &str, name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    shoal_integration::wait_until(what, Duration::from_secs(20), f);
 }
 
 #[test]

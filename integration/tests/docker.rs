@@ -88,12 +88,8 @@ fn lookup(container: &str, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    shoal_integration::wait_until(what, Duration::from_secs(40), f);
 }
 
 fn service_id(h: &str, name: &str) -> String {

@@ -148,12 +148,8 @@ fn task_addrs(marker: &str, dev: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    shoal_integration::wait_until(what, Duration::from_secs(30), f);
 }
 
 /// (addresses that answered, client addresses they saw) from probe answers.

@@ -5,7 +5,7 @@
 use shoal_integration::shoal_ok as shoal;
 use shoal_integration::testbed::{Testbed, require_root};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn scrape(netns: &str) -> String {
     let code = "import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:9323/metrics', timeout=3).read().decode())";
@@ -29,12 +29,8 @@ fn value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    shoal_integration::wait_until(what, Duration::from_secs(30), f);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 use shoal_integration::shoal_ok as shoal;
 use shoal_integration::testbed::{Testbed, require_root};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SERVER: &str = "import os, socket\\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 8000)); s.listen()\\nwhile True:\\n    c, a = s.accept(); c.recv(65536); c.sendall(('HTTP/1.0 200 OK\\\\r\\\\n\\\\r\\\\nslot ' + os.environ['SHOAL_TASK_SLOT'] + '\\\\n').encode()); c.close()";
 
@@ -52,12 +52,8 @@ fn version(h: &str, service: &str) -> u64 {
     v[0]["Version"]["Index"].as_u64().unwrap()
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn eventually(what: &str, f: impl FnMut() -> bool) {
+    shoal_integration::wait_until(what, Duration::from_secs(30), f);
 }
 
 #[test]
