@@ -3,6 +3,7 @@
 //! their task processes cleaned up when the cluster is dropped, also on panic.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod testbed;
 
 use anyhow::{Context, Result, anyhow};

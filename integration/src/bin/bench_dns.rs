@@ -210,20 +210,6 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn pin(cpu: usize) -> Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu)?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
-    Ok(())
-}
-
-/// Moves the calling thread into the named network namespace and onto `cpu`.
-fn enter(netns: &str, cpu: usize) -> Result<()> {
-    let ns = std::fs::File::open(format!("/run/netns/{netns}"))?;
-    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-    pin(cpu)
-}
-
 /// Runs `f` on a thread of its own inside `netns` on `cpu` (entering a namespace changes
 /// the calling thread only).
 fn in_netns<T: Send + 'static>(
@@ -233,7 +219,7 @@ fn in_netns<T: Send + 'static>(
 ) -> Result<T> {
     let netns = netns.to_string();
     std::thread::spawn(move || {
-        enter(&netns, cpu)?;
+        shoal_integration::bench::enter_netns(&format!("/run/netns/{netns}"), Some(cpu))?;
         f()
     })
     .join()
@@ -345,7 +331,7 @@ fn start_shoal(view: NodeView, task: &str, netns: &str) -> Result<InProcess> {
         std::thread::Builder::new()
             .name("shoal-dns".into())
             .spawn(move || -> Result<()> {
-                pin(SERVER_CPU)?;
+                shoal_integration::bench::pin(SERVER_CPU)?;
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -378,7 +364,10 @@ fn start_echo(netns: &str) -> Result<InProcess> {
         std::thread::Builder::new()
             .name("udp-echo".into())
             .spawn(move || -> Result<()> {
-                enter(&netns, SERVER_CPU)?;
+                shoal_integration::bench::enter_netns(
+                    &format!("/run/netns/{netns}"),
+                    Some(SERVER_CPU),
+                )?;
                 let sock = UdpSocket::bind((ECHO_IP, 53))?;
                 sock.set_read_timeout(Some(Duration::from_millis(100)))?;
                 let mut buf = [0u8; 1500];
@@ -467,42 +456,16 @@ fn check_answers(
 
 // ---- measuring ----
 
-/// Busy and total jiffies per core, from /proc/stat.
-fn cpu_times() -> Vec<(u64, u64)> {
-    std::fs::read_to_string("/proc/stat")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let total: u64 = v.iter().take(8).sum();
-            // idle and iowait
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            (total - idle, total)
-        })
-        .collect()
-}
-
-/// Busy share of `cpu` between two samples.
-fn busy(a: &[(u64, u64)], b: &[(u64, u64)], cpu: usize) -> f64 {
-    match (a.get(cpu), b.get(cpu)) {
-        (Some(a), Some(b)) if b.1 > a.1 => (b.0 - a.0) as f64 / (b.1 - a.1) as f64,
-        _ => 0.0,
-    }
-}
-
 /// Waits (up to `QUIET_PATIENCE`) until neither core is busy with something else.
 fn wait_quiet() {
     let deadline = Instant::now() + QUIET_PATIENCE;
     loop {
-        let a = cpu_times();
+        let a = shoal_integration::bench::cpu_times();
         std::thread::sleep(Duration::from_millis(700));
-        let b = cpu_times();
-        if busy(&a, &b, SERVER_CPU) < QUIET && busy(&a, &b, CLIENT_CPU) < QUIET {
+        let b = shoal_integration::bench::cpu_times();
+        if shoal_integration::bench::busy_share(&a, &b, SERVER_CPU) < QUIET
+            && shoal_integration::bench::busy_share(&a, &b, CLIENT_CPU) < QUIET
+        {
             return;
         }
         if Instant::now() > deadline {
@@ -630,9 +593,9 @@ fn dnsperf(ns: &Netns, dir: &Path, server: Ipv4Addr, secs: u32) -> Result<Throug
         "-q",
         "100",
     ];
-    let before = cpu_times();
+    let before = shoal_integration::bench::cpu_times();
     let out = ns.command(CLIENT_CPU, &argv).output()?;
-    let after = cpu_times();
+    let after = shoal_integration::bench::cpu_times();
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -641,8 +604,8 @@ fn dnsperf(ns: &Netns, dir: &Path, server: Ipv4Addr, secs: u32) -> Result<Throug
         );
     }
     let mut r = parse_dnsperf(&text)?;
-    r.server_busy = busy(&before, &after, SERVER_CPU);
-    r.client_busy = busy(&before, &after, CLIENT_CPU);
+    r.server_busy = shoal_integration::bench::busy_share(&before, &after, SERVER_CPU);
+    r.client_busy = shoal_integration::bench::busy_share(&before, &after, CLIENT_CPU);
     Ok(r)
 }
 
@@ -690,7 +653,7 @@ fn latency(
 ) -> Result<Latency> {
     let mut packets: Vec<Vec<u8>> = names.iter().map(|n| dns_query(0, n)).collect();
     let drops = udp_buffer_drops(ns)?;
-    let before = cpu_times();
+    let before = shoal_integration::bench::cpu_times();
     let mut r = in_netns(&ns.name, CLIENT_CPU, move || -> Result<Latency> {
         let sock = UdpSocket::bind((CLIENT_IP, 0))?;
         sock.connect((server, 53))?;
@@ -764,7 +727,11 @@ fn latency(
         r.answered_qps = r.latencies.len() as f64 / f64::from(secs);
         Ok(r)
     })?;
-    r.server_busy = busy(&before, &cpu_times(), SERVER_CPU);
+    r.server_busy = shoal_integration::bench::busy_share(
+        &before,
+        &shoal_integration::bench::cpu_times(),
+        SERVER_CPU,
+    );
     r.latencies.sort_unstable();
     r.buffer_drops = udp_buffer_drops(ns)?.saturating_sub(drops);
     Ok(r)
@@ -901,7 +868,7 @@ fn main() -> Result<()> {
         eprintln!("removed {removed} namespace(s) left by an earlier run");
     }
     // This thread only waits and reads files: keep it off the server core.
-    pin(CLIENT_CPU)?;
+    shoal_integration::bench::pin(CLIENT_CPU)?;
 
     let dir = tempfile::Builder::new()
         .prefix("shoal-bench-dns-")

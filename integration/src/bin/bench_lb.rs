@@ -253,52 +253,20 @@ fn in_netns<T: Send + 'static>(
 ) -> Result<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || -> Result<T> {
-        enter(&path, cpu)?;
+        shoal_integration::bench::enter_netns(&path, cpu)?;
         f()
     })
     .join()
     .map_err(|_| anyhow!("thread in {ns} panicked"))?
 }
 
-fn enter(path: &str, cpu: Option<usize>) -> Result<()> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
-    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering {path}"))?;
-    if let Some(cpu) = cpu {
-        let mut set = nix::sched::CpuSet::new();
-        set.set(cpu)?;
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
-    }
-    Ok(())
-}
-
-/// Busy share of each core over `window`, from /proc/stat.
+/// Busy share of every core over `window`.
 fn busy(window: Duration) -> Result<Vec<f64>> {
-    fn sample() -> Result<Vec<(u64, u64)>> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        Ok(stat
-            .lines()
-            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-            .map(|l| {
-                let v: Vec<u64> = l
-                    .split_whitespace()
-                    .skip(1)
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-                (v.iter().sum(), idle)
-            })
-            .collect())
-    }
-    let a = sample()?;
+    let a = shoal_integration::bench::cpu_times();
     std::thread::sleep(window);
-    let b = sample()?;
-    Ok(a.iter()
-        .zip(&b)
-        .map(|((t0, i0), (t1, i1))| {
-            let total = t1.saturating_sub(*t0).max(1) as f64;
-            1.0 - i1.saturating_sub(*i0) as f64 / total
-        })
+    let b = shoal_integration::bench::cpu_times();
+    Ok((0..b.len())
+        .map(|cpu| shoal_integration::bench::busy_share(&a, &b, cpu))
         .collect())
 }
 
@@ -671,7 +639,7 @@ impl Server {
             std::thread::Builder::new()
                 .name("lb-server".into())
                 .spawn(move || -> Result<()> {
-                    let listener = enter(&path, Some(SERVER_CPU))
+                    let listener = shoal_integration::bench::enter_netns(&path, Some(SERVER_CPU))
                         .and_then(|()| Ok(TcpListener::bind((Ipv4Addr::UNSPECIFIED, PORT))?));
                     let listener = match listener {
                         Ok(l) => {
