@@ -1,8 +1,9 @@
 //! The service load balancer: VIPs balanced inside each task's namespace (east-west) and the
 //! routing mesh in the node's namespace, behind one backend trait. `plan` computes what to
 //! program from the node's view (pure); a backend makes the kernel match it. Backends:
-//! `nft` (nftables verdict maps), `none` (records what it was asked, for tests).
+//! `nft` (nftables verdict maps), `ebpf` (socket-level balancing by cgroup programs), `none` (records what it was asked, for tests).
 
+pub mod ebpf;
 pub mod netlink;
 pub mod nft;
 pub mod none;
@@ -10,6 +11,8 @@ pub mod plan;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod ebpf_tests;
 
 pub use plan::{MeshTable, VipTable};
 
@@ -49,6 +52,8 @@ pub enum LbError {
     NoNft(#[source] std::io::Error),
     #[error("nft -f in {ns}: {stderr}")]
     Nft { ns: String, stderr: String },
+    #[error("eBPF maps for {ns}: {error}")]
+    Ebpf { ns: String, error: String },
 }
 
 /// One load-balancer implementation. Every implementation passes the conformance suite in
@@ -61,6 +66,10 @@ pub trait LbBackend: Send + Sync {
     fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError>;
     /// Forgets a namespace that is gone (its task ended).
     fn forget(&self, ns: &Netns);
+    /// Forgets every namespace but `live` (after a restart, what the previous instance
+    /// programmed for tasks that ended meanwhile). Backends whose state lives inside each
+    /// namespace need nothing here.
+    fn sweep(&self, _live: &[Netns]) {}
     /// Removes the routing mesh of the node whose namespace is `ns` (leaving the swarm).
     fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError>;
 }

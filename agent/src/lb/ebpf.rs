@@ -1,0 +1,675 @@
+//! The eBPF backend: VIPs balanced at the socket, by `cgroup/connect4` and `sendmsg4`
+//! programs (`ebpf/src/bpf/sock_lb.bpf.c`) attached to the cgroup that holds the tasks.
+//! A connection to a VIP is pointed at a backend before the first packet exists, so there
+//! is no per-packet NAT and no conntrack entry; `recvmsg4` and `getpeername4` show the VIP.
+//!
+//! Maps and links are pinned under the pin directory: a restarted shoald finds them, keeps
+//! programs whose code did not change (same kernel tag), replaces changed ones without a gap
+//! (the new link is attached beside the old before the old is unpinned), reads the maps
+//! back and then changes only what differs. The routing mesh stays in nftables
+//! (`nft::Nftables`) until the tc mesh exists.
+//!
+//! Map plan: a VIP's backend slots are shared by every namespace that uses it
+//! (`shoal_svc`, `shoal_backends`); `shoal_member` says which namespaces (by netns cookie)
+//! may use which VIPs, so a task balances only the VIPs of its own networks.
+
+use super::nft::Nftables;
+use super::plan::assign_slots;
+use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
+use aya::maps::{HashMap as BpfHash, Map, MapData};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use shoal_ebpf::{BackendKey, MemberKey, SvcValue, addr_key, addr_of_key};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Where programs attach and their objects are pinned.
+#[derive(Debug, Clone)]
+pub struct EbpfOptions {
+    /// A cgroup v2 directory holding shoald and its tasks.
+    pub cgroup: PathBuf,
+    /// A directory on bpffs for this node's maps and links.
+    pub pin_dir: PathBuf,
+}
+
+pub struct SockLb {
+    opts: EbpfOptions,
+    state: Mutex<State>,
+    mesh: Nftables,
+}
+
+struct Maps {
+    svc: BpfHash<MapData, u32, SvcValue>,
+    backends: BpfHash<MapData, BackendKey, u32>,
+    member: BpfHash<MapData, MemberKey, u32>,
+}
+
+/// What the maps hold, mirrored so that each change writes only the difference.
+#[derive(Default)]
+struct Mirror {
+    /// VIP -> its backends by slot.
+    slots: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>>,
+    /// netns cookie -> the VIPs it may use.
+    members: BTreeMap<u64, BTreeSet<Ipv4Addr>>,
+    /// Namespaces seen, with their cookies.
+    cookies: BTreeMap<Netns, u64>,
+}
+
+struct State {
+    maps: Maps,
+    mirror: Mirror,
+}
+
+/// Writes of one change, in the order that never shows a reader a slot it cannot follow:
+/// new slots before a larger count, a smaller count before its slots go.
+#[derive(Default)]
+struct Writes {
+    backends: Vec<(BackendKey, u32)>,
+    svc: Vec<(u32, SvcValue)>,
+    member_add: Vec<MemberKey>,
+    member_del: Vec<MemberKey>,
+    svc_del: Vec<u32>,
+    backends_del: Vec<BackendKey>,
+}
+
+impl Writes {
+    fn len(&self) -> usize {
+        self.backends.len()
+            + self.svc.len()
+            + self.member_add.len()
+            + self.member_del.len()
+            + self.svc_del.len()
+            + self.backends_del.len()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("bpffs is not mounted at {0} and mounting it failed: {1}")]
+    NoBpffs(String, String),
+    #[error("cgroup v2 directory {0}: {1}")]
+    Cgroup(String, #[source] std::io::Error),
+    #[error("{what}: {error}")]
+    Kernel { what: String, error: String },
+}
+
+/// An aya error with its causes (aya's own message leaves out the errno).
+fn kernel(what: impl Into<String>, error: impl std::error::Error) -> EbpfError {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    EbpfError::Kernel {
+        what: what.into(),
+        error: text,
+    }
+}
+
+fn lb_err(ns: &Netns, e: impl std::fmt::Display) -> LbError {
+    LbError::Ebpf {
+        ns: format!("{ns:?}"),
+        error: e.to_string(),
+    }
+}
+
+/// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on unified hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, point, kind) = (f.next()?, f.next()?, f.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(point))
+    })
+}
+
+fn bpffs_mounted_at(dir: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        matches!((f.next(), f.next(), f.next()), (Some(_), Some(point), Some("bpf")) if dir.starts_with(point))
+    })
+}
+
+/// Mounts bpffs at /sys/fs/bpf when the pin directory is under it and nothing is mounted.
+fn ensure_bpffs(pin_dir: &Path) -> Result<(), EbpfError> {
+    if bpffs_mounted_at(pin_dir) {
+        return Ok(());
+    }
+    let base = Path::new("/sys/fs/bpf");
+    let shown = pin_dir.display().to_string();
+    if !pin_dir.starts_with(base) {
+        return Err(EbpfError::NoBpffs(shown, "not under /sys/fs/bpf".into()));
+    }
+    let out = std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .output()
+        .map_err(|e| EbpfError::NoBpffs(shown.clone(), e.to_string()))?;
+    if !out.status.success() {
+        return Err(EbpfError::NoBpffs(
+            shown,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Puts process `pid` (all its threads) into `cgroup` unless it is already inside it.
+pub fn join_cgroup(cgroup: &Path, pid: u32) -> Result<(), EbpfError> {
+    let err = |e| EbpfError::Cgroup(cgroup.display().to_string(), e);
+    let mount = cgroup2_mount().ok_or_else(|| {
+        err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no cgroup2 hierarchy is mounted",
+        ))
+    })?;
+    let current = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(err)?;
+    let current = current
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/");
+    let now = mount.join(current.trim_start_matches('/'));
+    if now.starts_with(cgroup) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(cgroup).map_err(err)?;
+    std::fs::write(cgroup.join("cgroup.procs"), pid.to_string()).map_err(err)
+}
+
+/// The cookie of a network namespace, read from a socket opened inside it.
+fn netns_cookie(ns: &Netns) -> std::io::Result<u64> {
+    let read = || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        shoal_ebpf::netns_cookie(s.as_fd())
+    };
+    match ns.path() {
+        None => read(),
+        Some(path) => std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = std::fs::File::open(&path)?;
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    read()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("cookie thread panicked")))
+        }),
+    }
+}
+
+fn open_map<K: aya::Pod, V: aya::Pod>(
+    pin_dir: &Path,
+    name: &str,
+) -> Result<BpfHash<MapData, K, V>, EbpfError> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|e| kernel(format!("opening map {name}"), e))?;
+    let map = Map::from_map_data(data).map_err(|e| kernel(format!("map {name}"), e))?;
+    BpfHash::try_from(map).map_err(|e| kernel(format!("map {name} layout"), e))
+}
+
+fn map_fd(pin_dir: &Path, name: &str) -> Result<MapData, EbpfError> {
+    MapData::from_pin(pin_dir.join(name)).map_err(|e| kernel(format!("opening map {name}"), e))
+}
+
+/// Loads the programs, reusing pinned maps, and makes sure each is attached to the
+/// cgroup through a pinned link holding the current code.
+fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
+    ensure_bpffs(&opts.pin_dir)?;
+    std::fs::create_dir_all(&opts.pin_dir)
+        .map_err(|e| kernel(format!("creating {}", opts.pin_dir.display()), e))?;
+    std::fs::create_dir_all(&opts.cgroup)
+        .map_err(|e| EbpfError::Cgroup(opts.cgroup.display().to_string(), e))?;
+    let load = || {
+        aya::EbpfLoader::new()
+            .default_map_pin_directory(&opts.pin_dir)
+            .load(shoal_ebpf::sock_lb_object())
+    };
+    let mut bpf = match load() {
+        Ok(b) => b,
+        Err(first) => {
+            // Pinned maps of an older layout: start them anew (connections made through
+            // them keep working; only the VIPs are programmed again).
+            tracing::warn!(error = %first, dir = %opts.pin_dir.display(), "pinned eBPF maps do not fit these programs; recreating them");
+            for name in [
+                shoal_ebpf::MAP_SVC,
+                shoal_ebpf::MAP_BACKENDS,
+                shoal_ebpf::MAP_MEMBER,
+                shoal_ebpf::MAP_REVNAT,
+            ] {
+                let _ = std::fs::remove_file(opts.pin_dir.join(name));
+            }
+            load().map_err(|e| kernel("loading the socket load balancer", e))?
+        }
+    };
+    let cgroup = std::fs::File::open(&opts.cgroup)
+        .map_err(|e| EbpfError::Cgroup(opts.cgroup.display().to_string(), e))?;
+    // Which cgroup the pinned links are on, kept as a directory named after its inode
+    // (bpffs holds no plain files).
+    let ino = std::os::unix::fs::MetadataExt::ino(
+        &cgroup
+            .metadata()
+            .map_err(|e| EbpfError::Cgroup(opts.cgroup.display().to_string(), e))?,
+    );
+    let cgroup_marker = opts.pin_dir.join(format!("{CGROUP_MARKER}{ino}"));
+    let same_cgroup = cgroup_marker.is_dir();
+    for name in shoal_ebpf::SOCK_LB_PROGRAMS {
+        let prog: &mut CgroupSockAddr = bpf
+            .program_mut(name)
+            .ok_or_else(|| kernel(name, std::io::Error::other("missing from the object")))?
+            .try_into()
+            .map_err(|e| kernel(name, e))?;
+        prog.load()
+            .map_err(|e| kernel(format!("verifying {name}"), e))?;
+        let tag = prog.info().map_err(|e| kernel(name, e))?.tag();
+        let pin = opts.pin_dir.join(format!("link_{name}"));
+        let old = PinnedLink::from_pin(&pin).ok().map(FdLink::from);
+        if same_cgroup && old.as_ref().and_then(pinned_tag) == Some(tag) {
+            continue;
+        }
+        // With bpf links, Single is the kernel's flags=0; links on one cgroup always run
+        // side by side (a link attach with ALLOW_MULTI fails with EINVAL).
+        let id = prog
+            .attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| kernel(format!("attaching {name} to {}", opts.cgroup.display()), e))?;
+        let link: FdLink = prog
+            .take_link(id)
+            .map_err(|e| kernel(name, e))?
+            .try_into()
+            .map_err(|e| kernel(name, e))?;
+        // The new link runs beside the old one until the rename replaces the old pin,
+        // which detaches it: the old program rewrites first, so the new one sees a
+        // backend address and lets it through. No connection finds neither.
+        // (bpffs refuses names with a dot.)
+        let fresh = opts.pin_dir.join(format!("new_link_{name}"));
+        let _ = std::fs::remove_file(&fresh);
+        link.pin(&fresh)
+            .map_err(|e| kernel(format!("pinning {name}"), e))?;
+        std::fs::rename(&fresh, &pin).map_err(|e| kernel(format!("pinning {name}"), e))?;
+        drop(old);
+        tracing::info!(program = name, cgroup = %opts.cgroup.display(), "eBPF program attached");
+    }
+    if !same_cgroup {
+        forget_cgroup(&opts.pin_dir);
+        std::fs::create_dir(&cgroup_marker).map_err(|e| kernel("recording the cgroup", e))?;
+    }
+    Ok(())
+}
+
+const CGROUP_MARKER: &str = "cgroup_ino_";
+
+/// Forgets which cgroup the pinned links are on, so the next `SockLb::open` attaches anew
+/// and replaces every link (as it does for changed programs).
+pub fn forget_cgroup(pin_dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(pin_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(CGROUP_MARKER) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+    }
+}
+
+/// The kernel tag (a hash of the instructions) of the program behind a pinned link.
+fn pinned_tag(link: &FdLink) -> Option<u64> {
+    let prog_id = link.info().ok()?.program_id();
+    aya::programs::loaded_programs()
+        .flatten()
+        .find(|p| p.id() == prog_id)
+        .map(|p| p.tag())
+}
+
+impl SockLb {
+    /// Loads or takes over the programs and maps, and reads back what the maps hold.
+    pub fn open(opts: EbpfOptions) -> Result<SockLb, EbpfError> {
+        load_and_attach(&opts)?;
+        let maps = Maps {
+            svc: open_map(&opts.pin_dir, shoal_ebpf::MAP_SVC)?,
+            backends: open_map(&opts.pin_dir, shoal_ebpf::MAP_BACKENDS)?,
+            member: open_map(&opts.pin_dir, shoal_ebpf::MAP_MEMBER)?,
+        };
+        let mirror = read_back(&maps);
+        Ok(SockLb {
+            opts,
+            state: Mutex::new(State { maps, mirror }),
+            mesh: Nftables::default(),
+        })
+    }
+
+    pub fn options(&self) -> &EbpfOptions {
+        &self.opts
+    }
+
+    /// Removes everything this backend pinned: links (which detaches the programs) and
+    /// maps. For `swarm leave` and test teardown.
+    pub fn unpin_all(pin_dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(pin_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        forget_cgroup(pin_dir);
+        let _ = std::fs::remove_dir(pin_dir);
+    }
+
+    fn cookie(&self, state: &mut State, ns: &Netns) -> Result<u64, LbError> {
+        if let Some(c) = state.mirror.cookies.get(ns) {
+            return Ok(*c);
+        }
+        let c = netns_cookie(ns).map_err(|e| lb_err(ns, format!("netns cookie: {e}")))?;
+        state.mirror.cookies.insert(ns.clone(), c);
+        Ok(c)
+    }
+
+    fn write(&self, maps: &mut Maps, w: &Writes) -> Result<(), String> {
+        let dir = &self.opts.pin_dir;
+        let batch = |name: &str| map_fd(dir, name).map_err(|e| e.to_string());
+        if !w.backends.is_empty() {
+            let fd = batch(shoal_ebpf::MAP_BACKENDS)?;
+            let (k, v): (Vec<_>, Vec<_>) = w.backends.iter().copied().unzip();
+            shoal_ebpf::batch::update(fd.fd().as_fd(), &k, &v)
+                .map_err(|e| format!("writing backends: {e}"))?;
+        }
+        if !w.svc.is_empty() {
+            let fd = batch(shoal_ebpf::MAP_SVC)?;
+            let (k, v): (Vec<_>, Vec<_>) = w.svc.iter().copied().unzip();
+            shoal_ebpf::batch::update(fd.fd().as_fd(), &k, &v)
+                .map_err(|e| format!("writing services: {e}"))?;
+        }
+        if !w.member_add.is_empty() {
+            let fd = batch(shoal_ebpf::MAP_MEMBER)?;
+            let v = vec![1u32; w.member_add.len()];
+            shoal_ebpf::batch::update(fd.fd().as_fd(), &w.member_add, &v)
+                .map_err(|e| format!("writing members: {e}"))?;
+        }
+        // Deletions one by one: a batch delete stops at the first absent key.
+        for k in &w.member_del {
+            let _ = maps.member.remove(k);
+        }
+        for k in &w.svc_del {
+            let _ = maps.svc.remove(k);
+        }
+        for k in &w.backends_del {
+            let _ = maps.backends.remove(k);
+        }
+        Ok(())
+    }
+}
+
+/// The mirror, rebuilt from the pinned maps after a restart.
+fn read_back(maps: &Maps) -> Mirror {
+    let mut mirror = Mirror::default();
+    let mut by_vip: BTreeMap<Ipv4Addr, BTreeMap<u32, Ipv4Addr>> = BTreeMap::new();
+    for (k, v) in maps.backends.iter().flatten() {
+        by_vip
+            .entry(addr_of_key(k.vip))
+            .or_default()
+            .insert(k.slot, addr_of_key(v));
+    }
+    for (vip, v) in maps.svc.iter().flatten() {
+        let vip_ip = addr_of_key(vip);
+        let slots = by_vip.remove(&vip_ip).unwrap_or_default();
+        // Only slots below the count are in use.
+        let list = slots
+            .into_iter()
+            .filter(|(slot, _)| *slot < v.count)
+            .map(|(_, b)| b)
+            .collect();
+        mirror.slots.insert(vip_ip, list);
+    }
+    for k in maps.member.keys().flatten() {
+        mirror
+            .members
+            .entry(k.netns)
+            .or_default()
+            .insert(addr_of_key(k.vip));
+    }
+    mirror
+}
+
+/// The writes that make VIP `vip` hold `want`, updating the mirror's slots.
+fn sync_vip(mirror: &mut Mirror, vip: Ipv4Addr, want: &BTreeSet<Ipv4Addr>, w: &mut Writes) -> bool {
+    let old = mirror.slots.get(&vip);
+    let old_list: Vec<Ipv4Addr> = old.cloned().unwrap_or_default();
+    let new = assign_slots(&old_list, want);
+    if old.is_some() && new == old_list {
+        return false;
+    }
+    let key = addr_key(vip);
+    for (i, b) in new.iter().enumerate() {
+        if old_list.get(i) != Some(b) {
+            w.backends.push((
+                BackendKey {
+                    vip: key,
+                    slot: i as u32,
+                },
+                addr_key(*b),
+            ));
+        }
+    }
+    w.svc.push((
+        key,
+        SvcValue {
+            count: new.len() as u32,
+            flags: 0,
+        },
+    ));
+    for i in new.len()..old_list.len() {
+        w.backends_del.push(BackendKey {
+            vip: key,
+            slot: i as u32,
+        });
+    }
+    mirror.slots.insert(vip, new);
+    true
+}
+
+/// Drops VIPs that no namespace uses any more.
+fn drop_unused(mirror: &mut Mirror, candidates: &BTreeSet<Ipv4Addr>, w: &mut Writes) {
+    for vip in candidates {
+        if mirror.members.values().any(|m| m.contains(vip)) {
+            continue;
+        }
+        if let Some(slots) = mirror.slots.remove(vip) {
+            let key = addr_key(*vip);
+            w.svc_del.push(key);
+            w.backends_del.extend((0..slots.len()).map(|i| BackendKey {
+                vip: key,
+                slot: i as u32,
+            }));
+        }
+    }
+}
+
+fn member_key(cookie: u64, vip: Ipv4Addr) -> MemberKey {
+    MemberKey {
+        netns: cookie,
+        vip: addr_key(vip),
+        pad: 0,
+    }
+}
+
+impl LbBackend for SockLb {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
+        let mut guard = self.state.lock().expect("lock");
+        let cookie = self.cookie(&mut guard, ns)?;
+        let State { maps, mirror } = &mut *guard;
+        let mut w = Writes::default();
+        let fresh = !mirror.members.contains_key(&cookie);
+        for (vip, backends) in &table.vips {
+            sync_vip(mirror, *vip, backends, &mut w);
+        }
+        let want: BTreeSet<Ipv4Addr> = table.vips.keys().copied().collect();
+        let have = mirror.members.get(&cookie).cloned().unwrap_or_default();
+        w.member_add
+            .extend(want.difference(&have).map(|v| member_key(cookie, *v)));
+        let gone: BTreeSet<Ipv4Addr> = have.difference(&want).copied().collect();
+        w.member_del
+            .extend(gone.iter().map(|v| member_key(cookie, *v)));
+        mirror.members.insert(cookie, want);
+        drop_unused(mirror, &gone, &mut w);
+        let ops = w.len();
+        if let Err(e) = self.write(maps, &w) {
+            // The mirror no longer matches: read the truth back before the retry.
+            *mirror = read_back(maps);
+            return Err(lb_err(ns, e));
+        }
+        Ok(match ops {
+            0 => Synced::Unchanged,
+            _ if fresh => Synced::Full,
+            ops => Synced::Incremental { ops },
+        })
+    }
+
+    fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError> {
+        self.mesh.apply_mesh(ns, table)
+    }
+
+    fn forget(&self, ns: &Netns) {
+        let mut guard = self.state.lock().expect("lock");
+        let State { maps, mirror } = &mut *guard;
+        let Some(cookie) = mirror.cookies.remove(ns) else {
+            return;
+        };
+        let mut w = Writes::default();
+        let gone = mirror.members.remove(&cookie).unwrap_or_default();
+        w.member_del
+            .extend(gone.iter().map(|v| member_key(cookie, *v)));
+        drop_unused(mirror, &gone, &mut w);
+        if let Err(e) = self.write(maps, &w) {
+            tracing::warn!(error = %e, "eBPF maps not cleaned after a task ended");
+            *mirror = read_back(maps);
+        }
+    }
+
+    fn sweep(&self, live: &[Netns]) {
+        let mut guard = self.state.lock().expect("lock");
+        let State { maps, mirror } = &mut *guard;
+        let keep: BTreeSet<u64> = live
+            .iter()
+            .filter_map(|n| mirror.cookies.get(n).copied())
+            .collect();
+        let dead: Vec<u64> = mirror
+            .members
+            .keys()
+            .filter(|c| !keep.contains(c))
+            .copied()
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let mut w = Writes::default();
+        let mut candidates = BTreeSet::new();
+        for c in dead {
+            let gone = mirror.members.remove(&c).unwrap_or_default();
+            w.member_del.extend(gone.iter().map(|v| member_key(c, *v)));
+            candidates.extend(gone);
+        }
+        mirror.cookies.retain(|_, c| keep.contains(c));
+        drop_unused(mirror, &candidates, &mut w);
+        if let Err(e) = self.write(maps, &w) {
+            tracing::warn!(error = %e, "eBPF maps not swept");
+            *mirror = read_back(maps);
+        }
+    }
+
+    fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError> {
+        self.mesh.remove_mesh(ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<Ipv4Addr> {
+        v.iter().map(|s| ip(s)).collect()
+    }
+
+    #[test]
+    fn growing_writes_slots_then_count_and_shrinking_count_then_slots() {
+        let mut m = Mirror::default();
+        let mut w = Writes::default();
+        let vip = ip("198.19.0.2");
+        assert!(sync_vip(
+            &mut m,
+            vip,
+            &set(&["198.19.0.5", "198.19.0.6"]),
+            &mut w
+        ));
+        assert_eq!(w.backends.len(), 2);
+        assert_eq!(w.svc[0].1.count, 2);
+        let mut w = Writes::default();
+        assert!(!sync_vip(
+            &mut m,
+            vip,
+            &set(&["198.19.0.5", "198.19.0.6"]),
+            &mut w
+        ));
+        assert_eq!(w.len(), 0);
+        // Removing the first backend moves the last into its slot and drops slot 1.
+        let mut w = Writes::default();
+        assert!(sync_vip(&mut m, vip, &set(&["198.19.0.6"]), &mut w));
+        assert_eq!(
+            w.backends,
+            vec![(
+                BackendKey {
+                    vip: addr_key(vip),
+                    slot: 0
+                },
+                addr_key(ip("198.19.0.6"))
+            )]
+        );
+        assert_eq!(w.svc[0].1.count, 1);
+        assert_eq!(
+            w.backends_del,
+            vec![BackendKey {
+                vip: addr_key(vip),
+                slot: 1
+            }]
+        );
+    }
+
+    #[test]
+    fn an_idle_vip_is_kept_with_count_zero() {
+        let mut m = Mirror::default();
+        let mut w = Writes::default();
+        assert!(sync_vip(&mut m, ip("198.19.0.2"), &BTreeSet::new(), &mut w));
+        assert_eq!(w.svc[0].1.count, 0);
+        assert!(w.backends.is_empty());
+    }
+
+    #[test]
+    fn a_vip_goes_when_its_last_namespace_stops_using_it() {
+        let mut m = Mirror::default();
+        let vip = ip("198.19.0.2");
+        let mut w = Writes::default();
+        sync_vip(&mut m, vip, &set(&["198.19.0.5"]), &mut w);
+        m.members.insert(1, set(&["198.19.0.2"]));
+        m.members.insert(2, set(&["198.19.0.2"]));
+        m.members.remove(&1);
+        let mut w = Writes::default();
+        drop_unused(&mut m, &set(&["198.19.0.2"]), &mut w);
+        assert_eq!(w.len(), 0, "still used by namespace 2");
+        m.members.remove(&2);
+        drop_unused(&mut m, &set(&["198.19.0.2"]), &mut w);
+        assert_eq!(w.svc_del, vec![addr_key(vip)]);
+        assert_eq!(w.backends_del.len(), 1);
+        assert!(m.slots.is_empty());
+    }
+}
