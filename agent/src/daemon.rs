@@ -36,6 +36,8 @@ pub struct DaemonOptions {
     pub raft_tick: Duration,
     /// Tasks get sandboxes, so their overlay interfaces can be plumbed.
     pub overlays: bool,
+    /// The service load balancer (`shoald --dataplane`); None when tasks get no sandboxes.
+    pub dataplane: Option<Arc<crate::lb::choose::Dataplane>>,
 }
 
 struct Running {
@@ -325,7 +327,7 @@ impl Daemon {
             }
             fresh
         });
-        if self.opts.overlays {
+        if let (true, Some(dataplane)) = (self.opts.overlays, self.opts.dataplane.clone()) {
             let overlay = identity
                 .advertise_addr
                 .parse()
@@ -335,13 +337,12 @@ impl Daemon {
                 .and_then(crate::overlay::apply::Overlay::new);
             match overlay {
                 Ok(overlay) => {
-                    let lb: Arc<dyn crate::lb::LbBackend> =
-                        Arc::new(crate::lb::nft::Nftables::default());
-                    tracing::info!(backend = lb.name(), "service load balancer");
+                    tracing::info!(backend = %dataplane.describe(), "service load balancer");
                     runner.set_overlay(Some(crate::tasks::OverlayCtx {
                         node_id: identity.node_id.clone(),
                         overlay,
-                        lb,
+                        lb: dataplane.lb.clone(),
+                        dataplane: dataplane.describe(),
                     }))
                 }
                 Err(e) => tracing::warn!(error = %e, "tasks start without overlay networking"),
@@ -496,6 +497,7 @@ impl Daemon {
                     hostname: self.opts.hostname.clone(),
                     platform: Platform::default(),
                     executor: self.executor.name().to_string(),
+                    dataplane: self.dataplane_description(),
                 },
                 status: NodeStatus {
                     state: NodeState::Unknown,
@@ -592,6 +594,7 @@ impl Daemon {
                     os: std::env::consts::OS.into(),
                 },
                 executor: self.executor.name().into(),
+                dataplane: self.dataplane_description(),
             },
             advertise_addr: adv_ip.to_string(),
             grpc_addr: grpc.to_string(),
@@ -783,6 +786,16 @@ impl Daemon {
             }
         }
         crate::metrics::encode()
+    }
+
+    /// The dataplane as `node inspect` shows it.
+    fn dataplane_description(&self) -> String {
+        self.opts
+            .dataplane
+            .as_ref()
+            .filter(|_| self.opts.overlays)
+            .map(|d| d.describe())
+            .unwrap_or_else(|| "none (shoald is not root)".into())
     }
 
     async fn doctor(&self) -> LocalResponse {

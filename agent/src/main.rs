@@ -5,6 +5,8 @@ use shoal_agent::daemon::{Daemon, DaemonOptions, LocalService};
 use shoal_agent::exec::by_runtime::ByRuntime;
 use shoal_agent::exec::docker::DockerExecutor;
 use shoal_agent::exec::native::NativeExecutor;
+use shoal_agent::lb::choose::{Choice, choose};
+use shoal_agent::lb::ebpf::{EbpfOptions, cgroup2_mount, default_pin_dir, join_cgroup};
 use shoal_agent::netns::Sandboxes;
 use shoal_api::pb::local_server::LocalServer;
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +34,21 @@ struct Opts {
     /// engine answers, native otherwise.
     #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "native"])]
     executor: String,
+    /// Service load balancer: `ebpf` (VIPs balanced at connect() by cgroup programs; the
+    /// routing mesh stays in nftables), `nftables`, or `auto`: ebpf when the kernel takes
+    /// its programs, nftables otherwise (the reason is logged and shown by `node inspect`).
+    /// `iptables` and `ipvs` are refused with the reason.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "nftables", "iptables", "ipvs"])]
+    dataplane: String,
+    /// cgroup v2 directory the eBPF programs attach to; shoald moves itself inside so its
+    /// tasks are too (default: the root of the cgroup v2 hierarchy, all of the host).
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
+    /// Directory on bpffs where the eBPF dataplane pins its maps and links; they outlive
+    /// shoald, so a restart keeps every connection working. One per daemon (default:
+    /// /sys/fs/bpf/shoal, or a name made from --state-dir when that is not the default).
+    #[arg(long, value_name = "DIR")]
+    bpf_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9323;
     /// off when not given.
     #[arg(long, value_name = "IP:PORT")]
@@ -92,6 +109,31 @@ async fn main() -> anyhow::Result<()> {
         executor = if docker.is_some() { "docker" } else { "native" },
         "task executor"
     );
+    let dataplane = match &sandboxes {
+        None => None,
+        Some(_) => {
+            let choice: Choice = opts.dataplane.parse().map_err(anyhow::Error::msg)?;
+            let cgroup = match (&opts.cgroup, cgroup2_mount()) {
+                (Some(c), _) => c.clone(),
+                (None, Some(root)) => root,
+                (None, None) => PathBuf::from("/sys/fs/cgroup"),
+            };
+            let ebpf = EbpfOptions {
+                cgroup,
+                pin_dir: opts
+                    .bpf_dir
+                    .clone()
+                    .unwrap_or_else(|| default_pin_dir(&opts.state_dir)),
+            };
+            let chosen = choose(choice, &ebpf).map_err(anyhow::Error::msg)?;
+            if chosen.lb.name() == "ebpf" {
+                // Tasks inherit shoald's cgroup: they must be where the programs act.
+                join_cgroup(&ebpf.cgroup, std::process::id())
+                    .map_err(|e| anyhow::anyhow!("--cgroup: {e}"))?;
+            }
+            Some(Arc::new(chosen))
+        }
+    };
     let executor = ByRuntime::new(
         NativeExecutor::new(sandboxes.clone(), opts.state_dir.join("tasks")),
         docker,
@@ -104,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             hostname: opts.hostname.clone().unwrap_or_else(hostname),
             raft_tick: Duration::from_millis(opts.raft_tick_ms.max(1)),
             overlays: sandboxes.is_some(),
+            dataplane,
         },
         Arc::new(executor),
     )?;

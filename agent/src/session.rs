@@ -59,6 +59,7 @@ fn description(cfg: &AgentConfig, runner: &TaskRunner) -> NodeDescription {
             os: std::env::consts::OS.to_string(),
         },
         executor: runner.executor_name().to_string(),
+        dataplane: runner.dataplane_name(),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct OverlayCtx {
     pub node_id: String,
     pub overlay: Overlay,
     pub lb: Arc<dyn LbBackend>,
+    /// The backend as shown to operators, with why eBPF was not taken under `auto`.
+    pub dataplane: String,
 }
 
 /// How long a stopping task waits to leave every node's load balancer and DNS before it
@@ -127,10 +129,12 @@ impl TaskRunner {
             };
         let running: HashSet<String> = self.running.lock().expect("lock").keys().cloned().collect();
         let (mut vips, mut backends) = (0usize, 0usize);
+        let mut live = Vec::new();
         for task in view.tasks.iter().filter(|t| running.contains(&t.id)) {
             let Some(netns) = self.executor.sandbox(&task.id) else {
                 continue;
             };
+            live.push(Netns::Named(netns.clone()));
             let table = crate::lb::plan::vip_table(view, task);
             vips += table.vips.len();
             backends += table.vips.values().map(|b| b.len()).sum::<usize>();
@@ -145,6 +149,8 @@ impl TaskRunner {
                 }
             }
         }
+        // What an earlier shoald programmed for tasks that ended while it was away.
+        ctx.lb.sweep(&live);
         metrics.lb_vips.set(vips as i64);
         metrics.lb_backends.set(backends as i64);
         if !self.forwarding.load(Ordering::SeqCst) {
@@ -298,7 +304,7 @@ impl TaskRunner {
     /// The load-balancer backend in use, or why there is none.
     pub fn dataplane_name(&self) -> String {
         match self.overlay.lock().expect("lock").as_ref() {
-            Some(ctx) => ctx.lb.name().to_string(),
+            Some(ctx) => ctx.dataplane.clone(),
             None => "none (shoald is not root, or the underlay address is not on this node)".into(),
         }
     }

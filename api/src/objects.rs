@@ -97,6 +97,9 @@ pub struct NodeDescription {
     pub platform: Platform,
     /// Task executor of this node: "native" or "docker".
     pub executor: String,
+    /// Service load balancer of this node (`shoald --dataplane`), e.g. "ebpf (...)".
+    #[serde(default)]
+    pub dataplane: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

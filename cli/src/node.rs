@@ -333,6 +333,7 @@ pub fn render_pretty(n: &Node) -> String {
         &n.description.platform.architecture,
     );
     field(&mut o, W, "Executor", &n.description.executor);
+    field(&mut o, W, "Dataplane", &n.description.dataplane);
     o
 }
 
@@ -370,6 +371,7 @@ mod tests {
                     os: "linux".into(),
                 },
                 executor: "native".into(),
+                dataplane: "nftables".into(),
             },
             status: NodeStatus {
                 state,

@@ -193,7 +193,11 @@ impl Drop for LocalCluster {
         }
         kill_tasks_under(&self.root);
         for n in &self.nodes {
-            shoal_agent::netns::Sandboxes::new(&n.dir.join("state")).remove_all();
+            let state = n.dir.join("state");
+            shoal_agent::netns::Sandboxes::new(&state).remove_all();
+            shoal_agent::lb::ebpf::SockLb::unpin_all(&shoal_agent::lb::ebpf::default_pin_dir(
+                &state,
+            ));
         }
     }
 }

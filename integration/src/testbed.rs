@@ -96,7 +96,38 @@ pub fn remove_leftovers(prefix: &str) -> usize {
     for n in &stale {
         remove_netns(n);
     }
+    remove_bpf_dirs(prefix);
     stale.len()
+}
+
+/// Each node's eBPF pin directory: its maps and the links holding its programs attached.
+pub fn bpf_dir(prefix: &str, node: &str) -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/{prefix}-{node}"))
+}
+
+/// Unpins the eBPF dataplanes of a testbed's nodes, which detaches their programs.
+fn remove_bpf_dirs(prefix: &str) {
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                shoal_agent::lb::ebpf::SockLb::unpin_all(&e.path());
+            }
+        }
+    }
+}
+
+/// Removes cgroup directories made for the nodes (`{node}` in a `--cgroup` flag), children
+/// first; a directory still holding a process stays.
+fn remove_cgroups(dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+        if let Some(parent) = d.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
 }
 
 /// Whether this process may build namespaces; tests skip without it, except under CI.
@@ -135,6 +166,8 @@ pub struct Testbed {
     detached: bool,
     /// Other namespaces made for this testbed (outside clients).
     extra: Vec<String>,
+    /// Per-node cgroups given to shoald with `--cgroup`.
+    cgroups: Vec<PathBuf>,
 }
 
 impl Testbed {
@@ -152,6 +185,7 @@ impl Testbed {
             root: root.to_path_buf(),
             detached: false,
             extra: Vec::new(),
+            cgroups: Vec::new(),
         };
         ip(&["netns", "add", &underlay])?;
         ip(&["-n", &underlay, "link", "set", "lo", "up"])?;
@@ -200,16 +234,32 @@ impl Testbed {
         Ok(bed)
     }
 
-    /// Starts node `i`'s shoald inside its namespace.
+    /// Starts node `i`'s shoald inside its namespace, with its own eBPF pin directory.
+    /// `{node}` in a flag stands for the node's name (`--cgroup /sys/fs/cgroup/x/{node}`).
     pub fn start(&mut self, i: usize, shoald: &Path, extra: &[&str]) -> Result<()> {
+        let bpf = bpf_dir(&self.prefix, &self.nodes[i].name);
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|f| f.replace("{node}", &self.nodes[i].name))
+            .collect();
+        for pair in extra.windows(2).filter(|p| p[0] == "--cgroup") {
+            let dir = PathBuf::from(&pair[1]);
+            if !self.cgroups.contains(&dir) {
+                self.cgroups.push(dir);
+            }
+        }
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(node.dir.join("shoald.log"))?;
         let _ = std::fs::remove_file(&node.socket);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &node.netns])
+        // nsenter, not `ip netns exec`: that one gives the daemon a mount namespace of its
+        // own without the host's bpffs and cgroup2 mounts, and the eBPF dataplane pins its
+        // programs there so that they outlive the daemon, as on a real host.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", node.netns))
+            .arg("--")
             .arg(shoald)
             .arg("--state-dir")
             .arg(node.dir.join("state"))
@@ -217,7 +267,9 @@ impl Testbed {
             .arg(&node.socket)
             .arg("--hostname")
             .arg(&node.name)
-            .args(extra)
+            .arg("--bpf-dir")
+            .arg(bpf)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -384,5 +436,7 @@ impl Drop for Testbed {
             remove_netns(n);
         }
         remove_netns(&self.underlay);
+        remove_bpf_dirs(&self.prefix);
+        remove_cgroups(&self.cgroups);
     }
 }

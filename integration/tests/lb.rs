@@ -43,7 +43,11 @@ while True:
 
 /// N connections (or UDP datagrams) to addr:port; prints one JSON list of answers.
 const PROBE: &str = r#"
-import socket, sys, json
+import os, socket, sys, json
+# Into the task's cgroup first, like `docker exec`: the eBPF balancer acts on its sockets.
+cg = os.environ.get("SHOAL_JOIN_CGROUP")
+if cg:
+    open(cg + "/cgroup.procs", "w").write(str(os.getpid()))
 addr, port, n, proto = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 out = []
 for i in range(n):
@@ -93,7 +97,19 @@ fn task_pids(marker: &str) -> BTreeMap<usize, Vec<u32>> {
 
 /// Runs the probe in the network namespace of `pid` (or the named namespace `ns`).
 fn probe_in(target: &[&str], addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
+    probe_env(target, addr, port, n, proto, "")
+}
+
+fn probe_env(
+    target: &[&str],
+    addr: &str,
+    port: u16,
+    n: usize,
+    proto: &str,
+    cgroup: &str,
+) -> Vec<String> {
     let mut cmd = Command::new("nsenter");
+    cmd.env("SHOAL_JOIN_CGROUP", cgroup);
     cmd.args(target).args(["python3", "-c", PROBE, addr]);
     cmd.args([&port.to_string(), &n.to_string(), proto]);
     let out = cmd.output().unwrap();
@@ -102,7 +118,22 @@ fn probe_in(target: &[&str], addr: &str, port: u16, n: usize, proto: &str) -> Ve
 }
 
 fn probe_task(pid: u32, addr: &str, port: u16, n: usize, proto: &str) -> Vec<String> {
-    probe_in(&["-t", &pid.to_string(), "-n"], addr, port, n, proto)
+    let cg = cgroup_of(pid);
+    probe_env(&["-t", &pid.to_string(), "-n"], addr, port, n, proto, &cg)
+}
+
+/// The cgroup v2 directory of process `pid`.
+fn cgroup_of(pid: u32) -> String {
+    let mount = shoal_agent::lb::ebpf::cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/");
+    mount
+        .join(own.trim_start_matches('/'))
+        .display()
+        .to_string()
 }
 
 fn probe_ns(ns: &str, addr: &str, port: u16, n: usize) -> Vec<String> {
@@ -187,13 +218,65 @@ fn elements(listing: &Value, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The eBPF dataplane, attached to a cgroup of each node's own (as on this hybrid cgroup
+/// layout; on a real host it is the root cgroup), where shoald and its tasks live.
 #[test]
-fn vips_and_the_routing_mesh_follow_the_cluster() {
-    if !require_root("vips_and_the_routing_mesh_follow_the_cluster") {
+fn vips_and_the_routing_mesh_follow_the_cluster_with_ebpf() {
+    if !require_root("vips_and_the_routing_mesh_follow_the_cluster_with_ebpf") {
         return;
     }
+    let cg2 = shoal_agent::lb::ebpf::cgroup2_mount().expect("a cgroup v2 hierarchy");
+    let cgroup = cg2.join("shlbe").join("{node}").display().to_string();
+    follows_the_cluster(
+        "shlbe",
+        &["--dataplane", "ebpf", "--cgroup", &cgroup],
+        "ebpf",
+    );
+}
+
+#[test]
+fn vips_and_the_routing_mesh_follow_the_cluster_with_nftables() {
+    if !require_root("vips_and_the_routing_mesh_follow_the_cluster_with_nftables") {
+        return;
+    }
+    follows_the_cluster("shlbn", &["--dataplane", "nftables"], "nftables");
+}
+
+/// Entries of a map pinned by node `node`'s eBPF dataplane, as bpftool shows them.
+fn bpf_map(prefix: &str, node: &str, map: &str) -> Vec<Value> {
+    let path = shoal_integration::testbed::bpf_dir(prefix, node).join(map);
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&path)
+        .output()
+        .expect("bpftool (apt-get install bpftool)");
+    assert!(
+        out.status.success(),
+        "bpftool map dump {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
     let root = tempfile::tempdir().unwrap();
-    let mut bed = Testbed::up("shlb", 3, 1, root.path()).unwrap();
+    let mut bed = Testbed::up_with(prefix, 3, 1, root.path(), flags).unwrap();
+    for n in &bed.nodes {
+        let shown = inspect(&bed.nodes[0].host(), "node", &n.name)["Description"]["Dataplane"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            shown.starts_with(dataplane),
+            "{}: dataplane {shown:?}",
+            n.name
+        );
+    }
     let outside = bed.outside_client("out", "198.18.0.200").unwrap();
     let h = bed.nodes[0].host();
     for (net, subnet) in [("app", "198.19.90.0/24"), ("other", "198.19.91.0/24")] {
@@ -286,12 +369,28 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
     // An idle connection through the VIP, checked again after a minute.
     let idle_pid = clients[&1][0];
     let idle_start = Instant::now();
+    // The test process enters the client's cgroup for the connect (a socket belongs to
+    // the cgroup it was made in) and leaves it right after.
+    let own_cgroup = cgroup_of(std::process::id());
+    std::fs::write(
+        format!("{}/cgroup.procs", cgroup_of(idle_pid)),
+        std::process::id().to_string(),
+    )
+    .unwrap();
     let mut idle = {
         let vip = vip.clone();
         std::thread::spawn(move || {
             let ns = std::fs::File::open(format!("/proc/{idle_pid}/ns/net")).unwrap();
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let mut c = TcpStream::connect((vip.as_str(), 8080)).unwrap();
+            // The replicas may not all be running yet: an idle VIP refuses at once.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut c = loop {
+                match TcpStream::connect((vip.as_str(), 8080)) {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() > deadline => panic!("connect to the VIP: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
             c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             c.write_all(b"?").unwrap();
             let mut buf = [0u8; 200];
@@ -317,23 +416,30 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
             "UDP through the VIP from node {node}: {udp:?}"
         );
     }
-    // The kernel holds one selector for the VIP and three backend slots.
-    let listing = nft_json(&["-t", &clients[&2][0].to_string(), "-n"], "shoal");
-    let sel = elements(&listing, "vips");
-    assert!(
-        sel.iter()
-            .any(|e| e[0] == vip.as_str() && e[1]["goto"]["target"] == "pick3"),
-        "vips map: {sel:?}"
-    );
-    let slots = elements(&listing, "backends");
-    assert_eq!(
-        slots
+    std::fs::write(
+        format!("{own_cgroup}/cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .unwrap();
+    if dataplane == "ebpf" {
+        // The node's maps hold the VIP with three backends, each a replica.
+        let key = u32::from_ne_bytes(vip.parse::<std::net::Ipv4Addr>().unwrap().octets());
+        let svc = bpf_map(prefix, "node-2", "shoal_svc");
+        assert!(
+            svc.iter()
+                .any(|e| e["formatted"]["key"] == key && e["formatted"]["value"]["count"] == 3),
+            "shoal_svc: {svc:?}"
+        );
+        let slots: BTreeSet<String> = bpf_map(prefix, "node-2", "shoal_backends")
             .iter()
-            .filter(|e| e[0]["concat"][0] == vip.as_str())
-            .count(),
-        3,
-        "{slots:?}"
-    );
+            .filter(|e| e["formatted"]["key"]["vip"] == key)
+            .filter_map(|e| e["formatted"]["value"].as_u64())
+            .map(|v| std::net::Ipv4Addr::from((v as u32).to_ne_bytes()).to_string())
+            .collect();
+        assert_eq!(slots, replicas, "shoal_backends");
+    } else {
+        check_nft_vips(&clients, &vip);
+    }
     // A task on another network neither resolves nor reaches the service.
     let lone = task_pids("sleep 900902").into_values().next().unwrap()[0];
     let isolated = probe_task(lone, &vip, 8080, 1, "tcp");
@@ -586,14 +692,16 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
         &["node", "update", "--availability", "active", &drain_target],
     );
 
-    // A worker's shoald restarted during a stream of connections loses none.
+    // A worker's shoald restarted during a stream of connections from a client on the
+    // same node loses none (with eBPF, the programs and maps it pinned stay at work).
     let shoald = shoal_integration::bin_dir().join("shoald");
+    let local_client = clients[&2][0];
     let stream = std::thread::spawn({
         let vip = vip.clone();
-        move || probe_task(probe_pid, &vip, 8080, 300, "tcp")
+        move || probe_task(local_client, &vip, 8080, 300, "tcp")
     });
     std::thread::sleep(Duration::from_millis(300));
-    bed.restart(1, &shoald, &[]).unwrap();
+    bed.restart(1, &shoald, flags).unwrap();
     let answers = stream.join().unwrap();
     let failed: Vec<&String> = answers.iter().filter(|a| a.starts_with("error")).collect();
     assert!(
@@ -605,5 +713,22 @@ fn vips_and_the_routing_mesh_follow_the_cluster() {
     assert!(
         outside_answers.iter().all(|a| !a.starts_with("error")),
         "published port after the restart: {outside_answers:?}"
+    );
+}
+
+/// The kernel holds one nftables selector for the VIP and three backend slots.
+fn check_nft_vips(clients: &BTreeMap<usize, Vec<u32>>, vip: &str) {
+    let listing = nft_json(&["-t", &clients[&2][0].to_string(), "-n"], "shoal");
+    let sel = elements(&listing, "vips");
+    assert!(
+        sel.iter()
+            .any(|e| e[0] == vip && e[1]["goto"]["target"] == "pick3"),
+        "vips map: {sel:?}"
+    );
+    let slots = elements(&listing, "backends");
+    assert_eq!(
+        slots.iter().filter(|e| e[0]["concat"][0] == vip).count(),
+        3,
+        "{slots:?}"
     );
 }

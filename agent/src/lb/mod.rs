@@ -3,6 +3,7 @@
 //! program from the node's view (pure); a backend makes the kernel match it. Backends:
 //! `nft` (nftables verdict maps), `ebpf` (socket-level balancing by cgroup programs), `none` (records what it was asked, for tests).
 
+pub mod choose;
 pub mod ebpf;
 pub mod netlink;
 pub mod nft;

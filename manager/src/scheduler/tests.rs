@@ -28,6 +28,7 @@ fn node(
         description: NodeDescription {
             hostname: format!("host-{id}"),
             executor: "docker".into(),
+            dataplane: "nftables".into(),
             ..Default::default()
         },
         status: NodeStatus {

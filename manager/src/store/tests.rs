@@ -20,6 +20,7 @@ fn node(id: &str, role: NodeRole) -> Node {
         description: NodeDescription {
             hostname: format!("host-{id}"),
             executor: "docker".into(),
+            dataplane: "nftables".into(),
             ..Default::default()
         },
         status: NodeStatus {
