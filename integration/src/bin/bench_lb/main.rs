@@ -25,6 +25,8 @@
 //! `cargo build --release -p shoal-integration --bin bench_lb && sudo target/release/bench_lb
 //! [--runs 7] [--conns 5000] [--only programming|connections] [--write BENCHMARKS.md]`
 
+mod ebpf;
+
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use nix::sys::socket::{setsockopt, sockopt};
 use shoal_agent::lb::nft::{Slots, element_ops, update_slots, vip_ruleset};
@@ -104,6 +106,10 @@ const NODE_UNDERLAY_2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 /// The node's side of its link to the server: the ingress address remote backends see.
 const NODE_INGRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const NODE_INGRESS_DEV: &str = "n1";
+/// The routed baseline's own link node <-> server, outside ingress: the mesh's forward
+/// guard drops new routed connections into ingress, as it does for tasks.
+const NODE_ROUTED: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+const SERVER_ROUTED: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
 
 /// The server's 10 overlay addresses (VIP backends): 198.19.0.10-19.
 fn server_overlay(j: usize) -> Ipv4Addr {
@@ -806,7 +812,7 @@ impl Path {
         match self {
             Path::Direct => "direct to a backend (veth)",
             Path::Vip => "VIP → 10 backends (DNAT in the client's namespace)",
-            Path::Routed => "direct to a backend, routed through the node",
+            Path::Routed => "direct to a backend, routed through the node (not via ingress)",
             Path::Mesh => "routing mesh: node:published port → local backend",
             Path::MeshSnat => "routing mesh: node:published port → remote backend (SNAT)",
         }
@@ -863,6 +869,11 @@ impl Bed {
             "netns",
             &s.name,
         ])?;
+        n.ip(&[
+            "link", "add", "n2", "type", "veth", "peer", "name", "s2", "netns", &s.name,
+        ])?;
+        n.ip(&["addr", "add", &format!("{NODE_ROUTED}/24"), "dev", "n2"])?;
+        s.ip(&["addr", "add", &format!("{SERVER_ROUTED}/24"), "dev", "s2"])?;
         c.ip(&["addr", "add", &format!("{CLIENT_OVERLAY}/16"), "dev", "c0"])?;
         c.ip(&["addr", "add", &format!("{CLIENT_UNDERLAY}/24"), "dev", "c1"])?;
         n.ip(&["addr", "add", &format!("{NODE_UNDERLAY}/24"), "dev", "n0"])?;
@@ -897,6 +908,8 @@ impl Bed {
             (s, "s1"),
             (n, "n0"),
             (n, NODE_INGRESS_DEV),
+            (n, "n2"),
+            (s, "s2"),
         ] {
             ns.ip(&["link", "set", dev, "up"])?;
         }
@@ -907,7 +920,32 @@ impl Bed {
             "via",
             &NODE_UNDERLAY.to_string(),
         ])?;
+        c.ip(&[
+            "route",
+            "add",
+            "198.18.2.0/24",
+            "via",
+            &NODE_UNDERLAY.to_string(),
+        ])?;
         s.ip(&["route", "add", "default", "via", &NODE_INGRESS.to_string()])?;
+        // Replies of the routed baseline go back the way it came.
+        s.ip(&[
+            "rule",
+            "add",
+            "from",
+            &SERVER_ROUTED.to_string(),
+            "table",
+            "100",
+        ])?;
+        s.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &NODE_ROUTED.to_string(),
+            "table",
+            "100",
+        ])?;
         in_netns(&n.name, None, || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
             Ok(())
@@ -928,7 +966,7 @@ impl Bed {
         match path {
             Path::Direct => SocketAddrV4::new(server_overlay(0), PORT),
             Path::Vip => SocketAddrV4::new(vip(services.max(1) - 1), PORT),
-            Path::Routed => SocketAddrV4::new(server_ingress(0), PORT),
+            Path::Routed => SocketAddrV4::new(SERVER_ROUTED, PORT),
             Path::Mesh => SocketAddrV4::new(NODE_UNDERLAY, published(services.max(1) - 1)),
             Path::MeshSnat => SocketAddrV4::new(NODE_UNDERLAY_2, published(services.max(1) - 1)),
         }
@@ -1047,7 +1085,8 @@ fn check_hits(n: usize, path: Path, hits: &HashMap<(Ipv4Addr, Ipv4Addr), u64>) -
     let (backends, peer): (Vec<Ipv4Addr>, Ipv4Addr) = match path {
         Path::Direct => (vec![server_overlay(0)], CLIENT_OVERLAY),
         Path::Vip => ((0..BACKENDS).map(server_overlay).collect(), CLIENT_OVERLAY),
-        Path::Routed | Path::Mesh => ((0..BACKENDS).map(server_ingress).collect(), CLIENT_UNDERLAY),
+        Path::Routed => (vec![SERVER_ROUTED], CLIENT_UNDERLAY),
+        Path::Mesh => ((0..BACKENDS).map(server_ingress).collect(), CLIENT_UNDERLAY),
         Path::MeshSnat => ((0..BACKENDS).map(server_ingress).collect(), NODE_INGRESS),
     };
     let total: u64 = hits.values().sum();
@@ -1288,13 +1327,37 @@ fn main() -> Result<()> {
     remove_leftovers()?;
     let header = header()?;
     let mut sections = Vec::new();
-    if only.as_deref() != Some("connections") {
+    let wants = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if let Some(o) = only.as_deref() {
+        ensure!(
+            [
+                "programming",
+                "connections",
+                "ebpf-programming",
+                "ebpf-connections"
+            ]
+            .contains(&o),
+            "--only {o}: use programming, connections, ebpf-programming or ebpf-connections"
+        );
+    }
+    if wants("programming") {
         eprintln!("programming:");
         sections.push((PROG_HEADING, programming(runs, &header)?));
     }
-    if only.as_deref() != Some("programming") {
+    if wants("ebpf-programming") {
+        eprintln!("eBPF programming:");
+        sections.push((ebpf::EBPF_PROG_HEADING, ebpf::programming(runs, &header)?));
+    }
+    if wants("connections") {
         eprintln!("connections:");
         sections.push((CONN_HEADING, connections(runs, conns, &header)?));
+    }
+    if wants("ebpf-connections") {
+        eprintln!("eBPF connections:");
+        sections.push((
+            ebpf::EBPF_CONN_HEADING,
+            ebpf::connections(runs, conns, &header)?,
+        ));
     }
     for (heading, text) in &sections {
         println!("{text}");

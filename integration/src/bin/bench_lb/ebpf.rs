@@ -1,0 +1,344 @@
+//! The eBPF backend beside nftables: map programming (a full sync of a fresh node, one
+//! endpoint change) and connections through a VIP balanced at connect() against the same
+//! client connecting to a backend directly, at 1, 10,000 and 30,000 services. This process
+//! moves into a cgroup of its own, where the programs are attached (pins under
+//! /sys/fs/bpf/shoalbench-lb), and leaves it at the end.
+
+use super::*;
+use shoal_agent::lb::ebpf::{EbpfOptions, SockLb, cgroup2_mount, join_cgroup};
+
+pub const EBPF_PROG_HEADING: &str = "## Load balancer: programming eBPF maps";
+pub const EBPF_CONN_HEADING: &str = "## Load balancer: connections through an eBPF VIP";
+const EBPF_CONN_SIZES: [usize; 3] = [1, 10_000, 30_000];
+
+/// The bench's cgroup and pin directory; on drop the programs are detached and this
+/// process goes back where it was.
+struct Attach {
+    opts: EbpfOptions,
+    back_to: std::path::PathBuf,
+}
+
+impl Attach {
+    fn new() -> Result<Attach> {
+        let mount = cgroup2_mount().ok_or_else(|| anyhow!("no cgroup v2 hierarchy mounted"))?;
+        let own = std::fs::read_to_string("/proc/self/cgroup")?;
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
+        let opts = EbpfOptions {
+            cgroup: mount.join(PREFIX),
+            pin_dir: std::path::PathBuf::from(format!("/sys/fs/bpf/{PREFIX}")),
+        };
+        SockLb::unpin_all(&opts.pin_dir);
+        join_cgroup(&opts.cgroup, std::process::id())?;
+        Ok(Attach {
+            opts,
+            back_to: mount.join(own.trim_start_matches('/')),
+        })
+    }
+
+    /// A backend as a freshly started shoald has it: no maps kept from before.
+    fn fresh(&self) -> Result<SockLb> {
+        SockLb::unpin_all(&self.opts.pin_dir);
+        Ok(SockLb::open(self.opts.clone())?)
+    }
+}
+
+impl Drop for Attach {
+    fn drop(&mut self) {
+        SockLb::unpin_all(&self.opts.pin_dir);
+        let _ = std::fs::write(
+            self.back_to.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        let _ = std::fs::remove_dir(&self.opts.cgroup);
+    }
+}
+
+/// Entries of a pinned map, counted by bpftool.
+fn map_len(at: &Attach, map: &str) -> Result<usize> {
+    let path = at.opts.pin_dir.join(map);
+    let out = run(Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned"])
+        .arg(&path))?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    Ok(v.as_array().map(Vec::len).unwrap_or(0))
+}
+
+struct EbpfProgRow {
+    services: usize,
+    full: Spread,
+    replace: Spread,
+    add: Spread,
+    remove: Spread,
+}
+
+fn ebpf_change(
+    lb: &SockLb,
+    ns: &Netns,
+    table: &mut VipTable,
+    ops: usize,
+    edit: impl FnOnce(&mut VipTable),
+) -> Result<Duration> {
+    edit(table);
+    let t = Instant::now();
+    let synced = lb.apply_vips(ns, table)?;
+    let took = t.elapsed();
+    ensure!(
+        synced == Synced::Incremental { ops },
+        "one endpoint change came out as {synced:?}, expected Incremental {{ ops: {ops} }}"
+    );
+    Ok(took)
+}
+
+pub fn programming(runs: usize, header: &str) -> Result<String> {
+    let at = Attach::new()?;
+    let mut quiet = Quiet::default();
+    let mut rows = Vec::new();
+    for n in SIZES {
+        let mut table = vip_table(n, None);
+        let mut full = Vec::new();
+        let mut kept = None;
+        for r in 0..runs {
+            drop(kept.take());
+            quiet.wait()?;
+            let ns = NetnsGuard::create("prog")?;
+            let lb = at.fresh()?;
+            let t = Instant::now();
+            let synced = lb.apply_vips(&ns.lb(), &table)?;
+            full.push(t.elapsed());
+            ensure!(synced == Synced::Full, "first apply_vips gave {synced:?}");
+            eprintln!(
+                "  eBPF {n} x {BACKENDS}: full sync {}: {}",
+                r + 1,
+                ms(full[r])
+            );
+            kept = Some((lb, ns));
+        }
+        let (lb, ns) = kept.ok_or_else(|| anyhow!("no runs"))?;
+        ensure!(
+            map_len(&at, shoal_ebpf::MAP_BACKENDS)? == n * BACKENDS
+                && map_len(&at, shoal_ebpf::MAP_SVC)? == n
+                && map_len(&at, shoal_ebpf::MAP_MEMBER)? == n,
+            "the maps do not hold {n} services of {BACKENDS}"
+        );
+        let space = ns.lb();
+        let (mut replace, mut add, mut remove) = (vec![], vec![], vec![]);
+        quiet.wait()?;
+        for k in 0..CHANGE_ROUNDS {
+            let svc = (k * 7919) % n;
+            let v = vip(svc);
+            let old = *table.vips[&v].iter().nth(3).expect("backend");
+            let new = spare(k);
+            // A replacement rewrites one slot and the count: two writes.
+            replace.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+                let s = t.vips.get_mut(&v).expect("service");
+                s.remove(&old);
+                s.insert(new);
+            })?);
+            replace.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+                let s = t.vips.get_mut(&v).expect("service");
+                s.remove(&new);
+                s.insert(old);
+            })?);
+            add.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+                t.vips.get_mut(&v).expect("service").insert(new);
+            })?);
+            remove.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+                t.vips.get_mut(&v).expect("service").remove(&new);
+            })?);
+        }
+        ensure!(
+            map_len(&at, shoal_ebpf::MAP_BACKENDS)? == n * BACKENDS,
+            "the changes left the backends map at a different size"
+        );
+        eprintln!(
+            "  eBPF {n} x {BACKENDS}: change {}",
+            ms(spread(replace.clone()).p50)
+        );
+        drop(lb);
+        drop(ns);
+        rows.push(EbpfProgRow {
+            services: n,
+            full: spread(full),
+            replace: spread(replace),
+            add: spread(add),
+            remove: spread(remove),
+        });
+    }
+    let mut out = format!(
+        "{EBPF_PROG_HEADING}\n\n{header} · `bench_lb` (release build); full sync: median of \
+         {runs} runs, each the first `apply_vips` of a freshly opened `SockLb` (no pinned \
+         maps kept) into a fresh namespace, written with `BPF_MAP_UPDATE_BATCH`; endpoint \
+         changes: {} replacements, {CHANGE_ROUNDS} additions and {CHANGE_ROUNDS} removals of \
+         one backend of one service on the same instance (each checked to be two map \
+         writes), median and p99; map sizes checked with `bpftool map dump`. The nftables \
+         figures of the section above were taken with the same tables.\n\n",
+        2 * CHANGE_ROUNDS
+    );
+    out.push_str(
+        "| services × backends | full sync | replace one backend | add one backend | remove one backend |\n\
+         |---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "| {} × {BACKENDS} | {} | {} (p99 {}) | {} (p99 {}) | {} (p99 {}) |",
+            thousands(r.services),
+            ms(r.full.p50),
+            ms(r.replace.p50),
+            ms(r.replace.p99),
+            ms(r.add.p50),
+            ms(r.add.p99),
+            ms(r.remove.p50),
+            ms(r.remove.p99),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRe-run (as root): `target/release/bench_lb --only ebpf-programming --write BENCHMARKS.md`."
+    );
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Ebpf,
+    Nft,
+}
+
+struct EbpfConnRow {
+    services: usize,
+    mode: Mode,
+    direct: Vec<Run>,
+    vip: Vec<Run>,
+}
+
+pub fn connections(runs: usize, conns: usize, header: &str) -> Result<String> {
+    let at = Attach::new()?;
+    let bed = Bed::create()?;
+    let server = Server::start(&bed.server.name)?;
+    let servers: BTreeSet<Ipv4Addr> = (0..BACKENDS).map(server_overlay).collect();
+    let client = bed.client.lb();
+    let mut quiet = Quiet::default();
+    let mut rows = Vec::new();
+    let mut checks = Vec::new();
+    for n in EBPF_CONN_SIZES {
+        let table = vip_table(n, Some(&servers));
+        let target = SocketAddrV4::new(vip(n - 1), PORT);
+        let direct = SocketAddrV4::new(server_overlay(0), PORT);
+        let row = |mode| EbpfConnRow {
+            services: n,
+            mode,
+            direct: vec![],
+            vip: vec![],
+        };
+        let (mut e, mut f) = (row(Mode::Ebpf), row(Mode::Nft));
+        for round in 0..runs {
+            for mode in [Mode::Ebpf, Mode::Nft] {
+                // One dataplane at a time in the client's namespace: the other's state
+                // is removed (nftables' table, or eBPF's entries for the namespace).
+                let ebpf = at.fresh()?;
+                let _ = nft_cli(&bed.client.name, "delete table ip shoal\n");
+                if mode == Mode::Ebpf {
+                    ebpf.apply_vips(&client, &table)?;
+                } else {
+                    ebpf.forget(&client);
+                    SockLb::unpin_all(&at.opts.pin_dir);
+                    Nftables::default().apply_vips(&client, &table)?;
+                }
+                let into = if mode == Mode::Ebpf { &mut e } else { &mut f };
+                for (path, to) in [(Path::Direct, direct), (Path::Vip, target)] {
+                    conntrack_settle(&[&bed.client.name, &bed.server.name])?;
+                    quiet.wait()?;
+                    server.take_hits();
+                    let r = client_run(&bed.client.name, to, conns)?;
+                    let hits = server.take_hits();
+                    if round == 0 && path == Path::Vip {
+                        let reached: BTreeSet<Ipv4Addr> = hits.keys().map(|k| k.0).collect();
+                        let from: BTreeSet<Ipv4Addr> = hits.keys().map(|k| k.1).collect();
+                        ensure!(
+                            reached == servers && from == [CLIENT_OVERLAY].into(),
+                            "{mode:?} VIP at {n}: reached {reached:?} from {from:?}"
+                        );
+                        checks.push(format!(
+                            "{mode:?} at {}: all {} backends reached, client address kept",
+                            thousands(n),
+                            reached.len()
+                        ));
+                    }
+                    eprintln!(
+                        "  {n} services, {mode:?}, {}: {:.0}/s, p50 {}, p99 {}",
+                        path.label(),
+                        r.rate,
+                        us(r.p50),
+                        us(r.p99)
+                    );
+                    if path == Path::Direct {
+                        into.direct.push(r);
+                    } else {
+                        into.vip.push(r);
+                    }
+                }
+            }
+        }
+        rows.push(e);
+        rows.push(f);
+    }
+    drop(server);
+    let _ = nft_cli(&bed.client.name, "delete table ip shoal\n");
+    let mut out = format!(
+        "{EBPF_CONN_HEADING}\n\n{header} · `bench_lb` (release build); {conns} sequential \
+         connections per run (connect, 1 byte each way, close with a reset), client and \
+         server pinned to one core each; median of {runs} rounds, each round measuring both \
+         dataplanes back to back (eBPF: the programs on the client's cgroup, its namespace's \
+         entries in the maps, no nftables table; nftables: the `ip shoal` table, no eBPF \
+         entries). \"direct\" connects to a backend's address in the same state. The VIP is \
+         the last of the services; its 10 backends are the server's addresses.\n\n"
+    );
+    out.push_str(
+        "| services | dataplane | direct conn/s | VIP conn/s | VIP / direct | direct p50 | VIP p50 | VIP p99 |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let rate = |v: &[Run]| median_f(v.iter().map(|r| r.rate).collect());
+        let p50 = |v: &[Run]| median_d(v.iter().map(|r| r.p50).collect());
+        let ratio = median_f(
+            r.vip
+                .iter()
+                .zip(&r.direct)
+                .map(|(v, d)| v.rate / d.rate)
+                .collect(),
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {} | {} |",
+            thousands(r.services),
+            if r.mode == Mode::Ebpf {
+                "eBPF"
+            } else {
+                "nftables"
+            },
+            rate(&r.direct),
+            rate(&r.vip),
+            ratio,
+            us(p50(&r.direct)),
+            us(p50(&r.vip)),
+            us(median_d(r.vip.iter().map(|r| r.p99).collect())),
+        );
+    }
+    let _ = writeln!(out, "\nChecked on the first round: {}.", checks.join("; "));
+    let _ = writeln!(
+        out,
+        "\nRe-run (as root): `target/release/bench_lb --only ebpf-connections --write BENCHMARKS.md`."
+    );
+    if quiet.busy_starts > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} runs started on a busy machine (another load did not stop within 30 s).",
+            quiet.busy_starts
+        );
+    }
+    Ok(out)
+}
