@@ -5,7 +5,20 @@
 set -euo pipefail
 image=shoal-test-busybox:latest
 docker info >/dev/null 2>&1 || { echo "test-image: no Docker engine; skipping $image"; exit 0; }
-docker image inspect "$image" >/dev/null 2>&1 && exit 0
+# A second tag with an image-level STOPSIGNAL, for the stop-signal test.
+stopsignal() {
+  docker image inspect shoal-test-busybox:stopsignal >/dev/null 2>&1 && return 0
+  local c
+  c=$(mktemp -d)
+  printf 'FROM %s\nSTOPSIGNAL SIGUSR1\n' "$image" > "$c/Dockerfile"
+  docker build -q -t shoal-test-busybox:stopsignal "$c" >/dev/null
+  rm -rf "$c"
+  echo "built shoal-test-busybox:stopsignal"
+}
+if docker image inspect "$image" >/dev/null 2>&1; then
+  stopsignal
+  exit 0
+fi
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
@@ -21,3 +34,4 @@ echo 'root:x:0:0:root:/:/bin/sh' > "$ctx/rootfs/etc/passwd"
 printf 'FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nCMD ["sh"]\n' > "$ctx/Dockerfile"
 docker build -q -t "$image" "$ctx" >/dev/null
 echo "built $image"
+stopsignal

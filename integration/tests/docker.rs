@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 const IMAGE: &str = "shoal-test-busybox:latest";
 
 /// Whether the engine and the test image are here; under CI=true their absence fails.
+/// The test image with `STOPSIGNAL SIGUSR1` (scripts/test-image.sh builds both).
+const STOPSIGNAL_IMAGE: &str = "shoal-test-busybox:stopsignal";
+
 fn require_docker(test: &str) -> bool {
     let engine = Command::new("docker")
         .arg("info")
@@ -459,5 +462,31 @@ fn containers_get_the_same_networking_as_native_tasks() {
     eventually("the missing image reported", || {
         shoal(&h, &["service", "ps", "--no-trunc", "ghost"])
             .contains("image nosuch-image:1 is not present on node")
+    });
+
+    // An image's STOPSIGNAL is what stops its containers (SIGUSR1 here, not SIGTERM).
+    let out = tempfile::tempdir().unwrap();
+    let stop_mount = format!("type=bind,source={},target=/out", out.path().display());
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "quitter",
+            "--mount",
+            &stop_mount,
+            STOPSIGNAL_IMAGE,
+            "sh",
+            "-c",
+            "trap 'echo usr1 > /out/stopped; exit 0' USR1; trap 'echo term > /out/stopped; exit 0' TERM; touch /out/started; while :; do sleep 0.2; done",
+        ],
+    );
+    eventually("the STOPSIGNAL container started", || {
+        out.path().join("started").exists()
+    });
+    shoal(&h, &["service", "rm", "quitter"]);
+    eventually("the container stopped by its image's signal", || {
+        std::fs::read_to_string(out.path().join("stopped")).is_ok_and(|s| s.trim() == "usr1")
     });
 }

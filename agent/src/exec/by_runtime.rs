@@ -54,7 +54,7 @@ impl Executor for ByRuntime {
 
     fn terminate(&self, pid: u32) {
         match &self.docker {
-            Some(d) if d.owns(pid) => d.signal(pid, Signal::SIGTERM),
+            Some(d) if d.owns(pid) => d.stop(pid),
             _ => self.native.terminate(pid),
         }
     }

@@ -42,6 +42,25 @@ pub struct DockerExecutor {
     node_name: String,
     /// Task of each container's main process, for the signals the runner sends by pid.
     pids: Arc<Mutex<HashMap<u32, String>>>,
+    /// What stops each container's main process: its image's or its own `StopSignal`.
+    stop_signals: Arc<Mutex<HashMap<u32, Signal>>>,
+}
+
+/// A Docker stop signal ("SIGQUIT", "QUIT" or "3"); SIGTERM when unset or unknown.
+pub fn parse_stop_signal(s: Option<&str>) -> Signal {
+    let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Signal::SIGTERM;
+    };
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).unwrap_or(Signal::SIGTERM);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse().unwrap_or(Signal::SIGTERM)
 }
 
 /// Runs `fut` to completion from the runner's synchronous code, on the current runtime.
@@ -84,6 +103,7 @@ impl DockerExecutor {
             sandboxes,
             node_name,
             pids: Arc::default(),
+            stop_signals: Arc::default(),
         })
     }
 
@@ -326,6 +346,7 @@ impl DockerExecutor {
         let docker = self.docker.clone();
         let sandboxes = self.sandboxes.clone();
         let pids = self.pids.clone();
+        let stop_signals = self.stop_signals.clone();
         let task = task_id.to_string();
         tokio::spawn(async move {
             let exit = loop {
@@ -371,6 +392,7 @@ impl DockerExecutor {
                 )
                 .await;
             pids.lock().expect("lock").remove(&pid);
+            stop_signals.lock().expect("lock").remove(&pid);
             sandboxes.remove(&task);
             let exit = match (oom, exit) {
                 (true, _) => Exit::OutOfMemory,
@@ -415,6 +437,7 @@ impl DockerExecutor {
             return Err(invalid(&task.id, format!("network setup: {reason}")));
         }
         self.pids.lock().expect("lock").insert(pid, task.id.clone());
+        self.record_stop_signal(&id, pid);
         let health = self.health(&id);
         let exit = self.watch(&task.id, id, pid);
         Ok(Started { pid, exit, health })
@@ -434,6 +457,7 @@ impl DockerExecutor {
             .lock()
             .expect("lock")
             .insert(pid, task_id.to_string());
+        self.record_stop_signal(&id, pid);
         if let Some(log) = self
             .log_dir
             .as_ref()
@@ -466,7 +490,48 @@ impl DockerExecutor {
         });
     }
 
+    fn record_stop_signal(&self, id: &str, pid: u32) {
+        let configured = block_on(
+            self.docker
+                .inspect_container(id, None::<InspectContainerOptions>),
+        )
+        .ok()
+        .and_then(|i| i.config)
+        .and_then(|c| c.stop_signal);
+        self.stop_signals
+            .lock()
+            .expect("lock")
+            .insert(pid, parse_stop_signal(configured.as_deref()));
+    }
+
+    /// Asks the container to stop with its stop signal (SIGTERM unless it names another).
+    pub fn stop(&self, pid: u32) {
+        let sig = self
+            .stop_signals
+            .lock()
+            .expect("lock")
+            .get(&pid)
+            .copied()
+            .unwrap_or(Signal::SIGTERM);
+        self.signal(pid, sig);
+    }
+
     pub fn signal(&self, pid: u32, sig: Signal) {
         let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_read_like_dockers() {
+        assert_eq!(parse_stop_signal(None), Signal::SIGTERM);
+        assert_eq!(parse_stop_signal(Some("")), Signal::SIGTERM);
+        assert_eq!(parse_stop_signal(Some("SIGQUIT")), Signal::SIGQUIT);
+        assert_eq!(parse_stop_signal(Some("usr1")), Signal::SIGUSR1);
+        assert_eq!(parse_stop_signal(Some("9")), Signal::SIGKILL);
+        assert_eq!(parse_stop_signal(Some("SIGNOPE")), Signal::SIGTERM);
     }
 }
