@@ -489,4 +489,76 @@ fn containers_get_the_same_networking_as_native_tasks() {
     eventually("the container stopped by its image's signal", || {
         std::fs::read_to_string(out.path().join("stopped")).is_ok_and(|s| s.trim() == "usr1")
     });
+
+    // The Docker engine restarted: its containers die with it (no live-restore here). Every
+    // node notices, and the services come back in new containers that serve again.
+    let before: BTreeSet<String> = containers(&bed, &web_id).into_values().flatten().collect();
+    restart_engine();
+    shoal_integration::wait_until(
+        "3 new web containers and a new client per node after the engine restart",
+        Duration::from_secs(90),
+        || {
+            let now: BTreeSet<String> = containers(&bed, &web_id).into_values().flatten().collect();
+            now.len() == 3 && now.is_disjoint(&before) && containers(&bed, &client_id).len() == 3
+        },
+    );
+    let client = containers(&bed, &client_id)
+        .into_values()
+        .flatten()
+        .next()
+        .unwrap();
+    eventually("the new replicas answer through the VIP", || {
+        let seen: BTreeSet<String> = http_from(&client, "web", 80, 24)
+            .iter()
+            .filter_map(|l| l.strip_prefix("hello ").map(str::to_string))
+            .collect();
+        seen.len() == 3
+    });
+}
+
+/// Stops dockerd and starts it again with the same command line (this machine's engine
+/// has no supervisor to do it), returning once it answers.
+fn restart_engine() {
+    let pid = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-x", "dockerd"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .expect("a running dockerd")
+    .parse::<i32>()
+    .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    shoal_integration::wait_until("dockerd stopped", Duration::from_secs(60), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let log = std::fs::File::create("/tmp/shoal-test-dockerd.log").unwrap();
+    use std::os::unix::process::CommandExt;
+    Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("starting dockerd again");
+    shoal_integration::wait_until("dockerd answering again", Duration::from_secs(60), || {
+        Command::new("docker")
+            .arg("info")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
 }
