@@ -242,6 +242,12 @@ pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         TcpStream::connect_timeout(&vip.into(), Duration::from_secs(2)).unwrap()
     });
     held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // The application sees the VIP it asked for, not the backend.
+    assert_eq!(
+        held.peer_addr().unwrap(),
+        std::net::SocketAddr::from(vip),
+        "getpeername"
+    );
 
     // One backend replaced: only the new set answers.
     let second = vips(&[("198.19.200.100", &[backends[0], backends[2], backends[3]])]);

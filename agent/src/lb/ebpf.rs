@@ -52,6 +52,8 @@ struct Maps {
 struct Mirror {
     /// VIP -> its backends by slot.
     slots: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>>,
+    /// The same backends as sets, to compare with a wanted table in one ordered walk.
+    sets: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
     /// netns cookie -> the VIPs it may use.
     members: BTreeMap<u64, BTreeSet<Ipv4Addr>>,
     /// Namespaces seen, with their cookies.
@@ -444,7 +446,8 @@ fn read_back(maps: &Maps) -> Mirror {
             .into_iter()
             .filter(|(slot, _)| *slot < v.count)
             .map(|(_, b)| b)
-            .collect();
+            .collect::<Vec<_>>();
+        mirror.sets.insert(vip_ip, list.iter().copied().collect());
         mirror.slots.insert(vip_ip, list);
     }
     for k in maps.member.keys().flatten() {
@@ -459,12 +462,11 @@ fn read_back(maps: &Maps) -> Mirror {
 
 /// The writes that make VIP `vip` hold `want`, updating the mirror's slots.
 fn sync_vip(mirror: &mut Mirror, vip: Ipv4Addr, want: &BTreeSet<Ipv4Addr>, w: &mut Writes) -> bool {
-    let old = mirror.slots.get(&vip);
-    let old_list: Vec<Ipv4Addr> = old.cloned().unwrap_or_default();
-    let new = assign_slots(&old_list, want);
-    if old.is_some() && new == old_list {
+    if mirror.sets.get(&vip) == Some(want) {
         return false;
     }
+    let old_list: Vec<Ipv4Addr> = mirror.slots.get(&vip).cloned().unwrap_or_default();
+    let new = assign_slots(&old_list, want);
     let key = addr_key(vip);
     for (i, b) in new.iter().enumerate() {
         if old_list.get(i) != Some(b) {
@@ -490,8 +492,49 @@ fn sync_vip(mirror: &mut Mirror, vip: Ipv4Addr, want: &BTreeSet<Ipv4Addr>, w: &m
             slot: i as u32,
         });
     }
+    mirror.sets.insert(vip, want.clone());
     mirror.slots.insert(vip, new);
     true
+}
+
+/// The VIPs of `table` whose backends differ from what the maps hold: one ordered walk
+/// over both, no lookups (a change at 30,000 services must stay cheap).
+fn changed_vips<'a>(
+    mirror: &Mirror,
+    table: &'a VipTable,
+) -> Vec<(Ipv4Addr, &'a BTreeSet<Ipv4Addr>)> {
+    let mut have = mirror.sets.iter().peekable();
+    let mut out = Vec::new();
+    for (vip, want) in &table.vips {
+        while have.next_if(|(h, _)| *h < vip).is_some() {}
+        match have.peek() {
+            Some((h, set)) if *h == vip && *set == want => {}
+            _ => out.push((*vip, want)),
+        }
+    }
+    out
+}
+
+/// (added, removed) between the VIPs a namespace has and those it wants, both ordered.
+fn member_diff(
+    have: &BTreeSet<Ipv4Addr>,
+    want: &BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
+) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut h, mut w) = (have.iter().peekable(), want.keys().peekable());
+    loop {
+        match (h.peek(), w.peek()) {
+            (Some(a), Some(b)) if a == b => {
+                h.next();
+                w.next();
+            }
+            (Some(a), Some(b)) if a < b => removed.extend(h.next().copied()),
+            (_, Some(_)) => added.extend(w.next().copied()),
+            (Some(_), None) => removed.extend(h.next().copied()),
+            (None, None) => break,
+        }
+    }
+    (added, removed)
 }
 
 /// Drops VIPs that no namespace uses any more.
@@ -500,6 +543,7 @@ fn drop_unused(mirror: &mut Mirror, candidates: &BTreeSet<Ipv4Addr>, w: &mut Wri
         if mirror.members.values().any(|m| m.contains(vip)) {
             continue;
         }
+        mirror.sets.remove(vip);
         if let Some(slots) = mirror.slots.remove(vip) {
             let key = addr_key(*vip);
             w.svc_del.push(key);
@@ -530,17 +574,20 @@ impl LbBackend for SockLb {
         let State { maps, mirror } = &mut *guard;
         let mut w = Writes::default();
         let fresh = !mirror.members.contains_key(&cookie);
-        for (vip, backends) in &table.vips {
-            sync_vip(mirror, *vip, backends, &mut w);
+        for (vip, backends) in changed_vips(mirror, table) {
+            sync_vip(mirror, vip, backends, &mut w);
         }
-        let want: BTreeSet<Ipv4Addr> = table.vips.keys().copied().collect();
-        let have = mirror.members.get(&cookie).cloned().unwrap_or_default();
-        w.member_add
-            .extend(want.difference(&have).map(|v| member_key(cookie, *v)));
-        let gone: BTreeSet<Ipv4Addr> = have.difference(&want).copied().collect();
-        w.member_del
-            .extend(gone.iter().map(|v| member_key(cookie, *v)));
-        mirror.members.insert(cookie, want);
+        let have = mirror.members.entry(cookie).or_default();
+        let (added, removed) = member_diff(have, &table.vips);
+        for v in &added {
+            have.insert(*v);
+            w.member_add.push(member_key(cookie, *v));
+        }
+        for v in &removed {
+            have.remove(v);
+            w.member_del.push(member_key(cookie, *v));
+        }
+        let gone: BTreeSet<Ipv4Addr> = removed.into_iter().collect();
         drop_unused(mirror, &gone, &mut w);
         let ops = w.len();
         if let Err(e) = self.write(maps, &w) {
@@ -666,6 +713,25 @@ mod tests {
                 slot: 1
             }]
         );
+    }
+
+    #[test]
+    fn walks_find_exactly_what_changed() {
+        let mut m = Mirror::default();
+        let mut w = Writes::default();
+        for (v, b) in [("198.19.0.2", "198.19.0.5"), ("198.19.0.3", "198.19.0.6")] {
+            sync_vip(&mut m, ip(v), &set(&[b]), &mut w);
+        }
+        let mut want = VipTable::default();
+        want.vips.insert(ip("198.19.0.1"), set(&["198.19.0.9"]));
+        want.vips.insert(ip("198.19.0.2"), set(&["198.19.0.5"]));
+        want.vips.insert(ip("198.19.0.3"), set(&["198.19.0.7"]));
+        let changed: Vec<Ipv4Addr> = changed_vips(&m, &want).into_iter().map(|c| c.0).collect();
+        assert_eq!(changed, vec![ip("198.19.0.1"), ip("198.19.0.3")]);
+        let have = set(&["198.19.0.0", "198.19.0.2"]);
+        let (added, removed) = member_diff(&have, &want.vips);
+        assert_eq!(added, vec![ip("198.19.0.1"), ip("198.19.0.3")]);
+        assert_eq!(removed, vec![ip("198.19.0.0")]);
     }
 
     #[test]

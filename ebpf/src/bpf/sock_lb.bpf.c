@@ -45,7 +45,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_revnat SEC(".maps");
 
-static __always_inline int balance(struct bpf_sock_addr *ctx)
+/* TCP sockets (and connected UDP ones) keep the VIP they asked for in socket storage:
+ * freed with the socket, and cheaper per connection than an LRU entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct shoal_revnat_value);
+} shoal_sk_vip SEC(".maps");
+
+static __always_inline int balance(struct bpf_sock_addr *ctx, int connected)
 {
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return PASS;
@@ -65,19 +74,38 @@ static __always_inline int balance(struct bpf_sock_addr *ctx)
 		if (!backend)
 			return REFUSE;
 	}
-	struct shoal_revnat_key rk = {
-		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = *backend,
-		.port = (__u16)ctx->user_port,
-	};
-	struct shoal_revnat_value rv = { .vip = vip, .port = rk.port };
-	bpf_map_update_elem(&shoal_revnat, &rk, &rv, BPF_ANY);
+	__u16 port = (__u16)ctx->user_port;
+	if (connected) {
+		struct shoal_revnat_value *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0,
+								   BPF_SK_STORAGE_GET_F_CREATE);
+		if (sv) {
+			sv->vip = vip;
+			sv->port = port;
+		}
+	} else {
+		/* An unconnected UDP socket may talk to many VIPs: one entry per backend. */
+		struct shoal_revnat_key rk = {
+			.cookie = bpf_get_socket_cookie(ctx),
+			.addr = *backend,
+			.port = port,
+		};
+		struct shoal_revnat_value rv = { .vip = vip, .port = port };
+		bpf_map_update_elem(&shoal_revnat, &rk, &rv, BPF_ANY);
+	}
 	ctx->user_ip4 = *backend;
 	return PASS;
 }
 
-static __always_inline void translate_back(struct bpf_sock_addr *ctx)
+static __always_inline void translate_back(struct bpf_sock_addr *ctx, int connected)
 {
+	if (connected) {
+		struct shoal_revnat_value *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0, 0);
+		if (sv) {
+			ctx->user_ip4 = sv->vip;
+			ctx->user_port = (__u32)sv->port;
+			return;
+		}
+	}
 	struct shoal_revnat_key rk = {
 		.cookie = bpf_get_socket_cookie(ctx),
 		.addr = ctx->user_ip4,
@@ -94,26 +122,27 @@ static __always_inline void translate_back(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int shoal_connect4(struct bpf_sock_addr *ctx)
 {
-	return balance(ctx);
+	return balance(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int shoal_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return balance(ctx);
+	return balance(ctx, 0);
 }
 
 SEC("cgroup/recvmsg4")
 int shoal_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	translate_back(ctx);
+	/* A connected UDP socket's datagrams come from the backend it was connected to. */
+	translate_back(ctx, 1);
 	return PASS;
 }
 
 SEC("cgroup/getpeername4")
 int shoal_getpeername4(struct bpf_sock_addr *ctx)
 {
-	translate_back(ctx);
+	translate_back(ctx, 1);
 	return PASS;
 }
 
