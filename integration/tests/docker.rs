@@ -518,6 +518,10 @@ fn containers_get_the_same_networking_as_native_tasks() {
 
 /// Stops dockerd and starts it again with the same command line (this machine's engine
 /// has no supervisor to do it), returning once it answers.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the new dockerd outlives the test, as the one it replaces would have"
+)]
 fn restart_engine() {
     let pid = String::from_utf8_lossy(
         &Command::new("pgrep")
