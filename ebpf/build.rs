@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const PROGRAMS: &[&str] = &["sock_lb"];
+const PROGRAMS: &[&str] = &["sock_lb", "mesh"];
 
 fn clang() -> String {
     if let Ok(c) = std::env::var("SHOAL_CLANG") {

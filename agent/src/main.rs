@@ -34,8 +34,8 @@ struct Opts {
     /// engine answers, native otherwise.
     #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "native"])]
     executor: String,
-    /// Service load balancer: `ebpf` (VIPs balanced at connect() by cgroup programs; the
-    /// routing mesh stays in nftables), `nftables`, or `auto`: ebpf when the kernel takes
+    /// Service load balancer: `ebpf` (VIPs balanced at connect() by cgroup programs, the
+    /// routing mesh in tc), `nftables`, or `auto`: ebpf when the kernel takes
     /// its programs, nftables otherwise (the reason is logged and shown by `node inspect`).
     /// `iptables` and `ipvs` are refused with the reason.
     #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "nftables", "iptables", "ipvs"])]

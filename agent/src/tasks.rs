@@ -661,10 +661,11 @@ impl TaskRunner {
     /// Removes the node's routing mesh (leaving the swarm): published ports stop being
     /// redirected to tasks that are gone.
     pub fn remove_mesh(&self) {
-        if let Some(ctx) = self.overlay.lock().expect("lock").clone()
-            && let Err(e) = ctx.lb.remove_mesh(&Netns::Node)
-        {
-            tracing::warn!(error = %e, "routing mesh not removed");
+        if let Some(ctx) = self.overlay.lock().expect("lock").clone() {
+            if let Err(e) = ctx.lb.remove_mesh(&Netns::Node) {
+                tracing::warn!(error = %e, "routing mesh not removed");
+            }
+            ctx.lb.leave();
         }
     }
 

@@ -8,19 +8,25 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 pub mod batch;
+pub mod mesh;
 
-/// The socket load balancer: `cgroup/{connect4,sendmsg4,recvmsg4,getpeername4}`.
+/// The socket load balancer: `cgroup/{connect,sendmsg,recvmsg,getpeername}{4,6}` (the
+/// IPv6 ones for IPv4-mapped addresses).
 pub fn sock_lb_object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"))
 }
 
 /// The programs of `sock_lb_object`, by the name of their function (each one's section
 /// says where it attaches).
-pub const SOCK_LB_PROGRAMS: [&str; 4] = [
+pub const SOCK_LB_PROGRAMS: [&str; 8] = [
     "shoal_connect4",
     "shoal_sendmsg4",
     "shoal_recvmsg4",
     "shoal_getpeername4",
+    "shoal_connect6",
+    "shoal_sendmsg6",
+    "shoal_recvmsg6",
+    "shoal_getpeername6",
 ];
 
 /// Map names, as pinned under the pin directory.
@@ -28,6 +34,7 @@ pub const MAP_SVC: &str = "shoal_svc";
 pub const MAP_BACKENDS: &str = "shoal_backends";
 pub const MAP_MEMBER: &str = "shoal_member";
 pub const MAP_REVNAT: &str = "shoal_revnat";
+pub const MAP_SK_VIP: &str = "shoal_sk_vip";
 
 /// A VIP or backend address as the programs see it.
 pub fn addr_key(ip: Ipv4Addr) -> u32 {

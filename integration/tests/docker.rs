@@ -523,6 +523,19 @@ fn containers_get_the_same_networking_as_native_tasks() {
     reason = "the new dockerd outlives the test, as the one it replaces would have"
 )]
 fn restart_engine() {
+    // Where systemd supervises the engine, it restarts it (and would race a second one).
+    let systemd = Command::new("systemctl")
+        .args(["is-active", "--quiet", "docker"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if systemd {
+        let ok = Command::new("systemctl")
+            .args(["restart", "docker"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "systemctl restart docker failed");
+        return;
+    }
     let pid = String::from_utf8_lossy(
         &Command::new("pgrep")
             .args(["-x", "dockerd"])

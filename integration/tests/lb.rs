@@ -263,7 +263,12 @@ fn bpf_map(prefix: &str, node: &str, map: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// The two dataplane runs find their tasks by process (host-wide) and move this process
+/// between cgroups: one at a time.
+static ONE_TESTBED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
+    let _one = ONE_TESTBED.lock().unwrap_or_else(|p| p.into_inner());
     let root = tempfile::tempdir().unwrap();
     let mut bed = Testbed::up_with(prefix, 3, 1, root.path(), flags).unwrap();
     for n in &bed.nodes {
@@ -464,16 +469,28 @@ fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
                 && seen.contains(&node_ingress)
         });
     }
-    let mesh = nft_json(
-        &[&format!("--net=/run/netns/{}", bed.nodes[1].netns)],
-        "shoal_mesh",
-    );
-    assert!(
-        elements(&mesh, "ports")
-            .iter()
-            .any(|e| e[0]["concat"] == serde_json::json!(["tcp", 8080])),
-        "{mesh}"
-    );
+    if dataplane == "ebpf" {
+        // The tc mesh's map holds TCP port 8080 (network byte order) with 3 backends.
+        let ports = bpf_map(prefix, "node-2", "shoal_mesh_ports");
+        let key = u16::from_ne_bytes(8080u16.to_be_bytes());
+        assert!(
+            ports.iter().any(|e| e["formatted"]["key"]["proto"] == 6
+                && e["formatted"]["key"]["port"] == key
+                && e["formatted"]["value"] == 3),
+            "shoal_mesh_ports: {ports:?}"
+        );
+    } else {
+        let mesh = nft_json(
+            &[&format!("--net=/run/netns/{}", bed.nodes[1].netns)],
+            "shoal_mesh",
+        );
+        assert!(
+            elements(&mesh, "ports")
+                .iter()
+                .any(|e| e[0]["concat"] == serde_json::json!(["tcp", 8080])),
+            "{mesh}"
+        );
+    }
 
     // Tasks are reachable from outside only through published ports: routed straight at a
     // replica's ingress address through node 1, a connection goes nowhere.

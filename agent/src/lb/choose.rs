@@ -51,7 +51,7 @@ impl Dataplane {
     pub fn describe(&self) -> String {
         match &self.fallback {
             None if self.lb.name() == "ebpf" => {
-                "ebpf (VIPs at the socket; routing mesh in nftables)".into()
+                "ebpf (VIPs at the socket, routing mesh in tc)".into()
             }
             None => self.lb.name().into(),
             Some(why) => format!("{} (eBPF not used: {why})", self.lb.name()),
@@ -103,6 +103,12 @@ pub fn choose(choice: Choice, ebpf: &EbpfOptions) -> Result<Dataplane, String> {
                 lb: Arc::new(lb),
                 fallback: None,
             }),
+            // Programs of an earlier run still balance this node's tasks: falling back
+            // would detach them before nftables has programmed anything.
+            Err(e) if ebpf.pin_dir.join("link_shoal_connect4").exists() => Err(format!(
+                "the eBPF dataplane pinned at {} by an earlier run cannot be taken over: {e};                  fix that, or start with --dataplane nftables (which removes it)",
+                ebpf.pin_dir.display()
+            )),
             Err(e) => {
                 tracing::warn!(reason = %e, "eBPF dataplane not available; using nftables");
                 Ok(nft(Some(e.to_string())))

@@ -6,14 +6,14 @@
 //! Maps and links are pinned under the pin directory: a restarted shoald finds them, keeps
 //! programs whose code did not change (same kernel tag), replaces changed ones without a gap
 //! (the new link is attached beside the old before the old is unpinned), reads the maps
-//! back and then changes only what differs. The routing mesh stays in nftables
-//! (`nft::Nftables`) until the tc mesh exists.
+//! back and then changes only what differs. The routing mesh is the tc program of
+//! `ebpf_mesh.rs`.
 //!
 //! Map plan: a VIP's backend slots are shared by every namespace that uses it
 //! (`shoal_svc`, `shoal_backends`); `shoal_member` says which namespaces (by netns cookie)
 //! may use which VIPs, so a task balances only the VIPs of its own networks.
 
-use super::nft::Nftables;
+use super::ebpf_mesh::TcMesh;
 use super::plan::assign_slots;
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use aya::maps::{HashMap as BpfHash, Map, MapData};
@@ -38,7 +38,7 @@ pub struct EbpfOptions {
 pub struct SockLb {
     opts: EbpfOptions,
     state: Mutex<State>,
-    mesh: Nftables,
+    mesh: TcMesh,
 }
 
 struct Maps {
@@ -63,6 +63,8 @@ struct Mirror {
 struct State {
     maps: Maps,
     mirror: Mirror,
+    /// Everything was unpinned (`leave`): load and attach again before the next write.
+    detached: bool,
 }
 
 /// Writes of one change, in the order that never shows a reader a slot it cannot follow:
@@ -268,6 +270,7 @@ fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
                 shoal_ebpf::MAP_BACKENDS,
                 shoal_ebpf::MAP_MEMBER,
                 shoal_ebpf::MAP_REVNAT,
+                shoal_ebpf::MAP_SK_VIP,
             ] {
                 let _ = std::fs::remove_file(opts.pin_dir.join(name));
             }
@@ -355,16 +358,16 @@ impl SockLb {
     /// Loads or takes over the programs and maps, and reads back what the maps hold.
     pub fn open(opts: EbpfOptions) -> Result<SockLb, EbpfError> {
         load_and_attach(&opts)?;
-        let maps = Maps {
-            svc: open_map(&opts.pin_dir, shoal_ebpf::MAP_SVC)?,
-            backends: open_map(&opts.pin_dir, shoal_ebpf::MAP_BACKENDS)?,
-            member: open_map(&opts.pin_dir, shoal_ebpf::MAP_MEMBER)?,
-        };
+        let maps = open_maps(&opts.pin_dir)?;
         let mirror = read_back(&maps);
         Ok(SockLb {
+            mesh: TcMesh::new(opts.pin_dir.clone()),
             opts,
-            state: Mutex::new(State { maps, mirror }),
-            mesh: Nftables::default(),
+            state: Mutex::new(State {
+                maps,
+                mirror,
+                detached: false,
+            }),
         })
     }
 
@@ -426,6 +429,22 @@ impl SockLb {
         }
         Ok(())
     }
+}
+
+/// After a failed write: the maps' truth read back, keeping the namespaces' cookies (which
+/// the maps do not hold), so that a sweep does not take the failure for ended tasks.
+fn reread(mirror: &mut Mirror, maps: &Maps) {
+    let cookies = std::mem::take(&mut mirror.cookies);
+    *mirror = read_back(maps);
+    mirror.cookies = cookies;
+}
+
+fn open_maps(pin_dir: &Path) -> Result<Maps, EbpfError> {
+    Ok(Maps {
+        svc: open_map(pin_dir, shoal_ebpf::MAP_SVC)?,
+        backends: open_map(pin_dir, shoal_ebpf::MAP_BACKENDS)?,
+        member: open_map(pin_dir, shoal_ebpf::MAP_MEMBER)?,
+    })
 }
 
 /// The mirror, rebuilt from the pinned maps after a restart.
@@ -570,8 +589,14 @@ impl LbBackend for SockLb {
 
     fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
         let mut guard = self.state.lock().expect("lock");
+        if guard.detached {
+            // Joined again after leaving: the programs and maps are made anew.
+            load_and_attach(&self.opts).map_err(|e| lb_err(ns, e))?;
+            guard.maps = open_maps(&self.opts.pin_dir).map_err(|e| lb_err(ns, e))?;
+            guard.detached = false;
+        }
         let cookie = self.cookie(&mut guard, ns)?;
-        let State { maps, mirror } = &mut *guard;
+        let State { maps, mirror, .. } = &mut *guard;
         let mut w = Writes::default();
         let fresh = !mirror.members.contains_key(&cookie);
         for (vip, backends) in changed_vips(mirror, table) {
@@ -592,7 +617,7 @@ impl LbBackend for SockLb {
         let ops = w.len();
         if let Err(e) = self.write(maps, &w) {
             // The mirror no longer matches: read the truth back before the retry.
-            *mirror = read_back(maps);
+            reread(mirror, maps);
             return Err(lb_err(ns, e));
         }
         Ok(match ops {
@@ -603,12 +628,12 @@ impl LbBackend for SockLb {
     }
 
     fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError> {
-        self.mesh.apply_mesh(ns, table)
+        self.mesh.apply(ns, table)
     }
 
     fn forget(&self, ns: &Netns) {
         let mut guard = self.state.lock().expect("lock");
-        let State { maps, mirror } = &mut *guard;
+        let State { maps, mirror, .. } = &mut *guard;
         let Some(cookie) = mirror.cookies.remove(ns) else {
             return;
         };
@@ -619,13 +644,18 @@ impl LbBackend for SockLb {
         drop_unused(mirror, &gone, &mut w);
         if let Err(e) = self.write(maps, &w) {
             tracing::warn!(error = %e, "eBPF maps not cleaned after a task ended");
-            *mirror = read_back(maps);
+            reread(mirror, maps);
         }
     }
 
     fn sweep(&self, live: &[Netns]) {
         let mut guard = self.state.lock().expect("lock");
-        let State { maps, mirror } = &mut *guard;
+        let State { maps, mirror, .. } = &mut *guard;
+        // A live namespace whose cookie is unknown (its programming failed before the
+        // cookie was read) might own entries: sweep another time.
+        if live.iter().any(|n| !mirror.cookies.contains_key(n)) {
+            return;
+        }
         let keep: BTreeSet<u64> = live
             .iter()
             .filter_map(|n| mirror.cookies.get(n).copied())
@@ -650,12 +680,21 @@ impl LbBackend for SockLb {
         drop_unused(mirror, &candidates, &mut w);
         if let Err(e) = self.write(maps, &w) {
             tracing::warn!(error = %e, "eBPF maps not swept");
-            *mirror = read_back(maps);
+            reread(mirror, maps);
         }
     }
 
     fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError> {
-        self.mesh.remove_mesh(ns)
+        self.mesh.remove(ns)
+    }
+
+    fn leave(&self) {
+        // Detaches every program (links unpinned) and frees the maps; a later join opens
+        // the backend anew.
+        SockLb::unpin_all(&self.opts.pin_dir);
+        let mut guard = self.state.lock().expect("lock");
+        guard.mirror = Mirror::default();
+        guard.detached = true;
     }
 }
 

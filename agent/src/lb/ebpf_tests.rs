@@ -19,8 +19,8 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn can_run(test: &str) -> bool {
     let why = if !nix::unistd::geteuid().is_root() {
         Some("it needs root")
-    } else if Command::new("nft").arg("--version").output().is_err() {
-        Some("nft is not installed (the routing mesh stays in nftables)")
+    } else if Command::new("bpftool").arg("version").output().is_err() {
+        Some("bpftool is not installed (apt-get install bpftool)")
     } else if cgroup2_mount().is_none() {
         Some("no cgroup v2 hierarchy is mounted")
     } else {
@@ -149,12 +149,16 @@ fn bpftool_sees_programs_attached_and_maps_filled() {
         })
         .collect();
     seen.sort();
-    assert_eq!(seen.len(), 4, "{attached}");
+    assert_eq!(seen.len(), 8, "{attached}");
     let want: Vec<(String, String)> = [
         ("cgroup_inet4_connect", "shoal_connect4"),
         ("cgroup_inet4_getpeername", "shoal_getpeername4"),
+        ("cgroup_inet6_connect", "shoal_connect6"),
+        ("cgroup_inet6_getpeername", "shoal_getpeername6"),
         ("cgroup_udp4_recvmsg", "shoal_recvmsg4"),
         ("cgroup_udp4_sendmsg", "shoal_sendmsg4"),
+        ("cgroup_udp6_recvmsg", "shoal_recvmsg6"),
+        ("cgroup_udp6_sendmsg", "shoal_sendmsg6"),
     ]
     .map(|(t, n)| (t.to_string(), n.to_string()))
     .into();
@@ -280,13 +284,15 @@ fn replacing_the_programs_drops_no_connection() {
     assert!(ok.load(Ordering::SeqCst) > 20, "the stream ran");
     // Still one link per program: the old ones were detached.
     let attached = bpftool(&["cgroup", "show", &at.opts.cgroup.display().to_string()]);
-    assert_eq!(attached.as_array().unwrap().len(), 4, "{attached}");
+    assert_eq!(attached.as_array().unwrap().len(), 8, "{attached}");
     let mut held = held;
     use std::io::{Read, Write};
     held.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     held.write_all(b"?").unwrap();
     let mut buf = [0u8; 64];
     assert!(held.read(&mut buf).unwrap() > 0);
+    // The replaced programs still show the VIP to the socket made before them.
+    assert_eq!(held.peer_addr().unwrap(), std::net::SocketAddr::from(vip));
     assert_eq!(
         keys(&answers(&client, vip, 30)),
         ["198.19.202.10", "198.19.202.11"].into()

@@ -5,6 +5,7 @@
 
 pub mod choose;
 pub mod ebpf;
+pub mod ebpf_mesh;
 pub mod netlink;
 pub mod nft;
 pub mod none;
@@ -73,4 +74,7 @@ pub trait LbBackend: Send + Sync {
     fn sweep(&self, _live: &[Netns]) {}
     /// Removes the routing mesh of the node whose namespace is `ns` (leaving the swarm).
     fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError>;
+    /// Removes whatever outlives shoald (leaving the swarm, after every task stopped):
+    /// pinned programs and maps. Tables inside task namespaces go with them.
+    fn leave(&self) {}
 }

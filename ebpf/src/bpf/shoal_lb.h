@@ -41,6 +41,16 @@ struct shoal_revnat_value {
 	__u16 pad;
 };
 
+/* shoal_sk_vip (socket storage of connected sockets): the VIP asked for, and the backend
+ * the socket was sent to. */
+struct shoal_sk_vip {
+	__u32 vip;
+	__u32 backend;
+	__u16 port;
+	__u16 pad;
+};
+
+_Static_assert(sizeof(struct shoal_sk_vip) == 12, "shoal_sk_vip layout");
 _Static_assert(sizeof(struct shoal_svc_value) == 8, "shoal_svc_value layout");
 _Static_assert(sizeof(struct shoal_backend_key) == 8, "shoal_backend_key layout");
 _Static_assert(sizeof(struct shoal_member_key) == 16, "shoal_member_key layout");

@@ -4,6 +4,7 @@
  * application sees the VIP it asked for. Attached to a cgroup v2 holding the tasks. */
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include "shoal_lb.h"
 
@@ -45,104 +46,203 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_revnat SEC(".maps");
 
-/* TCP sockets (and connected UDP ones) keep the VIP they asked for in socket storage:
- * freed with the socket, and cheaper per connection than an LRU entry. */
+/* TCP sockets (and connected UDP ones) keep the VIP they asked for, with the backend they
+ * were sent to, in socket storage: freed with the socket, and cheaper per connection than
+ * an LRU entry. Pinned, so that programs replaced by an upgrade still find it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct shoal_revnat_value);
+	__type(value, struct shoal_sk_vip);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_sk_vip SEC(".maps");
 
-static __always_inline int balance(struct bpf_sock_addr *ctx, int connected)
+#define NOT_A_VIP 0
+#define NO_BACKEND 0xffffffff
+
+/* The backend a new connection (or datagram) to `vip` goes to, from this namespace. */
+static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip)
 {
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return PASS;
-	__u32 vip = ctx->user_ip4;
+		return NOT_A_VIP;
 	struct shoal_member_key member = { .netns = bpf_get_netns_cookie(ctx), .vip = vip };
 	if (!bpf_map_lookup_elem(&shoal_member, &member))
-		return PASS;
+		return NOT_A_VIP;
 	struct shoal_svc_value *svc = bpf_map_lookup_elem(&shoal_svc, &vip);
-	if (!svc || svc->count == 0)
-		return REFUSE;
-	struct shoal_backend_key slot = { .vip = vip, .slot = bpf_get_prandom_u32() % svc->count };
+	if (!svc)
+		return NO_BACKEND;
+	/* Read once: shoald may change it meanwhile. */
+	__u32 count = *(volatile __u32 *)&svc->count;
+	if (count == 0)
+		return NO_BACKEND;
+	struct shoal_backend_key slot = { .vip = vip, .slot = bpf_get_prandom_u32() % count };
 	__u32 *backend = bpf_map_lookup_elem(&shoal_backends, &slot);
 	if (!backend) {
 		/* The set shrank between the two lookups: slot 0 is filled while any is. */
 		slot.slot = 0;
 		backend = bpf_map_lookup_elem(&shoal_backends, &slot);
 		if (!backend)
-			return REFUSE;
+			return NO_BACKEND;
 	}
-	__u16 port = (__u16)ctx->user_port;
-	if (connected) {
-		struct shoal_revnat_value *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0,
-								   BPF_SK_STORAGE_GET_F_CREATE);
-		if (sv) {
-			sv->vip = vip;
-			sv->port = port;
-		}
-	} else {
-		/* An unconnected UDP socket may talk to many VIPs: one entry per backend. */
-		struct shoal_revnat_key rk = {
-			.cookie = bpf_get_socket_cookie(ctx),
-			.addr = *backend,
-			.port = port,
-		};
-		struct shoal_revnat_value rv = { .vip = vip, .port = port };
-		bpf_map_update_elem(&shoal_revnat, &rk, &rv, BPF_ANY);
-	}
-	ctx->user_ip4 = *backend;
-	return PASS;
+	return *backend;
 }
 
-static __always_inline void translate_back(struct bpf_sock_addr *ctx, int connected)
+/* Remembers what the socket asked for, so the VIP can be shown back. */
+static __always_inline void remember(struct bpf_sock_addr *ctx, __u32 vip, __u32 backend,
+				     __u16 port, int connected)
 {
 	if (connected) {
-		struct shoal_revnat_value *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0, 0);
+		struct shoal_sk_vip *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0,
+							     BPF_SK_STORAGE_GET_F_CREATE);
 		if (sv) {
-			ctx->user_ip4 = sv->vip;
-			ctx->user_port = (__u32)sv->port;
-			return;
+			sv->vip = vip;
+			sv->backend = backend;
+			sv->port = port;
+		}
+		return;
+	}
+	/* An unconnected UDP socket may talk to many VIPs: one entry per backend. */
+	struct shoal_revnat_key rk = {
+		.cookie = bpf_get_socket_cookie(ctx),
+		.addr = backend,
+		.port = port,
+	};
+	struct shoal_revnat_value rv = { .vip = vip, .port = port };
+	bpf_map_update_elem(&shoal_revnat, &rk, &rv, BPF_ANY);
+}
+
+/* The VIP that (backend, port) stands for on this socket, or 0. */
+static __always_inline __u32 shown_as(struct bpf_sock_addr *ctx, __u32 addr, __u16 port,
+				      int connected, __u16 *vport)
+{
+	if (connected) {
+		struct shoal_sk_vip *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0, 0);
+		/* Only for the backend it was sent to: the socket may have moved on since. */
+		if (sv && sv->backend == addr && sv->port == port) {
+			*vport = sv->port;
+			return sv->vip;
 		}
 	}
 	struct shoal_revnat_key rk = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = ctx->user_ip4,
-		.port = (__u16)ctx->user_port,
+		.addr = addr,
+		.port = port,
 	};
 	struct shoal_revnat_value *rv = bpf_map_lookup_elem(&shoal_revnat, &rk);
 	if (!rv)
+		return 0;
+	*vport = rv->port;
+	return rv->vip;
+}
+
+static __always_inline int balance4(struct bpf_sock_addr *ctx, int connected)
+{
+	__u32 vip = ctx->user_ip4;
+	__u32 backend = pick(ctx, vip);
+	if (backend == NOT_A_VIP)
+		return PASS;
+	if (backend == NO_BACKEND)
+		return REFUSE;
+	remember(ctx, vip, backend, (__u16)ctx->user_port, connected);
+	ctx->user_ip4 = backend;
+	return PASS;
+}
+
+static __always_inline void translate_back4(struct bpf_sock_addr *ctx, int connected)
+{
+	__u16 vport = 0;
+	__u32 vip = shown_as(ctx, ctx->user_ip4, (__u16)ctx->user_port, connected, &vport);
+	if (!vip)
 		return;
-	ctx->user_ip4 = rv->vip;
+	ctx->user_ip4 = vip;
 	/* The context's port field takes 4-byte stores only. */
-	ctx->user_port = (__u32)rv->port;
+	ctx->user_port = (__u32)vport;
+}
+
+/* IPv6 sockets reach IPv4 VIPs by their mapped address, ::ffff:VIP (Java, for one, does). */
+static __always_inline int is_mapped(struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+	       ctx->user_ip6[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline int balance6(struct bpf_sock_addr *ctx, int connected)
+{
+	if (!is_mapped(ctx))
+		return PASS;
+	__u32 vip = ctx->user_ip6[3];
+	__u32 backend = pick(ctx, vip);
+	if (backend == NOT_A_VIP)
+		return PASS;
+	if (backend == NO_BACKEND)
+		return REFUSE;
+	remember(ctx, vip, backend, (__u16)ctx->user_port, connected);
+	ctx->user_ip6[3] = backend;
+	return PASS;
+}
+
+static __always_inline void translate_back6(struct bpf_sock_addr *ctx, int connected)
+{
+	if (!is_mapped(ctx))
+		return;
+	__u16 vport = 0;
+	__u32 vip = shown_as(ctx, ctx->user_ip6[3], (__u16)ctx->user_port, connected, &vport);
+	if (!vip)
+		return;
+	ctx->user_ip6[3] = vip;
+	ctx->user_port = (__u32)vport;
 }
 
 SEC("cgroup/connect4")
 int shoal_connect4(struct bpf_sock_addr *ctx)
 {
-	return balance(ctx, 1);
+	return balance4(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int shoal_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return balance(ctx, 0);
+	return balance4(ctx, 0);
 }
 
+/* A connected UDP socket's datagrams come from the backend it was connected to. */
 SEC("cgroup/recvmsg4")
 int shoal_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	/* A connected UDP socket's datagrams come from the backend it was connected to. */
-	translate_back(ctx, 1);
+	translate_back4(ctx, 1);
 	return PASS;
 }
 
 SEC("cgroup/getpeername4")
 int shoal_getpeername4(struct bpf_sock_addr *ctx)
 {
-	translate_back(ctx, 1);
+	translate_back4(ctx, 1);
+	return PASS;
+}
+
+SEC("cgroup/connect6")
+int shoal_connect6(struct bpf_sock_addr *ctx)
+{
+	return balance6(ctx, 1);
+}
+
+SEC("cgroup/sendmsg6")
+int shoal_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return balance6(ctx, 0);
+}
+
+SEC("cgroup/recvmsg6")
+int shoal_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	translate_back6(ctx, 1);
+	return PASS;
+}
+
+SEC("cgroup/getpeername6")
+int shoal_getpeername6(struct bpf_sock_addr *ctx)
+{
+	translate_back6(ctx, 1);
 	return PASS;
 }
 
