@@ -342,3 +342,119 @@ pub fn connections(runs: usize, conns: usize, header: &str) -> Result<String> {
     }
     Ok(out)
 }
+
+pub const EBPF_MESH_HEADING: &str = "## Load balancer: the routing mesh in tc";
+
+/// Connections from the client's underlay side to a published port of the node, through
+/// the tc mesh (eBPF) or nftables' mesh, beside the same client routed through the node to
+/// a backend directly; at 1, 10,000 and 30,000 published ports.
+pub fn mesh_connections(runs: usize, conns: usize, header: &str) -> Result<String> {
+    let at = Attach::new()?;
+    let bed = Bed::create()?;
+    let server = Server::start(&bed.server.name)?;
+    let node = bed.node.lb();
+    let mut quiet = Quiet::default();
+    let paths = [Path::Routed, Path::Mesh, Path::MeshSnat];
+    // (ports, mode) -> runs by path.
+    let mut results: Vec<(usize, Mode, Vec<Vec<Run>>)> = Vec::new();
+    let mut checks = Vec::new();
+    for n in EBPF_CONN_SIZES {
+        let mut by_mode: Vec<(Mode, Vec<Vec<Run>>)> = [Mode::Ebpf, Mode::Nft]
+            .into_iter()
+            .map(|m| (m, paths.iter().map(|_| Vec::new()).collect()))
+            .collect();
+        for round in 0..runs {
+            for (mode, runs_of) in by_mode.iter_mut() {
+                // One mesh at a time in the node: the other's state is removed.
+                let ebpf = at.fresh()?;
+                let _ = nft_cli(&bed.node.name, "delete table ip shoal_mesh\n");
+                let nft = Nftables::default();
+                let apply = |snat: bool| -> Result<Synced> {
+                    Ok(match mode {
+                        Mode::Ebpf => ebpf.apply_mesh(&node, &mesh_table(n, snat))?,
+                        Mode::Nft => nft.apply_mesh(&node, &mesh_table(n, snat))?,
+                    })
+                };
+                if *mode == Mode::Nft {
+                    ebpf.remove_mesh(&node)?;
+                }
+                apply(false)?;
+                for (p, path) in paths.iter().enumerate() {
+                    if matches!(path, Path::Mesh | Path::MeshSnat) {
+                        apply(*path == Path::MeshSnat)?;
+                    }
+                    conntrack_settle(&[&bed.client.name, &bed.server.name, &bed.node.name])?;
+                    quiet.wait()?;
+                    server.take_hits();
+                    let r = client_run(&bed.client.name, bed.target(*path, n), conns)?;
+                    let hits = server.take_hits();
+                    if round == 0 {
+                        checks.push(format!("{mode:?}, {}", check_hits(n, *path, &hits)));
+                    }
+                    eprintln!(
+                        "  {n} ports, {mode:?}, {}: {:.0}/s, p50 {}, p99 {}",
+                        path.label(),
+                        r.rate,
+                        us(r.p50),
+                        us(r.p99)
+                    );
+                    runs_of[p].push(r);
+                }
+            }
+        }
+        for (mode, runs_of) in by_mode {
+            results.push((n, mode, runs_of));
+        }
+    }
+    drop(server);
+    let mut out = format!(
+        "{EBPF_MESH_HEADING}\n\n{header} · `bench_lb` (release build); {conns} sequential \
+         connections per run from the client's underlay address to a published port of the \
+         node (the last of the ports; its 10 backends are the server's ingress addresses), \
+         median of {runs} rounds, each measuring both meshes back to back (eBPF: the tc \
+         programs, no nftables table in the node; nftables: the `ip shoal_mesh` table, no tc \
+         programs). The baseline is the same client routed through the node to a backend on \
+         a link outside ingress. \"remote\" makes the same backends remote ones (SNAT to the \
+         node's ingress address, reached at the node's second address).\n\n"
+    );
+    out.push_str(
+        "| published ports | mesh | routed direct conn/s | mesh → local conn/s | ratio | mesh → remote conn/s | ratio | routed p50 | local p50 | remote p50 |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (n, mode, runs_of) in &results {
+        let rate = |v: &[Run]| median_f(v.iter().map(|r| r.rate).collect());
+        let p50 = |v: &[Run]| median_d(v.iter().map(|r| r.p50).collect());
+        let ratio = |v: &[Run]| {
+            median_f(
+                v.iter()
+                    .zip(&runs_of[0])
+                    .map(|(a, b)| a.rate / b.rate)
+                    .collect(),
+            )
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {} | {} | {} |",
+            thousands(*n),
+            if *mode == Mode::Ebpf {
+                "tc (eBPF)"
+            } else {
+                "nftables"
+            },
+            rate(&runs_of[0]),
+            rate(&runs_of[1]),
+            ratio(&runs_of[1]),
+            rate(&runs_of[2]),
+            ratio(&runs_of[2]),
+            us(p50(&runs_of[0])),
+            us(p50(&runs_of[1])),
+            us(p50(&runs_of[2])),
+        );
+    }
+    let _ = writeln!(out, "\nChecked on the first round: {}.", checks.join("; "));
+    let _ = writeln!(
+        out,
+        "\nRe-run (as root): `target/release/bench_lb --only ebpf-mesh --write BENCHMARKS.md`."
+    );
+    Ok(out)
+}

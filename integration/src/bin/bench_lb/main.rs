@@ -1334,10 +1334,12 @@ fn main() -> Result<()> {
                 "programming",
                 "connections",
                 "ebpf-programming",
-                "ebpf-connections"
+                "ebpf-connections",
+                "ebpf-mesh",
             ]
             .contains(&o),
-            "--only {o}: use programming, connections, ebpf-programming or ebpf-connections"
+            "--only {o}: use programming, connections, ebpf-programming, ebpf-connections \
+             or ebpf-mesh"
         );
     }
     if wants("programming") {
@@ -1357,6 +1359,13 @@ fn main() -> Result<()> {
         sections.push((
             ebpf::EBPF_CONN_HEADING,
             ebpf::connections(runs, conns, &header)?,
+        ));
+    }
+    if wants("ebpf-mesh") {
+        eprintln!("eBPF mesh:");
+        sections.push((
+            ebpf::EBPF_MESH_HEADING,
+            ebpf::mesh_connections(runs, conns, &header)?,
         ));
     }
     for (heading, text) in &sections {
