@@ -126,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| default_pin_dir(&opts.state_dir)),
             };
             let chosen = choose(choice, &ebpf).map_err(anyhow::Error::msg)?;
+            if chosen.lb.name() == "ebpf" && opts.cgroup.is_some() && docker.is_some() {
+                // Containers live in dockerd's cgroups, wherever shoald is.
+                tracing::warn!(cgroup = %ebpf.cgroup.display(), "with --cgroup, VIPs are balanced for containers only if dockerd puts them inside it; the default (the root cgroup) holds them all");
+            }
             if chosen.lb.name() == "ebpf" {
                 // Tasks inherit shoald's cgroup: they must be where the programs act.
                 join_cgroup(&ebpf.cgroup, std::process::id())

@@ -35,6 +35,7 @@ pub const MAP_BACKENDS: &str = "shoal_backends";
 pub const MAP_MEMBER: &str = "shoal_member";
 pub const MAP_REVNAT: &str = "shoal_revnat";
 pub const MAP_SK_VIP: &str = "shoal_sk_vip";
+pub const MAP_UDP_STICKY: &str = "shoal_udp_sticky";
 
 /// A VIP or backend address as the programs see it.
 pub fn addr_key(ip: Ipv4Addr) -> u32 {

@@ -60,7 +60,11 @@ pub fn parse_stop_signal(s: Option<&str>) -> Signal {
     } else {
         format!("SIG{name}")
     };
-    name.parse().unwrap_or(Signal::SIGTERM)
+    name.parse().unwrap_or_else(|_| {
+        // Real-time signals (SIGRTMIN+3, systemd's) have no name here.
+        tracing::warn!(signal = s, "unknown stop signal; stopping with SIGTERM");
+        Signal::SIGTERM
+    })
 }
 
 /// Runs `fut` to completion from the runner's synchronous code, on the current runtime.

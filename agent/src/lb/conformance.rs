@@ -146,9 +146,10 @@ pub(super) fn serve(ns: &str, port: u16, udp_on: &[&str]) {
     });
     for udp in udps {
         std::thread::spawn(move || {
+            let me = udp.local_addr().unwrap().ip();
             let mut buf = [0u8; 64];
             while let Ok((_, from)) = udp.recv_from(&mut buf) {
-                let _ = udp.send_to(format!("udp {}\n", from.ip()).as_bytes(), from);
+                let _ = udp.send_to(format!("udp {} {me}\n", from.ip()).as_bytes(), from);
             }
         });
     }
@@ -234,8 +235,27 @@ pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         let (n, from) = s.recv_from(&mut buf).unwrap();
         (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
     });
-    assert_eq!(reply.0.trim(), "udp 198.19.200.2");
+    assert!(reply.0.starts_with("udp 198.19.200.2 "), "{}", reply.0);
     assert_eq!(reply.1, std::net::SocketAddr::from(vip));
+    // Datagrams of one socket to the VIP stay with one backend (each answer names the
+    // backend that got it), as a flow.
+    let answered: BTreeSet<String> = in_ns(&client, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        (0..20)
+            .map(|_| {
+                s.send_to(b"?", vip).unwrap();
+                let mut buf = [0u8; 64];
+                let (n, _) = s.recv_from(&mut buf).unwrap();
+                String::from_utf8_lossy(&buf[..n]).trim().to_string()
+            })
+            .collect()
+    });
+    assert_eq!(
+        answered.len(),
+        1,
+        "one socket, several backends: {answered:?}"
+    );
 
     // An IPv6 socket reaches the VIP by its IPv4-mapped address, and sees it as its peer.
     let mapped = std::net::SocketAddrV6::new(vip.ip().to_ipv6_mapped(), 80, 0, 0);

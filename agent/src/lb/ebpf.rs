@@ -271,6 +271,7 @@ fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
                 shoal_ebpf::MAP_MEMBER,
                 shoal_ebpf::MAP_REVNAT,
                 shoal_ebpf::MAP_SK_VIP,
+                shoal_ebpf::MAP_UDP_STICKY,
             ] {
                 let _ = std::fs::remove_file(opts.pin_dir.join(name));
             }

@@ -57,11 +57,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_sk_vip SEC(".maps");
 
+/* Unconnected UDP sockets keep their backend per VIP and port, as long as it stays in the
+ * same slot: a multi-datagram exchange stays on one task, as conntrack keeps it under
+ * nftables. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct shoal_revnat_key);
+	__type(value, struct shoal_backend_key);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_udp_sticky SEC(".maps");
+
 #define NOT_A_VIP 0
 #define NO_BACKEND 0xffffffff
 
 /* The backend a new connection (or datagram) to `vip` goes to, from this namespace. */
-static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip)
+static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip, int connected)
 {
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
 		return NOT_A_VIP;
@@ -75,7 +86,20 @@ static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip)
 	__u32 count = *(volatile __u32 *)&svc->count;
 	if (count == 0)
 		return NO_BACKEND;
+	struct shoal_revnat_key sticky = {
+		.cookie = connected ? 0 : bpf_get_socket_cookie(ctx),
+		.addr = vip,
+		.port = (__u16)ctx->user_port,
+	};
 	struct shoal_backend_key slot = { .vip = vip, .slot = bpf_get_prandom_u32() % count };
+	__u32 kept_slot = 0xffffffff;
+	if (!connected) {
+		struct shoal_backend_key *kept = bpf_map_lookup_elem(&shoal_udp_sticky, &sticky);
+		if (kept && kept->slot < count) {
+			slot.slot = kept->slot;
+			kept_slot = kept->slot;
+		}
+	}
 	__u32 *backend = bpf_map_lookup_elem(&shoal_backends, &slot);
 	if (!backend) {
 		/* The set shrank between the two lookups: slot 0 is filled while any is. */
@@ -84,6 +108,8 @@ static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip)
 		if (!backend)
 			return NO_BACKEND;
 	}
+	if (!connected && kept_slot != slot.slot)
+		bpf_map_update_elem(&shoal_udp_sticky, &sticky, &slot, BPF_ANY);
 	return *backend;
 }
 
@@ -138,7 +164,7 @@ static __always_inline __u32 shown_as(struct bpf_sock_addr *ctx, __u32 addr, __u
 static __always_inline int balance4(struct bpf_sock_addr *ctx, int connected)
 {
 	__u32 vip = ctx->user_ip4;
-	__u32 backend = pick(ctx, vip);
+	__u32 backend = pick(ctx, vip, connected);
 	if (backend == NOT_A_VIP)
 		return PASS;
 	if (backend == NO_BACKEND)
@@ -171,7 +197,7 @@ static __always_inline int balance6(struct bpf_sock_addr *ctx, int connected)
 	if (!is_mapped(ctx))
 		return PASS;
 	__u32 vip = ctx->user_ip6[3];
-	__u32 backend = pick(ctx, vip);
+	__u32 backend = pick(ctx, vip, connected);
 	if (backend == NOT_A_VIP)
 		return PASS;
 	if (backend == NO_BACKEND)
