@@ -16,6 +16,8 @@ pub const MAP_LOCAL: &str = "shoal_mesh_local";
 pub const MAP_CFG: &str = "shoal_mesh_cfg";
 pub const MAP_CT: &str = "shoal_mesh_ct";
 pub const MAP_REV: &str = "shoal_mesh_rev";
+/// [0]: the cookie of the node's network namespace (u64).
+pub const MAP_NODE: &str = "shoal_mesh_node";
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -436,6 +436,13 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         Some(&["198.19.201.1".to_string()].into()),
         "a remote backend is reached through the node's address: {seen:?}"
     );
+    // The node's own processes reach the published port on its address too.
+    let from_node = answers(&node, published, 20);
+    assert_eq!(
+        keys(&from_node),
+        ["198.19.201.10", "198.19.201.11"].into(),
+        "from the node itself: {from_node:?}"
+    );
 
     // A second port added, then the first removed: the port is closed again.
     table.ports.insert(

@@ -212,7 +212,7 @@ pub fn join_cgroup(cgroup: &Path, pid: u32) -> Result<(), EbpfError> {
 }
 
 /// The cookie of a network namespace, read from a socket opened inside it.
-fn netns_cookie(ns: &Netns) -> std::io::Result<u64> {
+pub(super) fn netns_cookie(ns: &Netns) -> std::io::Result<u64> {
     let read = || {
         let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
         shoal_ebpf::netns_cookie(s.as_fd())

@@ -5,8 +5,9 @@
 //! beside the socket balancer's: links whose program and device are unchanged are kept
 //! across restarts, others are replaced with the new link attached before the old goes.
 //! Flows live in pinned LRU maps, so a restarted shoald keeps every connection.
-//! Not covered: connections to a published port made from the node's own namespace
-//! (they never pass tc ingress); nftables' mesh serves those.
+//! Connections to a published port made from the node's own namespace never pass tc
+//! ingress: the socket balancer sends them to a task at connect() (`shoal_mesh_node`
+//! names that namespace).
 
 use super::plan::assign_slots;
 use super::{LbError, MeshTable, Netns, Synced};
@@ -285,6 +286,14 @@ impl TcMesh {
         let fresh = !state.synced;
         let mut ops = 0;
 
+        // The node's own processes get published ports from the socket balancer.
+        if fresh {
+            let cookie = super::ebpf::netns_cookie(ns).map_err(|e| err(ns, e))?;
+            let data = batch_fd(dir, mesh::MAP_NODE).map_err(|e| err(ns, e))?;
+            shoal_ebpf::batch::update(data.fd().as_fd(), &[0u32], &[cookie])
+                .map_err(|e| err(ns, format!("writing the node's cookie: {e}")))?;
+        }
+
         // The SNAT source and the ingress subnet (for the guard).
         let cfg = match (
             &table.snat,
@@ -449,6 +458,9 @@ impl TcMesh {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
+        }
+        if let Ok(data) = batch_fd(&self.pin_dir, mesh::MAP_NODE) {
+            let _ = shoal_ebpf::batch::update(data.fd().as_fd(), &[0u32], &[0u64]);
         }
         if let Ok(mut m) = open::<PortKey, u32>(&self.pin_dir, mesh::MAP_PORTS) {
             for k in m.keys().flatten().collect::<Vec<_>>() {

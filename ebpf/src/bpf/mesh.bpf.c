@@ -19,39 +19,7 @@
 #include <bpf/bpf_helpers.h>
 #include "shoal_mesh.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct shoal_mesh_port_key);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} shoal_mesh_ports SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 20);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct shoal_mesh_backend_key);
-	__type(value, struct shoal_mesh_backend);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} shoal_mesh_backends SEC(".maps");
-
-/* The node's addresses that published ports answer on. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} shoal_mesh_local SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct shoal_mesh_cfg);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} shoal_mesh_cfg SEC(".maps");
+#include "mesh_maps.h"
 
 /* Flows as they arrive from the underlay -> where they were sent. */
 struct {

@@ -41,13 +41,13 @@ struct shoal_revnat_value {
 	__u16 pad;
 };
 
-/* shoal_sk_vip (socket storage of connected sockets): the VIP asked for, and the backend
- * the socket was sent to. */
+/* shoal_sk_vip (socket storage of connected sockets): the address and port asked for (a
+ * VIP, or a published port of the node), and the backend the socket was sent to. */
 struct shoal_sk_vip {
 	__u32 vip;
 	__u32 backend;
 	__u16 port;
-	__u16 pad;
+	__u16 backend_port;
 };
 
 _Static_assert(sizeof(struct shoal_sk_vip) == 12, "shoal_sk_vip layout");

@@ -7,6 +7,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include "shoal_lb.h"
+#include "mesh_maps.h"
 
 /* Sock_addr programs: 1 lets the call go on, 0 fails it with EPERM. */
 #define PASS 1
@@ -68,17 +69,23 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_udp_sticky SEC(".maps");
 
-#define NOT_A_VIP 0
-#define NO_BACKEND 0xffffffff
+/* Where pick() sends a socket. */
+struct target {
+	__u32 addr;
+	__u16 port;
+};
 
-/* The backend a new connection (or datagram) to `vip` goes to, from this namespace. */
-static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip, int connected)
+#define NOT_OURS 0
+#define REWRITE 1
+#define NO_BACKEND -1
+
+/* A VIP of this namespace's networks: one of its backends, same port. */
+static __always_inline int pick_vip(struct bpf_sock_addr *ctx, __u64 netns, __u32 vip,
+				    __u16 port, int connected, struct target *t)
 {
-	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
-		return NOT_A_VIP;
-	struct shoal_member_key member = { .netns = bpf_get_netns_cookie(ctx), .vip = vip };
+	struct shoal_member_key member = { .netns = netns, .vip = vip };
 	if (!bpf_map_lookup_elem(&shoal_member, &member))
-		return NOT_A_VIP;
+		return NOT_OURS;
 	struct shoal_svc_value *svc = bpf_map_lookup_elem(&shoal_svc, &vip);
 	if (!svc)
 		return NO_BACKEND;
@@ -89,7 +96,7 @@ static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip, int conn
 	struct shoal_revnat_key sticky = {
 		.cookie = connected ? 0 : bpf_get_socket_cookie(ctx),
 		.addr = vip,
-		.port = (__u16)ctx->user_port,
+		.port = port,
 	};
 	struct shoal_backend_key slot = { .vip = vip, .slot = bpf_get_prandom_u32() % count };
 	__u32 kept_slot = 0xffffffff;
@@ -110,41 +117,84 @@ static __always_inline __u32 pick(struct bpf_sock_addr *ctx, __u32 vip, int conn
 	}
 	if (!connected && kept_slot != slot.slot)
 		bpf_map_update_elem(&shoal_udp_sticky, &sticky, &slot, BPF_ANY);
-	return *backend;
+	t->addr = *backend;
+	t->port = port;
+	return REWRITE;
 }
 
-/* Remembers what the socket asked for, so the VIP can be shown back. */
-static __always_inline void remember(struct bpf_sock_addr *ctx, __u32 vip, __u32 backend,
-				     __u16 port, int connected)
+/* A published port on one of the node's addresses, from the node's own namespace (such
+ * connections never pass the tc mesh): one of the port's tasks, its target port. */
+static __always_inline int pick_published(struct bpf_sock_addr *ctx, __u64 netns, __u32 addr,
+					  __u16 port, struct target *t)
+{
+	__u32 zero = 0;
+	__u64 *node = bpf_map_lookup_elem(&shoal_mesh_node, &zero);
+	if (!node || *node != netns || !bpf_map_lookup_elem(&shoal_mesh_local, &addr))
+		return NOT_OURS;
+	struct shoal_mesh_port_key pk = { .proto = (__u8)ctx->protocol, .port = port };
+	__u32 *count = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
+	if (!count || *count == 0)
+		return NOT_OURS;
+	struct shoal_mesh_backend_key bk = {
+		.proto = pk.proto, .port = port, .slot = bpf_get_prandom_u32() % *count,
+	};
+	struct shoal_mesh_backend *b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
+	if (!b) {
+		bk.slot = 0;
+		b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
+		if (!b)
+			return NOT_OURS;
+	}
+	t->addr = b->addr;
+	t->port = b->port;
+	return REWRITE;
+}
+
+static __always_inline int pick(struct bpf_sock_addr *ctx, __u32 addr, __u16 port, int connected,
+				struct target *t)
+{
+	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
+		return NOT_OURS;
+	__u64 netns = bpf_get_netns_cookie(ctx);
+	int r = pick_vip(ctx, netns, addr, port, connected, t);
+	if (r != NOT_OURS)
+		return r;
+	return pick_published(ctx, netns, addr, port, t);
+}
+
+/* Remembers what the socket asked for, so it can be shown back. */
+static __always_inline void remember(struct bpf_sock_addr *ctx, __u32 addr, __u16 port,
+				     const struct target *t, int connected)
 {
 	if (connected) {
 		struct shoal_sk_vip *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0,
 							     BPF_SK_STORAGE_GET_F_CREATE);
 		if (sv) {
-			sv->vip = vip;
-			sv->backend = backend;
+			sv->vip = addr;
 			sv->port = port;
+			sv->backend = t->addr;
+			sv->backend_port = t->port;
 		}
 		return;
 	}
 	/* An unconnected UDP socket may talk to many VIPs: one entry per backend. */
 	struct shoal_revnat_key rk = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = backend,
-		.port = port,
+		.addr = t->addr,
+		.port = t->port,
 	};
-	struct shoal_revnat_value rv = { .vip = vip, .port = port };
+	struct shoal_revnat_value rv = { .vip = addr, .port = port };
 	bpf_map_update_elem(&shoal_revnat, &rk, &rv, BPF_ANY);
 }
 
-/* The VIP that (backend, port) stands for on this socket, or 0. */
+/* What (addr, port) of a backend stands for on this socket; 0 when nothing. */
 static __always_inline __u32 shown_as(struct bpf_sock_addr *ctx, __u32 addr, __u16 port,
 				      int connected, __u16 *vport)
 {
 	if (connected) {
 		struct shoal_sk_vip *sv = bpf_sk_storage_get(&shoal_sk_vip, ctx->sk, 0, 0);
 		/* Only for the backend it was sent to: the socket may have moved on since. */
-		if (sv && sv->backend == addr && sv->port == port) {
+		if (sv && sv->backend == addr && sv->backend_port == port) {
 			*vport = sv->port;
 			return sv->vip;
 		}
@@ -163,14 +213,18 @@ static __always_inline __u32 shown_as(struct bpf_sock_addr *ctx, __u32 addr, __u
 
 static __always_inline int balance4(struct bpf_sock_addr *ctx, int connected)
 {
-	__u32 vip = ctx->user_ip4;
-	__u32 backend = pick(ctx, vip, connected);
-	if (backend == NOT_A_VIP)
+	__u32 addr = ctx->user_ip4;
+	__u16 port = (__u16)ctx->user_port;
+	struct target t = {};
+	int r = pick(ctx, addr, port, connected, &t);
+	if (r == NOT_OURS)
 		return PASS;
-	if (backend == NO_BACKEND)
+	if (r == NO_BACKEND)
 		return REFUSE;
-	remember(ctx, vip, backend, (__u16)ctx->user_port, connected);
-	ctx->user_ip4 = backend;
+	remember(ctx, addr, port, &t, connected);
+	ctx->user_ip4 = t.addr;
+	/* The context's port field takes 4-byte stores only. */
+	ctx->user_port = (__u32)t.port;
 	return PASS;
 }
 
@@ -181,7 +235,6 @@ static __always_inline void translate_back4(struct bpf_sock_addr *ctx, int conne
 	if (!vip)
 		return;
 	ctx->user_ip4 = vip;
-	/* The context's port field takes 4-byte stores only. */
 	ctx->user_port = (__u32)vport;
 }
 
@@ -196,14 +249,17 @@ static __always_inline int balance6(struct bpf_sock_addr *ctx, int connected)
 {
 	if (!is_mapped(ctx))
 		return PASS;
-	__u32 vip = ctx->user_ip6[3];
-	__u32 backend = pick(ctx, vip, connected);
-	if (backend == NOT_A_VIP)
+	__u32 addr = ctx->user_ip6[3];
+	__u16 port = (__u16)ctx->user_port;
+	struct target t = {};
+	int r = pick(ctx, addr, port, connected, &t);
+	if (r == NOT_OURS)
 		return PASS;
-	if (backend == NO_BACKEND)
+	if (r == NO_BACKEND)
 		return REFUSE;
-	remember(ctx, vip, backend, (__u16)ctx->user_port, connected);
-	ctx->user_ip6[3] = backend;
+	remember(ctx, addr, port, &t, connected);
+	ctx->user_ip6[3] = t.addr;
+	ctx->user_port = (__u32)t.port;
 	return PASS;
 }
 
