@@ -74,24 +74,6 @@ struct EbpfProgRow {
     remove: Spread,
 }
 
-fn ebpf_change(
-    lb: &SockLb,
-    ns: &Netns,
-    table: &mut VipTable,
-    ops: usize,
-    edit: impl FnOnce(&mut VipTable),
-) -> Result<Duration> {
-    edit(table);
-    let t = Instant::now();
-    let synced = lb.apply_vips(ns, table)?;
-    let took = t.elapsed();
-    ensure!(
-        synced == Synced::Incremental { ops },
-        "one endpoint change came out as {synced:?}, expected Incremental {{ ops: {ops} }}"
-    );
-    Ok(took)
-}
-
 pub fn programming(runs: usize, header: &str) -> Result<String> {
     let at = Attach::new()?;
     let mut quiet = Quiet::default();
@@ -132,20 +114,20 @@ pub fn programming(runs: usize, header: &str) -> Result<String> {
             let old = *table.vips[&v].iter().nth(3).expect("backend");
             let new = spare(k);
             // A replacement rewrites one slot and the count: two writes.
-            replace.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+            replace.push(change(&lb, &space, &mut table, 2, |t| {
                 let s = t.vips.get_mut(&v).expect("service");
                 s.remove(&old);
                 s.insert(new);
             })?);
-            replace.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+            replace.push(change(&lb, &space, &mut table, 2, |t| {
                 let s = t.vips.get_mut(&v).expect("service");
                 s.remove(&new);
                 s.insert(old);
             })?);
-            add.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+            add.push(change(&lb, &space, &mut table, 2, |t| {
                 t.vips.get_mut(&v).expect("service").insert(new);
             })?);
-            remove.push(ebpf_change(&lb, &space, &mut table, 2, |t| {
+            remove.push(change(&lb, &space, &mut table, 2, |t| {
                 t.vips.get_mut(&v).expect("service").remove(&new);
             })?);
         }

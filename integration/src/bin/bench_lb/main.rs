@@ -377,7 +377,7 @@ struct ProgRow {
 
 /// One `apply_vips` after `edit`, which must come out as an incremental batch of `ops`.
 fn change(
-    lb: &Nftables,
+    lb: &dyn LbBackend,
     ns: &Netns,
     table: &mut VipTable,
     ops: usize,
