@@ -254,6 +254,15 @@ fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
         .map_err(|e| kernel(format!("creating {}", opts.pin_dir.display()), e))?;
     std::fs::create_dir_all(&opts.cgroup)
         .map_err(|e| EbpfError::Cgroup(opts.cgroup.display().to_string(), e))?;
+    // aya reuses a pinned map as it finds it, so one of an older layout is caught here.
+    let stale = stale_maps(&opts.pin_dir);
+    let mut recreated = !stale.is_empty();
+    if recreated {
+        tracing::warn!(maps = ?stale, dir = %opts.pin_dir.display(), "pinned eBPF maps of another layout; recreating them and replacing the programs");
+        for (name, _, _) in EXPECTED_MAPS {
+            let _ = std::fs::remove_file(opts.pin_dir.join(name));
+        }
+    }
     let load = || {
         aya::EbpfLoader::new()
             .default_map_pin_directory(&opts.pin_dir)
@@ -265,16 +274,10 @@ fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
             // Pinned maps of an older layout: start them anew (connections made through
             // them keep working; only the VIPs are programmed again).
             tracing::warn!(error = %first, dir = %opts.pin_dir.display(), "pinned eBPF maps do not fit these programs; recreating them");
-            for name in [
-                shoal_ebpf::MAP_SVC,
-                shoal_ebpf::MAP_BACKENDS,
-                shoal_ebpf::MAP_MEMBER,
-                shoal_ebpf::MAP_REVNAT,
-                shoal_ebpf::MAP_SK_VIP,
-                shoal_ebpf::MAP_UDP_STICKY,
-            ] {
+            for (name, _, _) in EXPECTED_MAPS {
                 let _ = std::fs::remove_file(opts.pin_dir.join(name));
             }
+            recreated = true;
             load().map_err(|e| kernel("loading the socket load balancer", e))?
         }
     };
@@ -300,7 +303,8 @@ fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
         let tag = prog.info().map_err(|e| kernel(name, e))?.tag();
         let pin = opts.pin_dir.join(format!("link_{name}"));
         let old = PinnedLink::from_pin(&pin).ok().map(FdLink::from);
-        if same_cgroup && old.as_ref().and_then(pinned_tag) == Some(tag) {
+        // Links kept only when they run this code on this cgroup with these maps.
+        if same_cgroup && !recreated && old.as_ref().and_then(pinned_tag) == Some(tag) {
             continue;
         }
         // With bpf links, Single is the kernel's flags=0; links on one cgroup always run
@@ -333,6 +337,33 @@ fn load_and_attach(opts: &EbpfOptions) -> Result<(), EbpfError> {
 }
 
 const CGROUP_MARKER: &str = "cgroup_ino_";
+
+/// The maps the socket balancer pins (its own and the mesh's it reads), with their key
+/// and value sizes.
+const EXPECTED_MAPS: [(&str, u32, u32); 10] = [
+    (shoal_ebpf::MAP_SVC, 4, 8),
+    (shoal_ebpf::MAP_BACKENDS, 8, 4),
+    (shoal_ebpf::MAP_MEMBER, 16, 4),
+    (shoal_ebpf::MAP_REVNAT, 16, 8),
+    (shoal_ebpf::MAP_SK_VIP, 4, 12),
+    (shoal_ebpf::MAP_UDP_STICKY, 16, 8),
+    (shoal_ebpf::mesh::MAP_PORTS, 4, 4),
+    (shoal_ebpf::mesh::MAP_BACKENDS, 8, 8),
+    (shoal_ebpf::mesh::MAP_LOCAL, 4, 4),
+    (shoal_ebpf::mesh::MAP_NODE, 4, 8),
+];
+
+/// Pinned maps whose key or value size is not what these programs use.
+fn stale_maps(pin_dir: &Path) -> Vec<&'static str> {
+    EXPECTED_MAPS
+        .iter()
+        .filter(|(name, key, value)| {
+            aya::maps::MapInfo::from_pin(pin_dir.join(name))
+                .is_ok_and(|i| i.key_size() != *key || i.value_size() != *value)
+        })
+        .map(|(name, _, _)| *name)
+        .collect()
+}
 
 /// Forgets which cgroup the pinned links are on, so the next `SockLb::open` attaches anew
 /// and replaces every link (as it does for changed programs).

@@ -298,3 +298,54 @@ fn replacing_the_programs_drops_no_connection() {
         ["198.19.202.10", "198.19.202.11"].into()
     );
 }
+
+/// A map pinned by another version with another layout is recreated, and the programs
+/// are replaced so that they use the new one: VIPs balance again.
+#[test]
+fn a_pinned_map_of_another_layout_is_recreated() {
+    if !can_run("a_pinned_map_of_another_layout_is_recreated") {
+        return;
+    }
+    let at = Attached::new("layout");
+    std::fs::create_dir_all(&at.opts.pin_dir).unwrap();
+    let svc = at.opts.pin_dir.join("shoal_svc");
+    let made = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&svc)
+        .args([
+            "type",
+            "hash",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "16",
+            "name",
+            "shoal_svc",
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success(), "bpftool map create");
+    let spaces = Spaces::new("eblay", &["client", "server"]);
+    spaces.link(
+        0,
+        "eth0",
+        &["198.19.203.2/24"],
+        1,
+        "eth0",
+        &["198.19.203.10/24"],
+    );
+    let (client, server) = (spaces.name(0).to_string(), spaces.name(1).to_string());
+    serve(&server, 80, &[]);
+    let lb = at.open();
+    let info = bpftool(&["map", "show", "pinned", &svc.display().to_string()]);
+    assert_eq!(info["bytes_value"], 8, "{info}");
+    lb.apply_vips(
+        &Netns::Named(client.clone()),
+        &vips(&[("198.19.203.100", &["198.19.203.10"])]),
+    )
+    .unwrap();
+    let vip = SocketAddrV4::new(ip("198.19.203.100"), 80);
+    assert_eq!(keys(&answers(&client, vip, 5)), ["198.19.203.10"].into());
+}
