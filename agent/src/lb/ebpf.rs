@@ -213,23 +213,10 @@ pub fn join_cgroup(cgroup: &Path, pid: u32) -> Result<(), EbpfError> {
 
 /// The cookie of a network namespace, read from a socket opened inside it.
 pub(super) fn netns_cookie(ns: &Netns) -> std::io::Result<u64> {
-    let read = || {
+    ns.run_in(|| {
         let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
         shoal_ebpf::netns_cookie(s.as_fd())
-    };
-    match ns.path() {
-        None => read(),
-        Some(path) => std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let file = std::fs::File::open(&path)?;
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                    read()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("cookie thread panicked")))
-        }),
-    }
+    })?
 }
 
 fn open_map<K: aya::Pod, V: aya::Pod>(
@@ -378,7 +365,7 @@ pub fn forget_cgroup(pin_dir: &Path) {
 }
 
 /// The kernel tag (a hash of the instructions) of the program behind a pinned link.
-fn pinned_tag(link: &FdLink) -> Option<u64> {
+pub(super) fn pinned_tag(link: &FdLink) -> Option<u64> {
     let prog_id = link.info().ok()?.program_id();
     aya::programs::loaded_programs()
         .flatten()

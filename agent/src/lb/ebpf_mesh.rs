@@ -33,6 +33,9 @@ pub struct TcMesh {
 #[derive(Default)]
 struct State {
     bpf: Option<aya::Ebpf>,
+    /// (program, device index) this instance attached or found attached: checked once,
+    /// not on every view.
+    attached: BTreeSet<(&'static str, u32)>,
     /// This instance wrote the maps whole once; later applies write differences.
     synced: bool,
     slots: BTreeMap<PortKey, Vec<SocketAddrV4>>,
@@ -124,30 +127,15 @@ fn batch_fd(dir: &Path, name: &str) -> Result<MapData, String> {
 
 /// Writes a sysctl of the network namespace `ns`.
 fn sysctl_in(ns: &Netns, key: &str, value: &str) -> Result<(), String> {
-    let path = ns.path();
     let file = format!("/proc/sys/{key}");
-    std::thread::scope(|s| {
-        s.spawn(|| -> Result<(), String> {
-            if let Some(p) = &path {
-                let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
-                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| e.to_string())?;
-            }
-            std::fs::write(&file, value).map_err(|e| format!("{file}: {e}"))
-        })
-        .join()
-        .unwrap_or_else(|_| Err("sysctl thread panicked".into()))
-    })
+    ns.run_in(|| std::fs::write(&file, value))
+        .and_then(|r| r)
+        .map_err(|e| format!("{file}: {e}"))
 }
 
 /// The kernel tag of the program behind a pinned link.
 fn link_tag(pin: &Path) -> Option<u64> {
-    let link = FdLink::from(PinnedLink::from_pin(pin).ok()?);
-    let id = link.info().ok()?.program_id();
-    aya::programs::loaded_programs()
-        .flatten()
-        .find(|p| p.id() == id)
-        .map(|p| p.tag())
+    super::ebpf::pinned_tag(&FdLink::from(PinnedLink::from_pin(pin).ok()?))
 }
 
 impl TcMesh {
@@ -185,11 +173,14 @@ impl TcMesh {
         &self,
         state: &mut State,
         ns: &Netns,
-        prog_name: &str,
+        prog_name: &'static str,
         dev: &str,
         ifindex: u32,
         at: TcAttachType,
     ) -> Result<(), String> {
+        if state.attached.contains(&(prog_name, ifindex)) {
+            return Ok(());
+        }
         let bpf = state.bpf.as_mut().ok_or("not loaded")?;
         let prog: &mut SchedClassifier = bpf
             .program_mut(prog_name)
@@ -204,16 +195,12 @@ impl TcMesh {
         let stem = format!("{LINK_PREFIX}{prog_name}_{safe_dev}_");
         let pin = self.pin_dir.join(format!("{stem}{ifindex}"));
         if pin.exists() && link_tag(&pin) == Some(tag) {
+            state.attached.insert((prog_name, ifindex));
             return Ok(());
         }
-        let path = ns.path();
-        let link: FdLink = std::thread::scope(|s| {
-            s.spawn(|| -> Result<FdLink, String> {
-                if let Some(p) = &path {
-                    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
-                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| e.to_string())?;
-                }
+        // The device name means the device of the namespace the attaching thread is in.
+        let link: FdLink = ns
+            .run_in(|| -> Result<FdLink, String> {
                 let id = prog
                     .attach(dev, at)
                     .map_err(|e| format!("attaching {prog_name} to {dev}: {e}"))?;
@@ -222,9 +209,7 @@ impl TcMesh {
                     .try_into()
                     .map_err(|e: aya::programs::links::LinkError| e.to_string())
             })
-            .join()
-            .unwrap_or_else(|_| Err("attach thread panicked".into()))
-        })?;
+            .map_err(|e| e.to_string())??;
         // The new link runs beside any old one until that one's pin goes.
         let _ = std::fs::remove_file(&pin);
         link.pin(&pin)
@@ -238,6 +223,7 @@ impl TcMesh {
             }
         }
         tracing::info!(program = prog_name, dev, "tc program attached");
+        state.attached.insert((prog_name, ifindex));
         Ok(())
     }
 
@@ -259,6 +245,7 @@ impl TcMesh {
             .map_err(|e| err(ns, e))?;
         }
         if let Some(a) = addrs.iter().find(|a| Some(a.dev.as_str()) == ingress_dev) {
+            let first = !state.attached.contains(&(mesh::PROG_REPLY, a.ifindex));
             self.attach(
                 state,
                 ns,
@@ -279,8 +266,10 @@ impl TcMesh {
             .map_err(|e| err(ns, e))?;
             // Translated replies come in from the bridge with one of the node's own
             // addresses as their source, which the kernel drops as martians unless told.
-            sysctl_in(ns, &format!("net/ipv4/conf/{}/accept_local", a.dev), "1")
-                .map_err(|e| err(ns, e))?;
+            if first {
+                sysctl_in(ns, &format!("net/ipv4/conf/{}/accept_local", a.dev), "1")
+                    .map_err(|e| err(ns, e))?;
+            }
         }
         let dir = &self.pin_dir;
         let fresh = !state.synced;

@@ -34,6 +34,23 @@ impl Netns {
             Netns::Named(n) => Some(format!("/run/netns/{n}")),
         }
     }
+
+    /// Runs `f` inside this namespace: on a thread of its own that entered it (entering
+    /// changes the calling thread's namespace), or right here for the node's.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+        let Some(path) = self.path() else {
+            return Ok(f());
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(&path)?;
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other(format!("thread in {path} panicked"))))
+        })
+    }
 }
 
 /// How a table was brought to its desired state.
