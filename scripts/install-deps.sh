@@ -18,7 +18,8 @@ fi
 if ! grep -q ' /sys/fs/bpf bpf ' /proc/mounts; then
   mount -t bpf bpf /sys/fs/bpf
 fi
-# The Docker executor's tests need a local image (no registry here).
+# The Docker executor's tests need an engine that answers and a local image (no registry).
+bash "$(dirname "$0")/docker-engine.sh"
 if command -v docker >/dev/null 2>&1; then
   bash "$(dirname "$0")/test-image.sh"
 fi
