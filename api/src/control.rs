@@ -51,6 +51,14 @@ pub enum ControlRequest {
     NetworkRemove {
         network: String,
     },
+    /// A stack's networks and services, applied all together or not at all: networks that
+    /// do not exist yet are created, services are created or, where one of that name
+    /// exists, updated when their spec differs. Attachment targets may name a network of
+    /// this request (which has no id yet) or any existing network by id or name.
+    StackDeploy {
+        networks: Vec<NetworkSpec>,
+        services: Vec<ServiceSpec>,
+    },
     /// Tasks, optionally only one service's or one node's.
     TaskList {
         service: Option<String>,
@@ -88,6 +96,18 @@ pub enum ControlResponse {
     Networks(Vec<Network>),
     Network(Box<Network>),
     Tasks(Vec<TaskView>),
+    Stack(StackDeployed),
+}
+
+/// What a stack deploy changed, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct StackDeployed {
+    pub created_networks: Vec<String>,
+    /// Name and new id.
+    pub created_services: Vec<(String, String)>,
+    /// Name and id.
+    pub updated_services: Vec<(String, String)>,
 }
 
 /// A service with the task counts `service ls` shows.

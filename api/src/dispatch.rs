@@ -49,6 +49,8 @@ pub struct ServiceEndpoint {
     /// Extra names of the service on a network (`--network name=N,alias=A`), by network id.
     #[serde(default)]
     pub aliases: Vec<(String, String)>,
+    #[serde(default)]
+    pub session_affinity: SessionAffinity,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]

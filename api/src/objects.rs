@@ -236,6 +236,43 @@ pub struct EndpointSpec {
     pub mode: EndpointMode,
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    #[serde(default, skip_serializing_if = "SessionAffinity::is_none")]
+    pub session_affinity: SessionAffinity,
+}
+
+/// Whether a client keeps to one task, like Kubernetes' `sessionAffinity: ClientIP`. Through
+/// a VIP the client is the calling task (its network namespace); through a published port,
+/// the client's address.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SessionAffinity {
+    #[default]
+    None,
+    /// A client stays on its task while that task runs and the client has connected within
+    /// the timeout.
+    #[serde(rename = "ClientIP")]
+    ClientIp {
+        #[serde(rename = "TimeoutSeconds")]
+        timeout_s: u32,
+    },
+}
+
+impl SessionAffinity {
+    /// Kubernetes' default timeout: three hours.
+    pub const DEFAULT_TIMEOUT_S: u32 = 10_800;
+    /// And its largest: a day.
+    pub const MAX_TIMEOUT_S: u32 = 86_400;
+
+    pub fn is_none(&self) -> bool {
+        *self == SessionAffinity::None
+    }
+
+    /// The timeout in seconds, or `None` without affinity.
+    pub fn timeout_s(&self) -> Option<u32> {
+        match self {
+            SessionAffinity::None => None,
+            SessionAffinity::ClientIp { timeout_s } => Some(*timeout_s),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

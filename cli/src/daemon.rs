@@ -2,7 +2,7 @@
 //! fails before anything is dialled.
 
 use shoal_api::client::{ConnectError, call_local, connect_local};
-use shoal_api::control::{ControlRequest, ControlResponse, ServiceView, TaskView};
+use shoal_api::control::{ControlRequest, ControlResponse, ServiceView, StackDeployed, TaskView};
 use shoal_api::local::{LocalRequest, LocalResponse, NodeInfo};
 use shoal_api::objects::{Cluster, Network, Node};
 use shoal_api::pb::local_client::LocalClient;
@@ -106,6 +106,16 @@ impl Daemon {
         match self.control(req).await? {
             ControlResponse::Created { id } => Ok(id),
             other => Err(unexpected("Created", control_kind(&other))),
+        }
+    }
+
+    pub async fn stack_deploy(
+        &mut self,
+        req: ControlRequest,
+    ) -> Result<StackDeployed, DaemonError> {
+        match self.control(req).await? {
+            ControlResponse::Stack(done) => Ok(done),
+            other => Err(unexpected("Stack", control_kind(&other))),
         }
     }
 
@@ -232,5 +242,6 @@ fn control_kind(resp: &ControlResponse) -> &'static str {
         ControlResponse::Networks(_) => "Networks",
         ControlResponse::Network(_) => "Network",
         ControlResponse::Tasks(_) => "Tasks",
+        ControlResponse::Stack(_) => "Stack",
     }
 }

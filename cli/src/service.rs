@@ -99,6 +99,13 @@ impl From<EndpointModeArg> for EndpointMode {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionAffinityArg {
+    None,
+    #[value(name = "client-ip", alias = "clientip")]
+    ClientIp,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateOrderArg {
     StopFirst,
     StartFirst,
@@ -143,6 +150,12 @@ pub struct CommonArgs {
     /// Endpoint mode
     #[arg(long, value_enum)]
     pub endpoint_mode: Option<EndpointModeArg>,
+    /// Keep each client on one task (client-ip, like Kubernetes' ClientIP), or not (none)
+    #[arg(long, value_enum)]
+    pub session_affinity: Option<SessionAffinityArg>,
+    /// How long a client keeps its task after its last connection (default 3h, at most 24h)
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
+    pub session_affinity_timeout: Option<u64>,
     /// Time to wait before force killing a task
     #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
     pub stop_grace_period: Option<u64>,
@@ -347,6 +360,15 @@ fn lookup_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
+fn affinity_flags(c: &CommonArgs) -> spec::AffinityFlags {
+    spec::AffinityFlags {
+        client_ip: c
+            .session_affinity
+            .map(|a| a == SessionAffinityArg::ClientIp),
+        timeout_ns: c.session_affinity_timeout,
+    }
+}
+
 pub fn create_options(args: &CreateArgs) -> CreateOptions {
     let c = &args.common;
     CreateOptions {
@@ -358,6 +380,7 @@ pub fn create_options(args: &CreateArgs) -> CreateOptions {
         networks: args.network.clone(),
         publish: args.publish.clone(),
         endpoint_mode: c.endpoint_mode.map(Into::into),
+        affinity: affinity_flags(c),
         stop_grace_period: c.stop_grace_period,
         constraints: args.constraint.clone(),
         env: args.env.clone(),
@@ -410,6 +433,7 @@ pub fn update_ops(args: &UpdateArgs) -> Result<UpdateOps, spec::SpecError> {
         network_rm: args.network_rm.clone(),
         constraint_rm: args.constraint_rm.clone(),
         endpoint_mode: c.endpoint_mode.map(Into::into),
+        affinity: affinity_flags(c),
         stop_grace_period: c.stop_grace_period,
         update_parallelism: c.update_parallelism,
         update_delay: c.update_delay,

@@ -9,7 +9,7 @@ use crate::daemon::Daemon;
 use crate::service::render::{render_service_ids, render_services};
 use crate::service::spec::{self, CreateOptions, CreatePlan};
 use crate::table::Table;
-use crate::{Output, duration, print, resolve};
+use crate::{Output, duration, print};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use compose::ComposeFile;
@@ -317,47 +317,37 @@ async fn deploy(file: &str, stack: &str, daemon: &mut Daemon, out: &mut Output) 
             bail!("{file}: external network {e} does not exist; create it first");
         }
     }
-    for n in &plan.networks {
-        if !existing.contains_key(&n.name) {
-            print(out, &format!("Creating network {}\n", n.name))?;
-            daemon
-                .created(ControlRequest::NetworkCreate { spec: n.clone() })
-                .await?;
-        }
+    // One request: the manager applies the networks and services all together or refuses
+    // the whole deploy, so a refused service never leaves the ones before it half-deployed.
+    let services = plan
+        .services
+        .into_iter()
+        .map(|mut svc| {
+            // Targets go by name; the manager resolves them, including networks it is
+            // about to create.
+            let names: BTreeMap<String, String> = svc
+                .networks
+                .iter()
+                .map(|n| (n.name.clone(), n.name.clone()))
+                .collect();
+            svc.spec.task_template.networks = spec::attachments(&svc.networks, &names);
+            svc.spec
+        })
+        .collect();
+    let done = daemon
+        .stack_deploy(ControlRequest::StackDeploy {
+            networks: plan.networks,
+            services,
+        })
+        .await?;
+    for n in &done.created_networks {
+        print(out, &format!("Creating network {n}\n"))?;
     }
-    let current = daemon.services().await?;
-    for mut svc in plan.services {
-        let ids =
-            resolve::network_ids(daemon, svc.networks.iter().map(|n| n.name.as_str())).await?;
-        svc.spec.task_template.networks = spec::attachments(&svc.networks, &ids);
-        match current
-            .iter()
-            .find(|v| v.service.spec.name == svc.spec.name)
-        {
-            Some(v) if v.service.spec == svc.spec => {}
-            Some(v) => {
-                print(
-                    out,
-                    &format!(
-                        "Updating service {} (id: {})\n",
-                        svc.spec.name, v.service.id
-                    ),
-                )?;
-                daemon
-                    .done(ControlRequest::ServiceUpdate {
-                        service: v.service.id.clone(),
-                        version: v.service.version.index,
-                        spec: svc.spec,
-                    })
-                    .await?;
-            }
-            None => {
-                print(out, &format!("Creating service {}\n", svc.spec.name))?;
-                daemon
-                    .created(ControlRequest::ServiceCreate { spec: svc.spec })
-                    .await?;
-            }
-        }
+    for (name, id) in &done.updated_services {
+        print(out, &format!("Updating service {name} (id: {id})\n"))?;
+    }
+    for (name, _) in &done.created_services {
+        print(out, &format!("Creating service {name}\n"))?;
     }
     Ok(())
 }

@@ -51,6 +51,7 @@ fn spec(name: &str, replicas: u64, published: u16) -> ServiceSpec {
                 published_port: published,
                 publish_mode: PublishMode::Ingress,
             }],
+            session_affinity: Default::default(),
         },
     }
 }

@@ -1,7 +1,8 @@
 //! `shoal stack` on the 2-node testbed: a two-service stack with an overlay network and a
 //! published port is deployed, answers through the routing mesh, is redeployed with one
 //! change (only that service is updated), refuses a file with an unknown key (with its line,
-//! nothing deployed), and is removed without leftovers.
+//! nothing deployed) and one whose second service wants a taken port (nothing deployed
+//! either), and is removed without leftovers.
 
 use serde_json::Value;
 use shoal_integration::shoal_ok as shoal;
@@ -156,6 +157,29 @@ fn a_stack_deploys_redeploys_and_goes() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!shoal(&h, &["stack", "ls"]).contains("other"));
+
+    // A file the manager refuses (its second service wants shop_web's published port):
+    // refused whole, naming the service, with neither its network nor its first service
+    // left behind.
+    let taken = root.path().join("taken.yml");
+    std::fs::write(
+        &taken,
+        "services:\n  a:\n    command: sleep 900906\n    networks: [back]\n  b:\n    command: sleep 900907\n    ports: [\"8080:8000\"]\n    networks: [back]\nnetworks:\n  back:\n    driver: overlay\n",
+    )
+    .unwrap();
+    let o = shoal_raw(
+        &h,
+        &["stack", "deploy", "-c", taken.to_str().unwrap(), "late"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("service late_b") && err.contains("8080") && err.contains("shop_web"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!shoal(&h, &["stack", "ls"]).contains("late"));
+    assert!(!shoal(&h, &["network", "ls"]).contains("late_back"));
 
     // Removal leaves nothing of the stack.
     shoal(&h, &["stack", "rm", "shop"]);

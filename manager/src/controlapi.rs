@@ -228,6 +228,15 @@ impl ControlApi {
                 self.propose(Command::RemoveNetwork { id }).await?;
                 Ok(ControlResponse::Done)
             }
+            R::StackDeploy { networks, services } => {
+                let (commands, done) =
+                    crate::stack::plan(&self.raft.state(), networks, services, &now_rfc3339())
+                        .map_err(|e| store_status(&e))?;
+                if !commands.is_empty() {
+                    self.propose(Command::All(commands)).await?;
+                }
+                Ok(ControlResponse::Stack(done))
+            }
             R::TaskList { service, node } => {
                 let state = self.raft.state();
                 let service_id = match service {

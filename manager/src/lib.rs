@@ -13,4 +13,5 @@ pub mod orchestrator;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
+pub mod stack;
 pub mod store;

@@ -64,6 +64,7 @@ fn endpoint(
             ("app".into(), format!("{name}-alias")),
             ("other".into(), format!("{name}-elsewhere")),
         ],
+        session_affinity: Default::default(),
     }
 }
 

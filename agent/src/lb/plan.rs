@@ -246,6 +246,7 @@ mod tests {
                 backend("t3", "n2", "app", "198.19.1.5/24", TaskState::Starting),
             ],
             aliases: vec![],
+            session_affinity: Default::default(),
         };
         let other = ServiceEndpoint {
             service_id: "s2".into(),
@@ -264,6 +265,7 @@ mod tests {
                 TaskState::Running,
             )],
             aliases: vec![],
+            session_affinity: Default::default(),
         };
         let rr = ServiceEndpoint {
             service_id: "s3".into(),
@@ -279,6 +281,7 @@ mod tests {
                 TaskState::Running,
             )],
             aliases: vec![],
+            session_affinity: Default::default(),
         };
         let mut node = None::<Node>;
         node.get_or_insert_with(|| Node {

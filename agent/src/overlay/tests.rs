@@ -103,6 +103,7 @@ fn plan_has_local_networks_and_exactly_the_remote_tasks() {
                 backend("n2", "other", "198.19.2.9/24"),
             ],
             aliases: vec![],
+            session_affinity: Default::default(),
         }],
         ..Default::default()
     };

@@ -239,6 +239,17 @@ pub fn render_pretty(view: &ServiceView) -> String {
         "Endpoint Mode",
         &spec.endpoint_spec.mode.to_string(),
     );
+    if let Some(t) = spec.endpoint_spec.session_affinity.timeout_s() {
+        field(
+            &mut o,
+            W,
+            "Session Affinity",
+            &format!(
+                "client-ip (timeout {})",
+                format_nanos(u64::from(t) * 1_000_000_000)
+            ),
+        );
+    }
     let ports = published_ports(view);
     if !ports.is_empty() {
         field(&mut o, W, "Ports", "");

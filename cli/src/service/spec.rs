@@ -46,6 +46,14 @@ pub enum SpecError {
         "--endpoint-mode dnsrr cannot be used with ingress port {0}; publish it with mode=host or use --endpoint-mode vip"
     )]
     DnsrrIngress(String),
+    #[error("--session-affinity client-ip needs a VIP; use --endpoint-mode vip")]
+    AffinityDnsrr,
+    #[error(
+        "--session-affinity-timeout {0}: give whole seconds from 1s to 24h (Kubernetes' limits)"
+    )]
+    AffinityTimeout(String),
+    #[error("--session-affinity-timeout without affinity: add --session-affinity client-ip")]
+    AffinityTimeoutAlone,
     #[error("--publish-rm {0:?}: the service publishes no such port")]
     NoSuchPort(String),
     #[error("service is already attached to network {0}")]
@@ -183,6 +191,54 @@ pub fn check_ports(mode: EndpointMode, ports: &[PortConfig]) -> Result<(), SpecE
     Ok(())
 }
 
+/// `--session-affinity` (client-ip: true, none: false) and `--session-affinity-timeout`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AffinityFlags {
+    pub client_ip: Option<bool>,
+    pub timeout_ns: Option<u64>,
+}
+
+/// The affinity `flags` make of `current` (create: none) for a service in `mode`.
+pub fn session_affinity(
+    current: SessionAffinity,
+    flags: AffinityFlags,
+    mode: EndpointMode,
+) -> Result<SessionAffinity, SpecError> {
+    let timeout = |ns: u64| {
+        let s = ns / 1_000_000_000;
+        if !ns.is_multiple_of(1_000_000_000)
+            || s == 0
+            || s > u64::from(SessionAffinity::MAX_TIMEOUT_S)
+        {
+            return Err(SpecError::AffinityTimeout(crate::duration::format_nanos(
+                ns,
+            )));
+        }
+        Ok(s as u32)
+    };
+    let next = match (flags.client_ip, flags.timeout_ns, current) {
+        (Some(false), Some(_), _) => return Err(SpecError::AffinityTimeoutAlone),
+        (Some(false), None, _) => SessionAffinity::None,
+        (Some(true), Some(ns), _) | (None, Some(ns), SessionAffinity::ClientIp { .. }) => {
+            SessionAffinity::ClientIp {
+                timeout_s: timeout(ns)?,
+            }
+        }
+        (None, Some(_), SessionAffinity::None) => return Err(SpecError::AffinityTimeoutAlone),
+        (Some(true), None, SessionAffinity::ClientIp { timeout_s }) => {
+            SessionAffinity::ClientIp { timeout_s }
+        }
+        (Some(true), None, SessionAffinity::None) => SessionAffinity::ClientIp {
+            timeout_s: SessionAffinity::DEFAULT_TIMEOUT_S,
+        },
+        (None, None, current) => current,
+    };
+    if mode == EndpointMode::Dnsrr && !next.is_none() {
+        return Err(SpecError::AffinityDnsrr);
+    }
+    Ok(next)
+}
+
 /// The `service create` flags that shape the spec, as plain values.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -194,6 +250,7 @@ pub struct CreateOptions {
     pub networks: Vec<String>,
     pub publish: Vec<String>,
     pub endpoint_mode: Option<EndpointMode>,
+    pub affinity: AffinityFlags,
     pub stop_grace_period: Option<u64>,
     pub constraints: Vec<String>,
     pub env: Vec<String>,
@@ -352,6 +409,7 @@ pub fn create_plan(
     }
     let endpoint_mode = o.endpoint_mode.unwrap_or_default();
     check_ports(endpoint_mode, &ports)?;
+    let session_affinity = session_affinity(SessionAffinity::None, o.affinity, endpoint_mode)?;
     let constraints = o
         .constraints
         .iter()
@@ -408,6 +466,7 @@ pub fn create_plan(
         endpoint_spec: EndpointSpec {
             mode: endpoint_mode,
             ports,
+            session_affinity,
         },
     };
     Ok(CreatePlan { spec, networks })
@@ -447,6 +506,7 @@ pub struct UpdateOps {
     pub constraint_add: Vec<String>,
     pub constraint_rm: Vec<String>,
     pub endpoint_mode: Option<EndpointMode>,
+    pub affinity: AffinityFlags,
     pub stop_grace_period: Option<u64>,
     pub update_parallelism: Option<u64>,
     pub update_delay: Option<u64>,
@@ -736,6 +796,11 @@ pub fn apply_update(
         )?;
     }
     check_ports(spec.endpoint_spec.mode, &spec.endpoint_spec.ports)?;
+    spec.endpoint_spec.session_affinity = session_affinity(
+        spec.endpoint_spec.session_affinity,
+        ops.affinity,
+        spec.endpoint_spec.mode,
+    )?;
     Ok(spec)
 }
 

@@ -161,6 +161,7 @@ fn node_view(services: &[Service]) -> NodeView {
                     })
                     .collect(),
                 aliases: vec![],
+                session_affinity: Default::default(),
             })
             .collect(),
         ..Default::default()

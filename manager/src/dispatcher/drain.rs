@@ -162,6 +162,7 @@ mod tests {
                     })
                     .collect(),
                 aliases: vec![],
+                session_affinity: Default::default(),
             }],
             ..Default::default()
         }

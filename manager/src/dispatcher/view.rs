@@ -127,6 +127,7 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
                     .iter()
                     .flat_map(|a| a.aliases.iter().map(|al| (a.target.clone(), al.clone())))
                     .collect(),
+                session_affinity: s.spec.endpoint_spec.session_affinity,
             }
         })
         .collect();

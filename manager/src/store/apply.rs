@@ -78,6 +78,7 @@ impl ClusterState {
                 now,
             } => self.update_service(version, &id, expected, spec, now),
             Command::RemoveService { id, now } => self.remove_service(version, &id, &now),
+            Command::All(commands) => self.apply_all(index, commands),
             Command::Tasks { ops, now } => {
                 for op in ops {
                     self.apply_task_op(version, op, &now);
@@ -85,6 +86,35 @@ impl ClusterState {
                 Ok(Applied::Done)
             }
         }
+    }
+
+    /// Applies `commands` to a copy and keeps it only if every one of them was taken. The
+    /// copy costs a clone of the state; this serves stack deploys, which are rare, and it
+    /// keeps each command's own checks the only checks.
+    fn apply_all(&mut self, index: u64, commands: Vec<Command>) -> Result<Applied, StoreError> {
+        let mut next = self.clone();
+        for command in commands {
+            let object = match &command {
+                Command::All(_) | Command::Init(_) => {
+                    return Err(StoreError::invalid(
+                        "command group",
+                        "it may not hold another group or a cluster init",
+                    ));
+                }
+                Command::CreateNetwork { spec, .. } => format!("network {}", spec.name),
+                Command::CreateService { spec, .. } | Command::UpdateService { spec, .. } => {
+                    format!("service {}", spec.name)
+                }
+                _ => "command group".to_string(),
+            };
+            next.apply(index, command)
+                .map_err(|e| StoreError::InGroup {
+                    object,
+                    source: Box::new(e),
+                })?;
+        }
+        *self = next;
+        Ok(Applied::Done)
     }
 
     fn alloc(&mut self) -> Result<&mut Allocations, StoreError> {
@@ -436,6 +466,24 @@ impl ClusterState {
                 object,
                 "port published with ingress mode can't be used with dnsrr mode; use --publish mode=host or --endpoint-mode vip",
             ));
+        }
+        match spec.endpoint_spec.session_affinity.timeout_s() {
+            Some(_) if spec.endpoint_spec.mode == EndpointMode::Dnsrr => {
+                return Err(StoreError::invalid(
+                    object,
+                    "session affinity needs a VIP; use --endpoint-mode vip",
+                ));
+            }
+            Some(t) if t == 0 || t > SessionAffinity::MAX_TIMEOUT_S => {
+                return Err(StoreError::invalid(
+                    object,
+                    format!(
+                        "session affinity timeout {t}s: give 1s to {}s",
+                        SessionAffinity::MAX_TIMEOUT_S
+                    ),
+                ));
+            }
+            _ => {}
         }
         let mut nets = Vec::new();
         for a in &tt.networks {

@@ -66,6 +66,9 @@ pub enum Command {
         id: String,
         now: String,
     },
+    /// Several commands applied in order, all or none: a stack deploy. The first refusal
+    /// leaves the state as it was before the first of them.
+    All(Vec<Command>),
     /// Orchestrator, scheduler and dispatcher changes to tasks, applied in order.
     Tasks {
         ops: Vec<TaskOp>,

@@ -57,6 +57,12 @@ pub enum StoreError {
     },
     #[error("the swarm is not initialized")]
     NotInitialized,
+    /// One command of a group was refused, so the whole group was.
+    #[error("{object}: {source}; nothing was changed")]
+    InGroup {
+        object: String,
+        source: Box<StoreError>,
+    },
 }
 
 impl StoreError {
@@ -69,6 +75,7 @@ impl StoreError {
             StoreError::Precondition { .. }
             | StoreError::VersionMismatch { .. }
             | StoreError::NotInitialized => ErrorKind::Precondition,
+            StoreError::InGroup { source, .. } => source.kind(),
         }
     }
 

@@ -62,7 +62,7 @@ pub(crate) fn cluster(dyn_ports: (u16, u16)) -> ClusterState {
     s
 }
 
-fn net_spec(name: &str, ingress: bool, subnet: Option<&str>) -> NetworkSpec {
+pub(crate) fn net_spec(name: &str, ingress: bool, subnet: Option<&str>) -> NetworkSpec {
     NetworkSpec {
         name: name.into(),
         labels: BTreeMap::new(),
@@ -123,6 +123,7 @@ pub(crate) fn service_spec(
                     publish_mode: PublishMode::Ingress,
                 })
                 .collect(),
+            session_affinity: Default::default(),
         },
     }
 }
@@ -445,4 +446,59 @@ fn every_node_gets_its_own_ingress_address_and_frees_it_when_removed() {
         s.alloc.as_ref().unwrap().free_addresses("ingress"),
         free + 1
     );
+}
+
+#[test]
+fn a_command_group_is_applied_all_or_nothing() {
+    let mut s = cluster((30000, 30010));
+    create(
+        &mut s,
+        2,
+        "taken",
+        service_spec("taken", 1, &[(8080, 80)], &[]),
+    )
+    .unwrap();
+    let before = s.clone();
+    // A network and a service that would be fine, then a service whose port is taken.
+    let group = Command::All(vec![
+        Command::CreateNetwork {
+            id: "net1".into(),
+            spec: net_spec("shop_app", false, None),
+            now: NOW.into(),
+        },
+        Command::CreateService {
+            id: "svc1".into(),
+            spec: service_spec("shop_web", 2, &[(8081, 80)], &["net1"]),
+            now: NOW.into(),
+        },
+        Command::CreateService {
+            id: "svc2".into(),
+            spec: service_spec("shop_api", 1, &[(8080, 80)], &["net1"]),
+            now: NOW.into(),
+        },
+    ]);
+    let err = s.apply(3, group).unwrap_err();
+    assert!(err.to_string().contains("8080"), "{err}");
+    assert_eq!(
+        s, before,
+        "nothing of the refused group stays, allocations included"
+    );
+    // The same group without the conflict is taken whole.
+    let group = Command::All(vec![
+        Command::CreateNetwork {
+            id: "net1".into(),
+            spec: net_spec("shop_app", false, None),
+            now: NOW.into(),
+        },
+        Command::CreateService {
+            id: "svc1".into(),
+            spec: service_spec("shop_web", 2, &[(8081, 80)], &["net1"]),
+            now: NOW.into(),
+        },
+    ]);
+    s.apply(4, group).unwrap();
+    assert!(s.networks.contains_key("net1") && s.services.contains_key("svc1"));
+    // Groups do not nest.
+    let nested = Command::All(vec![Command::All(vec![])]);
+    assert!(s.apply(5, nested).is_err());
 }

@@ -543,3 +543,84 @@ fn native_services_refuse_container_only_flags() {
     assert_eq!(t.resources.limits.memory_bytes, 64 << 20);
     assert_eq!(t.resources.limits.nano_cpus, 500_000_000);
 }
+
+#[test]
+fn session_affinity_flags() {
+    let f = |client_ip, timeout_ns| AffinityFlags {
+        client_ip,
+        timeout_ns,
+    };
+    let vip = EndpointMode::Vip;
+    let none = SessionAffinity::None;
+    let on = |t| SessionAffinity::ClientIp { timeout_s: t };
+    // client-ip alone: Kubernetes' three hours.
+    assert_eq!(
+        session_affinity(none, f(Some(true), None), vip).unwrap(),
+        on(10_800)
+    );
+    assert_eq!(
+        session_affinity(none, f(Some(true), Some(90_000_000_000)), vip).unwrap(),
+        on(90)
+    );
+    // An update keeps what it is not told to change.
+    assert_eq!(
+        session_affinity(on(90), f(None, None), vip).unwrap(),
+        on(90)
+    );
+    assert_eq!(
+        session_affinity(on(90), f(Some(true), None), vip).unwrap(),
+        on(90)
+    );
+    assert_eq!(
+        session_affinity(on(90), f(None, Some(5_000_000_000)), vip).unwrap(),
+        on(5)
+    );
+    assert_eq!(
+        session_affinity(on(90), f(Some(false), None), vip).unwrap(),
+        none
+    );
+    // Refusals, each naming the flag to fix.
+    for (current, flags, mode, want) in [
+        (
+            none,
+            f(None, Some(5_000_000_000)),
+            vip,
+            "add --session-affinity client-ip",
+        ),
+        (
+            on(5),
+            f(Some(false), Some(5_000_000_000)),
+            vip,
+            "add --session-affinity client-ip",
+        ),
+        (
+            none,
+            f(Some(true), Some(1_500_000_000)),
+            vip,
+            "whole seconds from 1s to 24h",
+        ),
+        (
+            none,
+            f(Some(true), Some(90_000_000_000_000)),
+            vip,
+            "whole seconds from 1s to 24h",
+        ),
+        (
+            none,
+            f(Some(true), None),
+            EndpointMode::Dnsrr,
+            "use --endpoint-mode vip",
+        ),
+        (
+            on(5),
+            f(None, None),
+            EndpointMode::Dnsrr,
+            "use --endpoint-mode vip",
+        ),
+    ] {
+        let err = session_affinity(current, flags, mode)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}

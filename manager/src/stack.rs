@@ -1,0 +1,170 @@
+//! A stack deploy as one command group: which networks to create, which services to create
+//! or update, with attachment targets resolved to ids, all checked by the store in one apply
+//! so a refusal anywhere leaves the cluster as it was.
+
+use crate::ids::new_id;
+use crate::store::{ClusterState, Command, StoreError, lookup};
+use shoal_api::control::StackDeployed;
+use shoal_api::objects::{NetworkSpec, ServiceSpec};
+use std::collections::BTreeMap;
+
+/// The commands for a stack deploy against `state`, and what they will do by name.
+///
+/// Networks that already exist by name are left alone (a redeploy); services that exist by
+/// name are updated at the version read here, so a concurrent change makes the whole group
+/// fail on the version check instead of overwriting it.
+pub fn plan(
+    state: &ClusterState,
+    networks: Vec<NetworkSpec>,
+    services: Vec<ServiceSpec>,
+    now: &str,
+) -> Result<(Vec<Command>, StackDeployed), StoreError> {
+    let mut commands = Vec::new();
+    let mut done = StackDeployed::default();
+    // Networks of this request by name, with the id they will get.
+    let mut new_ids: BTreeMap<String, String> = BTreeMap::new();
+    for spec in networks {
+        if state.networks.values().any(|n| n.spec.name == spec.name) {
+            continue;
+        }
+        let id = new_id();
+        new_ids.insert(spec.name.clone(), id.clone());
+        done.created_networks.push(spec.name.clone());
+        commands.push(Command::CreateNetwork {
+            id,
+            spec,
+            now: now.to_string(),
+        });
+    }
+    for mut spec in services {
+        for a in &mut spec.task_template.networks {
+            if state.networks.contains_key(&a.target) {
+                continue;
+            }
+            a.target = match new_ids.get(&a.target) {
+                Some(id) => id.clone(),
+                None => lookup(&state.networks, &a.target)
+                    .map_err(|e| in_service(&spec.name, e))?
+                    .id
+                    .clone(),
+            };
+        }
+        match state.services.values().find(|s| s.spec.name == spec.name) {
+            Some(s) if s.spec == spec => {}
+            Some(s) => {
+                done.updated_services
+                    .push((spec.name.clone(), s.id.clone()));
+                commands.push(Command::UpdateService {
+                    id: s.id.clone(),
+                    version: s.version.index,
+                    spec,
+                    now: now.to_string(),
+                });
+            }
+            None => {
+                let id = new_id();
+                done.created_services.push((spec.name.clone(), id.clone()));
+                commands.push(Command::CreateService {
+                    id,
+                    spec,
+                    now: now.to_string(),
+                });
+            }
+        }
+    }
+    Ok((commands, done))
+}
+
+/// A lookup failure for one of a service's networks, naming the service.
+fn in_service(service: &str, e: StoreError) -> StoreError {
+    StoreError::Invalid {
+        object: format!("service {service}"),
+        reason: format!("{e}; create the network first or declare it in the stack"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{cluster, net_spec, service_spec};
+
+    const NOW: &str = "2026-12-01T12:00:00Z";
+
+    fn apply(s: &mut ClusterState, index: u64, commands: Vec<Command>) -> Result<(), StoreError> {
+        s.apply(index, Command::All(commands)).map(|_| ())
+    }
+
+    #[test]
+    fn new_networks_are_named_by_services_and_a_redeploy_changes_only_what_differs() {
+        let mut s = cluster((30000, 30010));
+        let nets = || vec![net_spec("shop_app", false, None)];
+        let svcs = |replicas| {
+            vec![
+                service_spec("shop_web", replicas, &[(8080, 80)], &["shop_app"]),
+                service_spec("shop_db", 1, &[], &["shop_app"]),
+            ]
+        };
+        let (commands, done) = plan(&s, nets(), svcs(2), NOW).unwrap();
+        assert_eq!(done.created_networks, ["shop_app"]);
+        assert_eq!(done.created_services.len(), 2);
+        apply(&mut s, 2, commands).unwrap();
+        let net = lookup(&s.networks, "shop_app").unwrap().id.clone();
+        let web = lookup(&s.services, "shop_web").unwrap();
+        assert_eq!(web.spec.task_template.networks[0].target, net);
+
+        // Same file: nothing to do.
+        let (commands, done) = plan(&s, nets(), svcs(2), NOW).unwrap();
+        assert!(commands.is_empty(), "{done:?}");
+        // One service changed: one update, at the version read.
+        let (commands, done) = plan(&s, nets(), svcs(3), NOW).unwrap();
+        assert_eq!(done.updated_services.len(), 1);
+        assert_eq!(done.updated_services[0].0, "shop_web");
+        assert!(done.created_services.is_empty() && done.created_networks.is_empty());
+        apply(&mut s, 3, commands).unwrap();
+    }
+
+    #[test]
+    fn an_unknown_network_names_the_service_and_plans_nothing() {
+        let s = cluster((30000, 30010));
+        let err = plan(
+            &s,
+            vec![],
+            vec![service_spec("shop_web", 1, &[], &["nowhere"])],
+            NOW,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("service shop_web") && err.contains("nowhere"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_refused_service_leaves_the_whole_stack_undeployed() {
+        let mut s = cluster((30000, 30010));
+        s.apply(
+            2,
+            Command::CreateService {
+                id: "other".into(),
+                spec: service_spec("other", 1, &[(8080, 80)], &[]),
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+        let before = s.clone();
+        let (commands, _) = plan(
+            &s,
+            vec![net_spec("shop_app", false, None)],
+            vec![
+                service_spec("shop_db", 1, &[], &["shop_app"]),
+                service_spec("shop_web", 1, &[(8080, 80)], &["shop_app"]),
+            ],
+            NOW,
+        )
+        .unwrap();
+        let err = apply(&mut s, 3, commands).unwrap_err().to_string();
+        assert!(err.contains("8080") && err.contains("other"), "{err}");
+        assert_eq!(s, before);
+    }
+}
