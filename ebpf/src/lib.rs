@@ -36,6 +36,8 @@ pub const MAP_MEMBER: &str = "shoal_member";
 pub const MAP_REVNAT: &str = "shoal_revnat";
 pub const MAP_SK_VIP: &str = "shoal_sk_vip";
 pub const MAP_UDP_STICKY: &str = "shoal_udp_sticky";
+/// Session affinity of VIPs, per client namespace (LRU, written by the programs).
+pub const MAP_AFFINITY: &str = "shoal_affinity";
 
 /// A VIP or backend address as the programs see it.
 pub fn addr_key(ip: Ipv4Addr) -> u32 {
@@ -50,7 +52,17 @@ pub fn addr_of_key(key: u32) -> Ipv4Addr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SvcValue {
     pub count: u32,
-    pub flags: u32,
+    /// Session affinity timeout in seconds; 0: none.
+    pub affinity_s: u32,
+}
+
+/// What `shoal_affinity` remembers of a client namespace's last pick for a VIP.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AffinityValue {
+    pub last_ns: u64,
+    pub slot: u32,
+    pub backend: u32,
 }
 
 #[repr(C)]
@@ -88,6 +100,7 @@ pub struct RevnatValue {
 // The same sizes as the _Static_asserts in shoal_lb.h.
 const _: () = assert!(size_of::<SvcValue>() == 8);
 const _: () = assert!(size_of::<BackendKey>() == 8);
+const _: () = assert!(size_of::<AffinityValue>() == 16);
 const _: () = assert!(size_of::<MemberKey>() == 16);
 const _: () = assert!(size_of::<RevnatKey>() == 16);
 const _: () = assert!(size_of::<RevnatValue>() == 8);
@@ -100,6 +113,8 @@ mod pod {
     unsafe impl aya::Pod for super::SvcValue {}
     // SAFETY: as for SvcValue.
     unsafe impl aya::Pod for super::BackendKey {}
+    // SAFETY: as for SvcValue.
+    unsafe impl aya::Pod for super::AffinityValue {}
     // SAFETY: as for SvcValue.
     unsafe impl aya::Pod for super::MemberKey {}
     // SAFETY: as for SvcValue.

@@ -11,6 +11,8 @@ pub const PROG_IN: &str = "shoal_mesh_in";
 pub const PROG_REPLY: &str = "shoal_mesh_reply";
 pub const PROG_OUT: &str = "shoal_mesh_out";
 pub const MAP_PORTS: &str = "shoal_mesh_ports";
+/// Session affinity of published ports, per client address (LRU, written by the programs).
+pub const MAP_AFFINITY: &str = "shoal_mesh_affinity";
 pub const MAP_BACKENDS: &str = "shoal_mesh_backends";
 pub const MAP_LOCAL: &str = "shoal_mesh_local";
 pub const MAP_CFG: &str = "shoal_mesh_cfg";
@@ -26,6 +28,14 @@ pub struct PortKey {
     pub pad: u8,
     /// Network byte order.
     pub port: u16,
+}
+
+/// A published port's backend count and session affinity timeout (seconds, 0: none).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Port {
+    pub count: u32,
+    pub affinity_s: u32,
 }
 
 #[repr(C)]
@@ -56,6 +66,7 @@ pub struct Cfg {
 }
 
 const _: () = assert!(size_of::<PortKey>() == 4);
+const _: () = assert!(size_of::<Port>() == 8);
 const _: () = assert!(size_of::<BackendKey>() == 8);
 const _: () = assert!(size_of::<Backend>() == 8);
 const _: () = assert!(size_of::<Cfg>() == 16);
@@ -66,6 +77,8 @@ mod pod {
     // (sizes asserted above), so any bit pattern is a valid value and every byte the
     // kernel copies is initialised.
     unsafe impl aya::Pod for super::PortKey {}
+    // SAFETY: as for PortKey.
+    unsafe impl aya::Pod for super::Port {}
     // SAFETY: as for PortKey.
     unsafe impl aya::Pod for super::BackendKey {}
     // SAFETY: as for PortKey.

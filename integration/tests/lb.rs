@@ -476,7 +476,7 @@ fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
         assert!(
             ports.iter().any(|e| e["formatted"]["key"]["proto"] == 6
                 && e["formatted"]["key"]["port"] == key
-                && e["formatted"]["value"] == 3),
+                && e["formatted"]["value"]["count"] == 3),
             "shoal_mesh_ports: {ports:?}"
         );
     } else {
@@ -560,6 +560,44 @@ fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
             || summary(&probe_ns(&outside, &addr, dynamic, 10)).0.len() >= 2,
         );
     }
+
+    // Session affinity: a client keeps one replica through the VIP, and a client address
+    // through the published port; turned off, both spread again. Replicas are not
+    // restarted for it.
+    let before_affinity = task_addrs("shoal-lb-web", "eth0");
+    shoal(
+        &h,
+        &[
+            "service",
+            "update",
+            "--session-affinity",
+            "client-ip",
+            "web",
+        ],
+    );
+    let pretty = shoal(&h, &["service", "inspect", "--pretty", "web"]);
+    assert!(pretty.contains("client-ip (timeout 3h0m0s)"), "{pretty}");
+    let affinity_client = clients[&1][0];
+    let node2 = bed.nodes[1].addr.clone();
+    eventually("affinity through the VIP and the published port", || {
+        summary(&probe_task(affinity_client, &vip, 8080, 12, "tcp"))
+            .0
+            .len()
+            == 1
+            && summary(&probe_ns(&outside, &node2, 8080, 12)).0.len() == 1
+    });
+    assert_eq!(task_addrs("shoal-lb-web", "eth0"), before_affinity);
+    shoal(
+        &h,
+        &["service", "update", "--session-affinity", "none", "web"],
+    );
+    eventually("spread again without affinity", || {
+        summary(&probe_task(affinity_client, &vip, 8080, 12, "tcp"))
+            .0
+            .len()
+            >= 2
+            && summary(&probe_ns(&outside, &node2, 8080, 12)).0.len() >= 2
+    });
 
     // The idle connection still works after a minute: the LB set no timeout of its own,
     // and conntrack keeps the kernel's established timeout.

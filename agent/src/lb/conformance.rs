@@ -188,6 +188,7 @@ pub(super) fn vips(entries: &[(&str, &[&str])]) -> VipTable {
             .iter()
             .map(|(k, vs)| (ip(k), vs.iter().map(|v| ip(v)).collect()))
             .collect(),
+        affinity: BTreeMap::new(),
     }
 }
 
@@ -302,6 +303,31 @@ pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
             .collect()
     );
 
+    // Session affinity: the client keeps one backend for every connection.
+    let mut sticky = second.clone();
+    sticky.affinity.insert(*vip.ip(), 3600);
+    lb.apply_vips(&ns, &sticky).unwrap();
+    let seen = answers(&client, vip, 30);
+    assert_eq!(seen.len(), 1, "with affinity, one backend: {seen:?}");
+    let kept = ip(seen.keys().next().unwrap());
+    // Its backend goes: the client moves to another one and stays there.
+    sticky.vips.get_mut(vip.ip()).unwrap().remove(&kept);
+    lb.apply_vips(&ns, &sticky).unwrap();
+    let seen = answers(&client, vip, 30);
+    assert_eq!(seen.len(), 1, "with affinity, one backend: {seen:?}");
+    assert_ne!(
+        ip(seen.keys().next().unwrap()),
+        kept,
+        "moved off the gone backend"
+    );
+    // Affinity off: spread again.
+    lb.apply_vips(&ns, &second).unwrap();
+    assert_eq!(
+        answers(&client, vip, 40).len(),
+        3,
+        "spread without affinity"
+    );
+
     // No running task: refused at once, not a timeout.
     assert!(
         lb.apply_vips(&ns, &vips(&[("198.19.200.100", &[])]))
@@ -368,6 +394,36 @@ pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     assert!(keys(&seen).iter().all(|k| many_refs.contains(k)));
 }
 
+/// Session affinity runs out: with a 1 s timeout a client keeps its backend for quick
+/// repeats, and picks afresh after a pause. Ten pauses among three backends all landing
+/// on one backend would happen once in 20,000 runs.
+pub fn run_affinity_timeout(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
+    let spaces = Spaces::new(tag, &["client", "server"]);
+    let backends = ["198.19.202.10", "198.19.202.11", "198.19.202.12"];
+    let addrs: Vec<String> = backends.iter().map(|b| format!("{b}/24")).collect();
+    let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    spaces.link(0, "eth0", &["198.19.202.2/24"], 1, "eth0", &addrs);
+    let (client, server) = (spaces.name(0).to_string(), spaces.name(1).to_string());
+    serve(&server, 80, &[]);
+    let ns = Netns::Named(client.clone());
+    let vip = SocketAddrV4::new(ip("198.19.202.100"), 80);
+    let lb = make();
+    let mut table = vips(&[("198.19.202.100", &backends)]);
+    table.affinity.insert(*vip.ip(), 1);
+    lb.apply_vips(&ns, &table).unwrap();
+    let mut picked = BTreeSet::new();
+    for _ in 0..10 {
+        let seen = answers(&client, vip, 3);
+        assert_eq!(seen.len(), 1, "within the timeout, one backend: {seen:?}");
+        picked.extend(seen.into_keys());
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    assert!(
+        picked.len() >= 2,
+        "after each timeout the client picks again: {picked:?}"
+    );
+}
+
 /// Routing mesh: a client outside reaches a published port on the node's address; local
 /// backends see the client, remote ones get the node's SNAT address.
 pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
@@ -423,6 +479,7 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         .into(),
         local: [ip("198.19.201.10")].into(),
         snat: Some((ip("198.19.201.1"), "sbtest".into())),
+        affinity: BTreeMap::new(),
     };
     assert_eq!(lb.apply_mesh(&ns, &table).unwrap(), Synced::Full);
     let seen = answers(&ext, published, 40);
@@ -443,6 +500,18 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         ["198.19.201.10", "198.19.201.11"].into(),
         "from the node itself: {from_node:?}"
     );
+
+    // Session affinity on the port: a client address keeps one backend, and so do the
+    // node's own processes; off again, both backends answer.
+    table.affinity.insert((Protocol::Tcp, 30080), 3600);
+    lb.apply_mesh(&ns, &table).unwrap();
+    let seen = answers(&ext, published, 20);
+    assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
+    let seen = answers(&node, published, 20);
+    assert_eq!(seen.len(), 1, "the node, one backend: {seen:?}");
+    table.affinity.clear();
+    lb.apply_mesh(&ns, &table).unwrap();
+    assert_eq!(answers(&ext, published, 30).len(), 2, "spread again");
 
     // A second port added, then the first removed: the port is closed again.
     table.ports.insert(
@@ -493,6 +562,13 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
 fn nftables_balances_vips() {
     if can_run("nftables_balances_vips") {
         run_vips("nftv", &|| Box::new(Nftables::default()));
+    }
+}
+
+#[test]
+fn nftables_lets_affinity_run_out() {
+    if can_run("nftables_lets_affinity_run_out") {
+        run_affinity_timeout("nfta", &|| Box::new(Nftables::default()));
     }
 }
 
@@ -564,6 +640,7 @@ fn netlink_elements_match_what_nft_writes() {
                 (vip, b)
             })
             .collect(),
+        affinity: BTreeMap::new(),
     };
     lb.apply_vips(&a, &big).unwrap();
     assert!(
@@ -580,6 +657,7 @@ fn netlink_elements_match_what_nft_writes() {
         .into(),
         local: [ip("198.19.9.3")].into(),
         snat: None,
+        affinity: BTreeMap::new(),
     };
     lb.apply_mesh(&a, &mesh).unwrap();
     lb.apply_mesh(&b, &MeshTable::default()).unwrap();

@@ -54,6 +54,8 @@ struct Mirror {
     slots: BTreeMap<Ipv4Addr, Vec<Ipv4Addr>>,
     /// The same backends as sets, to compare with a wanted table in one ordered walk.
     sets: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
+    /// VIPs with session affinity, and its timeout in seconds.
+    affinity: BTreeMap<Ipv4Addr, u32>,
     /// netns cookie -> the VIPs it may use.
     members: BTreeMap<u64, BTreeSet<Ipv4Addr>>,
     /// Namespaces seen, with their cookies.
@@ -327,14 +329,16 @@ const CGROUP_MARKER: &str = "cgroup_ino_";
 
 /// The maps the socket balancer pins (its own and the mesh's it reads), with their key
 /// and value sizes.
-const EXPECTED_MAPS: [(&str, u32, u32); 10] = [
+const EXPECTED_MAPS: [(&str, u32, u32); 12] = [
     (shoal_ebpf::MAP_SVC, 4, 8),
     (shoal_ebpf::MAP_BACKENDS, 8, 4),
     (shoal_ebpf::MAP_MEMBER, 16, 4),
     (shoal_ebpf::MAP_REVNAT, 16, 8),
     (shoal_ebpf::MAP_SK_VIP, 4, 12),
     (shoal_ebpf::MAP_UDP_STICKY, 16, 8),
-    (shoal_ebpf::mesh::MAP_PORTS, 4, 4),
+    (shoal_ebpf::MAP_AFFINITY, 16, 16),
+    (shoal_ebpf::mesh::MAP_PORTS, 4, 8),
+    (shoal_ebpf::mesh::MAP_AFFINITY, 8, 16),
     (shoal_ebpf::mesh::MAP_BACKENDS, 8, 8),
     (shoal_ebpf::mesh::MAP_LOCAL, 4, 4),
     (shoal_ebpf::mesh::MAP_NODE, 4, 8),
@@ -487,6 +491,9 @@ fn read_back(maps: &Maps) -> Mirror {
             .collect::<Vec<_>>();
         mirror.sets.insert(vip_ip, list.iter().copied().collect());
         mirror.slots.insert(vip_ip, list);
+        if v.affinity_s != 0 {
+            mirror.affinity.insert(vip_ip, v.affinity_s);
+        }
     }
     for k in maps.member.keys().flatten() {
         mirror
@@ -498,9 +505,17 @@ fn read_back(maps: &Maps) -> Mirror {
     mirror
 }
 
-/// The writes that make VIP `vip` hold `want`, updating the mirror's slots.
-fn sync_vip(mirror: &mut Mirror, vip: Ipv4Addr, want: &BTreeSet<Ipv4Addr>, w: &mut Writes) -> bool {
-    if mirror.sets.get(&vip) == Some(want) {
+/// The writes that make VIP `vip` hold `want` with session affinity `affinity_s` (0:
+/// none), updating the mirror.
+fn sync_vip(
+    mirror: &mut Mirror,
+    vip: Ipv4Addr,
+    want: &BTreeSet<Ipv4Addr>,
+    affinity_s: u32,
+    w: &mut Writes,
+) -> bool {
+    let had_affinity = mirror.affinity.get(&vip).copied().unwrap_or(0);
+    if mirror.sets.get(&vip) == Some(want) && had_affinity == affinity_s {
         return false;
     }
     let old_list: Vec<Ipv4Addr> = mirror.slots.get(&vip).cloned().unwrap_or_default();
@@ -521,9 +536,14 @@ fn sync_vip(mirror: &mut Mirror, vip: Ipv4Addr, want: &BTreeSet<Ipv4Addr>, w: &m
         key,
         SvcValue {
             count: new.len() as u32,
-            flags: 0,
+            affinity_s,
         },
     ));
+    if affinity_s == 0 {
+        mirror.affinity.remove(&vip);
+    } else {
+        mirror.affinity.insert(vip, affinity_s);
+    }
     for i in new.len()..old_list.len() {
         w.backends_del.push(BackendKey {
             vip: key,
@@ -535,19 +555,30 @@ fn sync_vip(mirror: &mut Mirror, vip: Ipv4Addr, want: &BTreeSet<Ipv4Addr>, w: &m
     true
 }
 
-/// The VIPs of `table` whose backends differ from what the maps hold: one ordered walk
-/// over both, no lookups (a change at 30,000 services must stay cheap).
+/// The VIPs of `table` whose backends or affinity differ from what the maps hold: one
+/// ordered walk over both, no lookups but in the (small) affinity maps, and those only
+/// when either has an entry (a change at 30,000 services must stay cheap).
 fn changed_vips<'a>(
     mirror: &Mirror,
     table: &'a VipTable,
-) -> Vec<(Ipv4Addr, &'a BTreeSet<Ipv4Addr>)> {
+) -> Vec<(Ipv4Addr, &'a BTreeSet<Ipv4Addr>, u32)> {
     let mut have = mirror.sets.iter().peekable();
+    let any_affinity = !(table.affinity.is_empty() && mirror.affinity.is_empty());
+    let affinity = |map: &BTreeMap<Ipv4Addr, u32>, vip| map.get(vip).copied().unwrap_or(0);
     let mut out = Vec::new();
     for (vip, want) in &table.vips {
         while have.next_if(|(h, _)| *h < vip).is_some() {}
+        let want_affinity = if any_affinity {
+            affinity(&table.affinity, vip)
+        } else {
+            0
+        };
         match have.peek() {
-            Some((h, set)) if *h == vip && *set == want => {}
-            _ => out.push((*vip, want)),
+            Some((h, set))
+                if *h == vip
+                    && *set == want
+                    && (!any_affinity || affinity(&mirror.affinity, vip) == want_affinity) => {}
+            _ => out.push((*vip, want, want_affinity)),
         }
     }
     out
@@ -582,6 +613,7 @@ fn drop_unused(mirror: &mut Mirror, candidates: &BTreeSet<Ipv4Addr>, w: &mut Wri
             continue;
         }
         mirror.sets.remove(vip);
+        mirror.affinity.remove(vip);
         if let Some(slots) = mirror.slots.remove(vip) {
             let key = addr_key(*vip);
             w.svc_del.push(key);
@@ -618,8 +650,8 @@ impl LbBackend for SockLb {
         let State { maps, mirror, .. } = &mut *guard;
         let mut w = Writes::default();
         let fresh = !mirror.members.contains_key(&cookie);
-        for (vip, backends) in changed_vips(mirror, table) {
-            sync_vip(mirror, vip, backends, &mut w);
+        for (vip, backends, affinity_s) in changed_vips(mirror, table) {
+            sync_vip(mirror, vip, backends, affinity_s, &mut w);
         }
         let have = mirror.members.entry(cookie).or_default();
         let (added, removed) = member_diff(have, &table.vips);
@@ -738,6 +770,7 @@ mod tests {
             &mut m,
             vip,
             &set(&["198.19.0.5", "198.19.0.6"]),
+            0,
             &mut w
         ));
         assert_eq!(w.backends.len(), 2);
@@ -747,12 +780,13 @@ mod tests {
             &mut m,
             vip,
             &set(&["198.19.0.5", "198.19.0.6"]),
+            0,
             &mut w
         ));
         assert_eq!(w.len(), 0);
         // Removing the first backend moves the last into its slot and drops slot 1.
         let mut w = Writes::default();
-        assert!(sync_vip(&mut m, vip, &set(&["198.19.0.6"]), &mut w));
+        assert!(sync_vip(&mut m, vip, &set(&["198.19.0.6"]), 0, &mut w));
         assert_eq!(
             w.backends,
             vec![(
@@ -778,7 +812,7 @@ mod tests {
         let mut m = Mirror::default();
         let mut w = Writes::default();
         for (v, b) in [("198.19.0.2", "198.19.0.5"), ("198.19.0.3", "198.19.0.6")] {
-            sync_vip(&mut m, ip(v), &set(&[b]), &mut w);
+            sync_vip(&mut m, ip(v), &set(&[b]), 0, &mut w);
         }
         let mut want = VipTable::default();
         want.vips.insert(ip("198.19.0.1"), set(&["198.19.0.9"]));
@@ -796,7 +830,13 @@ mod tests {
     fn an_idle_vip_is_kept_with_count_zero() {
         let mut m = Mirror::default();
         let mut w = Writes::default();
-        assert!(sync_vip(&mut m, ip("198.19.0.2"), &BTreeSet::new(), &mut w));
+        assert!(sync_vip(
+            &mut m,
+            ip("198.19.0.2"),
+            &BTreeSet::new(),
+            0,
+            &mut w
+        ));
         assert_eq!(w.svc[0].1.count, 0);
         assert!(w.backends.is_empty());
     }
@@ -806,7 +846,7 @@ mod tests {
         let mut m = Mirror::default();
         let vip = ip("198.19.0.2");
         let mut w = Writes::default();
-        sync_vip(&mut m, vip, &set(&["198.19.0.5"]), &mut w);
+        sync_vip(&mut m, vip, &set(&["198.19.0.5"]), 0, &mut w);
         m.members.insert(1, set(&["198.19.0.2"]));
         m.members.insert(2, set(&["198.19.0.2"]));
         m.members.remove(&1);

@@ -16,7 +16,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{SchedClassifier, TcAttachType};
 use shoal_api::objects::Protocol;
 use shoal_ebpf::addr_key;
-use shoal_ebpf::mesh::{self, Backend, BackendKey, Cfg, PortKey, port_key};
+use shoal_ebpf::mesh::{self, Backend, BackendKey, Cfg, Port, PortKey, port_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -39,6 +39,8 @@ struct State {
     /// This instance wrote the maps whole once; later applies write differences.
     synced: bool,
     slots: BTreeMap<PortKey, Vec<SocketAddrV4>>,
+    /// Ports with session affinity, and its timeout in seconds.
+    affinity: BTreeMap<PortKey, u32>,
     values: BTreeMap<BackendKey, Backend>,
     local: BTreeSet<u32>,
     cfg: Cfg,
@@ -336,18 +338,20 @@ impl TcMesh {
 
         // Ports and their backends by slot.
         let mut want: BTreeMap<PortKey, BTreeSet<SocketAddrV4>> = BTreeMap::new();
+        let mut want_affinity: BTreeMap<PortKey, u32> = BTreeMap::new();
         for ((proto, port), backends) in &table.ports {
             let Some(p) = proto_num(*proto) else { continue };
-            want.insert(
-                PortKey {
-                    proto: p,
-                    pad: 0,
-                    port: port_key(*port),
-                },
-                backends.clone(),
-            );
+            let key = PortKey {
+                proto: p,
+                pad: 0,
+                port: port_key(*port),
+            };
+            want.insert(key, backends.clone());
+            if let Some(t) = table.affinity.get(&(*proto, *port)) {
+                want_affinity.insert(key, *t);
+            }
         }
-        let mut ports: BpfHash<MapData, PortKey, u32> =
+        let mut ports: BpfHash<MapData, PortKey, Port> =
             open(dir, mesh::MAP_PORTS).map_err(|e| err(ns, e))?;
         let mut backends: BpfHash<MapData, BackendKey, Backend> =
             open(dir, mesh::MAP_BACKENDS).map_err(|e| err(ns, e))?;
@@ -366,7 +370,7 @@ impl TcMesh {
             }
         }
         let mut new_values: BTreeMap<BackendKey, Backend> = BTreeMap::new();
-        let mut counts: Vec<(PortKey, u32)> = Vec::new();
+        let mut counts: Vec<(PortKey, Port)> = Vec::new();
         for (key, set) in &want {
             let old = state.slots.get(key).cloned().unwrap_or_default();
             let slots = assign_slots(&old, set);
@@ -386,12 +390,25 @@ impl TcMesh {
                     },
                 );
             }
-            if fresh || old.len() != slots.len() || state.slots.get(key) != Some(&slots) {
-                counts.push((*key, slots.len() as u32));
+            let affinity_s = want_affinity.get(key).copied().unwrap_or(0);
+            let had_affinity = state.affinity.get(key).copied().unwrap_or(0);
+            if fresh
+                || old.len() != slots.len()
+                || state.slots.get(key) != Some(&slots)
+                || had_affinity != affinity_s
+            {
+                counts.push((
+                    *key,
+                    Port {
+                        count: slots.len() as u32,
+                        affinity_s,
+                    },
+                ));
             }
             state.slots.insert(*key, slots);
         }
         state.slots.retain(|k, _| want.contains_key(k));
+        state.affinity = want_affinity;
         let changed: Vec<(BackendKey, Backend)> = new_values
             .iter()
             .filter(|(k, v)| fresh || state.values.get(k) != Some(v))
@@ -451,7 +468,7 @@ impl TcMesh {
         if let Ok(data) = batch_fd(&self.pin_dir, mesh::MAP_NODE) {
             let _ = shoal_ebpf::batch::update(data.fd().as_fd(), &[0u32], &[0u64]);
         }
-        if let Ok(mut m) = open::<PortKey, u32>(&self.pin_dir, mesh::MAP_PORTS) {
+        if let Ok(mut m) = open::<PortKey, Port>(&self.pin_dir, mesh::MAP_PORTS) {
             for k in m.keys().flatten().collect::<Vec<_>>() {
                 let _ = m.remove(&k);
             }

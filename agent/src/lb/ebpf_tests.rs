@@ -3,7 +3,9 @@
 //! sockets of processes in the cgroup they are attached to, so the test process moves
 //! into a cgroup of its own for each test (one test at a time) and back out afterwards.
 
-use super::conformance::{Spaces, answers, ask, in_ns, ip, keys, run_mesh, run_vips, serve, vips};
+use super::conformance::{
+    Spaces, answers, ask, in_ns, ip, keys, run_affinity_timeout, run_mesh, run_vips, serve, vips,
+};
 use super::ebpf::{EbpfOptions, SockLb, cgroup2_mount, join_cgroup};
 use super::{LbBackend, Netns};
 use serde_json::Value;
@@ -98,6 +100,15 @@ fn ebpf_routes_the_mesh() {
     run_mesh("ebm", &|| Box::new(at.open()));
 }
 
+#[test]
+fn ebpf_lets_affinity_run_out() {
+    if !can_run("ebpf_lets_affinity_run_out") {
+        return;
+    }
+    let at = Attached::new("eba");
+    run_affinity_timeout("eba", &|| Box::new(at.open()));
+}
+
 fn bpftool(args: &[&str]) -> Value {
     let out = Command::new("bpftool")
         .arg("-j")
@@ -127,13 +138,15 @@ fn bpftool_sees_programs_attached_and_maps_filled() {
         Netns::Named(spaces.name(0).into()),
         Netns::Named(spaces.name(1).into()),
     );
-    let table = vips(&[
+    let mut table = vips(&[
         ("198.19.9.2", &["198.19.9.3", "198.19.9.4"]),
         ("198.19.9.5", &[]),
     ]);
+    table.affinity.insert(ip("198.19.9.2"), 90);
     lb.apply_vips(&a, &table).unwrap();
-    lb.apply_vips(&b, &vips(&[("198.19.9.2", &["198.19.9.3", "198.19.9.4"])]))
-        .unwrap();
+    let mut shared = vips(&[("198.19.9.2", &["198.19.9.3", "198.19.9.4"])]);
+    shared.affinity.insert(ip("198.19.9.2"), 90);
+    lb.apply_vips(&b, &shared).unwrap();
 
     let cgroup = at.opts.cgroup.display().to_string();
     let attached = bpftool(&["cgroup", "show", &cgroup]);
@@ -179,6 +192,21 @@ fn bpftool_sees_programs_attached_and_maps_filled() {
         .map(|e| e["formatted"]["value"]["count"].as_u64().unwrap())
         .collect();
     assert!(counts.contains(&2) && counts.contains(&0), "{svc:?}");
+    // The VIP with backends carries its session affinity timeout; the idle one none.
+    let affinity: Vec<(u64, u64)> = svc
+        .iter()
+        .map(|e| {
+            let v = &e["formatted"]["value"];
+            (
+                v["count"].as_u64().unwrap(),
+                v["affinity_s"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        affinity.contains(&(2, 90)) && affinity.contains(&(0, 0)),
+        "{svc:?}"
+    );
     assert_eq!(dump("shoal_backends").len(), 2);
     assert_eq!(dump("shoal_member").len(), 3);
 

@@ -8,6 +8,7 @@ pub mod ebpf;
 pub mod ebpf_mesh;
 pub mod netlink;
 pub mod nft;
+pub mod nft_affinity;
 pub mod none;
 pub mod plan;
 

@@ -10,6 +10,7 @@
 //! programmed state, sent over a netlink socket kept open per namespace.
 
 use super::netlink::{ElemData, ElemOp, NftSocket};
+use super::nft_affinity::{self, StickyKey, StickyTarget, stick_chain};
 use super::plan::assign_slots;
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use shoal_api::objects::Protocol;
@@ -109,7 +110,7 @@ pub fn element_ops<K, V>(
     idle: Option<&'static str>,
 ) -> (Slots<K, V>, Vec<ElemOp>)
 where
-    K: Field + Ord + Clone,
+    K: StickyKey + Ord + Clone,
     V: Field + Ord + Clone,
 {
     let mut slots = old.clone();
@@ -129,63 +130,86 @@ pub fn update_slots<K, V>(
     idle: Option<&'static str>,
 ) -> (Vec<ElemOp>, usize)
 where
-    K: Field + Ord + Clone,
+    K: StickyKey + Ord + Clone,
+    V: Field + Ord + Clone,
+{
+    let none = BTreeMap::new();
+    update_slots_sticky(slots, want, idle, &none, &none)
+}
+
+/// `update_slots` for a table where some keys have session affinity: those in `sticky_new`
+/// (keys with backends, and their timeout) point at their own `stick_<id>` chain instead
+/// of `pickN`; `sticky_old` is what was programmed. The affinity objects themselves are
+/// written by `nft_affinity`.
+pub fn update_slots_sticky<K, V>(
+    slots: &mut Slots<K, V>,
+    want: &BTreeMap<K, BTreeSet<V>>,
+    idle: Option<&'static str>,
+    sticky_old: &BTreeMap<K, u32>,
+    sticky_new: &BTreeMap<K, u32>,
+) -> (Vec<ElemOp>, usize)
+where
+    K: StickyKey + Ord + Clone,
     V: Field + Ord + Clone,
 {
     let mut deletes = Vec::new();
     let mut adds = Vec::new();
-    // The selector of a key: pickN for N backends, the idle set for none.
-    let selector = |count: usize| match count {
+    // The selector of a key: pickN for N backends (its stick chain with affinity), the
+    // idle set for none.
+    let selector = |key: &K, count: usize, sticky: bool| match count {
         0 => idle.map(|_| None),
-        c => Some(Some(c)),
+        _ if sticky => Some(Some(stick_chain(key))),
+        c => Some(Some(pick_chain(c))),
     };
-    let mut change = |key: &K, o: &[V], n: &[V], was: Option<Option<usize>>, will| {
-        if was != will {
-            match was {
-                Some(Some(_)) => deletes.push(ElemOp::Delete {
-                    set: selector_of(idle),
-                    key: bytes_of(key),
-                }),
-                Some(None) => deletes.push(ElemOp::Delete {
-                    set: idle.expect("idle keys only with an idle set"),
-                    key: bytes_of(key),
-                }),
-                None => {}
+    let any_sticky = !(sticky_old.is_empty() && sticky_new.is_empty());
+    let mut change =
+        |key: &K, o: &[V], n: &[V], was: Option<Option<String>>, will: Option<Option<String>>| {
+            if was != will {
+                match was {
+                    Some(Some(_)) => deletes.push(ElemOp::Delete {
+                        set: selector_of(idle),
+                        key: bytes_of(key),
+                    }),
+                    Some(None) => deletes.push(ElemOp::Delete {
+                        set: idle.expect("idle keys only with an idle set"),
+                        key: bytes_of(key),
+                    }),
+                    None => {}
+                }
+                match will {
+                    Some(Some(chain)) => adds.push(ElemOp::Add {
+                        set: selector_of(idle),
+                        key: bytes_of(key),
+                        data: Some(ElemData::Goto(chain)),
+                    }),
+                    Some(None) => adds.push(ElemOp::Add {
+                        set: idle.expect("idle keys only with an idle set"),
+                        key: bytes_of(key),
+                        data: None,
+                    }),
+                    None => {}
+                }
             }
-            match will {
-                Some(Some(c)) => adds.push(ElemOp::Add {
-                    set: selector_of(idle),
-                    key: bytes_of(key),
-                    data: Some(ElemData::Goto(pick_chain(c))),
-                }),
-                Some(None) => adds.push(ElemOp::Add {
-                    set: idle.expect("idle keys only with an idle set"),
-                    key: bytes_of(key),
-                    data: None,
-                }),
-                None => {}
+            for i in 0..o.len().max(n.len()) {
+                let (a, b) = (o.get(i), n.get(i));
+                if a == b {
+                    continue;
+                }
+                if a.is_some() {
+                    deletes.push(ElemOp::Delete {
+                        set: "backends",
+                        key: slot_bytes(key, i),
+                    });
+                }
+                if let Some(v) = b {
+                    adds.push(ElemOp::Add {
+                        set: "backends",
+                        key: slot_bytes(key, i),
+                        data: Some(ElemData::Value(bytes_of(v))),
+                    });
+                }
             }
-        }
-        for i in 0..o.len().max(n.len()) {
-            let (a, b) = (o.get(i), n.get(i));
-            if a == b {
-                continue;
-            }
-            if a.is_some() {
-                deletes.push(ElemOp::Delete {
-                    set: "backends",
-                    key: slot_bytes(key, i),
-                });
-            }
-            if let Some(v) = b {
-                adds.push(ElemOp::Add {
-                    set: "backends",
-                    key: slot_bytes(key, i),
-                    data: Some(ElemData::Value(bytes_of(v))),
-                });
-            }
-        }
-    };
+        };
     // One ordered walk over both maps finds what differs; only that is touched after.
     let (mut gone, mut differ) = (Vec::new(), Vec::new());
     let (mut have, mut wanted) = (slots.iter().peekable(), want.iter().peekable());
@@ -210,7 +234,9 @@ where
                     wanted.next();
                 }
                 std::cmp::Ordering::Equal => {
-                    if o.len() != w.len() || !o.iter().all(|b| w.contains(b)) {
+                    let sticky_changed =
+                        any_sticky && sticky_old.contains_key(*ka) != sticky_new.contains_key(*kb);
+                    if sticky_changed || o.len() != w.len() || !o.iter().all(|b| w.contains(b)) {
                         differ.push((*kb).clone());
                     }
                     have.next();
@@ -222,15 +248,19 @@ where
     let mut most = 0;
     for key in gone {
         let o = slots.remove(&key).expect("listed above");
-        change(&key, &o, &[], selector(o.len()), None);
+        let was = selector(&key, o.len(), sticky_old.contains_key(&key));
+        change(&key, &o, &[], was, None);
     }
     for key in differ {
         let w = &want[&key];
         let before = slots.remove(&key);
         let old = before.as_deref().unwrap_or_default();
         let n = assign_slots(old, w);
-        let was = before.as_ref().and_then(|o| selector(o.len()));
-        change(&key, old, &n, was, selector(n.len()));
+        let was = before
+            .as_ref()
+            .and_then(|o| selector(&key, o.len(), sticky_old.contains_key(&key)));
+        let will = selector(&key, n.len(), sticky_new.contains_key(&key));
+        change(&key, old, &n, was, will);
         most = most.max(n.len());
         slots.insert(key, n);
     }
@@ -249,16 +279,28 @@ fn chains_for<K, V>(slots: &Slots<K, V>) -> usize {
     most.next_power_of_two().max(MIN_CHAINS)
 }
 
-fn elements<K: Field, V: Field>(
+/// The elements of a full sync, after the affinity objects of `sticky` keys.
+fn elements<K: StickyKey + Ord, V: Field + StickyTarget + PartialEq>(
     out: &mut String,
     table: &str,
     selector: &str,
     slots: &Slots<K, V>,
+    sticky: &BTreeMap<K, u32>,
 ) {
+    for (k, t) in sticky {
+        if let Some(vs) = slots.get(k).filter(|v| !v.is_empty()) {
+            out.push_str(&nft_affinity::update_script(table, k, None, (vs, *t)));
+        }
+    }
     let mut sel = Vec::new();
     let mut be = Vec::new();
     for (k, vs) in slots.iter().filter(|(_, v)| !v.is_empty()) {
-        sel.push(format!("{} : goto {}", k.text(), pick_chain(vs.len())));
+        let chain = if sticky.contains_key(k) {
+            stick_chain(k)
+        } else {
+            pick_chain(vs.len())
+        };
+        sel.push(format!("{} : goto {chain}", k.text()));
         for (i, v) in vs.iter().enumerate() {
             be.push(format!("{} . {i} : {}", k.text(), v.text()));
         }
@@ -276,6 +318,15 @@ fn elements<K: Field, V: Field>(
 
 /// The whole east-west table of one task namespace.
 pub fn vip_ruleset(slots: &Slots<Ipv4Addr, Ipv4Addr>, chains: usize) -> String {
+    vip_ruleset_sticky(slots, chains, &BTreeMap::new())
+}
+
+/// `vip_ruleset` with session affinity for the VIPs of `sticky`.
+pub fn vip_ruleset_sticky(
+    slots: &Slots<Ipv4Addr, Ipv4Addr>,
+    chains: usize,
+    sticky: &BTreeMap<Ipv4Addr, u32>,
+) -> String {
     let t = VIP_TABLE;
     let mut s = format!("table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n");
     s.push_str("  map vips { type ipv4_addr : verdict; }\n");
@@ -295,7 +346,7 @@ pub fn vip_ruleset(slots: &Slots<Ipv4Addr, Ipv4Addr>, chains: usize) -> String {
     s.push_str(
         "  chain refuse { type filter hook output priority 0; policy accept; ip daddr @idle reject; }\n}\n",
     );
-    elements(&mut s, t, "vips", slots);
+    elements(&mut s, t, "vips", slots, sticky);
     let idle: Vec<String> = slots
         .iter()
         .filter(|(_, v)| v.is_empty())
@@ -313,6 +364,7 @@ pub fn mesh_ruleset(
     local: &BTreeSet<Ipv4Addr>,
     snat: Option<&(Ipv4Addr, String)>,
     chains: usize,
+    sticky: &BTreeMap<PortKey, u32>,
 ) -> String {
     let t = MESH_TABLE;
     let mut s = format!("table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n");
@@ -363,7 +415,7 @@ pub fn mesh_ruleset(
         s,
         "  chain forward {{ type filter hook forward priority 0; policy accept;{guard} }}\n}}"
     );
-    elements(&mut s, t, "ports", slots);
+    elements(&mut s, t, "ports", slots, sticky);
     if !local.is_empty() {
         let items: Vec<String> = local.iter().map(|i| i.to_string()).collect();
         let _ = writeln!(s, "add element ip {t} local {{ {} }}", items.join(", "));
@@ -409,6 +461,86 @@ pub fn nft_script(ns: &Netns, script: &str) -> Result<(), LbError> {
 struct Balancer<K, V> {
     slots: Slots<K, V>,
     chains: usize,
+    /// Keys with session affinity as programmed (keys with backends only), and the
+    /// timeout in seconds.
+    sticky: BTreeMap<K, u32>,
+}
+
+/// The keys of `want` that have backends and affinity.
+fn sticky_of<K: Ord + Clone, V>(
+    want: &BTreeMap<K, BTreeSet<V>>,
+    affinity: &BTreeMap<K, u32>,
+) -> BTreeMap<K, u32> {
+    affinity
+        .iter()
+        .filter(|(k, _)| want.get(k).is_some_and(|v| !v.is_empty()))
+        .map(|(k, t)| (k.clone(), *t))
+        .collect()
+}
+
+/// One incremental change of a balanced table: element changes over netlink, with the
+/// affinity objects they point at made before (`before`) and the ones nothing points at
+/// any more removed after (`after`), each an nft script of its own transaction.
+struct Change {
+    ops: Vec<ElemOp>,
+    most: usize,
+    before: String,
+    after: String,
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.before.is_empty() && self.after.is_empty()
+    }
+}
+
+impl<K, V> Balancer<K, V>
+where
+    K: StickyKey + Ord + Clone,
+    V: Field + StickyTarget + Ord + Clone,
+{
+    /// Brings the mirror to `want` and says what the kernel needs for the same.
+    fn change(
+        &mut self,
+        table: &str,
+        want: &BTreeMap<K, BTreeSet<V>>,
+        idle: Option<&'static str>,
+        sticky: BTreeMap<K, u32>,
+    ) -> Change {
+        // Slots of keys with affinity before or after, as they were.
+        let was: BTreeMap<K, Vec<V>> = self
+            .sticky
+            .keys()
+            .chain(sticky.keys())
+            .filter_map(|k| Some((k.clone(), self.slots.get(k)?.clone())))
+            .collect();
+        let (ops, most) = update_slots_sticky(&mut self.slots, want, idle, &self.sticky, &sticky);
+        let mut before = String::new();
+        for (k, t) in &sticky {
+            let old = self
+                .sticky
+                .get(k)
+                .map(|ot| (was.get(k).map(Vec::as_slice).unwrap_or_default(), *ot));
+            before.push_str(&nft_affinity::update_script(
+                table,
+                k,
+                old,
+                (&self.slots[k], *t),
+            ));
+        }
+        let mut after = String::new();
+        for k in self.sticky.keys().filter(|k| !sticky.contains_key(*k)) {
+            let n = was.get(k).map_or(0, Vec::len);
+            after.push_str(&nft_affinity::remove_script(table, k, n));
+        }
+        self.sticky = sticky;
+        Change {
+            ops,
+            most,
+            before,
+            after,
+        }
+    }
 }
 
 struct Mesh {
@@ -451,6 +583,20 @@ impl Namespace {
             }
         }
     }
+
+    /// Applies `change` in its three steps; false when one was refused (the caller falls
+    /// back to a full sync, which replaces the table and so anything half done).
+    fn apply_change(&mut self, ns: &Netns, table: &str, change: &Change) -> bool {
+        let script = |text: &str, step: &str| {
+            text.is_empty()
+                || nft_script(ns, text)
+                    .inspect_err(|e| tracing::warn!(?ns, table, step, error = %e, "affinity update refused; syncing in full"))
+                    .is_ok()
+        };
+        script(&change.before, "before")
+            && (change.ops.is_empty() || self.send(ns, table, &change.ops))
+            && script(&change.after, "after")
+    }
 }
 
 /// The nftables backend; it remembers what it programmed in each namespace.
@@ -468,25 +614,32 @@ impl LbBackend for Nftables {
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
         // Updated in place: a refused batch falls back to a full sync, which starts over.
+        let sticky = sticky_of(&table.vips, &table.affinity);
         if let Some(mut b) = space.vips.take() {
-            let (ops, most) = update_slots(&mut b.slots, &table.vips, Some("idle"));
-            if ops.is_empty() {
+            let change = b.change(VIP_TABLE, &table.vips, Some("idle"), sticky.clone());
+            if change.is_empty() {
                 space.vips = Some(b);
                 return Ok(Synced::Unchanged);
             }
-            if ops.len() <= MAX_INCREMENTAL_OPS
-                && most <= b.chains
-                && space.send(ns, VIP_TABLE, &ops)
+            if change.ops.len() <= MAX_INCREMENTAL_OPS
+                && change.most <= b.chains
+                && space.apply_change(ns, VIP_TABLE, &change)
             {
                 space.vips = Some(b);
-                return Ok(Synced::Incremental { ops: ops.len() });
+                return Ok(Synced::Incremental {
+                    ops: change.ops.len().max(1),
+                });
             }
         }
         space.vips = None;
         let (slots, _) = element_ops(&Slots::new(), &table.vips, Some("idle"));
         let chains = chains_for(&slots);
-        nft_script(ns, &vip_ruleset(&slots, chains))?;
-        space.vips = Some(Balancer { slots, chains });
+        nft_script(ns, &vip_ruleset_sticky(&slots, chains, &sticky))?;
+        space.vips = Some(Balancer {
+            slots,
+            chains,
+            sticky,
+        });
         Ok(Synced::Full)
     }
 
@@ -498,13 +651,20 @@ impl LbBackend for Nftables {
             .filter(|(_, v)| !v.is_empty())
             .map(|((p, n), v)| (PortKey(*p, *n), v.clone()))
             .collect();
+        let affinity: BTreeMap<PortKey, u32> = table
+            .affinity
+            .iter()
+            .map(|((p, n), t)| (PortKey(*p, *n), *t))
+            .collect();
+        let sticky = sticky_of(&want, &affinity);
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
         if let Some(mut m) = space.mesh.take()
             && m.snat == table.snat
         {
             let chains = m.balancer.chains;
-            let (mut ops, most) = update_slots(&mut m.balancer.slots, &want, None);
+            let mut change = m.balancer.change(MESH_TABLE, &want, None, sticky.clone());
+            let most = change.most;
             let (add_local, del_local) = crate::overlay::diff(&table.local, &m.local);
             let mut local_ops: Vec<ElemOp> = del_local
                 .iter()
@@ -519,19 +679,21 @@ impl LbBackend for Nftables {
                 key: bytes_of(ip),
                 data: None,
             }));
-            local_ops.append(&mut ops);
-            let ops = local_ops;
-            if ops.is_empty() {
+            local_ops.append(&mut change.ops);
+            change.ops = local_ops;
+            if change.is_empty() {
                 space.mesh = Some(m);
                 return Ok(Synced::Unchanged);
             }
-            if ops.len() <= MAX_INCREMENTAL_OPS
+            if change.ops.len() <= MAX_INCREMENTAL_OPS
                 && most <= chains
-                && space.send(&ns, MESH_TABLE, &ops)
+                && space.apply_change(&ns, MESH_TABLE, &change)
             {
                 m.local = table.local.clone();
                 space.mesh = Some(m);
-                return Ok(Synced::Incremental { ops: ops.len() });
+                return Ok(Synced::Incremental {
+                    ops: change.ops.len().max(1),
+                });
             }
         }
         space.mesh = None;
@@ -539,10 +701,14 @@ impl LbBackend for Nftables {
         let chains = chains_for(&slots);
         nft_script(
             &ns,
-            &mesh_ruleset(&slots, &table.local, table.snat.as_ref(), chains),
+            &mesh_ruleset(&slots, &table.local, table.snat.as_ref(), chains, &sticky),
         )?;
         space.mesh = Some(Mesh {
-            balancer: Balancer { slots, chains },
+            balancer: Balancer {
+                slots,
+                chains,
+                sticky,
+            },
             local: table.local.clone(),
             snat: table.snat.clone(),
         });

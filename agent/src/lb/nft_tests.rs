@@ -144,7 +144,13 @@ fn the_mesh_ruleset_snats_only_traffic_to_remote_backends() {
     );
     let (slots, _) = element_ops(&Slots::new(), &want, None);
     let snat = (ip("198.19.0.250"), "sb4097".to_string());
-    let text = mesh_ruleset(&slots, &[ip("198.19.0.3")].into(), Some(&snat), 16);
+    let text = mesh_ruleset(
+        &slots,
+        &[ip("198.19.0.3")].into(),
+        Some(&snat),
+        16,
+        &BTreeMap::new(),
+    );
     assert!(text.contains("add element ip shoal_mesh ports { tcp . 30080 : goto pick1 }"));
     assert!(
         text.contains("add element ip shoal_mesh backends { tcp . 30080 . 0 : 198.19.0.3 . 80 }")
@@ -156,7 +162,7 @@ fn the_mesh_ruleset_snats_only_traffic_to_remote_backends() {
     assert!(text.contains(
         "iifname != \"sb4097\" oifname \"sb4097\" ct state new ct status & dnat != dnat drop;"
     ));
-    assert!(!mesh_ruleset(&slots, &BTreeSet::new(), None, 16).contains("snat"));
+    assert!(!mesh_ruleset(&slots, &BTreeSet::new(), None, 16, &BTreeMap::new()).contains("snat"));
 }
 
 #[test]

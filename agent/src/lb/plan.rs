@@ -18,6 +18,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VipTable {
     pub vips: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
+    /// VIPs whose service keeps each client on one task, with the timeout in seconds.
+    pub affinity: BTreeMap<Ipv4Addr, u32>,
 }
 
 /// Published ports of the node, each with the task addresses and target ports behind it.
@@ -30,6 +32,9 @@ pub struct MeshTable {
     /// device it leaves by (the ingress bridge); without them remote backends are left
     /// out, since their replies could not come back.
     pub snat: Option<(Ipv4Addr, String)>,
+    /// Published ports whose service keeps each client address on one task, with the
+    /// timeout in seconds.
+    pub affinity: BTreeMap<(Protocol, u16), u32>,
 }
 
 fn ingress_ids(view: &NodeView) -> BTreeSet<&str> {
@@ -69,6 +74,9 @@ pub fn vip_table(view: &NodeView, task: &Task) -> VipTable {
                 .filter_map(|b| parse_addr(&b.addr))
                 .collect();
             table.vips.insert(vip_ip, backends);
+            if let Some(t) = e.session_affinity.timeout_s() {
+                table.affinity.insert(vip_ip, t);
+            }
         }
     }
     table
@@ -90,6 +98,9 @@ pub fn mesh_table(view: &NodeView, my_node: &str, ingress_bridge: Option<String>
             .filter_map(|b| Some((parse_addr(&b.addr)?, b.node_id == my_node)))
             .collect();
         for p in e.ports.iter().filter(|p| p.published_port != 0) {
+            if let Some(t) = e.session_affinity.timeout_s() {
+                table.affinity.insert((p.protocol, p.published_port), t);
+            }
             let entry = table
                 .ports
                 .entry((p.protocol, p.published_port))

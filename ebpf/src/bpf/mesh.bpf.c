@@ -160,20 +160,18 @@ int shoal_mesh_in(struct __sk_buff *skb)
 		nat = *known;
 	} else {
 		struct shoal_mesh_port_key pk = { .proto = p.proto, .port = p.dport };
-		__u32 *count = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
+		struct shoal_mesh_port *port = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
 		/* Not published (or no task): the node's own stack answers, or refuses. */
-		if (!count || *count == 0)
+		if (!port)
 			return TC_ACT_OK;
-		struct shoal_mesh_backend_key bk = {
-			.proto = p.proto, .port = p.dport, .slot = bpf_get_prandom_u32() % *count,
-		};
-		struct shoal_mesh_backend *b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
-		if (!b) {
-			bk.slot = 0;
-			b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
-			if (!b)
-				return TC_ACT_OK;
-		}
+		/* Read once: shoald may change them meanwhile. */
+		__u32 count = *(volatile __u32 *)&port->count;
+		__u32 aff_s = *(volatile __u32 *)&port->affinity_s;
+		if (count == 0)
+			return TC_ACT_OK;
+		struct shoal_mesh_backend *b = shoal_mesh_pick(&pk, count, aff_s, p.saddr);
+		if (!b)
+			return TC_ACT_OK;
 		nat.addr = b->addr;
 		nat.port = b->port;
 		nat.snat = b->local ? 0 : 1;

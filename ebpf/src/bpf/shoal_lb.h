@@ -6,10 +6,20 @@
 
 #include <linux/types.h>
 
-/* shoal_svc: VIP -> how many backends it has now (0: refuse at once). */
+/* shoal_svc: VIP -> how many backends it has now (0: refuse at once), and how long a
+ * client keeps its backend after its last connection (seconds; 0: no session affinity). */
 struct shoal_svc_value {
 	__u32 count;
-	__u32 flags;
+	__u32 affinity_s;
+};
+
+/* shoal_affinity (LRU), keyed like shoal_member by (netns cookie, VIP): the backend a
+ * client namespace was last sent to, in which slot, and when. Used only while the slot
+ * still holds that backend and the timeout has not run out. */
+struct shoal_affinity_value {
+	__u64 last_ns;
+	__u32 slot;
+	__u32 backend;
 };
 
 /* shoal_backends: (VIP, slot) -> backend address; slots 0..count-1 are filled. */
@@ -53,6 +63,7 @@ struct shoal_sk_vip {
 _Static_assert(sizeof(struct shoal_sk_vip) == 12, "shoal_sk_vip layout");
 _Static_assert(sizeof(struct shoal_svc_value) == 8, "shoal_svc_value layout");
 _Static_assert(sizeof(struct shoal_backend_key) == 8, "shoal_backend_key layout");
+_Static_assert(sizeof(struct shoal_affinity_value) == 16, "shoal_affinity_value layout");
 _Static_assert(sizeof(struct shoal_member_key) == 16, "shoal_member_key layout");
 _Static_assert(sizeof(struct shoal_revnat_key) == 16, "shoal_revnat_key layout");
 _Static_assert(sizeof(struct shoal_revnat_value) == 8, "shoal_revnat_value layout");

@@ -5,11 +5,33 @@
 
 #include <linux/types.h>
 
-/* shoal_mesh_ports: (protocol, published port) -> backend count. */
+/* shoal_mesh_ports: (protocol, published port) -> backend count, and the session
+ * affinity timeout (seconds; 0: none). */
 struct shoal_mesh_port_key {
 	__u8 proto;
 	__u8 pad;
 	__u16 port;
+};
+
+struct shoal_mesh_port {
+	__u32 count;
+	__u32 affinity_s;
+};
+
+/* shoal_mesh_affinity (LRU): (client address, protocol, published port) -> the backend
+ * that client was last sent to, its slot, and when. The node's own processes count as
+ * client 0. */
+struct shoal_mesh_affinity_key {
+	__u32 client;
+	__u8 proto;
+	__u8 pad;
+	__u16 port;
+};
+
+struct shoal_mesh_affinity {
+	__u64 last_ns;
+	__u32 slot;
+	__u32 addr;
 };
 
 /* shoal_mesh_backends: (protocol, published port, slot) -> a task on ingress. */
@@ -59,6 +81,9 @@ struct shoal_mesh_nat {
 
 _Static_assert(sizeof(struct shoal_mesh_port_key) == 4, "shoal_mesh_port_key layout");
 _Static_assert(sizeof(struct shoal_mesh_backend_key) == 8, "shoal_mesh_backend_key layout");
+_Static_assert(sizeof(struct shoal_mesh_port) == 8, "shoal_mesh_port layout");
+_Static_assert(sizeof(struct shoal_mesh_affinity_key) == 8, "shoal_mesh_affinity_key layout");
+_Static_assert(sizeof(struct shoal_mesh_affinity) == 16, "shoal_mesh_affinity layout");
 _Static_assert(sizeof(struct shoal_mesh_backend) == 8, "shoal_mesh_backend layout");
 _Static_assert(sizeof(struct shoal_mesh_cfg) == 16, "shoal_mesh_cfg layout");
 _Static_assert(sizeof(struct shoal_mesh_flow) == 16, "shoal_mesh_flow layout");

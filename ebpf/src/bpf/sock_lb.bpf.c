@@ -69,6 +69,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_udp_sticky SEC(".maps");
 
+/* Session affinity of VIPs, per client namespace (see shoal_lb.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct shoal_member_key);
+	__type(value, struct shoal_affinity_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_affinity SEC(".maps");
+
 /* Where pick() sends a socket. */
 struct target {
 	__u32 addr;
@@ -98,9 +107,27 @@ static __always_inline int pick_vip(struct bpf_sock_addr *ctx, __u64 netns, __u3
 		.addr = vip,
 		.port = port,
 	};
+	/* Session affinity: the backend this namespace had, while its slot still holds it
+	 * and the client came back within the timeout. */
+	__u32 aff_s = *(volatile __u32 *)&svc->affinity_s;
+	__u64 now = 0;
+	if (aff_s) {
+		now = bpf_ktime_get_ns();
+		struct shoal_affinity_value *a = bpf_map_lookup_elem(&shoal_affinity, &member);
+		if (a && a->slot < count && now - a->last_ns < (__u64)aff_s * 1000000000ULL) {
+			struct shoal_backend_key had = { .vip = vip, .slot = a->slot };
+			__u32 *b = bpf_map_lookup_elem(&shoal_backends, &had);
+			if (b && *b == a->backend) {
+				a->last_ns = now;
+				t->addr = *b;
+				t->port = port;
+				return REWRITE;
+			}
+		}
+	}
 	struct shoal_backend_key slot = { .vip = vip, .slot = bpf_get_prandom_u32() % count };
 	__u32 kept_slot = 0xffffffff;
-	if (!connected) {
+	if (!connected && !aff_s) {
 		struct shoal_backend_key *kept = bpf_map_lookup_elem(&shoal_udp_sticky, &sticky);
 		if (kept && kept->slot < count) {
 			slot.slot = kept->slot;
@@ -115,8 +142,12 @@ static __always_inline int pick_vip(struct bpf_sock_addr *ctx, __u64 netns, __u3
 		if (!backend)
 			return NO_BACKEND;
 	}
-	if (!connected && kept_slot != slot.slot)
+	if (aff_s) {
+		struct shoal_affinity_value a = { .last_ns = now, .slot = slot.slot, .backend = *backend };
+		bpf_map_update_elem(&shoal_affinity, &member, &a, BPF_ANY);
+	} else if (!connected && kept_slot != slot.slot) {
 		bpf_map_update_elem(&shoal_udp_sticky, &sticky, &slot, BPF_ANY);
+	}
 	t->addr = *backend;
 	t->port = port;
 	return REWRITE;
@@ -132,19 +163,17 @@ static __always_inline int pick_published(struct bpf_sock_addr *ctx, __u64 netns
 	if (!node || *node != netns || !bpf_map_lookup_elem(&shoal_mesh_local, &addr))
 		return NOT_OURS;
 	struct shoal_mesh_port_key pk = { .proto = (__u8)ctx->protocol, .port = port };
-	__u32 *count = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
-	if (!count || *count == 0)
+	struct shoal_mesh_port *p = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
+	if (!p)
 		return NOT_OURS;
-	struct shoal_mesh_backend_key bk = {
-		.proto = pk.proto, .port = port, .slot = bpf_get_prandom_u32() % *count,
-	};
-	struct shoal_mesh_backend *b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
-	if (!b) {
-		bk.slot = 0;
-		b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
-		if (!b)
-			return NOT_OURS;
-	}
+	__u32 count = *(volatile __u32 *)&p->count;
+	__u32 aff_s = *(volatile __u32 *)&p->affinity_s;
+	if (count == 0)
+		return NOT_OURS;
+	/* The node's own processes are one client (0) to the port's affinity. */
+	struct shoal_mesh_backend *b = shoal_mesh_pick(&pk, count, aff_s, 0);
+	if (!b)
+		return NOT_OURS;
 	t->addr = b->addr;
 	t->port = b->port;
 	return REWRITE;
