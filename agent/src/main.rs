@@ -35,9 +35,10 @@ struct Opts {
     #[arg(long, default_value = "auto", value_parser = ["auto", "docker", "native"])]
     executor: String,
     /// Service load balancer: `ebpf` (VIPs balanced at connect() by cgroup programs, the
-    /// routing mesh in tc), `nftables`, or `auto`: ebpf when the kernel takes
-    /// its programs, nftables otherwise (the reason is logged and shown by `node inspect`).
-    /// `iptables` and `ipvs` are refused with the reason.
+    /// routing mesh in tc), `nftables`, `iptables` (kube-proxy-style chains, for hosts
+    /// without nft), or `auto`: ebpf when the kernel takes its programs, else nftables, else
+    /// iptables (the reason is logged and shown by `node inspect`). `ipvs` is refused with
+    /// the reason.
     #[arg(long, default_value = "auto", value_parser = ["auto", "ebpf", "nftables", "iptables", "ipvs"])]
     dataplane: String,
     /// cgroup v2 directory the eBPF programs attach to; shoald moves itself inside so its

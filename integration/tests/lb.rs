@@ -242,6 +242,30 @@ fn vips_and_the_routing_mesh_follow_the_cluster_with_nftables() {
     follows_the_cluster("shlbn", &["--dataplane", "nftables"], "nftables");
 }
 
+/// The iptables fallback, kube-proxy-style chains, through the same scenario.
+#[test]
+fn vips_and_the_routing_mesh_follow_the_cluster_with_iptables() {
+    if !require_root("vips_and_the_routing_mesh_follow_the_cluster_with_iptables") {
+        return;
+    }
+    follows_the_cluster("shlbi", &["--dataplane", "iptables"], "iptables");
+}
+
+/// `iptables-save -t TABLE` inside a namespace (`nsenter` target flags).
+fn iptables_save(target: &[&str], table: &str) -> String {
+    let out = Command::new("nsenter")
+        .args(target)
+        .args(["iptables-save", "-t", table])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Entries of a map pinned by node `node`'s eBPF dataplane, as bpftool shows them.
 fn bpf_map(prefix: &str, node: &str, map: &str) -> Vec<Value> {
     let path = shoal_integration::testbed::bpf_dir(prefix, node).join(map);
@@ -442,6 +466,20 @@ fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
             .map(|v| std::net::Ipv4Addr::from((v as u32).to_ne_bytes()).to_string())
             .collect();
         assert_eq!(slots, replicas, "shoal_backends");
+    } else if dataplane == "iptables" {
+        // The client's namespace jumps from the VIP to its chain, which DNATs to each
+        // replica.
+        let nat = iptables_save(&["-t", &clients[&2][0].to_string(), "-n"], "nat");
+        assert!(
+            nat.contains(&format!("-A SHOAL-VIPS -d {vip}/32 -j SHOAL-SVC-")),
+            "{nat}"
+        );
+        for r in &replicas {
+            assert!(
+                nat.contains(&format!("-j DNAT --to-destination {r}")),
+                "{r}: {nat}"
+            );
+        }
     } else {
         check_nft_vips(&clients, &vip);
     }
@@ -478,6 +516,15 @@ fn follows_the_cluster(prefix: &str, flags: &[&str], dataplane: &str) {
                 && e["formatted"]["key"]["port"] == key
                 && e["formatted"]["value"]["count"] == 3),
             "shoal_mesh_ports: {ports:?}"
+        );
+    } else if dataplane == "iptables" {
+        let nat = iptables_save(
+            &[&format!("--net=/run/netns/{}", bed.nodes[1].netns)],
+            "nat",
+        );
+        assert!(
+            nat.contains("-A SHOAL-MESH -p tcp -m tcp --dport 8080"),
+            "{nat}"
         );
     } else {
         let mesh = nft_json(

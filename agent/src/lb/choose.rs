@@ -2,13 +2,15 @@
 
 use super::LbBackend;
 use super::ebpf::{EbpfOptions, SockLb};
+use super::iptables::Iptables;
 use super::nft::Nftables;
 use std::path::Path;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Choice {
-    /// eBPF when the kernel takes every program and attach point, nftables otherwise.
+    /// eBPF when the kernel takes every program and attach point, else nftables, else
+    /// iptables.
     Auto,
     Ebpf,
     Nftables,
@@ -59,6 +61,14 @@ impl Dataplane {
     }
 }
 
+/// Whether the nft command runs here (the nftables backend programs through it).
+fn nft_available() -> bool {
+    std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Whether this kernel has IPVS, loading the module if it can.
 fn ipvs_present() -> Result<(), String> {
     if Path::new("/proc/net/ip_vs").exists() {
@@ -106,19 +116,35 @@ pub fn choose(choice: Choice, ebpf: &EbpfOptions) -> Result<Dataplane, String> {
             // Programs of an earlier run still balance this node's tasks: falling back
             // would detach them before nftables has programmed anything.
             Err(e) if ebpf.pin_dir.join("link_shoal_connect4").exists() => Err(format!(
-                "the eBPF dataplane pinned at {} by an earlier run cannot be taken over: {e};                  fix that, or start with --dataplane nftables (which removes it)",
+                "the eBPF dataplane pinned at {} by an earlier run cannot be taken over: {e}; \
+                 fix that, or start with --dataplane nftables (which removes it)",
                 ebpf.pin_dir.display()
             )),
+            Err(e) if !nft_available() && Iptables::available().is_ok() => {
+                tracing::warn!(reason = %e, "eBPF dataplane not available and no nft; using iptables");
+                Ok(Dataplane {
+                    lb: Arc::new(Iptables::default()),
+                    fallback: Some(format!("{e}; and nft is not installed")),
+                })
+            }
             Err(e) => {
                 tracing::warn!(reason = %e, "eBPF dataplane not available; using nftables");
                 Ok(nft(Some(e.to_string())))
             }
         },
-        Choice::Iptables => Err(
-            "--dataplane iptables: this shoald has no iptables backend yet; use nftables \
-             (any kernel with nf_tables, which iptables-nft also needs) or ebpf"
-                .into(),
-        ),
+        Choice::Iptables => {
+            Iptables::available().map_err(|e| {
+                format!("--dataplane iptables: {e}; install iptables, or use nftables or ebpf")
+            })?;
+            if ebpf.pin_dir.exists() {
+                tracing::info!(dir = %ebpf.pin_dir.display(), "removing the eBPF dataplane of an earlier run");
+                SockLb::unpin_all(&ebpf.pin_dir);
+            }
+            Ok(Dataplane {
+                lb: Arc::new(Iptables::default()),
+                fallback: None,
+            })
+        }
         Choice::Ipvs => Err(match ipvs_present() {
             Err(why) => {
                 format!("--dataplane ipvs: this kernel has no IPVS ({why}); use nftables or ebpf")

@@ -3,6 +3,7 @@
 //! (a new instance stands for a restarted shoald). Needs root; without it the tests say
 //! why they skip, and under `CI=true` they fail instead.
 
+use super::iptables::Iptables;
 use super::nft::Nftables;
 use super::{LbBackend, MeshTable, Netns, Synced, VipTable};
 use shoal_api::objects::Protocol;
@@ -562,6 +563,44 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
 fn nftables_balances_vips() {
     if can_run("nftables_balances_vips") {
         run_vips("nftv", &|| Box::new(Nftables::default()));
+    }
+}
+
+/// The iptables backend needs iptables-restore beside what the suite needs.
+fn can_run_iptables(test: &str) -> bool {
+    if !can_run(test) {
+        return false;
+    }
+    match Iptables::available() {
+        Ok(()) => true,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {why}, and CI=true does not allow skipping")
+        }
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+#[test]
+fn iptables_balances_vips() {
+    if can_run_iptables("iptables_balances_vips") {
+        run_vips("iptv", &|| Box::new(Iptables::default()));
+    }
+}
+
+#[test]
+fn iptables_routes_the_mesh() {
+    if can_run_iptables("iptables_routes_the_mesh") {
+        run_mesh("iptm", &|| Box::new(Iptables::default()));
+    }
+}
+
+#[test]
+fn iptables_lets_affinity_run_out() {
+    if can_run_iptables("iptables_lets_affinity_run_out") {
+        run_affinity_timeout("ipta", &|| Box::new(Iptables::default()));
     }
 }
 

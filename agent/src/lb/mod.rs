@@ -1,11 +1,14 @@
 //! The service load balancer: VIPs balanced inside each task's namespace (east-west) and the
 //! routing mesh in the node's namespace, behind one backend trait. `plan` computes what to
 //! program from the node's view (pure); a backend makes the kernel match it. Backends:
-//! `nft` (nftables verdict maps), `ebpf` (socket-level balancing by cgroup programs), `none` (records what it was asked, for tests).
+//! `nft` (nftables verdict maps), `ebpf` (socket-level balancing by cgroup programs),
+//! `iptables` (kube-proxy-style chains, the fallback), `none` (records what it was asked,
+//! for tests).
 
 pub mod choose;
 pub mod ebpf;
 pub mod ebpf_mesh;
+pub mod iptables;
 pub mod netlink;
 pub mod nft;
 pub mod nft_affinity;
@@ -72,6 +75,8 @@ pub enum LbError {
     NoNft(#[source] std::io::Error),
     #[error("nft -f in {ns}: {stderr}")]
     Nft { ns: String, stderr: String },
+    #[error("iptables in {ns}: {error}")]
+    Iptables { ns: String, error: String },
     #[error("eBPF maps for {ns}: {error}")]
     Ebpf { ns: String, error: String },
 }

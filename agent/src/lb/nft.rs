@@ -553,6 +553,8 @@ struct Mesh {
 struct Namespace {
     vips: Option<Balancer<Ipv4Addr, Ipv4Addr>>,
     mesh: Option<Mesh>,
+    /// Leftovers of the iptables backend were looked for (once per instance).
+    mesh_checked: bool,
     sock: Option<NftSocket>,
 }
 
@@ -694,6 +696,14 @@ impl LbBackend for Nftables {
                 return Ok(Synced::Incremental {
                     ops: change.ops.len().max(1),
                 });
+            }
+        }
+        if space.mesh.is_none() && !space.mesh_checked {
+            // A node switched from the iptables backend: its chains would go on steering
+            // published ports beside this table.
+            space.mesh_checked = true;
+            if let Err(e) = super::iptables::remove_mesh_chains(&ns) {
+                tracing::debug!(?ns, error = %e, "no iptables mesh chains removed");
             }
         }
         space.mesh = None;
