@@ -6,6 +6,8 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+# Forgets UDP flows to removed tasks under the nftables and iptables dataplanes.
+command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 # The eBPF programs are built from C by the workspace build; bpftool checks them in tests.
 command -v clang-19 >/dev/null 2>&1 || missing+=(clang-19)
 [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)

@@ -121,6 +121,14 @@ else
   fi
 fi
 
+# Under nftables or iptables, UDP flows to a task that left are forgotten with conntrack -D.
+if command -v conntrack >/dev/null 2>&1; then
+  report ok conntrack "conntrack is installed: UDP flows to removed tasks are forgotten"
+else
+  report warning conntrack "conntrack is not installed: under nftables or iptables, a UDP flow to a removed task stays until it goes idle (apt-get install conntrack)"
+  warnings=$((warnings + 1))
+fi
+
 if [ -e /proc/net/ip_vs ] && [ -z "${SHOAL_KCONFIG:-}" ] || module_loaded ip_vs || config CONFIG_IP_VS ||
   module_available ip_vs; then
   report ok ipvs "IPVS present"

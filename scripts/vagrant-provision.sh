@@ -21,7 +21,7 @@ die() { echo "shoal provision ($(hostname), $role): $*" >&2; exit 1; }
 
 # 1. Packages.
 need=()
-for p in docker.io iproute2 nftables jq; do
+for p in docker.io iproute2 nftables conntrack jq; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -259,6 +259,41 @@ pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         "one socket, several backends: {answered:?}"
     );
 
+    // A UDP flow (one socket, one source port, as a resolver or a log shipper keeps) moves
+    // off a backend as soon as it leaves the VIP, instead of sending into the void until
+    // the flow goes idle.
+    let flow = in_ns(&client, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    });
+    let served_by = |s: &UdpSocket| -> Option<String> {
+        s.send_to(b"?", vip).ok()?;
+        let mut buf = [0u8; 64];
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.split_whitespace().nth(2).map(String::from)
+    };
+    let was = served_by(&flow).expect("the UDP flow is answered");
+    let rest: Vec<&str> = backends[..3]
+        .iter()
+        .copied()
+        .filter(|b| *b != was)
+        .collect();
+    lb.apply_vips(&ns, &vips(&[("198.19.200.100", &rest)]))
+        .unwrap();
+    let moved = (0..30).find_map(|_| {
+        let now = served_by(&flow);
+        if now.as_deref().is_some_and(|b| rest.contains(&b)) {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    assert!(moved.is_some(), "the UDP flow stayed on {was}, which left");
+    lb.apply_vips(&ns, &first).unwrap();
+
     // An IPv6 socket reaches the VIP by its IPv4-mapped address, and sees it as its peer.
     let mapped = std::net::SocketAddrV6::new(vip.ip().to_ipv6_mapped(), 80, 0, 0);
     let (server6, peer6) = in_ns(&client, move || {

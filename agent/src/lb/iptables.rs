@@ -12,6 +12,7 @@
 //! The cost of a change grows with the number of services, as kube-proxy's full syncs
 //! do: this backend is the fallback, nftables and eBPF are the fast paths.
 
+use super::conntrack::{self, Flusher};
 use super::plan::assign_slots;
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use shoal_api::objects::Protocol;
@@ -362,6 +363,21 @@ struct Space {
     mesh: Option<Side<(Protocol, u16)>>,
 }
 
+/// (key, backend) pairs in `old` that `new` no longer has.
+fn left<K: Ord + Clone, V: Ord + Clone>(
+    old: &BTreeMap<K, Vec<V>>,
+    new: &BTreeMap<K, Vec<V>>,
+) -> Vec<(K, V)> {
+    old.iter()
+        .flat_map(|(k, vs)| {
+            let now = new.get(k);
+            vs.iter()
+                .filter(move |v| now.is_none_or(|n| !n.contains(v)))
+                .map(move |v| (k.clone(), v.clone()))
+        })
+        .collect()
+}
+
 /// New slots for `want`, keeping each backend that stays in its slot.
 fn next_slots<K: Ord + Clone, V: Ord + Clone>(
     old: &BTreeMap<K, Vec<V>>,
@@ -451,6 +467,7 @@ pub fn remove_mesh_chains(ns: &Netns) -> Result<(), LbError> {
 #[derive(Default)]
 pub struct Iptables {
     spaces: Mutex<HashMap<Netns, Space>>,
+    conntrack: Flusher,
 }
 
 impl Iptables {
@@ -482,6 +499,8 @@ impl LbBackend for Iptables {
         // On failure the side is forgotten: the next change starts from what the
         // namespace holds.
         let synced = program(ns, side.rules.as_ref(), &rules, &VIP_PREFIXES, &VIP_JUMPS)?;
+        self.conntrack
+            .flush(ns, conntrack::vips_gone(left(&side.slots, &slots)));
         space.vips = Some(Side {
             slots,
             rules: Some(rules),
@@ -506,6 +525,11 @@ impl LbBackend for Iptables {
             return Ok(Synced::Unchanged);
         }
         let synced = program(ns, side.rules.as_ref(), &rules, &MESH_PREFIXES, &MESH_JUMPS)?;
+        let udp_left = left(&side.slots, &slots)
+            .into_iter()
+            .filter(|((p, _), _)| *p == Protocol::Udp)
+            .map(|((_, port), b)| (port, b));
+        self.conntrack.flush(ns, conntrack::ports_gone(udp_left));
         space.mesh = Some(Side {
             slots,
             rules: Some(rules),

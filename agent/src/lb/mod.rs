@@ -6,6 +6,7 @@
 //! for tests).
 
 pub mod choose;
+pub mod conntrack;
 pub mod ebpf;
 pub mod ebpf_mesh;
 pub mod iptables;

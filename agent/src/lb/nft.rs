@@ -9,6 +9,7 @@
 //! Every later change is a batch of element deletes and adds computed from the last
 //! programmed state, sent over a netlink socket kept open per namespace.
 
+use super::conntrack::{self, Flusher};
 use super::netlink::{ElemData, ElemOp, NftSocket};
 use super::nft_affinity::{self, StickyKey, StickyTarget, stick_chain};
 use super::plan::assign_slots;
@@ -134,19 +135,20 @@ where
     V: Field + Ord + Clone,
 {
     let none = BTreeMap::new();
-    update_slots_sticky(slots, want, idle, &none, &none)
+    update_slots_sticky(slots, want, idle, &none, &none, &mut Vec::new())
 }
 
 /// `update_slots` for a table where some keys have session affinity: those in `sticky_new`
 /// (keys with backends, and their timeout) point at their own `stick_<id>` chain instead
 /// of `pickN`; `sticky_old` is what was programmed. The affinity objects themselves are
-/// written by `nft_affinity`.
+/// written by `nft_affinity`. Backends that left a key are added to `removed`.
 pub fn update_slots_sticky<K, V>(
     slots: &mut Slots<K, V>,
     want: &BTreeMap<K, BTreeSet<V>>,
     idle: Option<&'static str>,
     sticky_old: &BTreeMap<K, u32>,
     sticky_new: &BTreeMap<K, u32>,
+    removed: &mut Vec<(K, V)>,
 ) -> (Vec<ElemOp>, usize)
 where
     K: StickyKey + Ord + Clone,
@@ -164,6 +166,11 @@ where
     let any_sticky = !(sticky_old.is_empty() && sticky_new.is_empty());
     let mut change =
         |key: &K, o: &[V], n: &[V], was: Option<Option<String>>, will: Option<Option<String>>| {
+            removed.extend(
+                o.iter()
+                    .filter(|b| !n.contains(b))
+                    .map(|b| (key.clone(), b.clone())),
+            );
             if was != will {
                 match was {
                     Some(Some(_)) => deletes.push(ElemOp::Delete {
@@ -481,14 +488,16 @@ fn sticky_of<K: Ord + Clone, V>(
 /// One incremental change of a balanced table: element changes over netlink, with the
 /// affinity objects they point at made before (`before`) and the ones nothing points at
 /// any more removed after (`after`), each an nft script of its own transaction.
-struct Change {
+struct Change<K, V> {
     ops: Vec<ElemOp>,
     most: usize,
     before: String,
     after: String,
+    /// Backends that left a key (their UDP flows are forgotten once this is applied).
+    removed: Vec<(K, V)>,
 }
 
-impl Change {
+impl<K, V> Change<K, V> {
     fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.before.is_empty() && self.after.is_empty()
     }
@@ -506,7 +515,7 @@ where
         want: &BTreeMap<K, BTreeSet<V>>,
         idle: Option<&'static str>,
         sticky: BTreeMap<K, u32>,
-    ) -> Change {
+    ) -> Change<K, V> {
         // Slots of keys with affinity before or after, as they were.
         let was: BTreeMap<K, Vec<V>> = self
             .sticky
@@ -514,7 +523,15 @@ where
             .chain(sticky.keys())
             .filter_map(|k| Some((k.clone(), self.slots.get(k)?.clone())))
             .collect();
-        let (ops, most) = update_slots_sticky(&mut self.slots, want, idle, &self.sticky, &sticky);
+        let mut removed = Vec::new();
+        let (ops, most) = update_slots_sticky(
+            &mut self.slots,
+            want,
+            idle,
+            &self.sticky,
+            &sticky,
+            &mut removed,
+        );
         let mut before = String::new();
         for (k, t) in &sticky {
             let old = self
@@ -539,6 +556,7 @@ where
             most,
             before,
             after,
+            removed,
         }
     }
 }
@@ -588,7 +606,7 @@ impl Namespace {
 
     /// Applies `change` in its three steps; false when one was refused (the caller falls
     /// back to a full sync, which replaces the table and so anything half done).
-    fn apply_change(&mut self, ns: &Netns, table: &str, change: &Change) -> bool {
+    fn apply_change<K, V>(&mut self, ns: &Netns, table: &str, change: &Change<K, V>) -> bool {
         let script = |text: &str, step: &str| {
             text.is_empty()
                 || nft_script(ns, text)
@@ -605,6 +623,21 @@ impl Namespace {
 #[derive(Default)]
 pub struct Nftables {
     spaces: Mutex<HashMap<Netns, Namespace>>,
+    conntrack: Flusher,
+}
+
+impl Nftables {
+    fn forget_udp_vips(&self, ns: &Netns, removed: Vec<(Ipv4Addr, Ipv4Addr)>) {
+        self.conntrack.flush(ns, conntrack::vips_gone(removed));
+    }
+
+    fn forget_udp_ports(&self, ns: &Netns, removed: Vec<(PortKey, SocketAddrV4)>) {
+        let gone = removed
+            .into_iter()
+            .filter(|(k, _)| k.0 == Protocol::Udp)
+            .map(|(k, b)| (k.1, b));
+        self.conntrack.flush(ns, conntrack::ports_gone(gone));
+    }
 }
 
 impl LbBackend for Nftables {
@@ -617,6 +650,7 @@ impl LbBackend for Nftables {
         let space = spaces.entry(ns.clone()).or_default();
         // Updated in place: a refused batch falls back to a full sync, which starts over.
         let sticky = sticky_of(&table.vips, &table.affinity);
+        let mut removed = Vec::new();
         if let Some(mut b) = space.vips.take() {
             let change = b.change(VIP_TABLE, &table.vips, Some("idle"), sticky.clone());
             if change.is_empty() {
@@ -628,10 +662,12 @@ impl LbBackend for Nftables {
                 && space.apply_change(ns, VIP_TABLE, &change)
             {
                 space.vips = Some(b);
+                self.forget_udp_vips(ns, change.removed);
                 return Ok(Synced::Incremental {
                     ops: change.ops.len().max(1),
                 });
             }
+            removed = change.removed;
         }
         space.vips = None;
         let (slots, _) = element_ops(&Slots::new(), &table.vips, Some("idle"));
@@ -642,6 +678,7 @@ impl LbBackend for Nftables {
             chains,
             sticky,
         });
+        self.forget_udp_vips(ns, removed);
         Ok(Synced::Full)
     }
 
@@ -659,6 +696,7 @@ impl LbBackend for Nftables {
             .map(|((p, n), t)| (PortKey(*p, *n), *t))
             .collect();
         let sticky = sticky_of(&want, &affinity);
+        let mut removed = Vec::new();
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
         if let Some(mut m) = space.mesh.take()
@@ -693,10 +731,12 @@ impl LbBackend for Nftables {
             {
                 m.local = table.local.clone();
                 space.mesh = Some(m);
+                self.forget_udp_ports(&ns, change.removed);
                 return Ok(Synced::Incremental {
                     ops: change.ops.len().max(1),
                 });
             }
+            removed = change.removed;
         }
         if space.mesh.is_none() && !space.mesh_checked {
             // A node switched from the iptables backend: its chains would go on steering
@@ -722,6 +762,7 @@ impl LbBackend for Nftables {
             local: table.local.clone(),
             snat: table.snat.clone(),
         });
+        self.forget_udp_ports(&ns, removed);
         Ok(Synced::Full)
     }
 

@@ -23,9 +23,11 @@
 //! leaves these namespaces; every address is in 198.18.0.0/15.
 //!
 //! `cargo build --release -p shoal-integration --bin bench_lb && sudo target/release/bench_lb
-//! [--runs 7] [--conns 5000] [--only programming|connections] [--write BENCHMARKS.md]`
+//! [--runs 7] [--conns 5000] [--only programming|connections|ebpf-programming|ebpf-connections|
+//! ebpf-mesh|iptables-programming] [--write BENCHMARKS.md]`
 
 mod ebpf;
+mod iptables;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -1336,10 +1338,11 @@ fn main() -> Result<()> {
                 "ebpf-programming",
                 "ebpf-connections",
                 "ebpf-mesh",
+                "iptables-programming",
             ]
             .contains(&o),
-            "--only {o}: use programming, connections, ebpf-programming, ebpf-connections \
-             or ebpf-mesh"
+            "--only {o}: use programming, connections, ebpf-programming, ebpf-connections, \
+             ebpf-mesh or iptables-programming"
         );
     }
     if wants("programming") {
@@ -1349,6 +1352,13 @@ fn main() -> Result<()> {
     if wants("ebpf-programming") {
         eprintln!("eBPF programming:");
         sections.push((ebpf::EBPF_PROG_HEADING, ebpf::programming(runs, &header)?));
+    }
+    if wants("iptables-programming") {
+        eprintln!("iptables programming:");
+        sections.push((
+            iptables::IPT_PROG_HEADING,
+            iptables::programming(runs, &header)?,
+        ));
     }
     if wants("connections") {
         eprintln!("connections:");
