@@ -65,7 +65,33 @@ pub struct Cfg {
     pub pad: u32,
 }
 
+/// A flow's addresses and ports as a packet carries them (key of `shoal_mesh_ct`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Flow {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// Where a flow was sent (value of `shoal_mesh_ct`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nat {
+    pub addr: u32,
+    pub port: u16,
+    pub snat: u8,
+    pub pad: u8,
+    pub node: u32,
+    pub client: u32,
+}
+
 const _: () = assert!(size_of::<PortKey>() == 4);
+const _: () = assert!(size_of::<Flow>() == 16);
+const _: () = assert!(size_of::<Nat>() == 16);
 const _: () = assert!(size_of::<Port>() == 8);
 const _: () = assert!(size_of::<BackendKey>() == 8);
 const _: () = assert!(size_of::<Backend>() == 8);
@@ -85,6 +111,10 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     // SAFETY: as for PortKey.
     unsafe impl aya::Pod for super::Cfg {}
+    // SAFETY: as for PortKey.
+    unsafe impl aya::Pod for super::Flow {}
+    // SAFETY: as for PortKey.
+    unsafe impl aya::Pod for super::Nat {}
 }
 
 /// A port as the programs see it (network byte order in memory).

@@ -498,7 +498,7 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     in_ns(&node, || {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap()
     });
-    serve(&server, 8080, &[]);
+    serve(&server, 8080, &["198.19.201.10", "198.19.201.11"]);
     let ns = Netns::Named(node.clone());
     let published = SocketAddrV4::new(ip("198.18.200.1"), 30080);
     let lb = make();
@@ -536,6 +536,57 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
         ["198.19.201.10", "198.19.201.11"].into(),
         "from the node itself: {from_node:?}"
     );
+
+    // A published UDP port: a flow from one client socket moves off a backend as soon as
+    // that backend leaves the port (local and remote backends alike).
+    let udp_port = SocketAddrV4::new(ip("198.18.200.1"), 30053);
+    let both: BTreeSet<SocketAddrV4> = [
+        SocketAddrV4::new(ip("198.19.201.10"), 8080),
+        SocketAddrV4::new(ip("198.19.201.11"), 8080),
+    ]
+    .into();
+    table.ports.insert((Protocol::Udp, 30053), both.clone());
+    lb.apply_mesh(&ns, &table).unwrap();
+    let flow = in_ns(&ext, || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    });
+    let served_by = |s: &UdpSocket| -> Option<String> {
+        s.send_to(b"?", udp_port).ok()?;
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).ok()?;
+        assert_eq!(
+            from,
+            std::net::SocketAddr::from(udp_port),
+            "reply from the port"
+        );
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.split_whitespace().nth(2).map(String::from)
+    };
+    let was = served_by(&flow).expect("the published UDP port answers");
+    let rest: BTreeSet<SocketAddrV4> = both
+        .iter()
+        .filter(|b| b.ip().to_string() != was)
+        .copied()
+        .collect();
+    table.ports.insert((Protocol::Udp, 30053), rest.clone());
+    lb.apply_mesh(&ns, &table).unwrap();
+    let moved = (0..30).any(|_| {
+        let now = served_by(&flow);
+        if now
+            .as_deref()
+            .is_some_and(|b| rest.iter().any(|r| r.ip().to_string() == b))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
+    });
+    assert!(moved, "the UDP flow stayed on {was}, which left the port");
+    table.ports.remove(&(Protocol::Udp, 30053));
+    lb.apply_mesh(&ns, &table).unwrap();
 
     // Session affinity on the port: a client address keeps one backend, and so do the
     // node's own processes; off again, both backends answer.

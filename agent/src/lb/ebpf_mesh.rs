@@ -16,7 +16,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{SchedClassifier, TcAttachType};
 use shoal_api::objects::Protocol;
 use shoal_ebpf::addr_key;
-use shoal_ebpf::mesh::{self, Backend, BackendKey, Cfg, Port, PortKey, port_key};
+use shoal_ebpf::mesh::{self, Backend, BackendKey, Cfg, Flow, Nat, Port, PortKey, port_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsFd;
@@ -121,6 +121,26 @@ fn open<K: aya::Pod, V: aya::Pod>(
     let data = MapData::from_pin(dir.join(name)).map_err(|e| format!("map {name}: {e}"))?;
     let map = Map::from_map_data(data).map_err(|e| format!("map {name}: {e}"))?;
     BpfHash::try_from(map).map_err(|e| format!("map {name}: {e}"))
+}
+
+const UDP: u8 = 17;
+
+/// Deletes the remembered UDP flows sent to any of `left` (backend address and port, as the
+/// maps hold them), so their next datagram picks a backend that is still there. A UDP
+/// client that keeps its source port would otherwise go on sending to the gone task.
+/// TCP flows are left: a connection to a gone task fails on its own.
+fn forget_udp_flows(dir: &Path, left: &BTreeSet<(u32, u16)>) -> Result<usize, String> {
+    let mut ct: BpfHash<MapData, Flow, Nat> = open(dir, mesh::MAP_CT)?;
+    let stale: Vec<Flow> = ct
+        .iter()
+        .flatten()
+        .filter(|(f, n)| f.proto == UDP && left.contains(&(n.addr, n.port)))
+        .map(|(f, _)| f)
+        .collect();
+    for f in &stale {
+        let _ = ct.remove(f);
+    }
+    Ok(stale.len())
 }
 
 fn batch_fd(dir: &Path, name: &str) -> Result<MapData, String> {
@@ -371,6 +391,16 @@ impl TcMesh {
         }
         let mut new_values: BTreeMap<BackendKey, Backend> = BTreeMap::new();
         let mut counts: Vec<(PortKey, Port)> = Vec::new();
+        // UDP backends that leave a port: their flows are forgotten below.
+        let mut udp_left: BTreeSet<(u32, u16)> = BTreeSet::new();
+        for (key, old) in state.slots.iter().filter(|(k, _)| k.proto == UDP) {
+            let now = want.get(key);
+            udp_left.extend(
+                old.iter()
+                    .filter(|b| now.is_none_or(|n| !n.contains(b)))
+                    .map(|b| (addr_key(*b.ip()), port_key(b.port()))),
+            );
+        }
         for (key, set) in &want {
             let old = state.slots.get(key).cloned().unwrap_or_default();
             let slots = assign_slots(&old, set);
@@ -448,6 +478,9 @@ impl TcMesh {
         }
         state.values = new_values;
         state.synced = true;
+        if !udp_left.is_empty() {
+            ops += forget_udp_flows(dir, &udp_left).map_err(|e| err(ns, e))?;
+        }
         Ok(match ops {
             _ if fresh => Synced::Full,
             0 => Synced::Unchanged,
