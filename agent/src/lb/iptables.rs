@@ -5,12 +5,13 @@
 //! `SHOAL-SEP-<id>-<slot>` that records the client in an `xt_recent` list, and the
 //! service chain first sends a client found in a list (within the timeout) to its slot.
 //!
-//! Every change rewrites shoal's chains of that namespace with one `iptables-restore
+//! Every change rewrites the chains whose rules differ with one `iptables-restore
 //! --noflush` per table (each table changes atomically) and deletes chains that are no
 //! longer used in the same run; rules of others in the same tables (Docker's, in the
 //! node's namespace) are left alone. The jumps from the built-in chains are added once.
-//! The cost of a change grows with the number of services, as kube-proxy's full syncs
-//! do: this backend is the fallback, nftables and eBPF are the fast paths.
+//! iptables-restore still reads the whole table from the kernel each time, so a change
+//! costs time in the number of services: this backend is the fallback, nftables and eBPF
+//! are the fast paths.
 
 use super::conntrack::{self, Flusher};
 use super::plan::assign_slots;
@@ -400,16 +401,26 @@ fn program(
     prefixes: &[&str],
     jumps: &[(&str, &str, &str)],
 ) -> Result<Synced, LbError> {
+    let mut written = 0;
     for (table, want) in [("nat", &rules.nat), ("filter", &rules.filter)] {
-        let had: BTreeSet<String> = match old {
-            Some(o) => {
-                let chains = if table == "nat" { &o.nat } else { &o.filter };
-                chains.keys().cloned().collect()
-            }
+        let before = old.map(|o| if table == "nat" { &o.nat } else { &o.filter });
+        let had: BTreeSet<String> = match before {
+            Some(chains) => chains.keys().cloned().collect(),
             None => existing_chains(ns, table, prefixes)?,
         };
         let stale: BTreeSet<String> = had.into_iter().filter(|c| !want.contains_key(c)).collect();
-        restore(ns, &restore_text(table, want, &stale))?;
+        // Only chains whose rules differ are written (kube-proxy's partial sync): a chain
+        // that refers to a new one is itself new or changed, so both go in one run.
+        let changed: BTreeMap<String, Vec<String>> = want
+            .iter()
+            .filter(|(c, r)| before.is_none_or(|b| b.get(*c) != Some(*r)))
+            .map(|(c, r)| (c.clone(), r.clone()))
+            .collect();
+        if changed.is_empty() && stale.is_empty() {
+            continue;
+        }
+        written += changed.values().map(Vec::len).sum::<usize>() + stale.len();
+        restore(ns, &restore_text(table, &changed, &stale))?;
     }
     if old.is_none() {
         for j in jumps {
@@ -427,15 +438,11 @@ fn program(
             .stderr(Stdio::null())
             .output();
     }
-    let lines = rules
-        .nat
-        .values()
-        .chain(rules.filter.values())
-        .map(Vec::len)
-        .sum();
     Ok(match old {
         None => Synced::Full,
-        Some(_) => Synced::Incremental { ops: lines },
+        Some(_) => Synced::Incremental {
+            ops: written.max(1),
+        },
     })
 }
 
