@@ -127,6 +127,20 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_else(|| default_pin_dir(&opts.state_dir)),
             };
             let chosen = choose(choice, &ebpf).map_err(anyhow::Error::msg)?;
+            // The dataplane of the previous run: tasks it programmed still hold its rules.
+            let record = opts.state_dir.join("dataplane");
+            if let Ok(previous) = std::fs::read_to_string(&record)
+                && previous.trim() != chosen.lb.name()
+            {
+                tracing::info!(
+                    previous = previous.trim(),
+                    now = chosen.lb.name(),
+                    "dataplane changed; removing the previous one's rules as namespaces are programmed"
+                );
+                chosen.lb.take_over_from(previous.trim());
+            }
+            std::fs::create_dir_all(&opts.state_dir)?;
+            std::fs::write(&record, chosen.lb.name())?;
             if chosen.lb.name() == "ebpf" && opts.cgroup.is_some() && docker.is_some() {
                 // Containers live in dockerd's cgroups, wherever shoald is.
                 tracing::warn!(cgroup = %ebpf.cgroup.display(), "with --cgroup, VIPs are balanced for containers only if dockerd puts them inside it; the default (the root cgroup) holds them all");

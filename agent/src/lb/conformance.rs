@@ -430,9 +430,9 @@ pub fn run_vips(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     assert!(keys(&seen).iter().all(|k| many_refs.contains(k)));
 }
 
-/// Session affinity runs out: with a 1 s timeout a client keeps its backend for quick
-/// repeats, and picks afresh after a pause. Ten pauses among three backends all landing
-/// on one backend would happen once in 20,000 runs.
+/// Session affinity runs out: with a 2 s timeout a client keeps its backend for quick
+/// repeats, and picks afresh after a longer pause. Ten pauses among three backends all
+/// landing on one backend would happen once in 20,000 runs.
 pub fn run_affinity_timeout(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     let spaces = Spaces::new(tag, &["client", "server"]);
     let backends = ["198.19.202.10", "198.19.202.11", "198.19.202.12"];
@@ -445,14 +445,14 @@ pub fn run_affinity_timeout(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     let vip = SocketAddrV4::new(ip("198.19.202.100"), 80);
     let lb = make();
     let mut table = vips(&[("198.19.202.100", &backends)]);
-    table.affinity.insert(*vip.ip(), 1);
+    table.affinity.insert(*vip.ip(), 2);
     lb.apply_vips(&ns, &table).unwrap();
     let mut picked = BTreeSet::new();
     for _ in 0..10 {
         let seen = answers(&client, vip, 3);
         assert_eq!(seen.len(), 1, "within the timeout, one backend: {seen:?}");
         picked.extend(seen.into_keys());
-        std::thread::sleep(Duration::from_millis(1300));
+        std::thread::sleep(Duration::from_millis(2300));
     }
     assert!(
         picked.len() >= 2,
@@ -791,4 +791,60 @@ fn netlink_elements_match_what_nft_writes() {
         Synced::Incremental { .. }
     ));
     assert_eq!(list(spaces.name(0)), list(spaces.name(1)));
+}
+
+/// A node that switches dataplanes (nftables -> iptables -> nftables) leaves nothing of
+/// the previous one in a task namespace: its DNAT would race the new one's at the same
+/// hook priority.
+#[test]
+fn a_switched_dataplane_removes_the_previous_ones_rules() {
+    if !can_run_iptables("a_switched_dataplane_removes_the_previous_ones_rules") {
+        return;
+    }
+    let spaces = Spaces::new("switch", &["client", "server"]);
+    spaces.link(
+        0,
+        "eth0",
+        &["198.19.203.2/24"],
+        1,
+        "eth0",
+        &["198.19.203.10/24", "198.19.203.11/24"],
+    );
+    let (client, server) = (spaces.name(0).to_string(), spaces.name(1).to_string());
+    serve(&server, 80, &[]);
+    let ns = Netns::Named(client.clone());
+    let vip = SocketAddrV4::new(ip("198.19.203.100"), 80);
+    let to_10 = vips(&[("198.19.203.100", &["198.19.203.10"])]);
+    let to_11 = vips(&[("198.19.203.100", &["198.19.203.11"])]);
+    let run_in = |program: &str, args: &[&str]| {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{client}"))
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    Nftables::default().apply_vips(&ns, &to_10).unwrap();
+    assert_eq!(keys(&answers(&client, vip, 5)), ["198.19.203.10"].into());
+    let ipt = Iptables::default();
+    ipt.take_over_from("nftables");
+    ipt.apply_vips(&ns, &to_11).unwrap();
+    assert!(
+        !run_in("nft", &["list", "table", "ip", "shoal"])
+            .status
+            .success(),
+        "the nftables table is gone"
+    );
+    assert_eq!(keys(&answers(&client, vip, 10)), ["198.19.203.11"].into());
+
+    let nft = Nftables::default();
+    nft.take_over_from("iptables");
+    nft.apply_vips(&ns, &to_10).unwrap();
+    let saved = String::from_utf8_lossy(&run_in("iptables-save", &[]).stdout).into_owned();
+    assert!(
+        !saved.contains("SHOAL-"),
+        "iptables chains are gone: {saved}"
+    );
+    assert_eq!(keys(&answers(&client, vip, 10)), ["198.19.203.10"].into());
 }

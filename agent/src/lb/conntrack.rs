@@ -74,13 +74,25 @@ impl Flusher {
         }
         let tx = self.tx.get_or_init(|| {
             let (tx, rx) = channel::<Job>();
+            // Inside a namespace the command runs under nsenter, whose failure would hide a
+            // missing conntrack: look for it once, here.
+            let present = Command::new("conntrack")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !present {
+                tracing::warn!("conntrack is not installed: UDP flows to removed tasks stay until they go idle (apt-get install conntrack)");
+            }
             std::thread::Builder::new()
                 .name("conntrack-flush".into())
                 .spawn(move || {
-                    let mut warned = false;
                     for (ns, gone) in rx {
-                        for g in gone {
-                            run(&ns, &g, &mut warned);
+                        if present {
+                            for g in gone {
+                                run(&ns, &g);
+                            }
                         }
                     }
                 })
@@ -91,7 +103,7 @@ impl Flusher {
     }
 }
 
-fn run(ns: &Netns, gone: &Gone, warned: &mut bool) {
+fn run(ns: &Netns, gone: &Gone) {
     if let Some(path) = ns.path()
         && !std::path::Path::new(&path).exists()
     {
@@ -107,18 +119,13 @@ fn run(ns: &Netns, gone: &Gone, warned: &mut bool) {
     };
     // Exit status 1 with "0 flow entries have been deleted" is the common case: nothing
     // to forget.
-    match cmd
+    if let Err(e) = cmd
         .args(gone.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
     {
-        Ok(_) => {}
-        Err(e) if !*warned => {
-            *warned = true;
-            tracing::warn!(error = %e, "cannot run conntrack (install conntrack): UDP flows to removed tasks stay until they go idle");
-        }
-        Err(_) => {}
+        tracing::debug!(?ns, error = %e, "conntrack -D did not run");
     }
 }
 

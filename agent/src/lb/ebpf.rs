@@ -14,6 +14,7 @@
 //! may use which VIPs, so a task balances only the VIPs of its own networks.
 
 use super::ebpf_mesh::TcMesh;
+use super::leftovers::{Part, Takeover};
 use super::plan::assign_slots;
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use aya::maps::{HashMap as BpfHash, Map, MapData};
@@ -39,6 +40,7 @@ pub struct SockLb {
     opts: EbpfOptions,
     state: Mutex<State>,
     mesh: TcMesh,
+    takeover: Takeover,
 }
 
 struct Maps {
@@ -391,6 +393,7 @@ impl SockLb {
                 mirror,
                 detached: false,
             }),
+            takeover: Takeover::default(),
         })
     }
 
@@ -639,6 +642,7 @@ impl LbBackend for SockLb {
     }
 
     fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
+        self.takeover.before_first(ns, Part::Vips);
         let mut guard = self.state.lock().expect("lock");
         if guard.detached {
             // Joined again after leaving: the programs and maps are made anew.
@@ -679,10 +683,16 @@ impl LbBackend for SockLb {
     }
 
     fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError> {
+        self.takeover.before_first(ns, Part::Mesh);
         self.mesh.apply(ns, table)
     }
 
+    fn take_over_from(&self, previous: &str) {
+        self.takeover.set_previous(previous);
+    }
+
     fn forget(&self, ns: &Netns) {
+        self.takeover.forget(ns);
         let mut guard = self.state.lock().expect("lock");
         let State { maps, mirror, .. } = &mut *guard;
         let Some(cookie) = mirror.cookies.remove(ns) else {

@@ -479,7 +479,14 @@ impl TcMesh {
         state.values = new_values;
         state.synced = true;
         if !udp_left.is_empty() {
-            ops += forget_udp_flows(dir, &udp_left).map_err(|e| err(ns, e))?;
+            // The maps are programmed already: a failure here leaves old UDP flows to age
+            // out of the LRU, and is not worth failing the view for.
+            match forget_udp_flows(dir, &udp_left) {
+                Ok(n) => ops += n,
+                Err(e) => {
+                    tracing::warn!(?ns, error = %e, "UDP flows to removed backends not forgotten")
+                }
+            }
         }
         Ok(match ops {
             _ if fresh => Synced::Full,

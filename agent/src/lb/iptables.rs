@@ -14,6 +14,7 @@
 //! are the fast paths.
 
 use super::conntrack::{self, Flusher};
+use super::leftovers::{Part, Takeover};
 use super::plan::assign_slots;
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use shoal_api::objects::Protocol;
@@ -426,17 +427,6 @@ fn program(
         for j in jumps {
             ensure_jump(ns, *j)?;
         }
-        // A node switched from nftables: its table would go on balancing beside these
-        // chains. (No nft here, or no such table: nothing to remove.)
-        let nft_table = if jumps == MESH_JUMPS.as_slice() {
-            super::nft::MESH_TABLE
-        } else {
-            super::nft::VIP_TABLE
-        };
-        let _ = iptables_cmd(ns, "nft")
-            .args(["delete", "table", "ip", nft_table])
-            .stderr(Stdio::null())
-            .output();
     }
     Ok(match old {
         None => Synced::Full,
@@ -449,14 +439,27 @@ fn program(
 /// Removes the routing mesh's chains and jumps from `ns`: leaving the swarm, or another
 /// dataplane taking over from this one.
 pub fn remove_mesh_chains(ns: &Netns) -> Result<(), LbError> {
+    remove_chains(ns, &MESH_PREFIXES, &MESH_JUMPS)
+}
+
+/// Removes a task namespace's VIP chains and jumps (another dataplane taking over).
+pub fn remove_vip_chains(ns: &Netns) -> Result<(), LbError> {
+    remove_chains(ns, &VIP_PREFIXES, &VIP_JUMPS)
+}
+
+fn remove_chains(
+    ns: &Netns,
+    prefixes: &[&str],
+    jumps: &[(&str, &str, &str)],
+) -> Result<(), LbError> {
     let mut found = BTreeMap::new();
     for table in ["nat", "filter"] {
-        found.insert(table, existing_chains(ns, table, &MESH_PREFIXES)?);
+        found.insert(table, existing_chains(ns, table, prefixes)?);
     }
     if found.values().all(BTreeSet::is_empty) {
         return Ok(());
     }
-    for (table, from, to) in MESH_JUMPS {
+    for (table, from, to) in jumps.iter().copied() {
         // Absent already is fine: removing is idempotent.
         let _ = iptables_cmd(ns, "iptables")
             .args(["-w", "-t", table, "-D", from, "-j", to])
@@ -475,6 +478,7 @@ pub fn remove_mesh_chains(ns: &Netns) -> Result<(), LbError> {
 pub struct Iptables {
     spaces: Mutex<HashMap<Netns, Space>>,
     conntrack: Flusher,
+    takeover: Takeover,
 }
 
 impl Iptables {
@@ -494,6 +498,7 @@ impl LbBackend for Iptables {
     }
 
     fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
+        self.takeover.before_first(ns, Part::Vips);
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
         let side = space.vips.take().unwrap_or_default();
@@ -516,6 +521,7 @@ impl LbBackend for Iptables {
     }
 
     fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError> {
+        self.takeover.before_first(ns, Part::Mesh);
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
         let side = space.mesh.take().unwrap_or_default();
@@ -546,6 +552,11 @@ impl LbBackend for Iptables {
 
     fn forget(&self, ns: &Netns) {
         self.spaces.lock().expect("lock").remove(ns);
+        self.takeover.forget(ns);
+    }
+
+    fn take_over_from(&self, previous: &str) {
+        self.takeover.set_previous(previous);
     }
 
     fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError> {

@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod ebpf;
 pub mod ebpf_mesh;
 pub mod iptables;
+pub mod leftovers;
 pub mod netlink;
 pub mod nft;
 pub mod nft_affinity;
@@ -101,4 +102,7 @@ pub trait LbBackend: Send + Sync {
     /// Removes whatever outlives shoald (leaving the swarm, after every task stopped):
     /// pinned programs and maps. Tables inside task namespaces go with them.
     fn leave(&self) {}
+    /// This node ran dataplane `previous` before: remove what it left in each namespace
+    /// before programming it the first time (see `leftovers`).
+    fn take_over_from(&self, _previous: &str) {}
 }

@@ -10,6 +10,7 @@
 //! programmed state, sent over a netlink socket kept open per namespace.
 
 use super::conntrack::{self, Flusher};
+use super::leftovers::{Part, Takeover};
 use super::netlink::{ElemData, ElemOp, NftSocket};
 use super::nft_affinity::{self, StickyKey, StickyTarget, stick_chain};
 use super::plan::assign_slots;
@@ -273,6 +274,22 @@ where
     }
     deletes.extend(adds);
     (deletes, most)
+}
+
+/// (key, backend) pairs of `slots` that `want` no longer has.
+fn left_backends<K: Ord + Clone, V: Ord + Clone>(
+    slots: &Slots<K, V>,
+    want: &BTreeMap<K, BTreeSet<V>>,
+) -> Vec<(K, V)> {
+    slots
+        .iter()
+        .flat_map(|(k, vs)| {
+            let now = want.get(k);
+            vs.iter()
+                .filter(move |v| now.is_none_or(|n| !n.contains(*v)))
+                .map(move |v| (k.clone(), v.clone()))
+        })
+        .collect()
 }
 
 /// The VIP table has an idle set; the mesh does not (a port without backends is simply
@@ -571,8 +588,6 @@ struct Mesh {
 struct Namespace {
     vips: Option<Balancer<Ipv4Addr, Ipv4Addr>>,
     mesh: Option<Mesh>,
-    /// Leftovers of the iptables backend were looked for (once per instance).
-    mesh_checked: bool,
     sock: Option<NftSocket>,
 }
 
@@ -624,6 +639,7 @@ impl Namespace {
 pub struct Nftables {
     spaces: Mutex<HashMap<Netns, Namespace>>,
     conntrack: Flusher,
+    takeover: Takeover,
 }
 
 impl Nftables {
@@ -646,6 +662,7 @@ impl LbBackend for Nftables {
     }
 
     fn apply_vips(&self, ns: &Netns, table: &VipTable) -> Result<Synced, LbError> {
+        self.takeover.before_first(ns, Part::Vips);
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
         // Updated in place: a refused batch falls back to a full sync, which starts over.
@@ -683,6 +700,7 @@ impl LbBackend for Nftables {
     }
 
     fn apply_mesh(&self, ns: &Netns, table: &MeshTable) -> Result<Synced, LbError> {
+        self.takeover.before_first(ns, Part::Mesh);
         let ns = ns.clone();
         let want: BTreeMap<PortKey, BTreeSet<SocketAddrV4>> = table
             .ports
@@ -699,9 +717,12 @@ impl LbBackend for Nftables {
         let mut removed = Vec::new();
         let mut spaces = self.spaces.lock().expect("lock");
         let space = spaces.entry(ns.clone()).or_default();
-        if let Some(mut m) = space.mesh.take()
-            && m.snat == table.snat
-        {
+        let mut kept = space.mesh.take();
+        if let Some(m) = kept.take_if(|m| m.snat != table.snat) {
+            // The SNAT changed: a full sync below, but the backends that left are known.
+            removed = left_backends(&m.balancer.slots, &want);
+        }
+        if let Some(mut m) = kept {
             let chains = m.balancer.chains;
             let mut change = m.balancer.change(MESH_TABLE, &want, None, sticky.clone());
             let most = change.most;
@@ -738,14 +759,6 @@ impl LbBackend for Nftables {
             }
             removed = change.removed;
         }
-        if space.mesh.is_none() && !space.mesh_checked {
-            // A node switched from the iptables backend: its chains would go on steering
-            // published ports beside this table.
-            space.mesh_checked = true;
-            if let Err(e) = super::iptables::remove_mesh_chains(&ns) {
-                tracing::debug!(?ns, error = %e, "no iptables mesh chains removed");
-            }
-        }
         space.mesh = None;
         let (slots, _) = element_ops(&Slots::new(), &want, None);
         let chains = chains_for(&slots);
@@ -768,6 +781,11 @@ impl LbBackend for Nftables {
 
     fn forget(&self, ns: &Netns) {
         self.spaces.lock().expect("lock").remove(ns);
+        self.takeover.forget(ns);
+    }
+
+    fn take_over_from(&self, previous: &str) {
+        self.takeover.set_previous(previous);
     }
 
     fn remove_mesh(&self, ns: &Netns) -> Result<(), LbError> {

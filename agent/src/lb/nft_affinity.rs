@@ -87,9 +87,15 @@ pub fn update_script<K: StickyKey, V: StickyTarget + PartialEq>(
         }
         let _ = writeln!(s, "add chain ip {table} ep_{id}_{i}");
         let _ = writeln!(s, "flush chain ip {table} ep_{id}_{i}");
+        // Two rules: with the set full the update fails and ends its rule, and the DNAT
+        // must still happen (the client just is not remembered).
         let _ = writeln!(
             s,
-            "add rule ip {table} ep_{id}_{i} {}update @aff_{id}_{i} {{ ip saddr timeout {timeout_s}s }} {}",
+            "add rule ip {table} ep_{id}_{i} update @aff_{id}_{i} {{ ip saddr timeout {timeout_s}s }}"
+        );
+        let _ = writeln!(
+            s,
+            "add rule ip {table} ep_{id}_{i} {}{}",
             key.matches(),
             b.dnat()
         );
@@ -147,8 +153,8 @@ mod tests {
         let s = update_script("shoal", &vip, None, (&b[..], 60));
         assert!(s.contains("add set ip shoal aff_c6130102_1 { type ipv4_addr; flags dynamic,timeout; size 65536; }"), "{s}");
         assert!(s.contains(
-            "add rule ip shoal ep_c6130102_0 update @aff_c6130102_0 { ip saddr timeout 60s } dnat to 198.19.1.3"
-        ));
+            "add rule ip shoal ep_c6130102_0 update @aff_c6130102_0 { ip saddr timeout 60s }\nadd rule ip shoal ep_c6130102_0 dnat to 198.19.1.3\n"
+        ), "{s}");
         assert!(s.contains(
             "add rule ip shoal stick_c6130102 ip saddr @aff_c6130102_1 goto ep_c6130102_1"
         ));
@@ -182,7 +188,7 @@ mod tests {
         let s = update_script("shoal_mesh", &key, None, (&b[..], 10));
         assert!(s.contains("add chain ip shoal_mesh stick_tcp_30080"), "{s}");
         assert!(
-            s.contains("ep_tcp_30080_0 meta l4proto tcp update @aff_tcp_30080_0 { ip saddr timeout 10s } dnat to 198.19.0.5:8080"),
+            s.contains("ep_tcp_30080_0 meta l4proto tcp dnat to 198.19.0.5:8080"),
             "{s}"
         );
         let r = remove_script("shoal_mesh", &key, 1);

@@ -175,3 +175,47 @@ fn chains_grow_with_the_largest_service() {
     );
     assert_eq!(chains_for(&slots), 32);
 }
+
+#[test]
+fn affinity_objects_exist_before_elements_point_at_them_and_go_after() {
+    let mut b: Balancer<Ipv4Addr, Ipv4Addr> = Balancer {
+        slots: Slots::new(),
+        chains: 16,
+        sticky: BTreeMap::new(),
+    };
+    let w = want(&[("198.19.1.2", &["198.19.1.3", "198.19.1.4"])]);
+    // Plain first: pick2, no scripts.
+    let c = b.change(VIP_TABLE, &w, Some("idle"), BTreeMap::new());
+    assert_eq!(sets(&c.ops), ["+vips->pick2", "+backends", "+backends"]);
+    assert!(c.before.is_empty() && c.after.is_empty());
+    // Affinity on: the stick chain is made before the selector moves to it.
+    let sticky: BTreeMap<Ipv4Addr, u32> = [(ip("198.19.1.2"), 60)].into();
+    let c = b.change(VIP_TABLE, &w, Some("idle"), sticky.clone());
+    assert_eq!(sets(&c.ops), ["-vips", "+vips->stick_c6130102"]);
+    assert!(
+        c.before.contains("add chain ip shoal stick_c6130102"),
+        "{}",
+        c.before
+    );
+    assert!(c.after.is_empty());
+    // One backend leaves: its slot's objects go in the same script that rewrites the
+    // stick chain, and it is reported for the UDP flush.
+    let one = want(&[("198.19.1.2", &["198.19.1.3"])]);
+    let c = b.change(VIP_TABLE, &one, Some("idle"), sticky);
+    assert!(
+        c.before.contains("delete chain ip shoal ep_c6130102_1"),
+        "{}",
+        c.before
+    );
+    assert_eq!(c.removed, [(ip("198.19.1.2"), ip("198.19.1.4"))]);
+    // Affinity off: the selector moves back first, the objects go after.
+    let c = b.change(VIP_TABLE, &one, Some("idle"), BTreeMap::new());
+    assert_eq!(sets(&c.ops), ["-vips", "+vips->pick1"]);
+    assert!(c.before.is_empty());
+    assert!(
+        c.after
+            .starts_with("delete chain ip shoal stick_c6130102\n"),
+        "{}",
+        c.after
+    );
+}

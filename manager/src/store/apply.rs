@@ -107,11 +107,17 @@ impl ClusterState {
                 }
                 _ => "command group".to_string(),
             };
-            next.apply(index, command)
-                .map_err(|e| StoreError::InGroup {
-                    object,
+            next.apply(index, command).map_err(|e| {
+                let named = e.to_string().starts_with(&format!("{object}:"));
+                StoreError::InGroup {
+                    object: if named {
+                        String::new()
+                    } else {
+                        format!("{object}: ")
+                    },
                     source: Box::new(e),
-                })?;
+                }
+            })?;
         }
         *self = next;
         Ok(Applied::Done)

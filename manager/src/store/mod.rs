@@ -57,8 +57,9 @@ pub enum StoreError {
     },
     #[error("the swarm is not initialized")]
     NotInitialized,
-    /// One command of a group was refused, so the whole group was.
-    #[error("{object}: {source}; nothing was changed")]
+    /// One command of a group was refused, so the whole group was. `object` is empty when
+    /// the refusal names the object already.
+    #[error("{object}{source}; nothing was changed")]
     InGroup {
         object: String,
         source: Box<StoreError>,
