@@ -84,7 +84,8 @@ pub struct Nat {
     pub addr: u32,
     pub port: u16,
     pub snat: u8,
-    pub pad: u8,
+    /// The backend's slot when the flow was picked (255: unknown).
+    pub slot: u8,
     pub node: u32,
     pub client: u32,
 }

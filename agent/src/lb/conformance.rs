@@ -588,6 +588,47 @@ pub fn run_mesh(tag: &str, make: &dyn Fn() -> Box<dyn LbBackend>) {
     table.ports.remove(&(Protocol::Udp, 30053));
     lb.apply_mesh(&ns, &table).unwrap();
 
+    // A client port used again once its connection has ended (ports come round), after
+    // that connection's backend left: the new connection goes to a backend the port has
+    // now, not to the one remembered for the old flow.
+    let from_port = |port: u16| -> String {
+        let script = format!(
+            "import socket, struct\n\
+             s = socket.socket()\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('0.0.0.0', {port}))\n\
+             s.settimeout(3)\n\
+             s.connect(('198.18.200.1', 30080))\n\
+             s.sendall(b'?')\n\
+             print(s.recv(64).decode().split()[0])\n\
+             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+             s.close()\n"
+        );
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ext}"))
+            .args(["python3", "-c", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = from_port(40001);
+    assert!(first.starts_with("198.19.201."), "{first:?}");
+    let tcp = (Protocol::Tcp, 30080);
+    let before = table.ports[&tcp].clone();
+    table
+        .ports
+        .get_mut(&tcp)
+        .unwrap()
+        .retain(|b| b.ip().to_string() != first);
+    lb.apply_mesh(&ns, &table).unwrap();
+    let again = from_port(40001);
+    assert!(
+        again.starts_with("198.19.201.") && again != first,
+        "a reused client port reached {again:?}; {first} left the port"
+    );
+    table.ports.insert(tcp, before);
+    lb.apply_mesh(&ns, &table).unwrap();
+
     // Session affinity on the port: a client address keeps one backend, and so do the
     // node's own processes; off again, both backends answer.
     table.affinity.insert((Protocol::Tcp, 30080), 3600);

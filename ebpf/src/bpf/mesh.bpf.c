@@ -134,6 +134,17 @@ static __always_inline int set_port(struct __sk_buff *skb, const struct parsed *
 	return bpf_skb_store_bytes(skb, L4_OFF + (dst ? 2 : 0), &new, 2, 0);
 }
 
+/* Whether the backend a remembered flow was sent to is still in its slot of the port. */
+static __always_inline int still_current(const struct shoal_mesh_nat *nat, __u8 proto,
+					 __u16 port)
+{
+	if (nat->slot == SHOAL_SLOT_UNKNOWN)
+		return 1;
+	struct shoal_mesh_backend_key bk = { .proto = proto, .port = port, .slot = nat->slot };
+	struct shoal_mesh_backend *b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
+	return b && b->addr == nat->addr && b->port == nat->port;
+}
+
 SEC("classifier")
 int shoal_mesh_in(struct __sk_buff *skb)
 {
@@ -156,6 +167,11 @@ int shoal_mesh_in(struct __sk_buff *skb)
 	};
 	struct shoal_mesh_nat nat;
 	struct shoal_mesh_nat *known = bpf_map_lookup_elem(&shoal_mesh_ct, &flow);
+	/* A new connection on a tuple seen before (client ports come round again) is
+	 * balanced anew unless its remembered backend is still the port's: the old one may
+	 * be a task that is gone. A retransmitted SYN finds its backend current and stays. */
+	if (known && p.syn_only && !still_current(known, p.proto, p.dport))
+		known = 0;
 	if (known) {
 		nat = *known;
 	} else {
@@ -169,13 +185,14 @@ int shoal_mesh_in(struct __sk_buff *skb)
 		__u32 aff_s = *(volatile __u32 *)&port->affinity_s;
 		if (count == 0)
 			return TC_ACT_OK;
-		struct shoal_mesh_backend *b = shoal_mesh_pick(&pk, count, aff_s, p.saddr);
+		__u32 slot;
+		struct shoal_mesh_backend *b = shoal_mesh_pick(&pk, count, aff_s, p.saddr, &slot);
 		if (!b)
 			return TC_ACT_OK;
 		nat.addr = b->addr;
 		nat.port = b->port;
 		nat.snat = b->local ? 0 : 1;
-		nat.pad = 0;
+		nat.slot = slot < SHOAL_SLOT_UNKNOWN ? (__u8)slot : SHOAL_SLOT_UNKNOWN;
 		nat.node = p.daddr;
 		nat.client = p.saddr;
 		if (nat.snat && !cfg->snat_addr)

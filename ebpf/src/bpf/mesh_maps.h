@@ -63,7 +63,8 @@ struct {
  * `client`: the one it had, while that slot still holds the same task and the timeout
  * has not run out, else a random one, remembered when the port has affinity. */
 static __always_inline struct shoal_mesh_backend *
-shoal_mesh_pick(const struct shoal_mesh_port_key *pk, __u32 n, __u32 aff_s, __u32 client)
+shoal_mesh_pick(const struct shoal_mesh_port_key *pk, __u32 n, __u32 aff_s, __u32 client,
+		__u32 *slot_out)
 {
 	struct shoal_mesh_affinity_key ak = { .client = client, .proto = pk->proto, .port = pk->port };
 	__u64 now = 0;
@@ -77,6 +78,7 @@ shoal_mesh_pick(const struct shoal_mesh_port_key *pk, __u32 n, __u32 aff_s, __u3
 			b = bpf_map_lookup_elem(&shoal_mesh_backends, &bk);
 			if (b && b->addr == a->addr) {
 				a->last_ns = now;
+				*slot_out = bk.slot;
 				return b;
 			}
 		}
@@ -94,6 +96,7 @@ shoal_mesh_pick(const struct shoal_mesh_port_key *pk, __u32 n, __u32 aff_s, __u3
 		struct shoal_mesh_affinity a = { .last_ns = now, .slot = bk.slot, .addr = b->addr };
 		bpf_map_update_elem(&shoal_mesh_affinity, &ak, &a, BPF_ANY);
 	}
+	*slot_out = bk.slot;
 	return b;
 }
 

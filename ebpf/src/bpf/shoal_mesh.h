@@ -74,10 +74,15 @@ struct shoal_mesh_nat {
 	__u32 addr;
 	__u16 port;
 	__u8 snat;
-	__u8 pad;
+	/* shoal_mesh_ct: the backend's slot when the flow was picked (SHOAL_SLOT_UNKNOWN
+	 * from 255 on), so a new SYN on a remembered tuple can check the backend is still
+	 * the port's. Unused in the other maps. */
+	__u8 slot;
 	__u32 node;
 	__u32 client;
 };
+
+#define SHOAL_SLOT_UNKNOWN 255
 
 _Static_assert(sizeof(struct shoal_mesh_port_key) == 4, "shoal_mesh_port_key layout");
 _Static_assert(sizeof(struct shoal_mesh_backend_key) == 8, "shoal_mesh_backend_key layout");

@@ -171,7 +171,8 @@ static __always_inline int pick_published(struct bpf_sock_addr *ctx, __u64 netns
 	if (count == 0)
 		return NOT_OURS;
 	/* The node's own processes are one client (0) to the port's affinity. */
-	struct shoal_mesh_backend *b = shoal_mesh_pick(&pk, count, aff_s, 0);
+	__u32 slot;
+	struct shoal_mesh_backend *b = shoal_mesh_pick(&pk, count, aff_s, 0, &slot);
 	if (!b)
 		return NOT_OURS;
 	t->addr = b->addr;
