@@ -109,17 +109,10 @@ fn run(ns: &Netns, gone: &Gone) {
     {
         return;
     }
-    let mut cmd = match ns.path() {
-        Some(path) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={path}")).arg("conntrack");
-            c
-        }
-        None => Command::new("conntrack"),
-    };
     // Exit status 1 with "0 flow entries have been deleted" is the common case: nothing
     // to forget.
-    if let Err(e) = cmd
+    if let Err(e) = ns
+        .command("conntrack")
         .args(gone.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -9,7 +9,7 @@
 //! ingress: the socket balancer sends them to a task at connect() (`shoal_mesh_node`
 //! names that namespace).
 
-use super::plan::assign_slots;
+use super::plan::{assign_slots, left_backends};
 use super::{LbError, MeshTable, Netns, Synced};
 use aya::maps::{HashMap as BpfHash, Map, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
@@ -392,15 +392,12 @@ impl TcMesh {
         let mut new_values: BTreeMap<BackendKey, Backend> = BTreeMap::new();
         let mut counts: Vec<(PortKey, Port)> = Vec::new();
         // UDP backends that leave a port: their flows are forgotten below.
-        let mut udp_left: BTreeSet<(u32, u16)> = BTreeSet::new();
-        for (key, old) in state.slots.iter().filter(|(k, _)| k.proto == UDP) {
-            let now = want.get(key);
-            udp_left.extend(
-                old.iter()
-                    .filter(|b| now.is_none_or(|n| !n.contains(b)))
-                    .map(|b| (addr_key(*b.ip()), port_key(b.port()))),
-            );
-        }
+        let udp_left: BTreeSet<(u32, u16)> = left_backends(&state.slots, |k, b| {
+            k.proto != UDP || want.get(k).is_some_and(|n| n.contains(b))
+        })
+        .into_iter()
+        .map(|(_, b)| (addr_key(*b.ip()), port_key(b.port())))
+        .collect();
         for (key, set) in &want {
             let old = state.slots.get(key).cloned().unwrap_or_default();
             let slots = assign_slots(&old, set);

@@ -15,7 +15,7 @@
 
 use super::conntrack::{self, Flusher};
 use super::leftovers::{Part, Takeover};
-use super::plan::assign_slots;
+use super::plan::{assign_slots, left_backends};
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use shoal_api::objects::Protocol;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -232,17 +232,6 @@ pub fn restore_text(
     s
 }
 
-fn iptables_cmd(ns: &Netns, program: &str) -> Command {
-    match ns.path() {
-        Some(path) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={path}")).arg(program);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
 fn ipt_err(ns: &Netns, what: &str, detail: impl std::fmt::Display) -> LbError {
     LbError::Iptables {
         ns: format!("{ns:?}"),
@@ -251,7 +240,8 @@ fn ipt_err(ns: &Netns, what: &str, detail: impl std::fmt::Display) -> LbError {
 }
 
 fn restore(ns: &Netns, text: &str) -> Result<(), LbError> {
-    let mut child = iptables_cmd(ns, "iptables-restore")
+    let mut child = ns
+        .command("iptables-restore")
         .args(["--noflush", "-w"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -286,7 +276,8 @@ fn existing_chains(
     table: &str,
     prefixes: &[&str],
 ) -> Result<BTreeSet<String>, LbError> {
-    let out = iptables_cmd(ns, "iptables-save")
+    let out = ns
+        .command("iptables-save")
         .args(["-t", table])
         .output()
         .map_err(|e| ipt_err(ns, "running iptables-save (install iptables)", e))?;
@@ -308,14 +299,16 @@ fn existing_chains(
 
 /// Adds the jump from a built-in chain to shoal's, unless it is there.
 fn ensure_jump(ns: &Netns, (table, from, to): (&str, &str, &str)) -> Result<(), LbError> {
-    let check = iptables_cmd(ns, "iptables")
+    let check = ns
+        .command("iptables")
         .args(["-w", "-t", table, "-C", from, "-j", to])
         .output()
         .map_err(|e| ipt_err(ns, "running iptables", e))?;
     if check.status.success() {
         return Ok(());
     }
-    let add = iptables_cmd(ns, "iptables")
+    let add = ns
+        .command("iptables")
         .args(["-w", "-t", table, "-I", from, "1", "-j", to])
         .output()
         .map_err(|e| ipt_err(ns, "running iptables", e))?;
@@ -363,21 +356,6 @@ impl Keyed for (Protocol, u16) {
 struct Space {
     vips: Option<Side<Ipv4Addr>>,
     mesh: Option<Side<(Protocol, u16)>>,
-}
-
-/// (key, backend) pairs in `old` that `new` no longer has.
-fn left<K: Ord + Clone, V: Ord + Clone>(
-    old: &BTreeMap<K, Vec<V>>,
-    new: &BTreeMap<K, Vec<V>>,
-) -> Vec<(K, V)> {
-    old.iter()
-        .flat_map(|(k, vs)| {
-            let now = new.get(k);
-            vs.iter()
-                .filter(move |v| now.is_none_or(|n| !n.contains(v)))
-                .map(move |v| (k.clone(), v.clone()))
-        })
-        .collect()
 }
 
 /// New slots for `want`, keeping each backend that stays in its slot.
@@ -461,7 +439,8 @@ fn remove_chains(
     }
     for (table, from, to) in jumps.iter().copied() {
         // Absent already is fine: removing is idempotent.
-        let _ = iptables_cmd(ns, "iptables")
+        let _ = ns
+            .command("iptables")
             .args(["-w", "-t", table, "-D", from, "-j", to])
             .output();
     }
@@ -511,8 +490,12 @@ impl LbBackend for Iptables {
         // On failure the side is forgotten: the next change starts from what the
         // namespace holds.
         let synced = program(ns, side.rules.as_ref(), &rules, &VIP_PREFIXES, &VIP_JUMPS)?;
-        self.conntrack
-            .flush(ns, conntrack::vips_gone(left(&side.slots, &slots)));
+        self.conntrack.flush(
+            ns,
+            conntrack::vips_gone(left_backends(&side.slots, |k, b| {
+                slots.get(k).is_some_and(|n| n.contains(b))
+            })),
+        );
         space.vips = Some(Side {
             slots,
             rules: Some(rules),
@@ -538,10 +521,12 @@ impl LbBackend for Iptables {
             return Ok(Synced::Unchanged);
         }
         let synced = program(ns, side.rules.as_ref(), &rules, &MESH_PREFIXES, &MESH_JUMPS)?;
-        let udp_left = left(&side.slots, &slots)
-            .into_iter()
-            .filter(|((p, _), _)| *p == Protocol::Udp)
-            .map(|((_, port), b)| (port, b));
+        let udp_left = left_backends(&side.slots, |k, b| {
+            slots.get(k).is_some_and(|n| n.contains(b))
+        })
+        .into_iter()
+        .filter(|((p, _), _)| *p == Protocol::Udp)
+        .map(|((_, port), b)| (port, b));
         self.conntrack.flush(ns, conntrack::ports_gone(udp_left));
         space.mesh = Some(Side {
             slots,

@@ -9,7 +9,7 @@
 
 use super::Netns;
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 
 /// Which part of a namespace: a task's VIP table or the node's routing mesh.
@@ -28,16 +28,9 @@ pub fn remove(previous: &str, ns: &Netns, part: Part) {
                 Part::Vips => super::nft::VIP_TABLE,
                 Part::Mesh => super::nft::MESH_TABLE,
             };
-            let mut cmd = match ns.path() {
-                Some(path) => {
-                    let mut c = Command::new("nsenter");
-                    c.arg(format!("--net={path}")).arg("nft");
-                    c
-                }
-                None => Command::new("nft"),
-            };
             // No such table (a namespace made after the switch): nothing to remove.
-            cmd.args(["delete", "table", "ip", table])
+            ns.command("nft")
+                .args(["delete", "table", "ip", table])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

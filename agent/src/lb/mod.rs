@@ -41,6 +41,19 @@ impl Netns {
         }
     }
 
+    /// `program` to run inside this namespace (under `nsenter --net`, or as it is for the
+    /// node's own).
+    pub fn command(&self, program: &str) -> std::process::Command {
+        match self.path() {
+            Some(path) => {
+                let mut c = std::process::Command::new("nsenter");
+                c.arg(format!("--net={path}")).arg(program);
+                c
+            }
+            None => std::process::Command::new(program),
+        }
+    }
+
     /// Runs `f` inside this namespace: on a thread of its own that entered it (entering
     /// changes the calling thread's namespace), or right here for the node's.
     pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> std::io::Result<T> {

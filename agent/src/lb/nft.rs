@@ -13,14 +13,14 @@ use super::conntrack::{self, Flusher};
 use super::leftovers::{Part, Takeover};
 use super::netlink::{ElemData, ElemOp, NftSocket};
 use super::nft_affinity::{self, StickyKey, StickyTarget, stick_chain};
-use super::plan::assign_slots;
+use super::plan::{assign_slots, left_backends};
 use super::{LbBackend, LbError, MeshTable, Netns, Synced, VipTable};
 use shoal_api::objects::Protocol;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
 
 pub const VIP_TABLE: &str = "shoal";
@@ -276,22 +276,6 @@ where
     (deletes, most)
 }
 
-/// (key, backend) pairs of `slots` that `want` no longer has.
-fn left_backends<K: Ord + Clone, V: Ord + Clone>(
-    slots: &Slots<K, V>,
-    want: &BTreeMap<K, BTreeSet<V>>,
-) -> Vec<(K, V)> {
-    slots
-        .iter()
-        .flat_map(|(k, vs)| {
-            let now = want.get(k);
-            vs.iter()
-                .filter(move |v| now.is_none_or(|n| !n.contains(*v)))
-                .map(move |v| (k.clone(), v.clone()))
-        })
-        .collect()
-}
-
 /// The VIP table has an idle set; the mesh does not (a port without backends is simply
 /// not published, and the node answers with a reset).
 fn selector_of(idle: Option<&'static str>) -> &'static str {
@@ -449,15 +433,8 @@ pub fn mesh_ruleset(
 
 /// Runs `nft -f -` with `script` inside `ns`.
 pub fn nft_script(ns: &Netns, script: &str) -> Result<(), LbError> {
-    let mut cmd = match ns.path() {
-        Some(path) => {
-            let mut c = Command::new("nsenter");
-            c.arg(format!("--net={path}")).arg("nft");
-            c
-        }
-        None => Command::new("nft"),
-    };
-    let mut child = cmd
+    let mut child = ns
+        .command("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -720,7 +697,9 @@ impl LbBackend for Nftables {
         let mut kept = space.mesh.take();
         if let Some(m) = kept.take_if(|m| m.snat != table.snat) {
             // The SNAT changed: a full sync below, but the backends that left are known.
-            removed = left_backends(&m.balancer.slots, &want);
+            removed = left_backends(&m.balancer.slots, |k, b| {
+                want.get(k).is_some_and(|n| n.contains(b))
+            });
         }
         if let Some(mut m) = kept {
             let chains = m.balancer.chains;

@@ -123,6 +123,20 @@ pub fn mesh_table(view: &NodeView, my_node: &str, ingress_bridge: Option<String>
     table
 }
 
+/// (key, backend) pairs of `slots` for which `still` no longer holds: the backends that
+/// left a key (their UDP flows are forgotten).
+pub fn left_backends<K: Clone, V: Clone>(
+    slots: &BTreeMap<K, Vec<V>>,
+    still: impl Fn(&K, &V) -> bool,
+) -> Vec<(K, V)> {
+    slots
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (k, v)))
+        .filter(|(k, v)| !still(k, v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Backends in slots: the ones that stay keep their slot, newcomers fill the holes, and
 /// the last slots move down into holes that remain, so one change touches few slots.
 pub fn assign_slots<T: Ord + Clone>(old: &[T], want: &BTreeSet<T>) -> Vec<T> {
