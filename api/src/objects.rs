@@ -301,23 +301,86 @@ pub struct ContainerSpec {
     /// Image for the docker runtime; empty for native tasks.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
+    /// Labels put on the task's container (`--container-label`, Compose `labels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Replaces the image's entrypoint (`--entrypoint`); for native tasks, the command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
+    /// May hold service templates (`{{.Task.Slot}}`), expanded per task by the agent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `KEY=VALUE`; values may hold service templates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Nanoseconds between SIGTERM and SIGKILL.
-    #[serde(default = "default_stop_grace")]
-    pub stop_grace_period: u64,
-    /// Bind mounts (containers only).
+    /// Working directory (`--workdir`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dir: String,
+    /// `user[:group]` (`--user`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Run an init inside the container (`--init`); none keeps the engine's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// Signal that stops the task (`--stop-signal`); empty: the image's, else SIGTERM.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    #[serde(rename = "TTY", default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub open_stdin: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Nanoseconds between the stop signal and SIGKILL.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace_period: u64,
     /// Health check (containers only); none uses the image's own, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
+    /// Extra `/etc/hosts` lines, `IP HOSTNAME...` as Docker stores them (`--host`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// The task's resolver stays 127.0.0.11; these are its forwarders and search list.
+    #[serde(rename = "DNSConfig", default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<DnsConfig>,
+    /// "default", "process" or "hyperv"; ignored on Linux, as Docker does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub isolation: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability_drop: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct DnsConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// Docker's health check: `Test` is `["CMD-SHELL", "cmd"]`, `["CMD", ...]` or `["NONE"]`;
@@ -334,18 +397,71 @@ pub struct HealthConfig {
     pub retries: i64,
     #[serde(default)]
     pub start_period: i64,
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub start_interval: i64,
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+/// Docker's mount (`--mount`, Compose `volumes`): `Type` is "bind", "volume" or "tmpfs".
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mount {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Host path (bind), volume name (volume; empty: anonymous), unused for tmpfs. May hold
+    /// service templates.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_options: Option<BindOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_options: Option<VolumeOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs_options: Option<TmpfsOptions>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "PascalCase")]
-pub struct Mount {
-    /// "bind" (the only type shoal supports).
-    #[serde(rename = "Type")]
-    pub kind: String,
-    pub source: String,
-    pub target: String,
-    #[serde(default)]
-    pub read_only: bool,
+pub struct BindOptions {
+    /// "rprivate", "private", "rshared", "shared", "rslave" or "slave".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub propagation: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeOptions {
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub no_copy: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_config: Option<Driver>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct TmpfsOptions {
+    /// 0: the kernel's default (half of memory).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub size_bytes: i64,
+    /// File mode bits of the tmpfs root; 0: 1777.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub mode: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -357,6 +473,26 @@ pub struct Limits {
     /// Memory in bytes; 0: no limit.
     #[serde(default)]
     pub memory_bytes: i64,
+    /// Processes in the task; 0: no limit.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub pids: i64,
+}
+
+/// What the scheduler sets aside for a task on its node: a node whose reservations would
+/// exceed its CPUs or memory is not chosen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Reservations {
+    #[serde(rename = "NanoCPUs", default)]
+    pub nano_cpus: i64,
+    #[serde(default)]
+    pub memory_bytes: i64,
+}
+
+impl Reservations {
+    pub fn is_empty(&self) -> bool {
+        self.nano_cpus == 0 && self.memory_bytes == 0
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -364,6 +500,8 @@ pub struct Limits {
 pub struct ResourceRequirements {
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Reservations::is_empty")]
+    pub reservations: Reservations,
 }
 
 fn default_stop_grace() -> u64 {
@@ -375,6 +513,25 @@ fn default_stop_grace() -> u64 {
 pub struct Placement {
     #[serde(default)]
     pub constraints: Vec<String>,
+    /// Spread over the values of a node label, in order (`--placement-pref spread=...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<PlacementPreference>,
+    /// At most this many tasks of the service on one node; 0: no limit.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub max_replicas: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PlacementPreference {
+    pub spread: SpreadOver,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct SpreadOver {
+    /// `node.labels.KEY` (or another node attribute the constraints know).
+    pub spread_descriptor: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -404,6 +561,9 @@ pub struct RestartPolicy {
     /// 0 means no limit.
     #[serde(default)]
     pub max_attempts: u64,
+    /// Nanoseconds over which `max_attempts` counts restarts; 0: every restart counts.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub window: u64,
 }
 
 impl Default for RestartPolicy {
@@ -412,6 +572,7 @@ impl Default for RestartPolicy {
             condition: RestartCondition::Any,
             delay: 1_000_000_000,
             max_attempts: 0,
+            window: 0,
         }
     }
 }
@@ -446,9 +607,12 @@ pub struct TaskSpec {
     pub networks: Vec<NetworkAttachmentConfig>,
     #[serde(default)]
     pub restart_policy: RestartPolicy,
-    /// Resource limits (containers only).
+    /// Resource limits (containers only) and reservations (the scheduler's).
     #[serde(default)]
     pub resources: ResourceRequirements,
+    /// Docker log driver and its options (containers only); none: the engine's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<Driver>,
     /// Bumped by `service update --force` to replace tasks with an unchanged spec.
     #[serde(default)]
     pub force_update: u64,
@@ -471,6 +635,46 @@ pub enum UpdateOrder {
     StartFirst,
 }
 
+/// What a rollout does when too many of its new tasks fail.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+impl fmt::Display for FailureAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureAction::Pause => "pause",
+            FailureAction::Continue => "continue",
+            FailureAction::Rollback => "rollback",
+        })
+    }
+}
+
+/// A fraction from 0 to 1 (Docker's `MaxFailureRatio`, a float32), compared by value.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default)]
+#[serde(transparent)]
+pub struct Ratio(pub f32);
+
+impl PartialEq for Ratio {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Ratio {}
+
+impl Ratio {
+    fn is_zero(&self) -> bool {
+        self.0 == 0.0
+    }
+}
+
+/// Docker's `UpdateConfig`, also used for `RollbackConfig`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateConfig {
@@ -478,7 +682,21 @@ pub struct UpdateConfig {
     pub parallelism: u64,
     /// Nanoseconds to wait between batches.
     pub delay: u64,
+    #[serde(default)]
+    pub failure_action: FailureAction,
+    /// Nanoseconds after a task starts during which its failure counts against the rollout;
+    /// 0: Docker's default, 5s.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub monitor: u64,
+    /// Share of the updated tasks that may fail before `failure_action` is taken.
+    #[serde(default, skip_serializing_if = "Ratio::is_zero")]
+    pub max_failure_ratio: Ratio,
     pub order: UpdateOrder,
+}
+
+impl UpdateConfig {
+    /// Docker's default `Monitor`.
+    pub const DEFAULT_MONITOR: u64 = 5_000_000_000;
 }
 
 impl Default for UpdateConfig {
@@ -486,6 +704,9 @@ impl Default for UpdateConfig {
         UpdateConfig {
             parallelism: 1,
             delay: 0,
+            failure_action: FailureAction::Pause,
+            monitor: 0,
+            max_failure_ratio: Ratio(0.0),
             order: UpdateOrder::StopFirst,
         }
     }
@@ -501,6 +722,10 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     #[serde(default)]
     pub update_config: UpdateConfig,
+    /// How `service rollback` (or a failed update with `failure_action: rollback`) rolls
+    /// out the previous spec; none: Docker's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_config: Option<UpdateConfig>,
     #[serde(default)]
     pub endpoint_spec: EndpointSpec,
 }
@@ -508,7 +733,8 @@ pub struct ServiceSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateStatus {
-    /// "updating" or "completed".
+    /// Docker's states: "updating", "paused", "completed", "rollback_started",
+    /// "rollback_paused" or "rollback_completed".
     pub state: String,
     pub started_at: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

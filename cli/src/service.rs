@@ -405,6 +405,7 @@ pub fn create_options(args: &CreateArgs) -> CreateOptions {
                 timeout: args.health_timeout.unwrap_or(0) as i64,
                 retries: args.health_retries.unwrap_or(0) as i64,
                 start_period: args.health_start_period.unwrap_or(0) as i64,
+                start_interval: 0,
             }),
             (None, false) => None,
         },

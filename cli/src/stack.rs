@@ -107,6 +107,7 @@ fn healthcheck(h: &compose::Healthcheck) -> Result<HealthConfig> {
         timeout: duration_of("healthcheck timeout", &h.timeout)? as i64,
         retries: h.retries.unwrap_or(0) as i64,
         start_period: duration_of("healthcheck start_period", &h.start_period)? as i64,
+        start_interval: 0,
     })
 }
 

@@ -42,6 +42,7 @@ fn spec(name: &str, replicas: u64, published: u16) -> ServiceSpec {
         },
         mode: ServiceMode::Replicated { replicas },
         update_config: UpdateConfig::default(),
+        rollback_config: None,
         endpoint_spec: EndpointSpec {
             mode: EndpointMode::Vip,
             ports: vec![PortConfig {

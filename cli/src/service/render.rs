@@ -305,6 +305,7 @@ mod tests {
             },
             mode,
             update_config: UpdateConfig::default(),
+            rollback_config: None,
             endpoint_spec: EndpointSpec::default(),
         };
         ServiceView {

@@ -455,14 +455,19 @@ pub fn create_plan(
             } else {
                 Runtime::Docker
             },
-            placement: Placement { constraints },
+            placement: Placement {
+                constraints,
+                ..Default::default()
+            },
             networks: vec![],
             restart_policy,
             resources,
+            log_driver: None,
             force_update: 0,
         },
         mode,
         update_config,
+        rollback_config: None,
         endpoint_spec: EndpointSpec {
             mode: endpoint_mode,
             ports,

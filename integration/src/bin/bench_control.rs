@@ -35,6 +35,7 @@ fn spec(name: &str, network: &str) -> ServiceSpec {
         // No replicas: the benchmark measures allocation and replication, not processes.
         mode: ServiceMode::Replicated { replicas: 0 },
         update_config: UpdateConfig::default(),
+        rollback_config: None,
         endpoint_spec: EndpointSpec::default(),
     }
 }

@@ -233,6 +233,7 @@ fn update_image(state: &mut ClusterState, index: &mut u64, order: UpdateOrder) {
         parallelism: 1,
         delay: 0,
         order,
+        ..Default::default()
     };
     let v = state.services["web"].version.index;
     *index += 1;

@@ -54,11 +54,13 @@ fn service(id: &str, constraints: &[&str], host_port: Option<u16>) -> Service {
             task_template: TaskSpec {
                 placement: Placement {
                     constraints: constraints.iter().map(|c| c.to_string()).collect(),
+                    ..Default::default()
                 },
                 ..Default::default()
             },
             mode: ServiceMode::Replicated { replicas: 1 },
             update_config: UpdateConfig::default(),
+            rollback_config: None,
             endpoint_spec: EndpointSpec::default(),
         },
         previous_spec: None,

@@ -111,6 +111,7 @@ pub(crate) fn service_spec(
         },
         mode: ServiceMode::Replicated { replicas },
         update_config: UpdateConfig::default(),
+        rollback_config: None,
         endpoint_spec: EndpointSpec {
             mode: EndpointMode::Vip,
             ports: ports

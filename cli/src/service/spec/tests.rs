@@ -81,7 +81,8 @@ fn create_with_everything() {
         UpdateConfig {
             parallelism: 2,
             delay: 5,
-            order: UpdateOrder::StartFirst
+            order: UpdateOrder::StartFirst,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -89,7 +90,8 @@ fn create_with_everything() {
         RestartPolicy {
             condition: RestartCondition::OnFailure,
             delay: 7,
-            max_attempts: 4
+            max_attempts: 4,
+            window: 0,
         }
     );
     assert_eq!(
