@@ -25,6 +25,49 @@ use clap::{Parser, Subcommand};
 use daemon::Daemon;
 use std::io::{ErrorKind, Write};
 
+/// Docker's `service create --host HOST:IP` shares its name with the global `--host` that
+/// picks the daemon; clap cannot hold both, so inside `service create|update` a `--host`
+/// whose value is not a daemon address becomes `--add-host`. Daemon addresses keep working
+/// anywhere on the line (`unix://...`).
+pub fn docker_argv<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
+    let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
+    let in_service_spec = argv
+        .windows(2)
+        .any(|w| w[0] == "service" && (w[1] == "create" || w[1] == "update"));
+    if !in_service_spec {
+        return argv;
+    }
+    let daemon_addr = |v: &str| v.contains("://");
+    let mut out = Vec::with_capacity(argv.len());
+    let mut i = 0;
+    while i < argv.len() {
+        let a = &argv[i];
+        if a == "--" {
+            out.extend(argv[i..].iter().cloned());
+            break;
+        }
+        if a == "--host"
+            && let Some(v) = argv.get(i + 1)
+            && !daemon_addr(v)
+        {
+            out.push("--add-host".into());
+            out.push(v.clone());
+            i += 2;
+            continue;
+        }
+        if let Some(v) = a.strip_prefix("--host=")
+            && !daemon_addr(v)
+        {
+            out.push(format!("--add-host={v}"));
+            i += 1;
+            continue;
+        }
+        out.push(a.clone());
+        i += 1;
+    }
+    out
+}
+
 /// `unix://` + `shoal_api::client::DEFAULT_SOCKET` (checked by a test).
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoald.sock";
 

@@ -6,7 +6,7 @@ use shoal_cli::{Cli, ParseOutcome, error_line, parse_outcome};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    let argv: Vec<String> = shoal_cli::docker_argv(&std::env::args().collect::<Vec<_>>());
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         Err(err) => {

@@ -1,5 +1,7 @@
 //! `shoal service ...`: create, list, inspect, scale, update and remove services.
 
+pub mod args;
+pub mod options;
 pub mod render;
 pub mod spec;
 
@@ -12,7 +14,7 @@ use crate::{Output, print};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::control::ControlRequest;
-use shoal_api::objects::{EndpointMode, HealthConfig, RestartCondition, UpdateOrder};
+use shoal_api::objects::{EndpointMode, RestartCondition, UpdateOrder};
 use spec::{CreateOptions, UpdateFlags, UpdateOps};
 use std::collections::BTreeMap;
 
@@ -214,33 +216,10 @@ pub struct CreateArgs {
     /// Task runtime: docker containers, or plain processes (native)
     #[arg(long, value_enum, default_value = "docker")]
     pub runtime: RuntimeArg,
-    /// Bind mount into each container: type=bind,source=/host/dir,target=/dir[,readonly]
-    #[arg(long, value_name = "SPEC")]
-    pub mount: Vec<String>,
-    /// Memory limit of each container (e.g. 64M)
-    #[arg(long, value_name = "BYTES")]
-    pub limit_memory: Option<String>,
-    /// CPU limit of each container (e.g. 0.5)
-    #[arg(long, value_name = "CPUS")]
-    pub limit_cpu: Option<String>,
-    /// Command to check a container's health (run by its shell)
-    #[arg(long, value_name = "CMD")]
-    pub health_cmd: Option<String>,
-    /// Time between health checks
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
-    pub health_interval: Option<u64>,
-    /// Failures in a row before a container is unhealthy
-    #[arg(long, value_name = "N")]
-    pub health_retries: Option<u64>,
-    /// Time a health check may take
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
-    pub health_timeout: Option<u64>,
-    /// Time to start before failed checks count
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse_nanos)]
-    pub health_start_period: Option<u64>,
-    /// Disable any health check the image has
-    #[arg(long)]
-    pub no_healthcheck: bool,
+    #[command(flatten)]
+    pub shared: args::SharedArgs,
+    #[command(flatten)]
+    pub lists: args::CreateListArgs,
     #[command(flatten)]
     pub common: CommonArgs,
     /// IMAGE [ARG...], or COMMAND [ARG...] with --runtime native
@@ -298,6 +277,10 @@ pub struct UpdateArgs {
     /// Force update even if no changes require it
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub shared: args::SharedArgs,
+    #[command(flatten)]
+    pub lists: args::UpdateListArgs,
     #[command(flatten)]
     pub common: CommonArgs,
     pub service: String,
@@ -369,9 +352,19 @@ fn affinity_flags(c: &CommonArgs) -> spec::AffinityFlags {
     }
 }
 
-pub fn create_options(args: &CreateArgs) -> CreateOptions {
+pub fn create_options(args: &CreateArgs) -> Result<CreateOptions> {
     let c = &args.common;
-    CreateOptions {
+    let mut edits = args.shared.edits()?;
+    args.lists.add_to(&mut edits)?;
+    // Docker reads --env-file first, so --env wins over it.
+    let mut env = Vec::new();
+    for path in &args.lists.env_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--env-file {path}: {e}"))?;
+        env.extend(options::parse_env_file(path, &text, &lookup_env).map_err(anyhow::Error::msg)?);
+    }
+    env.extend(args.env.iter().cloned());
+    Ok(CreateOptions {
         name: args.name.clone().unwrap_or_default(),
         replicas: args.replicas,
         global: args.mode == ModeArg::Global,
@@ -383,7 +376,7 @@ pub fn create_options(args: &CreateArgs) -> CreateOptions {
         affinity: affinity_flags(c),
         stop_grace_period: c.stop_grace_period,
         constraints: args.constraint.clone(),
-        env: args.env.clone(),
+        env,
         labels: args.label.clone(),
         update_parallelism: c.update_parallelism,
         update_delay: c.update_delay,
@@ -391,29 +384,12 @@ pub fn create_options(args: &CreateArgs) -> CreateOptions {
         restart_condition: c.restart_condition.map(Into::into),
         restart_delay: c.restart_delay,
         restart_max_attempts: c.restart_max_attempts,
-        mounts: args.mount.clone(),
-        limit_memory: args.limit_memory.clone(),
-        limit_cpu: args.limit_cpu.clone(),
-        health: match (&args.health_cmd, args.no_healthcheck) {
-            (_, true) => Some(HealthConfig {
-                test: vec!["NONE".into()],
-                ..Default::default()
-            }),
-            (Some(cmd), false) => Some(HealthConfig {
-                test: vec!["CMD-SHELL".into(), cmd.clone()],
-                interval: args.health_interval.unwrap_or(0) as i64,
-                timeout: args.health_timeout.unwrap_or(0) as i64,
-                retries: args.health_retries.unwrap_or(0) as i64,
-                start_period: args.health_start_period.unwrap_or(0) as i64,
-                start_interval: 0,
-            }),
-            (None, false) => None,
-        },
-    }
+        edits,
+    })
 }
 
 async fn create(args: CreateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
-    let mut plan = spec::create_plan(&create_options(&args), &lookup_env)?;
+    let mut plan = spec::create_plan(&create_options(&args)?, &lookup_env)?;
     if plan.spec.name.is_empty() {
         plan.spec.name = spec::random_name(now_nanos() as u64 ^ u64::from(std::process::id()));
     }
@@ -427,6 +403,8 @@ async fn create(args: CreateArgs, daemon: &mut Daemon, out: &mut Output) -> Resu
 
 pub fn update_ops(args: &UpdateArgs) -> Result<UpdateOps, spec::SpecError> {
     let c = &args.common;
+    let mut edits = args.shared.edits()?;
+    args.lists.add_to(&mut edits)?;
     let ops = UpdateOps {
         replicas: args.replicas,
         image: args.image.clone(),
@@ -444,6 +422,7 @@ pub fn update_ops(args: &UpdateArgs) -> Result<UpdateOps, spec::SpecError> {
         restart_max_attempts: c.restart_max_attempts,
         force: args.force,
         label_rm: args.label_rm.clone(),
+        edits,
         ..UpdateOps::default()
     };
     let flags = UpdateFlags {

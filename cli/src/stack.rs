@@ -6,6 +6,7 @@
 pub mod compose;
 
 use crate::daemon::Daemon;
+use crate::service::options::SpecEdits;
 use crate::service::render::{render_service_ids, render_services};
 use crate::service::spec::{self, CreateOptions, CreatePlan};
 use crate::table::Table;
@@ -186,7 +187,10 @@ fn service_options(
             _ => None,
         },
         update_order,
-        health: svc.healthcheck.as_ref().map(healthcheck).transpose()?,
+        edits: SpecEdits {
+            healthcheck: svc.healthcheck.as_ref().map(healthcheck).transpose()?,
+            ..Default::default()
+        },
         ..Default::default()
     })
 }

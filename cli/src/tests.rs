@@ -7,7 +7,7 @@ use clap::CommandFactory;
 fn parse(args: &[&str]) -> Cli {
     let mut argv = vec!["shoal"];
     argv.extend_from_slice(args);
-    Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    Cli::try_parse_from(docker_argv(&argv)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 fn parse_err(args: &[&str]) -> String {
@@ -68,7 +68,7 @@ fn native_create_takes_the_command_with_its_flags() {
         "-c",
         "echo hi",
     ]);
-    let plan = spec::create_plan(&create_options(&c), &|_| None).unwrap();
+    let plan = spec::create_plan(&create_options(&c).unwrap(), &|_| None).unwrap();
     let cs = &plan.spec.task_template.container_spec;
     assert_eq!(cs.command, vec!["sh", "-c", "echo hi"]);
     assert!(cs.image.is_empty());
@@ -103,7 +103,7 @@ fn docker_create_takes_image_then_args() {
     ]);
     assert!(c.common.detach);
     assert_eq!(c.replicas, Some(3));
-    let plan = spec::create_plan(&create_options(&c), &|_| None).unwrap();
+    let plan = spec::create_plan(&create_options(&c).unwrap(), &|_| None).unwrap();
     let cs = &plan.spec.task_template.container_spec;
     assert_eq!(cs.image, "nginx:1.27");
     assert!(cs.command.is_empty());
@@ -305,4 +305,210 @@ async fn completion_scripts_cover_every_command() {
             assert!(text.contains(word), "{shell} completion lacks {word}");
         }
     }
+}
+
+#[test]
+fn container_and_rollout_flags_fill_dockers_fields() {
+    use shoal_api::objects::*;
+    let c = create_args(&[
+        "service",
+        "create",
+        "--name",
+        "api",
+        "--hostname",
+        "{{.Service.Name}}-{{.Task.Slot}}",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/srv",
+        "--entrypoint",
+        "/bin/sh -c",
+        "--init",
+        "--read-only",
+        "--stop-signal",
+        "SIGQUIT",
+        "--container-label",
+        "tier=web",
+        "--dns",
+        "198.18.0.53",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--host",
+        "db.local:198.18.0.5",
+        "--host",
+        "unix:///tmp/other.sock",
+        "--cap-add",
+        "net_admin",
+        "--cap-drop",
+        "ALL",
+        "--sysctl",
+        "net.core.somaxconn=1024",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--log-driver",
+        "json-file",
+        "--log-opt",
+        "max-size=10m",
+        "--limit-pids",
+        "100",
+        "--reserve-cpu",
+        "0.25",
+        "--reserve-memory",
+        "32M",
+        "--limit-memory",
+        "64M",
+        "--restart-window",
+        "2m",
+        "--replicas-max-per-node",
+        "2",
+        "--placement-pref",
+        "spread=node.labels.zone",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "10s",
+        "--update-max-failure-ratio",
+        "0.25",
+        "--rollback-parallelism",
+        "2",
+        "--rollback-order",
+        "start-first",
+        "--mount",
+        "source=data,target=/data",
+        "--health-cmd",
+        "true",
+        "--health-start-interval",
+        "1s",
+        "img",
+    ]);
+    let plan = spec::create_plan(&create_options(&c).unwrap(), &|_| None).unwrap();
+    let s = &plan.spec;
+    let daemon = parse(&[
+        "service",
+        "create",
+        "--host",
+        "unix:///tmp/other.sock",
+        "img",
+    ]);
+    assert_eq!(
+        daemon.host, "unix:///tmp/other.sock",
+        "a daemon address stays global"
+    );
+    let cs = &s.task_template.container_spec;
+    assert_eq!(cs.hostname, "{{.Service.Name}}-{{.Task.Slot}}");
+    assert_eq!((cs.user.as_str(), cs.dir.as_str()), ("1000:1000", "/srv"));
+    assert_eq!(cs.command, ["/bin/sh", "-c"]);
+    assert_eq!((cs.init, cs.read_only), (Some(true), true));
+    assert_eq!(cs.stop_signal, "SIGQUIT");
+    assert_eq!(cs.labels["tier"], "web");
+    let dns = cs.dns_config.as_ref().unwrap();
+    assert_eq!(dns.nameservers, ["198.18.0.53"]);
+    assert_eq!(dns.search, ["corp.example"]);
+    assert_eq!(dns.options, ["ndots:2"]);
+    assert_eq!(cs.hosts, ["198.18.0.5 db.local"]);
+    assert_eq!(cs.capability_add, ["CAP_NET_ADMIN"]);
+    assert_eq!(cs.capability_drop, ["ALL"]);
+    assert_eq!(cs.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(
+        cs.ulimits,
+        [Ulimit {
+            name: "nofile".into(),
+            soft: 1024,
+            hard: 2048
+        }]
+    );
+    assert_eq!(cs.mounts[0].kind, "volume");
+    assert_eq!(
+        cs.healthcheck.as_ref().unwrap().start_interval,
+        1_000_000_000
+    );
+    let t = &s.task_template;
+    assert_eq!(t.log_driver.as_ref().unwrap().options["max-size"], "10m");
+    assert_eq!(t.resources.limits.pids, 100);
+    assert_eq!(t.resources.reservations.nano_cpus, 250_000_000);
+    assert_eq!(t.resources.reservations.memory_bytes, 32 << 20);
+    assert_eq!(t.restart_policy.window, 120_000_000_000);
+    assert_eq!(t.placement.max_replicas, 2);
+    assert_eq!(
+        t.placement.preferences[0].spread.spread_descriptor,
+        "node.labels.zone"
+    );
+    assert_eq!(s.update_config.failure_action, FailureAction::Rollback);
+    assert_eq!(s.update_config.monitor, 10_000_000_000);
+    assert_eq!(s.update_config.max_failure_ratio, Ratio(0.25));
+    let rb = s.rollback_config.as_ref().unwrap();
+    assert_eq!((rb.parallelism, rb.order), (2, UpdateOrder::StartFirst));
+
+    // Update: -add/-rm lists and the same scalar flags.
+    let cli = parse(&[
+        "service",
+        "update",
+        "--container-label-rm",
+        "tier",
+        "--container-label-add",
+        "team=a",
+        "--dns-rm",
+        "198.18.0.53",
+        "--host-rm",
+        "db.local",
+        "--host-add",
+        "cache:198.18.0.6",
+        "--cap-add",
+        "ALL",
+        "--sysctl-rm",
+        "net.core.somaxconn",
+        "--ulimit-add",
+        "nofile=10",
+        "--mount-rm",
+        "/data",
+        "--mount-add",
+        "type=tmpfs,target=/tmp",
+        "--placement-pref-rm",
+        "spread=node.labels.zone",
+        "--read-only=false",
+        "--health-retries",
+        "5",
+        "--limit-cpu",
+        "1",
+        "api",
+    ]);
+    let Command::Service(ServiceCommand::Update(u)) = cli.command else {
+        panic!("not service update");
+    };
+    let ops = update_ops(&u).unwrap();
+    let mut spec = plan.spec.clone();
+    ops.edits.apply(&mut spec).unwrap();
+    let cs = &spec.task_template.container_spec;
+    assert_eq!(cs.labels.keys().collect::<Vec<_>>(), ["team"]);
+    assert_eq!(
+        cs.dns_config.as_ref().unwrap().nameservers,
+        Vec::<String>::new()
+    );
+    assert_eq!(cs.hosts, ["198.18.0.6 cache"]);
+    assert_eq!(cs.capability_add, ["CAP_NET_ADMIN", "ALL"]);
+    assert!(
+        cs.capability_drop.is_empty(),
+        "adding ALL takes it off the drop list"
+    );
+    assert!(cs.sysctls.is_empty());
+    assert_eq!((cs.ulimits[0].soft, cs.ulimits[0].hard), (10, 10));
+    assert_eq!(cs.mounts.len(), 1);
+    assert_eq!(cs.mounts[0].kind, "tmpfs");
+    assert!(!cs.read_only);
+    let hc = cs.healthcheck.as_ref().unwrap();
+    assert_eq!((hc.test[1].as_str(), hc.retries), ("true", 5));
+    assert!(spec.task_template.placement.preferences.is_empty());
+    assert_eq!(spec.task_template.resources.limits.nano_cpus, 1_000_000_000);
+    // A reservation above its limit is refused.
+    let cli = parse(&["service", "update", "--reserve-memory", "128M", "api"]);
+    let Command::Service(ServiceCommand::Update(u)) = cli.command else {
+        panic!("not service update");
+    };
+    let err = update_ops(&u).unwrap().edits.apply(&mut spec).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the memory reservation is above its limit; lower --reserve-memory or raise --limit-memory"
+    );
 }

@@ -55,17 +55,37 @@ pub fn scope_for(view: &NodeView, task: &Task) -> Scope {
             EndpointMode::Dnsrr => task_ips.clone(),
         };
         if !service_answer.is_empty() {
-            // An alias answers like the service name, on the alias's network only.
-            for (net, alias) in &e.aliases {
-                if nets.contains(net.as_str()) {
-                    scope
-                        .names
-                        .insert(alias.to_ascii_lowercase(), service_answer.clone());
-                }
-            }
             scope.names.insert(name.clone(), service_answer);
         }
         scope.names.insert(format!("tasks.{name}"), task_ips);
+        // An alias answers like the service name, and `tasks.<alias>` like `tasks.<name>`,
+        // with the addresses on the alias's own network only: a task that shares another
+        // network with the service does not see the alias there.
+        for (net, alias) in &e.aliases {
+            if !nets.contains(net.as_str()) {
+                continue;
+            }
+            let on_net: Vec<Ipv4Addr> = e
+                .backends
+                .iter()
+                .filter(|b| &b.network_id == net)
+                .filter_map(|b| ip(&b.addr))
+                .collect();
+            let answer: Vec<Ipv4Addr> = match e.mode {
+                EndpointMode::Vip => e
+                    .virtual_ips
+                    .iter()
+                    .filter(|v| &v.network_id == net)
+                    .filter_map(|v| ip(&v.addr))
+                    .collect(),
+                EndpointMode::Dnsrr => on_net.clone(),
+            };
+            let alias = alias.to_ascii_lowercase();
+            if !answer.is_empty() {
+                add_all(&mut scope.names, alias.clone(), answer);
+            }
+            add_all(&mut scope.names, format!("tasks.{alias}"), on_net);
+        }
         for (addr, task_name) in &backends {
             scope
                 .names
@@ -77,6 +97,17 @@ pub fn scope_for(view: &NodeView, task: &Task) -> Scope {
         }
     }
     scope
+}
+
+/// Adds `addrs` to what `name` answers: two services may carry the same alias on one
+/// network, and then the name answers for both, as Docker's resolver does.
+fn add_all(names: &mut BTreeMap<String, Vec<Ipv4Addr>>, name: String, addrs: Vec<Ipv4Addr>) {
+    let entry = names.entry(name).or_default();
+    for a in addrs {
+        if !entry.contains(&a) {
+            entry.push(a);
+        }
+    }
 }
 
 impl Scope {

@@ -180,6 +180,80 @@ fn names_are_scoped_to_shared_networks() {
     );
 }
 
+/// A stack's service `api` on networks `front` and `back`, with its Compose name as an alias
+/// on `back` only, and a second service sharing that alias there.
+fn alias_view(mode: EndpointMode) -> NodeView {
+    let mut api = endpoint(
+        "stack_api",
+        mode,
+        &[("front", "198.19.5.2/24"), ("back", "198.19.6.2/24")],
+        vec![
+            backend("stack_api.1.a", "front", "198.19.5.3/24"),
+            backend("stack_api.1.a", "back", "198.19.6.3/24"),
+            backend("stack_api.2.b", "back", "198.19.6.4/24"),
+        ],
+    );
+    api.aliases = vec![("back".into(), "api".into())];
+    let mut twin = endpoint(
+        "other_api",
+        mode,
+        &[("back", "198.19.6.20/24")],
+        vec![backend("other_api.1.c", "back", "198.19.6.21/24")],
+    );
+    twin.aliases = vec![("back".into(), "API".into())];
+    NodeView {
+        networks: vec![network("front", false), network("back", false)],
+        endpoints: vec![api, twin],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn an_alias_and_tasks_alias_answer_on_the_alias_network_only() {
+    let ips = |s: &super::records::Scope, n: &str| {
+        s.lookup(n)
+            .map(|v| v.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+    };
+    let on_back = scope_for(&alias_view(EndpointMode::Vip), &asker(&["back"]));
+    assert_eq!(
+        ips(&on_back, "api"),
+        Some(vec!["198.19.6.2".into(), "198.19.6.20".into()]),
+        "both services' VIPs on back"
+    );
+    assert_eq!(
+        ips(&on_back, "tasks.api"),
+        Some(vec![
+            "198.19.6.3".into(),
+            "198.19.6.4".into(),
+            "198.19.6.21".into()
+        ])
+    );
+    let both = scope_for(&alias_view(EndpointMode::Vip), &asker(&["front", "back"]));
+    assert_eq!(
+        ips(&both, "api"),
+        Some(vec!["198.19.6.2".into(), "198.19.6.20".into()]),
+        "never the VIP on front, where the alias does not hold"
+    );
+    let on_front = scope_for(&alias_view(EndpointMode::Vip), &asker(&["front"]));
+    assert_eq!(ips(&on_front, "api"), None);
+    assert_eq!(ips(&on_front, "tasks.api"), None);
+    assert_eq!(
+        ips(&on_front, "stack_api"),
+        Some(vec!["198.19.5.2".into()]),
+        "the full name still answers"
+    );
+    let rr = scope_for(&alias_view(EndpointMode::Dnsrr), &asker(&["back"]));
+    assert_eq!(
+        ips(&rr, "api"),
+        Some(vec![
+            "198.19.6.3".into(),
+            "198.19.6.4".into(),
+            "198.19.6.21".into()
+        ]),
+        "dnsrr: the task addresses on back"
+    );
+}
+
 fn query(name: &str, t: RecordType) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = 4242;

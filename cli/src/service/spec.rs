@@ -1,6 +1,7 @@
 //! Building a service spec from `service create` flags and changing one for `service update`.
 //! Pure: networks arrive already resolved to ids, so every rule here is unit-tested.
 
+use super::options::SpecEdits;
 use crate::publish::{PortMatch, PublishError, parse_publish, parse_publish_rm, port_label};
 use shoal_api::control::ServiceView;
 use shoal_api::objects::*;
@@ -64,6 +65,14 @@ pub enum SpecError {
     ImageOnNative,
     #[error("missing {0}")]
     Missing(&'static str),
+    #[error("the {0} reservation is above its limit; lower --reserve-{0} or raise --limit-{0}")]
+    ReservationOverLimit(&'static str),
+    #[error("--replicas-max-per-node applies to replicated services only")]
+    MaxReplicasGlobal,
+    #[error(
+        "volume {0:?}: a native task gets a local directory for a volume and takes no volume driver or driver options; drop them or run the service as a container"
+    )]
+    NativeVolumeDriver(String),
 }
 
 /// Docker's `--stop-grace-period` default, 10s. `ContainerSpec::default()` has 0.
@@ -261,67 +270,13 @@ pub struct CreateOptions {
     pub restart_condition: Option<RestartCondition>,
     pub restart_delay: Option<u64>,
     pub restart_max_attempts: Option<u64>,
-    pub mounts: Vec<String>,
-    pub limit_memory: Option<String>,
-    pub limit_cpu: Option<String>,
-    pub health: Option<HealthConfig>,
+    /// Container, resource and rollout options, shared with `service update`.
+    pub edits: SpecEdits,
 }
 
-/// `type=bind,source=/host/dir,target=/dir[,readonly]`, Docker's --mount syntax (bind only).
-pub fn parse_mount(value: &str) -> Result<Mount, SpecError> {
-    let bad = |reason: &'static str| SpecError::BadValue {
-        flag: "--mount",
-        value: value.to_string(),
-        reason,
-    };
-    let mut m = Mount::default();
-    for part in value.split(',') {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        match k {
-            "type" => m.kind = v.to_string(),
-            "source" | "src" => m.source = v.to_string(),
-            "target" | "destination" | "dst" => m.target = v.to_string(),
-            "readonly" | "ro" => {
-                m.read_only = match v {
-                    "" | "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(bad("readonly takes true or false")),
-                }
-            }
-            _ => return Err(bad("unknown key; use type, source, target, readonly")),
-        }
-    }
-    if m.kind != "bind" {
-        return Err(bad("only type=bind is supported"));
-    }
-    if !m.source.starts_with('/') || !m.target.starts_with('/') {
-        return Err(bad("source and target must be absolute paths"));
-    }
-    Ok(m)
-}
-
-/// Bytes from `64M`, `1.5g`, `512k` or a plain number.
-pub fn parse_memory(value: &str) -> Result<i64, SpecError> {
-    let bad = SpecError::BadValue {
-        flag: "--limit-memory",
-        value: value.to_string(),
-        reason: "use a size like 64M, 1G or 512k",
-    };
-    let v = value.trim().to_ascii_lowercase();
-    let v = v.strip_suffix('b').unwrap_or(&v);
-    let (num, unit) = match v.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => (&v[..i], &v[i..]),
-        None => (v, ""),
-    };
-    let mult: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(bad),
-    };
-    let n: f64 = num.parse().map_err(|_| bad)?;
-    let bytes = (n * mult) as i64;
+/// `--limit-memory`: a size, at least Docker's minimum of 6 MiB.
+pub fn parse_memory_limit(value: &str) -> Result<i64, SpecError> {
+    let bytes = super::options::parse_bytes("--limit-memory", value)?;
     // Docker refuses less than 6 MiB; so do we, before a task fails for it.
     if bytes < 6 * 1024 * 1024 {
         return Err(SpecError::BadValue {
@@ -331,18 +286,6 @@ pub fn parse_memory(value: &str) -> Result<i64, SpecError> {
         });
     }
     Ok(bytes)
-}
-
-/// Billionths of a CPU from `0.5` or `2`.
-pub fn parse_cpu(value: &str) -> Result<i64, SpecError> {
-    match value.parse::<f64>() {
-        Ok(c) if c > 0.0 && c <= 4096.0 => Ok((c * 1e9) as i64),
-        _ => Err(SpecError::BadValue {
-            flag: "--limit-cpu",
-            value: value.to_string(),
-            reason: "use a positive number of CPUs like 0.5 or 2",
-        }),
-    }
 }
 
 /// A checked `service create`: the spec without networks, and the networks to resolve.
@@ -381,28 +324,6 @@ pub fn create_plan(
         .map(|e| parse_env("--env", e, lookup_env))
         .collect::<Result<_, _>>()?;
     container_spec.stop_grace_period = o.stop_grace_period.unwrap_or(DEFAULT_STOP_GRACE);
-    if o.native && !o.mounts.is_empty() {
-        return Err(SpecError::ContainerOnly("--mount"));
-    }
-    if o.native && (o.limit_memory.is_some() || o.limit_cpu.is_some()) {
-        return Err(SpecError::ContainerOnly("--limit-memory/--limit-cpu"));
-    }
-    if o.native && o.health.is_some() {
-        return Err(SpecError::ContainerOnly("--health-cmd"));
-    }
-    container_spec.healthcheck = o.health.clone();
-    container_spec.mounts = o
-        .mounts
-        .iter()
-        .map(|m| parse_mount(m))
-        .collect::<Result<_, _>>()?;
-    let mut resources = ResourceRequirements::default();
-    if let Some(m) = &o.limit_memory {
-        resources.limits.memory_bytes = parse_memory(m)?;
-    }
-    if let Some(c) = &o.limit_cpu {
-        resources.limits.nano_cpus = parse_cpu(c)?;
-    }
     let mut ports = Vec::new();
     for p in &o.publish {
         ports.extend(parse_publish("publish", p)?);
@@ -461,7 +382,7 @@ pub fn create_plan(
             },
             networks: vec![],
             restart_policy,
-            resources,
+            resources: ResourceRequirements::default(),
             log_driver: None,
             force_update: 0,
         },
@@ -474,6 +395,8 @@ pub fn create_plan(
             session_affinity,
         },
     };
+    let mut spec = spec;
+    o.edits.apply(&mut spec)?;
     Ok(CreatePlan { spec, networks })
 }
 
@@ -522,6 +445,8 @@ pub struct UpdateOps {
     pub force: bool,
     pub label_add: Vec<(String, String)>,
     pub label_rm: Vec<String>,
+    /// Container, resource and rollout options, shared with `service create`.
+    pub edits: SpecEdits,
 }
 
 /// The raw `service update` flag values that need parsing.
@@ -801,6 +726,7 @@ pub fn apply_update(
         )?;
     }
     check_ports(spec.endpoint_spec.mode, &spec.endpoint_spec.ports)?;
+    ops.edits.apply(&mut spec)?;
     spec.endpoint_spec.session_affinity = session_affinity(
         spec.endpoint_spec.session_affinity,
         ops.affinity,

@@ -490,8 +490,9 @@ fn random_names_look_like_dockers() {
 }
 
 #[test]
-fn bind_mounts_and_limits_are_parsed_like_docker() {
-    let m = parse_mount("type=bind,source=/srv/www,target=/www,readonly").unwrap();
+fn mounts_and_limits_are_parsed_like_docker() {
+    use crate::service::options::{parse_bytes, parse_cpus, parse_mount};
+    let m = parse_mount("--mount", "type=bind,source=/srv/www,target=/www,readonly").unwrap();
     assert_eq!(
         (
             m.kind.as_str(),
@@ -501,42 +502,124 @@ fn bind_mounts_and_limits_are_parsed_like_docker() {
         ),
         ("bind", "/srv/www", "/www", true)
     );
-    assert!(!parse_mount("type=bind,src=/a,dst=/b").unwrap().read_only);
+    assert!(
+        !parse_mount("--mount", "type=bind,src=/a,dst=/b")
+            .unwrap()
+            .read_only
+    );
+    // Docker's default type is volume; its options, quoted as CSV.
+    let v = parse_mount(
+        "--mount",
+        r#"source=data,target=/data,volume-driver=local,"volume-opt=o=size=10m,uid=1000",volume-opt=type=tmpfs,volume-label=tier=db,volume-nocopy"#,
+    )
+    .unwrap();
+    assert_eq!(v.kind, "volume");
+    let vo = v.volume_options.unwrap();
+    assert!(vo.no_copy);
+    assert_eq!(vo.labels["tier"], "db");
+    let d = vo.driver_config.unwrap();
+    assert_eq!(d.name, "local");
+    assert_eq!(d.options["o"], "size=10m,uid=1000");
+    assert_eq!(d.options["type"], "tmpfs");
+    let t = parse_mount(
+        "--mount",
+        "type=tmpfs,target=/cache,tmpfs-size=64m,tmpfs-mode=1770",
+    )
+    .unwrap();
+    let to = t.tmpfs_options.unwrap();
+    assert_eq!((to.size_bytes, to.mode), (64 << 20, 0o1770));
+    let b = parse_mount(
+        "--mount",
+        "type=bind,source=/a,target=/b,bind-propagation=rshared",
+    )
+    .unwrap();
+    assert_eq!(b.bind_options.unwrap().propagation, "rshared");
     for bad in [
-        "type=volume,source=v,target=/data",
-        "source=/a,target=/b",
+        "type=volume,source=/abs,target=/data",
+        "source=v",
         "type=bind,source=rel,target=/b",
         "type=bind,source=/a,target=/b,color=red",
+        "type=bind,source=/a,target=/b,volume-nocopy",
+        "type=tmpfs,source=x,target=/t",
+        "type=tmpfs,target=/t,tmpfs-mode=999",
+        "type=nfs,target=/t",
+        "type=volume,target=rel",
     ] {
-        assert!(parse_mount(bad).is_err(), "{bad}");
+        assert!(parse_mount("--mount", bad).is_err(), "{bad}");
     }
-    assert_eq!(parse_memory("64M").unwrap(), 64 << 20);
-    assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
-    assert_eq!(parse_memory("1.5G").unwrap(), 3 << 29);
-    assert!(parse_memory("1M").is_err(), "below Docker's minimum");
-    assert!(parse_memory("lots").is_err());
-    assert_eq!(parse_cpu("0.5").unwrap(), 500_000_000);
-    assert!(parse_cpu("-1").is_err());
-    assert!(parse_cpu("x").is_err());
+    assert_eq!(parse_memory_limit("64M").unwrap(), 64 << 20);
+    assert_eq!(parse_memory_limit("1g").unwrap(), 1 << 30);
+    assert_eq!(parse_memory_limit("1.5G").unwrap(), 3 << 29);
+    assert!(parse_memory_limit("1M").is_err(), "below Docker's minimum");
+    assert!(parse_memory_limit("lots").is_err());
+    assert_eq!(parse_bytes("--reserve-memory", "1M").unwrap(), 1 << 20);
+    assert_eq!(parse_cpus("--limit-cpu", "0.5").unwrap(), 500_000_000);
+    assert!(parse_cpus("--limit-cpu", "-1").is_err());
+    assert!(parse_cpus("--limit-cpu", "x").is_err());
 }
 
 #[test]
 fn native_services_refuse_container_only_flags() {
-    let o = CreateOptions {
+    use crate::service::options::{ListEdit, SpecEdits, parse_mount};
+    let with = |edits: SpecEdits| CreateOptions {
         name: "web".into(),
         native: true,
         args: vec!["sleep".into(), "1".into()],
-        mounts: vec!["type=bind,source=/a,target=/b".into()],
+        edits,
         ..Default::default()
     };
-    let err = create_plan(&o, &|_| None).unwrap_err().to_string();
-    assert!(err.contains("--mount applies to containers only"), "{err}");
+    let bind = SpecEdits {
+        mounts: ListEdit {
+            add: vec![parse_mount("--mount", "type=bind,source=/a,target=/b").unwrap()],
+            rm: vec![],
+        },
+        ..Default::default()
+    };
+    let err = create_plan(&with(bind.clone()), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--mount type=bind|tmpfs"), "{err}");
+    let driver = SpecEdits {
+        mounts: ListEdit {
+            add: vec![parse_mount("--mount", "source=data,target=/d,volume-opt=type=nfs").unwrap()],
+            rm: vec![],
+        },
+        ..Default::default()
+    };
+    let err = create_plan(&with(driver), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("volume \"data\": a native task"), "{err}");
+    let local = SpecEdits {
+        mounts: ListEdit {
+            add: vec![parse_mount("--mount", "source=data,target=/d").unwrap()],
+            rm: vec![],
+        },
+        ..Default::default()
+    };
+    assert!(
+        create_plan(&with(local), &|_| None).is_ok(),
+        "a local volume is fine"
+    );
+    let hostname = SpecEdits {
+        hostname: Some("h".into()),
+        ..Default::default()
+    };
+    let err = create_plan(&with(hostname), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--hostname applies to containers only"),
+        "{err}"
+    );
     let o = CreateOptions {
         name: "web".into(),
         args: vec!["img".into()],
-        mounts: vec!["type=bind,source=/a,target=/b".into()],
-        limit_memory: Some("64M".into()),
-        limit_cpu: Some("0.5".into()),
+        edits: SpecEdits {
+            limit_memory: Some(64 << 20),
+            limit_cpu: Some(500_000_000),
+            ..bind
+        },
         ..Default::default()
     };
     let plan = create_plan(&o, &|_| None).unwrap();
