@@ -521,6 +521,7 @@ impl Daemon {
                 },
                 ingress: true,
                 attachable: false,
+                internal: false,
                 ipam_options: IpamOptions::default(),
             },
             dynamic_ports,

@@ -907,6 +907,11 @@ pub struct NetworkSpec {
     pub ingress: bool,
     #[serde(default)]
     pub attachable: bool,
+    /// Docker's `--internal`. shoal's overlays never give tasks a way out (only ingress
+    /// does, through published ports), so every overlay behaves as internal; the flag is
+    /// kept for inspect and for tools that read it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
     /// Requested subnets; empty asks for one from the default pool.
     #[serde(rename = "IPAMOptions", default)]
     pub ipam_options: IpamOptions,

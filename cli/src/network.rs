@@ -58,6 +58,9 @@ pub struct CreateArgs {
     /// Create the ingress network of the routing mesh
     #[arg(long)]
     pub ingress: bool,
+    /// Restrict external access to the network (shoal's overlays always are)
+    #[arg(long)]
+    pub internal: bool,
     /// Network labels
     #[arg(long, value_name = "KEY=VALUE")]
     pub label: Vec<String>,
@@ -167,6 +170,7 @@ pub fn network_spec(args: &CreateArgs) -> Result<NetworkSpec> {
         },
         ingress: args.ingress,
         attachable: args.attachable,
+        internal: args.internal,
         ipam_options: IpamOptions { configs },
     })
 }

@@ -4,16 +4,17 @@
 //! the services whose spec changed.
 
 pub mod compose;
+pub mod convert;
+pub mod interpolate;
+pub mod load;
 
 use crate::daemon::Daemon;
-use crate::service::options::SpecEdits;
 use crate::service::render::{render_service_ids, render_services};
-use crate::service::spec::{self, CreateOptions, CreatePlan};
+use crate::service::spec::{self, CreatePlan};
 use crate::table::Table;
-use crate::{Output, duration, print};
-use anyhow::{Context, Result, anyhow, bail};
+use crate::{Output, print};
+use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
-use compose::ComposeFile;
 use shoal_api::control::{ControlRequest, ServiceView};
 use shoal_api::objects::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,9 +27,25 @@ pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 pub enum StackCommand {
     /// Deploy a new stack or update an existing one
     Deploy {
-        /// Path to a Compose file
-        #[arg(short = 'c', long = "compose-file", value_name = "FILE")]
-        compose_file: String,
+        /// Path to a Compose file, or "-" to read from stdin (repeat to merge files in order)
+        #[arg(
+            short = 'c',
+            long = "compose-file",
+            value_name = "FILE",
+            required = true
+        )]
+        compose_file: Vec<String>,
+        /// Prune services that are no longer referenced
+        #[arg(long)]
+        prune: bool,
+        /// Send registry authentication details to Swarm agents (accepted; shoal has no
+        /// private-registry credentials to send yet)
+        #[arg(long)]
+        with_registry_auth: bool,
+        /// Query the registry to resolve image digest and supported platforms (accepted;
+        /// shoal pulls on the node)
+        #[arg(long, value_name = "always|changed|never")]
+        resolve_image: Option<String>,
         /// Stack name
         name: String,
     },
@@ -69,228 +86,6 @@ pub struct StackPlan {
     pub services: Vec<CreatePlan>,
 }
 
-fn check_name(stack: &str) -> Result<()> {
-    let ok = !stack.is_empty()
-        && stack
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !ok {
-        bail!("invalid stack name {stack:?}: use letters, digits, '-', '_' and '.'");
-    }
-    Ok(())
-}
-
-fn duration_of(what: &str, s: &Option<String>) -> Result<u64> {
-    match s {
-        None => Ok(0),
-        Some(v) => duration::parse_nanos(v).map_err(|e| anyhow!("{what} {v:?}: {e}")),
-    }
-}
-
-fn healthcheck(h: &compose::Healthcheck) -> Result<HealthConfig> {
-    if h.disable {
-        return Ok(HealthConfig {
-            test: vec!["NONE".into()],
-            ..Default::default()
-        });
-    }
-    let test = match &h.test {
-        None => bail!("healthcheck needs a test (or disable: true)"),
-        Some(compose::Words::Line(s)) => vec!["CMD-SHELL".to_string(), s.clone()],
-        Some(compose::Words::List(l)) => match l.first().map(String::as_str) {
-            Some("CMD") | Some("CMD-SHELL") | Some("NONE") => l.clone(),
-            _ => bail!("healthcheck test must start with CMD, CMD-SHELL or NONE"),
-        },
-    };
-    Ok(HealthConfig {
-        test,
-        interval: duration_of("healthcheck interval", &h.interval)? as i64,
-        timeout: duration_of("healthcheck timeout", &h.timeout)? as i64,
-        retries: h.retries.unwrap_or(0) as i64,
-        start_period: duration_of("healthcheck start_period", &h.start_period)? as i64,
-        start_interval: 0,
-    })
-}
-
-fn service_options(
-    stack: &str,
-    name: &str,
-    svc: &compose::Service,
-    networks: &BTreeMap<String, String>,
-) -> Result<CreateOptions> {
-    let command = match &svc.command {
-        Some(c) => c.to_vec().map_err(|e| anyhow!(e))?,
-        None => vec![],
-    };
-    let args = match &svc.image {
-        Some(image) => std::iter::once(image.clone()).chain(command).collect(),
-        None if command.is_empty() => bail!("needs an image, or a command to run natively"),
-        None => command,
-    };
-    let deploy = svc.deploy.as_ref();
-    let global = match deploy.and_then(|d| d.mode.as_deref()) {
-        None | Some("replicated") => false,
-        Some("global") => true,
-        Some(m) => bail!("deploy.mode {m:?}: use replicated or global"),
-    };
-    let endpoint_mode = match deploy.and_then(|d| d.endpoint_mode.as_deref()) {
-        None => None,
-        Some("vip") => Some(EndpointMode::Vip),
-        Some("dnsrr") => Some(EndpointMode::Dnsrr),
-        Some(m) => bail!("deploy.endpoint_mode {m:?}: use vip or dnsrr"),
-    };
-    let update = deploy.and_then(|d| d.update_config.as_ref());
-    let update_order = match update.and_then(|u| u.order.as_deref()) {
-        None => None,
-        Some("stop-first") => Some(UpdateOrder::StopFirst),
-        Some("start-first") => Some(UpdateOrder::StartFirst),
-        Some(o) => bail!("deploy.update_config.order {o:?}: use stop-first or start-first"),
-    };
-    let mut nets = Vec::new();
-    let entries = match &svc.networks {
-        Some(n) => n.entries(),
-        None => vec![("default".to_string(), vec![])],
-    };
-    for (key, aliases) in entries {
-        let Some(full) = networks.get(&key) else {
-            bail!("network {key:?} is not declared under the file's top-level networks");
-        };
-        if aliases.is_empty() {
-            nets.push(full.clone());
-        }
-        for a in aliases {
-            nets.push(format!("name={full},alias={a}"));
-        }
-    }
-    Ok(CreateOptions {
-        name: format!("{stack}_{name}"),
-        replicas: deploy.and_then(|d| d.replicas),
-        global,
-        native: svc.image.is_none(),
-        args,
-        networks: nets,
-        publish: svc.ports.iter().map(compose::Port::to_flag).collect(),
-        endpoint_mode,
-        constraints: deploy
-            .and_then(|d| d.placement.as_ref())
-            .map(|p| p.constraints.clone())
-            .unwrap_or_default(),
-        env: svc
-            .environment
-            .as_ref()
-            .map(compose::Environment::to_flags)
-            .unwrap_or_default(),
-        labels: vec![format!("{NAMESPACE_LABEL}={stack}")],
-        update_parallelism: update.and_then(|u| u.parallelism),
-        update_delay: match update.map(|u| &u.delay) {
-            Some(d @ Some(_)) => Some(duration_of("deploy.update_config.delay", d)?),
-            _ => None,
-        },
-        update_order,
-        edits: SpecEdits {
-            healthcheck: svc.healthcheck.as_ref().map(healthcheck).transpose()?,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-}
-
-/// Checks the whole file and builds what `deploy` sends. Pure: no daemon involved.
-pub fn plan(
-    stack: &str,
-    file: &ComposeFile,
-    lookup_env: &dyn Fn(&str) -> Option<String>,
-) -> Result<StackPlan> {
-    check_name(stack)?;
-    if file.services.is_empty() {
-        bail!("the Compose file defines no services");
-    }
-    // File key -> the network's name in the swarm.
-    let mut names: BTreeMap<String, String> = BTreeMap::new();
-    let mut networks = Vec::new();
-    let mut external = Vec::new();
-    let uses_default = file.services.values().any(|s| s.networks.is_none());
-    let mut declared: Vec<(String, compose::Network)> = file
-        .networks
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.as_ref().map(|n| compose::Network {
-                    driver: n.driver.clone(),
-                    attachable: n.attachable,
-                    ipam: n.ipam.as_ref().map(|i| compose::Ipam {
-                        config: i
-                            .config
-                            .iter()
-                            .map(|c| compose::IpamConfig {
-                                subnet: c.subnet.clone(),
-                            })
-                            .collect(),
-                    }),
-                    external: n.external,
-                    labels: n.labels.clone(),
-                }),
-            )
-        })
-        .map(|(k, v)| (k, v.unwrap_or_default()))
-        .collect();
-    if uses_default && !file.networks.contains_key("default") {
-        declared.push(("default".into(), compose::Network::default()));
-    }
-    for (key, n) in declared {
-        if n.external {
-            names.insert(key.clone(), key.clone());
-            external.push(key);
-            continue;
-        }
-        if let Some(d) = &n.driver
-            && !d.eq_ignore_ascii_case("overlay")
-        {
-            bail!("network {key}: driver {d:?} is not supported; stacks use overlay networks");
-        }
-        let mut configs = Vec::new();
-        for c in n.ipam.iter().flat_map(|i| i.config.iter()) {
-            if let Some(s) = &c.subnet {
-                crate::addr::Cidr::parse("ipam.config.subnet", s)
-                    .with_context(|| format!("network {key}"))?;
-                configs.push(IpamConfig {
-                    subnet: s.clone(),
-                    gateway: String::new(),
-                });
-            }
-        }
-        let mut labels = n.labels.clone();
-        labels.insert(NAMESPACE_LABEL.into(), stack.into());
-        let full = format!("{stack}_{key}");
-        names.insert(key, full.clone());
-        networks.push(NetworkSpec {
-            name: full,
-            labels,
-            driver_configuration: Driver {
-                name: "overlay".into(),
-                options: Default::default(),
-            },
-            ingress: false,
-            attachable: n.attachable,
-            ipam_options: IpamOptions { configs },
-        });
-    }
-    let mut services = Vec::new();
-    for (name, svc) in &file.services {
-        let opts = service_options(stack, name, svc, &names)
-            .map_err(|e| anyhow!("service {name}: {e}"))?;
-        let plan =
-            spec::create_plan(&opts, lookup_env).map_err(|e| anyhow!("service {name}: {e}"))?;
-        services.push(plan);
-    }
-    Ok(StackPlan {
-        networks,
-        external,
-        services,
-    })
-}
-
 fn in_stack<'a>(services: &'a [ServiceView], stack: &str) -> Vec<&'a ServiceView> {
     services
         .iter()
@@ -305,11 +100,70 @@ fn in_stack<'a>(services: &'a [ServiceView], stack: &str) -> Vec<&'a ServiceView
         .collect()
 }
 
-async fn deploy(file: &str, stack: &str, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
-    let text = std::fs::read_to_string(file).map_err(|e| anyhow!("{file}: {e}"))?;
-    let parsed = compose::parse(&text).map_err(|e| anyhow!("{file}: {e}"))?;
-    let plan =
-        plan(stack, &parsed, &|k| std::env::var(k).ok()).map_err(|e| anyhow!("{file}: {e}"))?;
+/// Reads the `-c` files (`-` is standard input) in order.
+fn read_sources(files: &[String]) -> Result<Vec<load::Source>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = if f == "-" {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| anyhow!("stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(f).map_err(|e| anyhow!("{f}: {e}"))?
+        };
+        out.push(load::Source {
+            name: f.clone(),
+            text,
+        });
+    }
+    Ok(out)
+}
+
+/// Loads, merges and converts the files: everything `deploy` checks before it sends.
+pub fn plan_files(
+    stack: &str,
+    sources: &[load::Source],
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(StackPlan, Vec<String>)> {
+    let loaded = load::load(sources, lookup).map_err(anyhow::Error::msg)?;
+    // Docker takes relative paths from the first file's directory (stdin: the current one).
+    let workdir = match sources.first().map(|s| s.name.as_str()) {
+        Some("-") | None => std::env::current_dir().unwrap_or_else(|_| "/".into()),
+        Some(f) => std::path::Path::new(f)
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    std::env::current_dir().unwrap_or_else(|_| "/".into())
+                } else {
+                    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+                }
+            })
+            .unwrap_or_else(|| "/".into()),
+    };
+    let env = convert::Env {
+        stack,
+        workdir: &workdir,
+        lookup,
+        read: &|p| std::fs::read_to_string(p),
+    };
+    let first = sources.first().map(|s| s.name.clone()).unwrap_or_default();
+    let plan = convert::plan(&env, &loaded.file).map_err(|e| anyhow!("{first}: {e}"))?;
+    Ok((plan, loaded.warnings))
+}
+
+async fn deploy(
+    files: &[String],
+    stack: &str,
+    prune: bool,
+    daemon: &mut Daemon,
+    out: &mut Output,
+) -> Result<()> {
+    let sources = read_sources(files)?;
+    let (plan, warnings) = plan_files(stack, &sources, &|k| std::env::var(k).ok())?;
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    let file = files.join(", ");
+    let file = file.as_str();
+    let wanted: BTreeSet<String> = plan.services.iter().map(|s| s.spec.name.clone()).collect();
     // Everything the plan refers to must exist before anything is changed.
     let existing: BTreeMap<String, Network> = daemon
         .networks()
@@ -353,6 +207,20 @@ async fn deploy(file: &str, stack: &str, daemon: &mut Daemon, out: &mut Output) 
     }
     for (name, _) in &done.created_services {
         print(out, &format!("Creating service {name}\n"))?;
+    }
+    if prune {
+        // Services of the stack that the files no longer name, as Docker's --prune.
+        let services = daemon.services().await?;
+        for v in in_stack(&services, stack) {
+            if !wanted.contains(&v.service.spec.name) {
+                print(out, &format!("Removing service {}\n", v.service.spec.name))?;
+                daemon
+                    .done(ControlRequest::ServiceRemove {
+                        service: v.service.id.clone(),
+                    })
+                    .await?;
+            }
+        }
     }
     Ok(())
 }
@@ -415,9 +283,13 @@ async fn remove(stack: &str, daemon: &mut Daemon, out: &mut Output) -> Result<()
 
 pub async fn run(cmd: StackCommand, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     match cmd {
-        StackCommand::Deploy { compose_file, name } => {
-            deploy(&compose_file, &name, daemon, out).await
-        }
+        StackCommand::Deploy {
+            compose_file,
+            prune,
+            with_registry_auth: _,
+            resolve_image: _,
+            name,
+        } => deploy(&compose_file, &name, prune, daemon, out).await,
         StackCommand::Ls => {
             let services = daemon.services().await?;
             print(out, &render_stacks(&services))

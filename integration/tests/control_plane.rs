@@ -498,6 +498,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         },
         ingress: false,
         attachable: false,
+        internal: false,
         ipam_options: IpamOptions {
             configs: vec![IpamConfig {
                 subnet: subnet.into(),

@@ -21,6 +21,7 @@ fn network(id: &str, ingress: bool) -> NetworkView {
                 },
                 ingress,
                 attachable: false,
+                internal: false,
                 ipam_options: IpamOptions::default(),
             },
             driver_state: Driver::default(),

@@ -189,6 +189,7 @@ mod tests {
                     driver_configuration: Driver::default(),
                     ingress,
                     attachable: false,
+                    internal: false,
                     ipam_options: IpamOptions::default(),
                 },
                 driver_state: Driver::default(),

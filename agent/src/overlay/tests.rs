@@ -19,6 +19,7 @@ fn network(id: &str, vni: u32) -> Network {
             },
             ingress: false,
             attachable: false,
+            internal: false,
             ipam_options: IpamOptions::default(),
         },
         driver_state: Driver {

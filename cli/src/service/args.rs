@@ -232,22 +232,6 @@ fn text(_: &'static str, v: &str) -> Result<String, SpecError> {
     Ok(v.to_string())
 }
 
-fn cap(flag: &'static str, v: &str) -> Result<String, SpecError> {
-    let c = v.trim().to_ascii_uppercase();
-    if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-        return Err(SpecError::BadValue {
-            flag,
-            value: v.to_string(),
-            reason: "use a capability name like NET_ADMIN or ALL",
-        });
-    }
-    Ok(if c == "ALL" || c.starts_with("CAP_") {
-        c
-    } else {
-        format!("CAP_{c}")
-    })
-}
-
 fn label(flag: &'static str, v: &str) -> Result<(String, String), SpecError> {
     spec::parse_label(flag, v)
 }
@@ -376,8 +360,8 @@ impl CreateListArgs {
         e.dns_search = add(each("--dns-search", &self.dns_search, text)?);
         e.dns_options = add(each("--dns-option", &self.dns_option, text)?);
         e.hosts = add(each("--host", &self.add_host, options::parse_host)?);
-        e.cap_add = each("--cap-add", &self.cap_add, cap)?;
-        e.cap_drop = each("--cap-drop", &self.cap_drop, cap)?;
+        e.cap_add = each("--cap-add", &self.cap_add, options::parse_cap)?;
+        e.cap_drop = each("--cap-drop", &self.cap_drop, options::parse_cap)?;
         e.sysctls = add(each("--sysctl", &self.sysctl, options::parse_pair)?);
         e.ulimits = add(each("--ulimit", &self.ulimit, options::parse_ulimit)?);
         e.placement_prefs = add(each(
@@ -413,8 +397,8 @@ impl UpdateListArgs {
             add: each("--host-add", &self.host_add, options::parse_host)?,
             rm: self.host_rm.clone(),
         };
-        e.cap_add = each("--cap-add", &self.cap_add, cap)?;
-        e.cap_drop = each("--cap-drop", &self.cap_drop, cap)?;
+        e.cap_add = each("--cap-add", &self.cap_add, options::parse_cap)?;
+        e.cap_drop = each("--cap-drop", &self.cap_drop, options::parse_cap)?;
         e.sysctls = ListEdit {
             add: each("--sysctl-add", &self.sysctl_add, options::parse_pair)?,
             rm: self.sysctl_rm.clone(),

@@ -265,6 +265,19 @@ pub fn parse_placement_pref(
     }
 }
 
+/// A capability as Docker normalizes it: `net_admin` -> `CAP_NET_ADMIN`, `ALL` kept.
+pub fn parse_cap(flag: &'static str, v: &str) -> Result<String, SpecError> {
+    let c = v.trim().to_ascii_uppercase();
+    if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+        return Err(bad(flag, v, "use a capability name like NET_ADMIN or ALL"));
+    }
+    Ok(if c == "ALL" || c.starts_with("CAP_") {
+        c
+    } else {
+        format!("CAP_{c}")
+    })
+}
+
 /// Docker's stop signals: a name with or without SIG, or a number.
 pub fn check_signal(flag: &'static str, value: &str) -> Result<String, SpecError> {
     let v = value.trim();

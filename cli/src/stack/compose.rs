@@ -1,6 +1,10 @@
-//! The Compose file subset Swarm users write for `stack deploy` (version 3), read strictly:
-//! an unknown or unsupported key is an error naming the key and its line, and nothing is
-//! deployed from a file with one.
+//! The Compose file format's swarm subset (version 3.x and the Compose Specification's
+//! additions that `docker stack deploy` honours), as typed structs read strictly: a key in
+//! no Compose schema is an error. Keys swarm mode ignores are taken out before these structs
+//! see the file (`load.rs` warns about them), and so are `x-*` extension fields.
+//!
+//! Values arrive after interpolation, so numbers and booleans may come as strings
+//! (`replicas: ${N}`); `load.rs` casts the known numeric and boolean keys back.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -9,11 +13,15 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct ComposeFile {
     #[serde(default)]
-    pub version: Option<String>,
+    pub version: Option<Scalar>,
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
     #[serde(default)]
     pub networks: BTreeMap<String, Option<Network>>,
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Option<Volume>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -21,12 +29,41 @@ pub struct ComposeFile {
 pub struct Service {
     pub image: Option<String>,
     pub command: Option<Words>,
+    pub entrypoint: Option<Words>,
     pub deploy: Option<Deploy>,
     #[serde(default)]
     pub ports: Vec<Port>,
     pub networks: Option<ServiceNetworks>,
-    pub environment: Option<Environment>,
+    pub environment: Option<Pairs>,
+    pub env_file: Option<EnvFiles>,
+    pub labels: Option<Pairs>,
     pub healthcheck: Option<Healthcheck>,
+    #[serde(default)]
+    pub volumes: Vec<ServiceVolume>,
+    pub hostname: Option<String>,
+    pub dns: Option<OneOrMany>,
+    pub dns_search: Option<OneOrMany>,
+    pub dns_opt: Option<Vec<String>>,
+    pub extra_hosts: Option<Pairs>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub init: Option<bool>,
+    pub read_only: Option<bool>,
+    pub stop_signal: Option<String>,
+    pub stop_grace_period: Option<String>,
+    pub cap_add: Option<Vec<String>>,
+    pub cap_drop: Option<Vec<String>>,
+    pub sysctls: Option<Pairs>,
+    pub ulimits: Option<BTreeMap<String, UlimitValue>>,
+    pub tty: Option<bool>,
+    pub stdin_open: Option<bool>,
+    pub logging: Option<Logging>,
+    pub isolation: Option<String>,
+    /// Ignored by swarm mode (with a warning), but used for the restart policy when
+    /// `deploy.restart_policy` is absent, as docker/cli does.
+    pub restart: Option<String>,
+    /// Paths mounted as tmpfs (`/run`, or `/run:size=64m,mode=1777`).
+    pub tmpfs: Option<OneOrMany>,
 }
 
 /// A command as a list, or as one string split like a shell would.
@@ -48,14 +85,76 @@ impl Words {
     }
 }
 
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(l) => l.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum EnvFiles {
+    One(String),
+    Many(Vec<EnvFileEntry>),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum EnvFileEntry {
+    Path(String),
+    Long(EnvFileLong),
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFileLong {
+    pub path: String,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl EnvFiles {
+    /// (path, required).
+    pub fn entries(&self) -> Vec<(String, bool)> {
+        match self {
+            EnvFiles::One(p) => vec![(p.clone(), true)],
+            EnvFiles::Many(l) => l
+                .iter()
+                .map(|e| match e {
+                    EnvFileEntry::Path(p) => (p.clone(), true),
+                    EnvFileEntry::Long(l) => (l.path.clone(), l.required),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Deploy {
-    pub replicas: Option<u64>,
     pub mode: Option<String>,
+    pub replicas: Option<u64>,
+    pub labels: Option<Pairs>,
     pub endpoint_mode: Option<String>,
     pub placement: Option<Placement>,
     pub update_config: Option<UpdateConfig>,
+    pub rollback_config: Option<UpdateConfig>,
+    pub resources: Option<Resources>,
+    pub restart_policy: Option<RestartPolicy>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -63,6 +162,15 @@ pub struct Deploy {
 pub struct Placement {
     #[serde(default)]
     pub constraints: Vec<String>,
+    #[serde(default)]
+    pub preferences: Vec<Preference>,
+    pub max_replicas_per_node: Option<u64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Preference {
+    pub spread: String,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -70,7 +178,45 @@ pub struct Placement {
 pub struct UpdateConfig {
     pub parallelism: Option<u64>,
     pub delay: Option<String>,
+    pub failure_action: Option<String>,
+    pub monitor: Option<String>,
+    pub max_failure_ratio: Option<f32>,
     pub order: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub limits: Option<ResourceLimits>,
+    pub reservations: Option<ResourceReservations>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    pub cpus: Option<Scalar>,
+    pub memory: Option<Scalar>,
+    pub pids: Option<i64>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceReservations {
+    pub cpus: Option<Scalar>,
+    pub memory: Option<Scalar>,
+    /// Swarm's generic resources (GPUs): refused by the converter with the reason.
+    pub generic_resources: Option<serde_norway::Value>,
+    /// The Compose Specification's device requests: refused likewise.
+    pub devices: Option<serde_norway::Value>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    pub condition: Option<String>,
+    pub delay: Option<String>,
+    pub max_attempts: Option<u64>,
+    pub window: Option<String>,
 }
 
 /// `"8080:80"`, `80`, or the long form.
@@ -86,21 +232,30 @@ pub enum Port {
 #[serde(deny_unknown_fields)]
 pub struct LongPort {
     pub target: u16,
-    pub published: Option<u16>,
+    pub published: Option<Scalar>,
     pub protocol: Option<String>,
     pub mode: Option<String>,
+    pub name: Option<String>,
+    pub host_ip: Option<String>,
+    pub app_protocol: Option<String>,
 }
 
 impl Port {
     /// The same port as `--publish` takes it.
-    pub fn to_flag(&self) -> String {
-        match self {
+    pub fn to_flag(&self) -> Result<String, String> {
+        Ok(match self {
             Port::Number(n) => n.to_string(),
             Port::Short(s) => s.clone(),
             Port::Long(l) => {
+                if l.host_ip.is_some() {
+                    return Err(format!(
+                        "ports: host_ip is not supported in swarm mode (port {}); a published port answers on every address of every node",
+                        l.target
+                    ));
+                }
                 let mut parts = vec![format!("target={}", l.target)];
-                if let Some(p) = l.published {
-                    parts.push(format!("published={p}"));
+                if let Some(p) = &l.published {
+                    parts.push(format!("published={}", p.text()));
                 }
                 if let Some(p) = &l.protocol {
                     parts.push(format!("protocol={p}"));
@@ -110,7 +265,7 @@ impl Port {
                 }
                 parts.join(",")
             }
-        }
+        })
     }
 }
 
@@ -126,29 +281,36 @@ pub enum ServiceNetworks {
 pub struct NetworkAttach {
     #[serde(default)]
     pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
+    pub priority: Option<i64>,
 }
 
 impl ServiceNetworks {
-    /// (network key in the file, aliases).
-    pub fn entries(&self) -> Vec<(String, Vec<String>)> {
+    /// (network key in the file, its attachment options).
+    pub fn entries(&self) -> Vec<(String, NetworkAttach)> {
         match self {
-            ServiceNetworks::List(l) => l.iter().map(|n| (n.clone(), vec![])).collect(),
+            ServiceNetworks::List(l) => l
+                .iter()
+                .map(|n| (n.clone(), NetworkAttach::default()))
+                .collect(),
             ServiceNetworks::Map(m) => m
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default().aliases))
+                .map(|(k, v)| (k.clone(), v.clone().unwrap_or_default()))
                 .collect(),
         }
     }
 }
 
+/// A list of `KEY=VALUE` (or `KEY:VALUE` for extra_hosts), or a map.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(untagged)]
-pub enum Environment {
+pub enum Pairs {
     List(Vec<String>),
     Map(BTreeMap<String, Option<Scalar>>),
 }
 
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(untagged)]
 pub enum Scalar {
     Text(String),
@@ -157,20 +319,31 @@ pub enum Scalar {
     Bool(bool),
 }
 
-impl Environment {
-    /// `KEY=VALUE` (a key without a value is taken from the deploying shell, as `--env KEY`).
-    pub fn to_flags(&self) -> Vec<String> {
+impl Scalar {
+    pub fn text(&self) -> String {
         match self {
-            Environment::List(l) => l.clone(),
-            Environment::Map(m) => m
+            Scalar::Text(s) => s.clone(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Pairs {
+    /// (key, value); a key without a value (list `KEY` or map `KEY:`) has `None`.
+    pub fn entries(&self, list_separators: &[char]) -> Vec<(String, Option<String>)> {
+        match self {
+            Pairs::List(l) => l
                 .iter()
-                .map(|(k, v)| match v {
-                    None => k.clone(),
-                    Some(Scalar::Text(s)) => format!("{k}={s}"),
-                    Some(Scalar::Int(i)) => format!("{k}={i}"),
-                    Some(Scalar::Float(f)) => format!("{k}={f}"),
-                    Some(Scalar::Bool(b)) => format!("{k}={b}"),
+                .map(|e| match e.split_once(list_separators) {
+                    Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                    None => (e.clone(), None),
                 })
+                .collect(),
+            Pairs::Map(m) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(Scalar::text)))
                 .collect(),
         }
     }
@@ -184,8 +357,77 @@ pub struct Healthcheck {
     pub timeout: Option<String>,
     pub retries: Option<u64>,
     pub start_period: Option<String>,
+    pub start_interval: Option<String>,
     #[serde(default)]
     pub disable: bool,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum UlimitValue {
+    Single(i64),
+    Pair { soft: i64, hard: i64 },
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub options: BTreeMap<String, Option<Scalar>>,
+}
+
+/// `SOURCE:TARGET[:MODE]`, `TARGET` (anonymous volume), or the long form.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum ServiceVolume {
+    Short(String),
+    Long(LongVolume),
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LongVolume {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
+    pub consistency: Option<String>,
+    pub bind: Option<BindVolume>,
+    pub volume: Option<VolumeVolume>,
+    pub tmpfs: Option<TmpfsVolume>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BindVolume {
+    pub propagation: Option<String>,
+    pub create_host_path: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeVolume {
+    #[serde(default)]
+    pub nocopy: bool,
+    pub subpath: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TmpfsVolume {
+    pub size: Option<Scalar>,
+    pub mode: Option<u32>,
+}
+
+/// `external: true`, or the older `external: {name: N}`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(untagged)]
+pub enum External {
+    Flag(bool),
+    Named { name: String },
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -193,46 +435,56 @@ pub struct Healthcheck {
 pub struct Network {
     pub driver: Option<String>,
     #[serde(default)]
+    pub driver_opts: BTreeMap<String, Scalar>,
+    #[serde(default)]
     pub attachable: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub enable_ipv6: bool,
     pub ipam: Option<Ipam>,
-    #[serde(default)]
-    pub external: bool,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub external: Option<External>,
+    pub name: Option<String>,
+    pub labels: Option<Pairs>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Ipam {
+    pub driver: Option<String>,
     #[serde(default)]
     pub config: Vec<IpamConfig>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 pub struct IpamConfig {
     pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub aux_addresses: Option<BTreeMap<String, String>>,
 }
 
-/// Reads a Compose file; the error names the key path and the line.
-pub fn parse(text: &str) -> Result<ComposeFile, String> {
-    let file: ComposeFile = serde_norway::from_str(text).map_err(|e| {
-        let msg = e.to_string();
-        // "unknown field `x`, expected one of ..." says which key; keep what helps.
-        match msg.split_once(", expected") {
-            Some((head, rest)) => {
-                let at = rest.rfind(" at line ").map(|i| &rest[i..]).unwrap_or("");
-                format!("{head} (not supported by shoal){at}")
-            }
-            None => msg,
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, Scalar>,
+    pub external: Option<External>,
+    pub name: Option<String>,
+    pub labels: Option<Pairs>,
+}
+
+impl External {
+    /// Whether the object is external, and the name it has outside the stack if given.
+    pub fn resolve(ext: &Option<External>) -> (bool, Option<String>) {
+        match ext {
+            None | Some(External::Flag(false)) => (false, None),
+            Some(External::Flag(true)) => (true, None),
+            Some(External::Named { name }) => (true, Some(name.clone())),
         }
-    })?;
-    if let Some(v) = &file.version
-        && !v.starts_with('3')
-    {
-        return Err(format!(
-            "version {v:?}: stacks take Compose file format 3 (version: \"3.8\")"
-        ));
     }
-    Ok(file)
 }

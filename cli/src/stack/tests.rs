@@ -45,8 +45,18 @@ networks:
 "#;
 
 fn planned(text: &str) -> Result<StackPlan> {
-    let file = compose::parse(text).map_err(|e| anyhow!(e))?;
-    plan("shop", &file, &|_| None)
+    planned_with(text, &|_| None).map(|(p, _)| p)
+}
+
+fn planned_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(StackPlan, Vec<String>)> {
+    let src = load::Source {
+        name: "/srv/shop/stack.yml".into(),
+        text: text.into(),
+    };
+    plan_files("shop", &[src], env)
 }
 
 #[test]
@@ -94,7 +104,11 @@ fn a_stack_prefixes_names_and_labels_everything() {
         .find(|s| s.spec.name == "shop_web")
         .unwrap();
     assert_eq!(web_plan.networks[0].name, "shop_front");
-    assert_eq!(web_plan.networks[0].aliases, ["www"]);
+    assert_eq!(
+        web_plan.networks[0].aliases,
+        ["www", "web"],
+        "the Compose name is an alias too"
+    );
 
     let worker = &p
         .services
@@ -108,13 +122,17 @@ fn a_stack_prefixes_names_and_labels_everything() {
 
 #[test]
 fn unknown_keys_are_refused_with_their_line() {
-    let text = "services:\n  web:\n    image: x\n    volumes: [\"/a:/b\"]\n";
+    let text =
+        "services:\n  web:\n    image: x\n    deploy:\n      replicas: 2\n      replicaz: 3\n";
     let err = planned(text).unwrap_err().to_string();
-    assert!(err.contains("volumes"), "{err}");
-    assert!(err.contains("line 4"), "{err}");
+    assert!(
+        err.starts_with("/srv/shop/stack.yml:6:7: unknown key \"replicaz\" in services.web.deploy"),
+        "{err}"
+    );
+    assert!(err.contains("allowed here: mode, replicas"), "{err}");
     let text = "services:\n  web:\n    image: x\nsecrets:\n  s: {}\n";
     let err = planned(text).unwrap_err().to_string();
-    assert!(err.contains("secrets") && err.contains("line 4"), "{err}");
+    assert!(err.contains("/srv/shop/stack.yml:4:1: secrets"), "{err}");
 }
 
 #[test]

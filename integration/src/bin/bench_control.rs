@@ -91,6 +91,7 @@ async fn form(c: &LocalCluster, managers: usize) -> Result<String> {
         },
         ingress: false,
         attachable: false,
+        internal: false,
         ipam_options: IpamOptions {
             configs: vec![IpamConfig {
                 subnet: "198.19.128.0/17".into(),

@@ -61,6 +61,7 @@ fn setup() -> ClusterState {
         },
         ingress: false,
         attachable: false,
+        internal: false,
         ipam_options: IpamOptions::default(),
     };
     s.apply(

@@ -72,6 +72,7 @@ pub(crate) fn net_spec(name: &str, ingress: bool, subnet: Option<&str>) -> Netwo
         },
         ingress,
         attachable: false,
+        internal: false,
         ipam_options: IpamOptions {
             configs: subnet
                 .map(|s| {

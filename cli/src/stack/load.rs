@@ -1,0 +1,514 @@
+//! Reading Compose files as `docker stack deploy` does: YAML with anchors and merge keys,
+//! `x-*` extension fields dropped, keys swarm mode ignores dropped with Docker's warning,
+//! variables substituted from the environment, several files merged in order (later wins),
+//! and then the strict typed read of `compose.rs`, whose errors are mapped back to the file,
+//! line and column of the offending key.
+
+use super::compose::ComposeFile;
+use super::interpolate::{self, InterpolationError};
+use serde_norway::{Mapping, Value};
+use std::collections::BTreeSet;
+
+/// One `-c` argument: its name (a path, or `-` for standard input) and its text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug)]
+pub struct Loaded {
+    pub file: ComposeFile,
+    /// Lines to print on stderr before deploying, as Docker does.
+    pub warnings: Vec<String>,
+}
+
+/// Service keys that swarm mode ignores; `docker stack deploy` names them in one warning
+/// (docker/cli `cli/compose/types.UnsupportedProperties`, plus the keys it drops silently
+/// that users most often expect to work).
+const IGNORED: [&str; 21] = [
+    "build",
+    "cgroupns_mode",
+    "cgroup_parent",
+    "container_name",
+    "credential_spec",
+    "depends_on",
+    "devices",
+    "domainname",
+    "expose",
+    "external_links",
+    "ipc",
+    "links",
+    "mac_address",
+    "network_mode",
+    "pid",
+    "platform",
+    "privileged",
+    "pull_policy",
+    "security_opt",
+    "shm_size",
+    "userns_mode",
+];
+
+/// `restart` is ignored too, but it still sets the restart policy when `deploy` has none,
+/// as docker/cli's converter does: it is kept, with the warning.
+const RESTART: &str = "restart";
+
+/// Keys whose values are numbers or booleans in the schema; after substitution they may be
+/// strings (`replicas: ${N}`), so they are cast back. `*` matches one key or list index.
+const INTS: &[&str] = &[
+    "services.*.deploy.replicas",
+    "services.*.deploy.update_config.parallelism",
+    "services.*.deploy.rollback_config.parallelism",
+    "services.*.deploy.restart_policy.max_attempts",
+    "services.*.deploy.placement.max_replicas_per_node",
+    "services.*.deploy.resources.limits.pids",
+    "services.*.healthcheck.retries",
+    "services.*.ports.*.target",
+    "services.*.ports.*.published",
+    "services.*.ulimits.*",
+    "services.*.ulimits.*.soft",
+    "services.*.ulimits.*.hard",
+    "services.*.volumes.*.tmpfs.mode",
+];
+const FLOATS: &[&str] = &[
+    "services.*.deploy.update_config.max_failure_ratio",
+    "services.*.deploy.rollback_config.max_failure_ratio",
+];
+const BOOLS: &[&str] = &[
+    "services.*.init",
+    "services.*.read_only",
+    "services.*.tty",
+    "services.*.stdin_open",
+    "services.*.healthcheck.disable",
+    "services.*.volumes.*.read_only",
+    "services.*.volumes.*.volume.nocopy",
+    "services.*.volumes.*.bind.create_host_path",
+    "networks.*.attachable",
+    "networks.*.internal",
+    "networks.*.enable_ipv6",
+    "networks.*.external",
+    "volumes.*.external",
+];
+
+fn key_text(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => serde_norway::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+fn matches(pattern: &str, path: &[String]) -> bool {
+    let parts: Vec<&str> = pattern.split('.').collect();
+    parts.len() == path.len() && parts.iter().zip(path).all(|(p, k)| *p == "*" || p == k)
+}
+
+/// Drops `x-*` keys at every level (Docker allows them at the top and in every object).
+fn drop_extensions(v: &mut Value) {
+    match v {
+        Value::Mapping(m) => {
+            m.retain(|k, _| !matches!(k, Value::String(s) if s.starts_with("x-")));
+            for (_, v) in m.iter_mut() {
+                drop_extensions(v);
+            }
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(drop_extensions),
+        Value::Tagged(t) => drop_extensions(&mut t.value),
+        _ => {}
+    }
+}
+
+struct Walk<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    unset: BTreeSet<String>,
+}
+
+impl Walk<'_> {
+    /// Substitutes variables in every string value (keys are left as they are) and casts
+    /// the known numeric and boolean keys.
+    fn values(&mut self, v: &mut Value, path: &mut Vec<String>) -> Result<(), InterpolationError> {
+        match v {
+            Value::Mapping(m) => {
+                for (k, v) in m.iter_mut() {
+                    path.push(key_text(k));
+                    self.values(v, path)?;
+                    path.pop();
+                }
+            }
+            Value::Sequence(s) => {
+                for (i, v) in s.iter_mut().enumerate() {
+                    path.push(i.to_string());
+                    self.values(v, path)?;
+                    path.pop();
+                }
+            }
+            Value::String(s) => {
+                let done = interpolate::substitute(&path.join("."), s, self.lookup)?;
+                self.unset.extend(done.unset);
+                *v = cast(path, done.text);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn cast(path: &[String], text: String) -> Value {
+    let t = text.trim();
+    if INTS.iter().any(|p| matches(p, path))
+        && let Ok(n) = t.parse::<i64>()
+    {
+        return Value::Number(n.into());
+    }
+    if FLOATS.iter().any(|p| matches(p, path))
+        && let Ok(f) = t.parse::<f64>()
+    {
+        return Value::Number(f.into());
+    }
+    if BOOLS.iter().any(|p| matches(p, path)) {
+        match t.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" => return Value::Bool(true),
+            "false" | "no" | "n" | "off" => return Value::Bool(false),
+            _ => {}
+        }
+    }
+    Value::String(text)
+}
+
+fn services_mut(root: &mut Mapping) -> Vec<(String, &mut Mapping)> {
+    match root.get_mut("services") {
+        Some(Value::Mapping(s)) => s
+            .iter_mut()
+            .filter_map(|(k, v)| match v {
+                Value::Mapping(m) => Some((key_text(k), m)),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Reads one file into a mapping, with merge keys applied and extensions dropped.
+fn read_one(src: &Source) -> Result<Mapping, String> {
+    let mut v: Value =
+        serde_norway::from_str(&src.text).map_err(|e| format!("{}: {e}", src.name))?;
+    v.apply_merge()
+        .map_err(|e| format!("{}: merge key: {e}", src.name))?;
+    drop_extensions(&mut v);
+    match v {
+        Value::Mapping(m) => Ok(m),
+        Value::Null => Ok(Mapping::new()),
+        _ => Err(format!(
+            "{}: a Compose file is a mapping with `services:` at its top",
+            src.name
+        )),
+    }
+}
+
+/// Secrets and configs are refused by name until shoal has them, rather than silently
+/// deploying services that would miss their files.
+fn refuse_secrets(src: &Source, root: &Mapping) -> Result<(), String> {
+    for key in ["secrets", "configs"] {
+        if root.contains_key(key) {
+            return Err(located(
+                std::slice::from_ref(src),
+                &[key.to_string()],
+                &format!(
+                    "{key}: Swarm {key} are not supported by shoal yet; remove them and pass the values another way (environment, bind mounts)"
+                ),
+            ));
+        }
+    }
+    let Some(Value::Mapping(services)) = root.get("services") else {
+        return Ok(());
+    };
+    for (name, svc) in services {
+        let Value::Mapping(svc) = svc else { continue };
+        for key in ["secrets", "configs"] {
+            if svc.contains_key(key) {
+                return Err(located(
+                    std::slice::from_ref(src),
+                    &["services".into(), key_text(name), key.to_string()],
+                    &format!(
+                        "services.{}.{key}: Swarm {key} are not supported by shoal yet",
+                        key_text(name)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where a key path is in the first source that has it: `file:line:column: message`.
+fn located(sources: &[Source], path: &[String], message: &str) -> String {
+    for src in sources.iter().rev() {
+        if let Some((line, col)) = locate(&src.text, path) {
+            return format!("{}:{line}:{col}: {message}", src.name);
+        }
+    }
+    match sources.last() {
+        Some(s) => format!("{}: {message}", s.name),
+        None => message.to_string(),
+    }
+}
+
+fn indent_of(line: &str) -> usize {
+    line.len() - line.trim_start_matches([' ', '-']).len()
+}
+
+fn key_of(line: &str) -> Option<&str> {
+    let t = line.trim_start_matches([' ', '-']).trim_start();
+    let (k, _) = t.split_once(':')?;
+    Some(k.trim().trim_matches(['"', '\'']))
+}
+
+/// Finds the line (1-based) and column of the last key of `path` in block-style YAML.
+/// List indices in the path are skipped; a key is searched within its parent's block.
+pub fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut from, mut to) = (0usize, lines.len());
+    let mut parent_indent: Option<usize> = None;
+    let mut found = None;
+    for seg in path.iter().filter(|s| s.parse::<usize>().is_err()) {
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().take(to).skip(from) {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            let ind = indent_of(line);
+            if parent_indent.is_some_and(|p| ind <= p) {
+                continue;
+            }
+            if key_of(line) == Some(seg.as_str()) {
+                hit = Some((i, ind));
+                break;
+            }
+        }
+        let (i, ind) = hit?;
+        found = Some((i + 1, ind + 1));
+        // The key's block: until the next line indented no deeper than the key.
+        let end = lines
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, l)| {
+                let t = l.trim_start();
+                let ind_here = l.len() - t.len();
+                let content = !t.is_empty() && !t.starts_with('#');
+                // A list item at the key's own indent still belongs to the key's block.
+                let item_of_key = t.starts_with('-') && ind_here == ind;
+                content && ind_here <= ind && !item_of_key
+            })
+            .map_or(lines.len(), |(j, _)| j);
+        from = i + 1;
+        to = end;
+        parent_indent = Some(ind);
+    }
+    found
+}
+
+fn as_pairs_map(v: &Value, sep: char) -> Option<Mapping> {
+    match v {
+        Value::Mapping(m) => Some(m.clone()),
+        Value::Sequence(s) => {
+            let mut m = Mapping::new();
+            for e in s {
+                let Value::String(e) = e else { return None };
+                match e.split_once(sep) {
+                    Some((k, val)) => m.insert(Value::String(k.into()), Value::String(val.into())),
+                    None => m.insert(Value::String(e.clone()), Value::Null),
+                };
+            }
+            Some(m)
+        }
+        _ => None,
+    }
+}
+
+fn volume_target(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => {
+            let parts: Vec<&str> = s.split(':').collect();
+            Some(match parts.len() {
+                1 => parts[0].to_string(),
+                _ => parts[1].to_string(),
+            })
+        }
+        Value::Mapping(m) => m.get("target").map(key_text),
+        _ => None,
+    }
+}
+
+/// Merges `over` into `base` as `docker stack deploy -c a -c b` does: mappings merge key by
+/// key, a later scalar or list replaces an earlier one, except the lists Docker merges:
+/// ports (union), volumes (by target), and environment, labels, extra_hosts and sysctls (by
+/// key, in either list or map form).
+fn merge(base: &mut Value, over: Value, depth: Vec<String>) {
+    let service_key = depth.len() == 3 && depth[0] == "services";
+    match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) => {
+            for (k, v) in o {
+                let mut d = depth.clone();
+                d.push(key_text(&k));
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v, d),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) if service_key => {
+            let key = depth[2].as_str();
+            match key {
+                "environment" | "labels" | "sysctls" | "extra_hosts" => {
+                    let sep = if key == "extra_hosts" { ':' } else { '=' };
+                    match (as_pairs_map(b, sep), as_pairs_map(&o, sep)) {
+                        (Some(mut bm), Some(om)) => {
+                            for (k, v) in om {
+                                bm.insert(k, v);
+                            }
+                            *b = Value::Mapping(bm);
+                        }
+                        _ => *b = o,
+                    }
+                }
+                "ports" => match (b, o) {
+                    (Value::Sequence(bs), Value::Sequence(os)) => {
+                        for p in os {
+                            if !bs.contains(&p) {
+                                bs.push(p);
+                            }
+                        }
+                    }
+                    (b, o) => *b = o,
+                },
+                "volumes" => match (b, o) {
+                    (Value::Sequence(bs), Value::Sequence(os)) => {
+                        for v in os {
+                            let t = volume_target(&v);
+                            bs.retain(|x| t.is_none() || volume_target(x) != t);
+                            bs.push(v);
+                        }
+                    }
+                    (b, o) => *b = o,
+                },
+                _ => *b = o,
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Docker's wording for a strict-read error: the key path, and the keys allowed there.
+fn explain(sources: &[Source], err: &serde_norway::Error) -> String {
+    let msg = err.to_string();
+    // "services.web.deploy: unknown field `x`, expected one of `a`, `b` at line ..."
+    let msg = match msg.rsplit_once(" at line ") {
+        Some((head, _)) => head.to_string(),
+        None => msg,
+    };
+    let (path, what) = match msg.split_once(": ") {
+        Some((p, w)) if !p.contains(' ') => (p.to_string(), w.to_string()),
+        _ => (String::new(), msg.clone()),
+    };
+    let mut segs: Vec<String> = path
+        .replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let text = if let Some(rest) = what.strip_prefix("unknown field `") {
+        let (key, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        segs.push(key.to_string());
+        let allowed = expected
+            .trim_start_matches(", expected ")
+            .trim_start_matches("one of ")
+            .replace('`', "");
+        let place = if path.is_empty() {
+            "the top level".to_string()
+        } else {
+            path.clone()
+        };
+        format!(
+            "unknown key {key:?} in {place}: it is in no Compose file format (allowed here: {allowed})"
+        )
+    } else if path.is_empty() {
+        what
+    } else {
+        format!("{path}: {what}")
+    };
+    located(sources, &segs, &text)
+}
+
+/// Loads the files in order, merged, checked and with variables substituted.
+pub fn load(sources: &[Source], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, String> {
+    if sources.is_empty() {
+        return Err("give at least one Compose file with -c".into());
+    }
+    let mut warnings = Vec::new();
+    let mut ignored: BTreeSet<String> = BTreeSet::new();
+    let mut merged: Option<Value> = None;
+    let mut walk = Walk {
+        lookup,
+        unset: BTreeSet::new(),
+    };
+    for src in sources {
+        let mut root = read_one(src)?;
+        if let Some(v) = root.get("version") {
+            let v = key_text(v);
+            if !v.starts_with('3') {
+                return Err(located(
+                    std::slice::from_ref(src),
+                    &["version".into()],
+                    &format!(
+                        "version {v:?}: stacks take Compose file format 3 (version: \"3.8\") or no version"
+                    ),
+                ));
+            }
+        }
+        refuse_secrets(src, &root)?;
+        for (_, svc) in services_mut(&mut root) {
+            for key in IGNORED {
+                if svc.remove(key).is_some() {
+                    ignored.insert(key.to_string());
+                }
+            }
+            if svc.contains_key(RESTART) {
+                ignored.insert(RESTART.to_string());
+            }
+        }
+        let mut v = Value::Mapping(root);
+        walk.values(&mut v, &mut Vec::new())
+            .map_err(|e| format!("{}: {e}", src.name))?;
+        match &mut merged {
+            None => merged = Some(v),
+            Some(m) => merge(m, v, vec![]),
+        }
+    }
+    for var in &walk.unset {
+        warnings.push(format!(
+            "WARN: The \"{var}\" variable is not set. Defaulting to a blank string."
+        ));
+    }
+    if !ignored.is_empty() {
+        let list: Vec<&str> = ignored.iter().map(String::as_str).collect();
+        warnings.push(format!("Ignoring unsupported options: {}", list.join(", ")));
+    }
+    let merged = merged.unwrap_or(Value::Mapping(Mapping::new()));
+    // Read strictly from text, so that errors carry the key path; `explain` then finds the
+    // key in the original files.
+    let text = serde_norway::to_string(&merged).map_err(|e| e.to_string())?;
+    let file: ComposeFile = serde_norway::from_str(&text).map_err(|e| explain(sources, &e))?;
+    Ok(Loaded { file, warnings })
+}
+
+#[cfg(test)]
+mod tests;

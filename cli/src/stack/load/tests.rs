@@ -1,0 +1,180 @@
+use super::*;
+use crate::stack::compose;
+
+fn src(name: &str, text: &str) -> Source {
+    Source {
+        name: name.into(),
+        text: text.into(),
+    }
+}
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "REPLICAS" => Some("4".into()),
+        "TAG" => Some("1.27".into()),
+        "RO" => Some("true".into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn anchors_merge_keys_and_extensions() {
+    let text = r#"
+version: "3.9"
+x-defaults: &defaults
+  image: nginx:${TAG}
+  deploy:
+    replicas: ${REPLICAS}
+services:
+  web:
+    <<: *defaults
+    x-note: not for swarm
+    read_only: ${RO}
+  api:
+    <<: *defaults
+    image: api:${TAG:-latest}
+"#;
+    let l = load(&[src("a.yml", text)], &env).unwrap();
+    let web = &l.file.services["web"];
+    assert_eq!(web.image.as_deref(), Some("nginx:1.27"));
+    assert_eq!(
+        web.deploy.as_ref().unwrap().replicas,
+        Some(4),
+        "cast back to a number"
+    );
+    assert_eq!(web.read_only, Some(true));
+    assert_eq!(l.file.services["api"].image.as_deref(), Some("api:1.27"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
+
+#[test]
+fn ignored_keys_warn_like_docker_and_unset_variables_too() {
+    let text = "services:\n  web:\n    image: x:$NOPE\n    build: .\n    depends_on: [db]\n    restart: always\n    container_name: web\n  db:\n    image: db\n    privileged: true\n";
+    let l = load(&[src("a.yml", text)], &env).unwrap();
+    assert_eq!(
+        l.warnings,
+        [
+            "WARN: The \"NOPE\" variable is not set. Defaulting to a blank string.",
+            "Ignoring unsupported options: build, container_name, depends_on, privileged, restart",
+        ]
+    );
+    assert_eq!(l.file.services["web"].restart.as_deref(), Some("always"));
+}
+
+#[test]
+fn later_files_win_and_lists_merge_as_docker_does() {
+    let base = r#"
+services:
+  web:
+    image: web:1
+    command: ["a"]
+    environment: {A: "1", B: "2"}
+    ports: ["80:80"]
+    volumes: ["data:/data", "/etc/x:/etc/x:ro"]
+    deploy:
+      replicas: 2
+      labels: [tier=front]
+volumes:
+  data:
+"#;
+    let over = r#"
+services:
+  web:
+    image: web:2
+    command: ["b"]
+    environment: ["B=3", "C=4"]
+    ports: ["443:443"]
+    volumes: ["other:/data"]
+    deploy:
+      replicas: 5
+volumes:
+  other:
+"#;
+    let l = load(&[src("a.yml", base), src("b.yml", over)], &env).unwrap();
+    let w = &l.file.services["web"];
+    assert_eq!(w.image.as_deref(), Some("web:2"));
+    assert!(matches!(&w.command, Some(compose::Words::List(c)) if c == &["b"]));
+    let envs = w.environment.as_ref().unwrap().entries(&['=']);
+    assert_eq!(
+        envs,
+        [
+            ("A".to_string(), Some("1".to_string())),
+            ("B".to_string(), Some("3".to_string())),
+            ("C".to_string(), Some("4".to_string())),
+        ]
+    );
+    assert_eq!(w.ports.len(), 2, "ports are a union");
+    assert_eq!(w.volumes.len(), 2, "/data replaced by target");
+    let d = w.deploy.as_ref().unwrap();
+    assert_eq!(d.replicas, Some(5));
+    assert!(d.labels.is_some(), "deploy merged key by key");
+    assert!(l.file.volumes.contains_key("data") && l.file.volumes.contains_key("other"));
+}
+
+#[test]
+fn errors_name_the_file_line_and_fix() {
+    let base = "services:\n  web:\n    image: x\n";
+    let over = "services:\n  web:\n    deploy:\n      placement:\n        constraint: [a==b]\n";
+    let err = load(&[src("a.yml", base), src("b.yml", over)], &env).unwrap_err();
+    assert!(
+        err.starts_with("b.yml:5:9: unknown key \"constraint\" in services.web.deploy.placement"),
+        "{err}"
+    );
+    assert!(err.contains("constraints"), "{err}");
+    let err = load(
+        &[src(
+            "a.yml",
+            "services:\n  web:\n    image: ${IMG:?set IMG to the image}\n",
+        )],
+        &env,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "a.yml: required variable IMG is missing a value: set IMG to the image (at services.web.image)"
+    );
+    let err = load(
+        &[src("a.yml", "services:\n  web:\n    image: \"${\"\n")],
+        &env,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("invalid interpolation format for services.web.image"),
+        "{err}"
+    );
+    let err = load(&[src("a.yml", "version: '2.4'\nservices: {}\n")], &env).unwrap_err();
+    assert!(err.starts_with("a.yml:1:1: version \"2.4\""), "{err}");
+    let err = load(
+        &[src(
+            "a.yml",
+            "services:\n  web:\n    image: x\n    secrets: [db]\n",
+        )],
+        &env,
+    )
+    .unwrap_err();
+    assert!(err.starts_with("a.yml:4:5: services.web.secrets"), "{err}");
+    let err = load(&[src("a.yml", "services:\n  web: [x\n")], &env).unwrap_err();
+    assert!(err.starts_with("a.yml: "), "{err}");
+    let err = load(
+        &[src(
+            "a.yml",
+            "services:\n  web:\n    image: x\n    deploy:\n      replicas: many\n",
+        )],
+        &env,
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("a.yml:5:7: services.web.deploy.replicas: invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn locate_follows_blocks() {
+    let text =
+        "services:\n  db:\n    deploy:\n      mode: global\n  web:\n    deploy:\n      mode: x\n";
+    let p = |s: &str| s.split('.').map(String::from).collect::<Vec<_>>();
+    assert_eq!(locate(text, &p("services.web.deploy.mode")), Some((7, 7)));
+    assert_eq!(locate(text, &p("services.db.deploy.mode")), Some((4, 7)));
+    assert_eq!(locate(text, &p("services.nope")), None);
+}
