@@ -164,3 +164,328 @@ fn bad_values_name_the_service() {
         assert!(err.contains(want), "{text}: {err}");
     }
 }
+
+const RICH: &str = r#"
+version: "3.9"
+x-logging: &logging
+  driver: json-file
+  options:
+    max-size: "10m"
+services:
+  db:
+    image: postgres:${PG_TAG:-16}
+    environment:
+      - POSTGRES_USER=app
+      - FROM_SHELL
+      - UNSET_ONE
+    env_file: [db.env]
+    volumes:
+      - db-data:/var/lib/postgresql/data
+      - ./init:/docker-entrypoint-initdb.d:ro
+      - type: tmpfs
+        target: /run/cache
+        tmpfs:
+          size: 64m
+    stop_grace_period: 1m30s
+    stop_signal: SIGINT
+    hostname: "db-{{.Task.Slot}}"
+    user: "999:999"
+    working_dir: /var/lib/postgresql
+    labels:
+      com.example.role: database
+    logging: *logging
+    ulimits:
+      nofile:
+        soft: 20000
+        hard: 40000
+      nproc: 65535
+    sysctls:
+      net.core.somaxconn: 1024
+    cap_add: [SYS_NICE]
+    cap_drop: [ALL]
+    extra_hosts:
+      - "metrics.local:198.18.0.9"
+    dns: [198.18.0.53]
+    dns_search: corp.example
+    dns_opt: ["ndots:2"]
+    init: true
+    read_only: true
+    tty: true
+    stdin_open: true
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready -U app"]
+      interval: 10s
+      timeout: 5s
+      retries: 5
+      start_period: 30s
+      start_interval: 1s
+    deploy:
+      mode: replicated
+      replicas: 1
+      labels: [com.example.tier=data]
+      endpoint_mode: dnsrr
+      placement:
+        constraints: [node.role == manager]
+        preferences:
+          - spread: node.labels.zone
+        max_replicas_per_node: 1
+      resources:
+        limits:
+          cpus: '0.50'
+          memory: 512M
+          pids: 200
+        reservations:
+          cpus: '0.25'
+          memory: 128M
+      restart_policy:
+        condition: on-failure
+        delay: 5s
+        max_attempts: 3
+        window: 120s
+      update_config:
+        parallelism: 2
+        delay: 10s
+        failure_action: rollback
+        monitor: 60s
+        max_failure_ratio: 0.3
+        order: start-first
+      rollback_config:
+        parallelism: 0
+        failure_action: continue
+    networks:
+      back:
+        aliases: [postgres]
+    build: ./db
+    depends_on: [cache]
+  cache:
+    image: redis:alpine
+    restart: on-failure:4
+    networks: [back, outside]
+volumes:
+  db-data:
+    driver: local
+    driver_opts:
+      type: tmpfs
+      device: tmpfs
+      o: "size=100m"
+    labels:
+      backup: nightly
+networks:
+  back:
+    driver: overlay
+    driver_opts:
+      encrypted: ""
+    internal: true
+    ipam:
+      config:
+        - subnet: 198.19.61.0/24
+          gateway: 198.19.61.254
+  outside:
+    external:
+      name: shared-net
+"#;
+
+#[test]
+fn the_swarm_subset_converts_as_docker_stack_deploy_does() {
+    let env = |k: &str| match k {
+        "FROM_SHELL" => Some("yes".to_string()),
+        _ => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("db.env"),
+        "# comment\nPOSTGRES_DB=shop\nPOSTGRES_USER=overridden\n",
+    )
+    .unwrap();
+    let file = dir.path().join("stack.yml");
+    let src = load::Source {
+        name: file.display().to_string(),
+        text: RICH.into(),
+    };
+    let (p, warnings) = plan_files("shop", &[src], &env).unwrap();
+    assert_eq!(
+        warnings,
+        ["Ignoring unsupported options: build, depends_on, restart"],
+        "a variable with a default is not reported unset"
+    );
+    assert_eq!(p.external, ["shared-net"]);
+    let back = &p.networks[0];
+    assert_eq!(back.name, "shop_back");
+    assert!(back.internal);
+    assert_eq!(back.driver_configuration.options["encrypted"], "");
+    assert_eq!(back.ipam_options.configs[0].gateway, "198.19.61.254");
+    let db = p
+        .services
+        .iter()
+        .find(|s| s.spec.name == "shop_db")
+        .unwrap();
+    let s = &db.spec;
+    assert_eq!(s.labels["com.example.tier"], "data");
+    assert_eq!(s.labels[NAMESPACE_LABEL], "shop");
+    assert_eq!(s.endpoint_spec.mode, EndpointMode::Dnsrr);
+    let t = &s.task_template;
+    let cs = &t.container_spec;
+    assert_eq!(cs.image, "postgres:16");
+    assert_eq!(
+        cs.env,
+        ["FROM_SHELL=yes", "POSTGRES_DB=shop", "POSTGRES_USER=app"],
+        "env_file first, environment wins, an unset bare key left out"
+    );
+    assert_eq!(cs.stop_grace_period, 90_000_000_000);
+    assert_eq!(cs.stop_signal, "SIGINT");
+    assert_eq!(cs.hostname, "db-{{.Task.Slot}}");
+    assert_eq!(
+        (cs.user.as_str(), cs.dir.as_str()),
+        ("999:999", "/var/lib/postgresql")
+    );
+    assert_eq!(cs.labels["com.example.role"], "database");
+    assert_eq!(cs.labels[NAMESPACE_LABEL], "shop");
+    assert_eq!(t.log_driver.as_ref().unwrap().name, "json-file");
+    assert_eq!(t.log_driver.as_ref().unwrap().options["max-size"], "10m");
+    let nofile = cs.ulimits.iter().find(|u| u.name == "nofile").unwrap();
+    assert_eq!((nofile.soft, nofile.hard), (20000, 40000));
+    assert_eq!(cs.sysctls["net.core.somaxconn"], "1024");
+    assert_eq!(cs.capability_add, ["CAP_SYS_NICE"]);
+    assert_eq!(cs.capability_drop, ["ALL"]);
+    assert_eq!(cs.hosts, ["198.18.0.9 metrics.local"]);
+    let dns = cs.dns_config.as_ref().unwrap();
+    assert_eq!(
+        (
+            dns.nameservers.len(),
+            dns.search[0].as_str(),
+            dns.options[0].as_str()
+        ),
+        (1, "corp.example", "ndots:2")
+    );
+    assert_eq!(
+        (cs.init, cs.read_only, cs.tty, cs.open_stdin),
+        (Some(true), true, true, true)
+    );
+    let hc = cs.healthcheck.as_ref().unwrap();
+    assert_eq!(hc.test, ["CMD-SHELL", "pg_isready -U app"]);
+    assert_eq!(
+        (hc.retries, hc.start_period, hc.start_interval),
+        (5, 30_000_000_000, 1_000_000_000)
+    );
+    // Mounts: the named volume scoped to the stack with its driver options and labels, the
+    // relative bind resolved against the file's directory, the tmpfs with its size.
+    let data = &cs.mounts[0];
+    assert_eq!(
+        (data.kind.as_str(), data.source.as_str()),
+        ("volume", "shop_db-data")
+    );
+    let vo = data.volume_options.as_ref().unwrap();
+    assert_eq!(vo.labels["backup"], "nightly");
+    assert_eq!(vo.labels[NAMESPACE_LABEL], "shop");
+    let d = vo.driver_config.as_ref().unwrap();
+    assert_eq!(
+        (d.name.as_str(), d.options["o"].as_str()),
+        ("local", "size=100m")
+    );
+    let init = &cs.mounts[1];
+    assert_eq!(init.kind, "bind");
+    assert_eq!(init.source, dir.path().join("init").display().to_string());
+    assert!(init.read_only);
+    assert_eq!(
+        cs.mounts[2].tmpfs_options.as_ref().unwrap().size_bytes,
+        64 << 20
+    );
+    let r = &t.resources;
+    assert_eq!(
+        (r.limits.nano_cpus, r.limits.memory_bytes, r.limits.pids),
+        (500_000_000, 512 << 20, 200)
+    );
+    assert_eq!(
+        (r.reservations.nano_cpus, r.reservations.memory_bytes),
+        (250_000_000, 128 << 20)
+    );
+    let rp = &t.restart_policy;
+    assert_eq!(rp.condition, RestartCondition::OnFailure);
+    assert_eq!(
+        (rp.delay, rp.max_attempts, rp.window),
+        (5_000_000_000, 3, 120_000_000_000)
+    );
+    assert_eq!(t.placement.constraints, ["node.role == manager"]);
+    assert_eq!(t.placement.max_replicas, 1);
+    assert_eq!(
+        t.placement.preferences[0].spread.spread_descriptor,
+        "node.labels.zone"
+    );
+    let u = &s.update_config;
+    assert_eq!(
+        (u.parallelism, u.delay, u.monitor),
+        (2, 10_000_000_000, 60_000_000_000)
+    );
+    assert_eq!(
+        (u.failure_action, u.max_failure_ratio, u.order),
+        (FailureAction::Rollback, Ratio(0.3), UpdateOrder::StartFirst)
+    );
+    let rb = s.rollback_config.as_ref().unwrap();
+    assert_eq!(
+        (rb.parallelism, rb.failure_action),
+        (0, FailureAction::Continue)
+    );
+    assert_eq!(db.networks[0].name, "shop_back");
+    assert_eq!(db.networks[0].aliases, ["postgres", "db"]);
+
+    let cache = p
+        .services
+        .iter()
+        .find(|s| s.spec.name == "shop_cache")
+        .unwrap();
+    let rp = &cache.spec.task_template.restart_policy;
+    assert_eq!(
+        (rp.condition, rp.max_attempts),
+        (RestartCondition::OnFailure, 4),
+        "from restart:"
+    );
+    let nets: Vec<(&str, &[String])> = cache
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n.aliases.as_slice()))
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            ("shop_back", &["cache".to_string()][..]),
+            ("shared-net", &["cache".to_string()][..])
+        ]
+    );
+}
+
+#[test]
+fn refusals_name_the_key_and_the_fix() {
+    for (text, want) in [
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      mode: replicated-job\n",
+            "jobs are not supported",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    networks:\n      n:\n        ipv4_address: 198.19.1.5\nnetworks:\n  n: {}\n",
+            "ipv4_address/ipv6_address cannot be set in swarm mode",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    volumes: [\"data:/d\"]\n",
+            "volume \"data\" is not declared",
+        ),
+        (
+            "services:\n  web:\n    volumes: [\"data:/d\"]\n    command: sleep 1\nvolumes:\n  data:\n    driver_opts: {type: nfs}\n",
+            "a native task gets a local directory",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      resources:\n        reservations:\n          generic_resources: []\n",
+            "generic_resources and devices",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      update_config:\n        max_failure_ratio: 2\n",
+            "max_failure_ratio 2: use a fraction",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      resources:\n        limits: {memory: 64M}\n        reservations: {memory: 1G}\n",
+            "memory reservation is above its limit",
+        ),
+    ] {
+        let err = planned(text).unwrap_err().to_string();
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
