@@ -99,7 +99,12 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> String {
 
 /// One `Key:   value` line of a `--pretty` summary, the values aligned at `width`.
 pub fn field(out: &mut String, width: usize, key: &str, value: &str) {
-    let line = format!("{:<width$}{value}", format!("{key}:"));
+    // A key longer than the column still gets one space before its value.
+    let line = format!(
+        "{:<width$} {value}",
+        format!("{key}:"),
+        width = width.saturating_sub(1)
+    );
     out.push_str(line.trim_end());
     out.push('\n');
 }

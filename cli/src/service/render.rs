@@ -5,7 +5,7 @@ use crate::format::{capitalize, field, short_id};
 use crate::table::Table;
 use crate::tasks::task_image;
 use shoal_api::control::ServiceView;
-use shoal_api::objects::{PortConfig, Protocol, ServiceMode};
+use shoal_api::objects::{Limits, PortConfig, Protocol, Reservations, ServiceMode, UpdateConfig};
 
 pub fn mode_name(mode: &ServiceMode) -> &'static str {
     match mode {
@@ -168,47 +168,38 @@ pub fn render_pretty(view: &ServiceView) -> String {
             field(&mut o, W, " Message", &u.message);
         }
     }
-    if !task.placement.constraints.is_empty() {
+    let pl = &task.placement;
+    if !pl.constraints.is_empty() || !pl.preferences.is_empty() || pl.max_replicas > 0 {
         field(&mut o, W, "Placement", "");
-        field(
-            &mut o,
-            W,
-            " Constraints",
-            &format!("[{}]", task.placement.constraints.join(" ")),
-        );
+        if !pl.constraints.is_empty() {
+            field(
+                &mut o,
+                W,
+                " Constraints",
+                &format!("[{}]", pl.constraints.join(" ")),
+            );
+        }
+        if !pl.preferences.is_empty() {
+            let prefs: Vec<String> = pl
+                .preferences
+                .iter()
+                .map(|p| format!("Spread={}", p.spread.spread_descriptor))
+                .collect();
+            field(&mut o, W, " Preferences", &prefs.join(", "));
+        }
+        if pl.max_replicas > 0 {
+            field(
+                &mut o,
+                W,
+                " Max Replicas Per Node",
+                &pl.max_replicas.to_string(),
+            );
+        }
     }
-    field(&mut o, W, "UpdateConfig", "");
-    field(
-        &mut o,
-        W,
-        " Parallelism",
-        &spec.update_config.parallelism.to_string(),
-    );
-    if spec.update_config.delay > 0 {
-        field(&mut o, W, " Delay", &format_nanos(spec.update_config.delay));
+    rollout(&mut o, "UpdateConfig", "Update order", &spec.update_config);
+    if let Some(rb) = &spec.rollback_config {
+        rollout(&mut o, "RollbackConfig", "Rollback order", rb);
     }
-    let order = serde_json::to_value(spec.update_config.order).unwrap_or_default();
-    field(
-        &mut o,
-        W,
-        " Update order",
-        order.as_str().unwrap_or_default(),
-    );
-    field(&mut o, W, "RestartPolicy", "");
-    let cond = serde_json::to_value(task.restart_policy.condition).unwrap_or_default();
-    field(&mut o, W, " Condition", cond.as_str().unwrap_or_default());
-    field(
-        &mut o,
-        W,
-        " Delay",
-        &format_nanos(task.restart_policy.delay),
-    );
-    field(
-        &mut o,
-        W,
-        " Max attempts",
-        &task.restart_policy.max_attempts.to_string(),
-    );
     field(&mut o, W, "Runtime", &task.runtime.to_string());
     field(&mut o, W, "ContainerSpec", "");
     if !c.image.is_empty() {
@@ -223,12 +214,94 @@ pub fn render_pretty(view: &ServiceView) -> String {
     if !c.env.is_empty() {
         field(&mut o, W, " Env", &c.env.join(" "));
     }
+    for (name, value) in [
+        (" Hostname", c.hostname.as_str()),
+        (" Dir", c.dir.as_str()),
+        (" User", c.user.as_str()),
+        (" StopSignal", c.stop_signal.as_str()),
+    ] {
+        if !value.is_empty() {
+            field(&mut o, W, name, value);
+        }
+    }
+    if let Some(init) = c.init {
+        field(&mut o, W, " Init", &init.to_string());
+    }
+    if c.read_only {
+        field(&mut o, W, " Read Only", "true");
+    }
+    if c.tty {
+        field(&mut o, W, " TTY", "true");
+    }
+    if !c.capability_add.is_empty() || !c.capability_drop.is_empty() {
+        field(&mut o, W, " Capabilities", "");
+        if !c.capability_add.is_empty() {
+            field(&mut o, W, "  Add", &c.capability_add.join(", "));
+        }
+        if !c.capability_drop.is_empty() {
+            field(&mut o, W, "  Drop", &c.capability_drop.join(", "));
+        }
+    }
     field(
         &mut o,
         W,
         " StopGracePeriod",
         &format_nanos(c.stop_grace_period),
     );
+    if !c.labels.is_empty() {
+        field(&mut o, W, " Labels", "");
+        for (k, v) in &c.labels {
+            o.push_str(&format!("  - {k}={v}\n"));
+        }
+    }
+    if let Some(d) = &c.dns_config {
+        field(&mut o, W, " DNS", &d.nameservers.join(" "));
+        if !d.search.is_empty() {
+            field(&mut o, W, " DNS Search", &d.search.join(" "));
+        }
+        if !d.options.is_empty() {
+            field(&mut o, W, " DNS Options", &d.options.join(" "));
+        }
+    }
+    if !c.hosts.is_empty() {
+        field(&mut o, W, " Hosts", &c.hosts.join(", "));
+    }
+    if !c.mounts.is_empty() {
+        field(&mut o, W, "Mounts", "");
+        for m in &c.mounts {
+            field(&mut o, W, " Target", &m.target);
+            field(&mut o, W, "  Source", &m.source);
+            field(&mut o, W, "  ReadOnly", &m.read_only.to_string());
+            field(&mut o, W, "  Type", &m.kind);
+        }
+    }
+    let r = &task.resources;
+    if r.reservations != Reservations::default() || r.limits != Limits::default() {
+        field(&mut o, W, "Resources", "");
+        let cpu = |n: i64| format!("{}", n as f64 / 1e9);
+        let mem = |b: i64| format!("{}MiB", b as f64 / (1024.0 * 1024.0));
+        if r.reservations != Reservations::default() {
+            field(&mut o, W, " Reservations", "");
+            if r.reservations.nano_cpus > 0 {
+                field(&mut o, W, "  CPU", &cpu(r.reservations.nano_cpus));
+            }
+            if r.reservations.memory_bytes > 0 {
+                field(&mut o, W, "  Memory", &mem(r.reservations.memory_bytes));
+            }
+        }
+        if r.limits != Limits::default() {
+            field(&mut o, W, " Limits", "");
+            if r.limits.nano_cpus > 0 {
+                field(&mut o, W, "  CPU", &cpu(r.limits.nano_cpus));
+            }
+            if r.limits.memory_bytes > 0 {
+                field(&mut o, W, "  Memory", &mem(r.limits.memory_bytes));
+            }
+            if r.limits.pids > 0 {
+                field(&mut o, W, "  PIDs", &r.limits.pids.to_string());
+            }
+        }
+    }
     if !task.networks.is_empty() {
         let nets: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
         field(&mut o, W, "Networks", &nets.join(" "));
@@ -260,6 +333,16 @@ pub fn render_pretty(view: &ServiceView) -> String {
             field(&mut o, W, "  PublishMode", &p.publish_mode.to_string());
         }
     }
+    if let Some(l) = &task.log_driver {
+        field(&mut o, W, "Log Driver", "");
+        field(&mut o, W, " Name", &l.name);
+        if !l.options.is_empty() {
+            field(&mut o, W, " LogOpts", "");
+            for (k, v) in &l.options {
+                field(&mut o, W, &format!("  {k}"), v);
+            }
+        }
+    }
     for vip in &s.endpoint.virtual_ips {
         field(
             &mut o,
@@ -269,6 +352,35 @@ pub fn render_pretty(view: &ServiceView) -> String {
         );
     }
     o
+}
+
+/// Docker's UpdateConfig / RollbackConfig block.
+fn rollout(o: &mut String, title: &str, order_title: &str, u: &UpdateConfig) {
+    field(o, W, title, "");
+    field(o, W, " Parallelism", &u.parallelism.to_string());
+    if u.delay > 0 {
+        field(o, W, " Delay", &format_nanos(u.delay));
+    }
+    field(o, W, " On failure", &u.failure_action.to_string());
+    let monitor = if u.monitor == 0 {
+        UpdateConfig::DEFAULT_MONITOR
+    } else {
+        u.monitor
+    };
+    field(o, W, " Monitoring Period", &format_nanos(monitor));
+    field(
+        o,
+        W,
+        " Max failure ratio",
+        &u.max_failure_ratio.0.to_string(),
+    );
+    let order = serde_json::to_value(u.order).unwrap_or_default();
+    field(
+        o,
+        W,
+        &format!(" {order_title}"),
+        order.as_str().unwrap_or_default(),
+    );
 }
 
 #[cfg(test)]
@@ -404,5 +516,50 @@ abcdefghijkl   web            replicated   2/3        nginx:1.27       *:30000->
             "{text}"
         );
         assert!(text.contains(" StopGracePeriod:   10s\n"), "{text}");
+    }
+
+    #[test]
+    fn pretty_shows_rollouts_resources_mounts_and_logging() {
+        let mut web = service(
+            "svcid",
+            "web",
+            ServiceMode::Replicated { replicas: 1 },
+            1,
+            1,
+        );
+        let spec = &mut web.service.spec;
+        spec.update_config.failure_action = FailureAction::Rollback;
+        spec.rollback_config = Some(UpdateConfig {
+            parallelism: 2,
+            ..Default::default()
+        });
+        let t = &mut spec.task_template;
+        t.resources.reservations.memory_bytes = 128 << 20;
+        t.resources.limits.pids = 50;
+        t.placement.max_replicas = 1;
+        t.container_spec.user = "app".into();
+        t.container_spec.mounts = vec![Mount {
+            kind: "volume".into(),
+            source: "shop_data".into(),
+            target: "/data".into(),
+            ..Default::default()
+        }];
+        t.log_driver = Some(Driver {
+            name: "json-file".into(),
+            options: [("max-size".to_string(), "10m".to_string())].into(),
+        });
+        let text = render_pretty(&web);
+        for want in [
+            "UpdateConfig:\n Parallelism:       1\n On failure:        rollback\n Monitoring Period: 5s\n",
+            "RollbackConfig:\n Parallelism:       2\n On failure:        pause\n",
+            " Rollback order:    stop-first\n",
+            " Max Replicas Per Node: 1\n",
+            " User:              app\n",
+            "Mounts:\n Target:            /data\n  Source:           shop_data\n",
+            "Resources:\n Reservations:\n  Memory:           128MiB\n Limits:\n  PIDs:             50\n",
+            "Log Driver:\n Name:              json-file\n LogOpts:\n  max-size:         10m\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
     }
 }
