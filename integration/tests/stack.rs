@@ -142,7 +142,7 @@ fn a_stack_deploys_redeploys_and_goes() {
     let bad = root.path().join("bad.yml");
     std::fs::write(
         &bad,
-        "services:\n  extra:\n    image: x\n    privileged: true\n",
+        "services:\n  extra:\n    image: x\n    privilegd: true\n",
     )
     .unwrap();
     let o = shoal_raw(
@@ -152,7 +152,7 @@ fn a_stack_deploys_redeploys_and_goes() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("privileged") && err.contains("line 4"),
+        err.contains("bad.yml:4:5: unknown key \"privilegd\" in services.extra"),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
