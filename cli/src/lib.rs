@@ -20,6 +20,7 @@ pub mod stack;
 pub mod swarm;
 pub mod table;
 pub mod tasks;
+pub mod template;
 
 use clap::{Parser, Subcommand};
 use daemon::Daemon;
