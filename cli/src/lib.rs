@@ -10,6 +10,9 @@ pub mod daemon;
 pub mod dev;
 pub mod doctor;
 pub mod duration;
+pub mod filter;
+#[cfg(test)]
+mod fixtures;
 pub mod format;
 pub mod network;
 pub mod node;
