@@ -14,6 +14,7 @@ pub mod filter;
 #[cfg(test)]
 mod fixtures;
 pub mod format;
+pub mod listing;
 pub mod network;
 pub mod node;
 pub mod publish;

@@ -42,14 +42,14 @@ pub enum ListFormat {
     /// No `--format`, or a bare `table`: the command's own table (or ids with `-q`).
     Default,
     /// A template; `-q` does not apply, as in Docker.
-    Template(Template),
+    Template(Box<Template>),
 }
 
 impl ListFormat {
     pub fn parse(format: Option<&str>) -> Result<ListFormat, TemplateError> {
         match format {
             None | Some("") | Some("table") => Ok(ListFormat::Default),
-            Some(f) => Template::list(f).map(ListFormat::Template),
+            Some(f) => Template::list(f).map(|t| ListFormat::Template(Box::new(t))),
         }
     }
 }
@@ -109,6 +109,22 @@ impl Template {
             .map_err(exec_error)
     }
 
+    /// Whether this is a `table` format (header row, aligned columns).
+    pub fn is_table(&self) -> bool {
+        self.table
+    }
+
+    /// Runs the template over each object's JSON, one output line per object.
+    pub fn render_objects<T: Serialize>(&self, objects: &[T]) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        for o in objects {
+            let json = serde_json::to_value(o).expect("API objects serialize to JSON");
+            out.push_str(&self.render(&from_json(&json))?);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
     /// A list: one rendering per row, each ending a line; for `table`, first the header
     /// (the template over the column titles), then every line aligned on its tabs.
     pub fn render_rows(
@@ -145,14 +161,7 @@ impl Template {
 
 /// `inspect -f`: the template over each object's JSON, one output line per object.
 pub fn render_inspect<T: Serialize>(format: &str, objects: &[T]) -> Result<String, TemplateError> {
-    let template = Template::inspect(format)?;
-    let mut out = String::new();
-    for o in objects {
-        let json = serde_json::to_value(o).expect("API objects serialize to JSON");
-        out.push_str(&template.render(&from_json(&json))?);
-        out.push('\n');
-    }
-    Ok(out)
+    Template::inspect(format)?.render_objects(objects)
 }
 
 /// JSON as a template sees it: objects are maps.

@@ -174,7 +174,7 @@ fn task_filters_from_docker_docs() {
     use TaskState::*;
     let mut old = fixtures::task("ky2re9oz86r9x", "redis", 1, "manager1", Shutdown, Shutdown);
     old.task.node_id = "manager1-id".into();
-    let tasks = vec![
+    let tasks = [
         fixtures::task("0qihejybwf1x", "redis", 1, "manager1", Running, Running),
         fixtures::task("8ryt076polmc", "redis", 4, "worker1", Running, Running),
         fixtures::task("8eaxrb2fqpbn", "redis", 10, "manager1", Running, Running),
