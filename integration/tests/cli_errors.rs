@@ -330,7 +330,7 @@ fn format_and_filter_like_docker() {
         ),
         format!(
             "{}: replicated 0/0\n{}: global 2/2\n{}: replicated 2/2\n",
-            ok(&c, &["service", "inspect", "-f", "{{.ID}}", "shop_db"])[..12].to_string(),
+            &ok(&c, &["service", "inspect", "-f", "{{.ID}}", "shop_db"])[..12],
             &top_id[..12],
             &web_id[..12]
         )
