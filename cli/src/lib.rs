@@ -10,7 +10,11 @@ pub mod daemon;
 pub mod dev;
 pub mod doctor;
 pub mod duration;
+pub mod filter;
+#[cfg(test)]
+mod fixtures;
 pub mod format;
+pub mod listing;
 pub mod network;
 pub mod node;
 pub mod publish;
@@ -20,6 +24,7 @@ pub mod stack;
 pub mod swarm;
 pub mod table;
 pub mod tasks;
+pub mod template;
 
 use clap::{Parser, Subcommand};
 use daemon::Daemon;

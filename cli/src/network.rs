@@ -2,7 +2,8 @@
 
 use crate::addr::{AddrError, Cidr, parse_ip};
 use crate::daemon::Daemon;
-use crate::format::{id_column, json};
+use crate::format::id_column;
+use crate::listing::{Inspect, ListFlags, NetworkLs};
 use crate::service::spec::parse_label;
 use crate::table::Table;
 use crate::{Output, print};
@@ -27,9 +28,14 @@ pub enum NetworkCommand {
         /// Do not truncate the output
         #[arg(long)]
         no_trunc: bool,
+        #[command(flatten)]
+        list: ListFlags,
     },
     /// Display detailed information on one or more networks
     Inspect {
+        /// Format output using a Go template (or "json")
+        #[arg(short, long, value_name = "FORMAT")]
+        format: Option<String>,
         #[arg(required = true, value_name = "NETWORK")]
         networks: Vec<String>,
     },
@@ -79,20 +85,22 @@ pub async fn run(cmd: NetworkCommand, daemon: &mut Daemon, out: &mut Output) -> 
                 .await?;
             print(out, &format!("{id}\n"))
         }
-        NetworkCommand::Ls { quiet, no_trunc } => {
+        NetworkCommand::Ls {
+            quiet,
+            no_trunc,
+            list,
+        } => {
+            let ls = NetworkLs::new(quiet, no_trunc, &list)?;
             let networks = daemon.networks().await?;
-            if quiet {
-                print(out, &render_network_ids(&networks, no_trunc))
-            } else {
-                print(out, &render_networks(&networks, no_trunc))
-            }
+            print(out, &ls.render(&networks)?)
         }
-        NetworkCommand::Inspect { networks } => {
+        NetworkCommand::Inspect { format, networks } => {
+            let inspect = Inspect::new(format.as_deref())?;
             let mut found = Vec::new();
             for n in &networks {
                 found.push(daemon.network(n).await?);
             }
-            print(out, &json(&found))
+            print(out, &inspect.render(&found)?)
         }
         NetworkCommand::Rm { networks } => {
             // Resolve every name first so that a typo removes nothing.
@@ -175,7 +183,7 @@ pub fn network_spec(args: &CreateArgs) -> Result<NetworkSpec> {
     })
 }
 
-fn sorted(networks: &[Network]) -> Vec<&Network> {
+pub fn sorted(networks: &[Network]) -> Vec<&Network> {
     let mut out: Vec<&Network> = networks.iter().collect();
     out.sort_by(|a, b| (&a.spec.name, &a.id).cmp(&(&b.spec.name, &b.id)));
     out

@@ -1,11 +1,10 @@
 //! `shoal node ...`: list, inspect, promote, demote, update and remove nodes.
 
 use crate::daemon::Daemon;
-use crate::format::{capitalize, field, json, now_nanos};
-use crate::service::host_ports_of_all;
+use crate::format::{capitalize, field, now_nanos};
+use crate::listing::{Inspect, ListFlags, NodeLs, TaskPs};
 use crate::service::spec::parse_label;
 use crate::table::Table;
-use crate::tasks::{self, TaskTable};
 use crate::{Output, print, resolve};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
@@ -20,12 +19,17 @@ pub enum NodeCommand {
         /// Only display IDs
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        list: ListFlags,
     },
     /// Display detailed information on one or more nodes ("self" is this node)
     Inspect {
         /// Print the information in a human friendly format
         #[arg(long)]
         pretty: bool,
+        /// Format output using a Go template (or "json")
+        #[arg(short, long, value_name = "FORMAT")]
+        format: Option<String>,
         #[arg(required = true, value_name = "NODE")]
         nodes: Vec<String>,
     },
@@ -56,6 +60,8 @@ pub enum NodeCommand {
         /// Do not truncate output
         #[arg(long)]
         no_trunc: bool,
+        #[command(flatten)]
+        list: ListFlags,
         #[arg(value_name = "NODE")]
         nodes: Vec<String>,
     },
@@ -114,15 +120,22 @@ pub struct UpdateArgs {
 
 pub async fn run(cmd: NodeCommand, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     match cmd {
-        NodeCommand::Ls { quiet } => {
+        NodeCommand::Ls { quiet, list } => {
+            let ls = NodeLs::new(quiet, &list)?;
             let nodes = daemon.nodes().await?;
-            if quiet {
-                return print(out, &render_node_ids(&nodes));
-            }
-            let me = daemon.info().await?.node_id;
-            print(out, &render_nodes(&nodes, &me))
+            let me = if ls.needs_self() {
+                daemon.info().await?.node_id
+            } else {
+                String::new()
+            };
+            print(out, &ls.render(&nodes, &me)?)
         }
-        NodeCommand::Inspect { pretty, nodes } => {
+        NodeCommand::Inspect {
+            pretty,
+            format,
+            nodes,
+        } => {
+            let inspect = Inspect::new(format.as_deref())?;
             let mut found = Vec::new();
             for n in resolve::node_refs(daemon, &nodes).await? {
                 found.push(daemon.node(&n).await?);
@@ -131,7 +144,7 @@ pub async fn run(cmd: NodeCommand, daemon: &mut Daemon, out: &mut Output) -> Res
                 let text: Vec<String> = found.iter().map(render_pretty).collect();
                 print(out, &text.join("\n"))
             } else {
-                print(out, &json(&found))
+                print(out, &inspect.render(&found)?)
             }
         }
         NodeCommand::Promote { nodes } => change_role(&nodes, NodeRole::Manager, daemon, out).await,
@@ -153,8 +166,10 @@ pub async fn run(cmd: NodeCommand, daemon: &mut Daemon, out: &mut Output) -> Res
         NodeCommand::Ps {
             quiet,
             no_trunc,
+            list,
             nodes,
         } => {
+            let ps = TaskPs::new(quiet, no_trunc, &list)?;
             let nodes = if nodes.is_empty() {
                 vec!["self".to_string()]
             } else {
@@ -170,16 +185,8 @@ pub async fn run(cmd: NodeCommand, daemon: &mut Daemon, out: &mut Output) -> Res
                 seen.push(node.id.clone());
                 all.extend(daemon.tasks(None, Some(node.id)).await?);
             }
-            if quiet {
-                return print(out, &tasks::render_ids(&all, no_trunc));
-            }
-            let host_ports = host_ports_of_all(daemon).await?;
-            let table = TaskTable {
-                no_trunc,
-                now: now_nanos(),
-                host_ports: &host_ports,
-            };
-            print(out, &tasks::render(&all, &table))
+            let services = daemon.services().await?;
+            print(out, &ps.render(daemon, &all, &services, now_nanos()).await?)
         }
         NodeCommand::Update(args) => {
             let update = node_update(&args)?;
@@ -250,7 +257,7 @@ pub fn manager_status(node: &Node) -> String {
     }
 }
 
-fn sorted(nodes: &[Node]) -> Vec<&Node> {
+pub fn sorted(nodes: &[Node]) -> Vec<&Node> {
     let mut out: Vec<&Node> = nodes.iter().collect();
     out.sort_by(|a, b| (a.hostname(), &a.id).cmp(&(b.hostname(), &b.id)));
     out

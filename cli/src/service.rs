@@ -7,9 +7,9 @@ pub mod spec;
 
 use crate::daemon::Daemon;
 use crate::duration;
-use crate::format::{json, now_nanos};
+use crate::format::now_nanos;
 use crate::resolve;
-use crate::tasks::{self, TaskTable};
+use crate::tasks;
 use crate::{Output, print};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
@@ -28,6 +28,8 @@ pub enum ServiceCommand {
         /// Only display IDs
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        list: crate::listing::ListFlags,
     },
     /// List the tasks of one or more services
     Ps {
@@ -37,6 +39,8 @@ pub enum ServiceCommand {
         /// Do not truncate output
         #[arg(long)]
         no_trunc: bool,
+        #[command(flatten)]
+        list: crate::listing::ListFlags,
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
     },
@@ -45,6 +49,9 @@ pub enum ServiceCommand {
         /// Print the information in a human friendly format
         #[arg(long)]
         pretty: bool,
+        /// Format output using a Go template (or "json")
+        #[arg(short, long, value_name = "FORMAT")]
+        format: Option<String>,
         #[arg(required = true, value_name = "SERVICE")]
         services: Vec<String>,
     },
@@ -295,20 +302,26 @@ pub async fn run(cmd: ServiceCommand, daemon: &mut Daemon, out: &mut Output) -> 
             no_trunc,
             service,
         } => logs(&service, follow, &tail, no_trunc, daemon, out).await,
-        ServiceCommand::Ls { quiet } => {
+        ServiceCommand::Ls { quiet, list } => {
+            let ls = crate::listing::ServiceLs::new(quiet, &list)?;
             let services = daemon.services().await?;
-            if quiet {
-                print(out, &render::render_service_ids(&services))
-            } else {
-                print(out, &render::render_services(&services))
-            }
+            print(out, &ls.render(&services)?)
         }
         ServiceCommand::Ps {
             quiet,
             no_trunc,
+            list,
             services,
-        } => ps(&services, quiet, no_trunc, daemon, out).await,
-        ServiceCommand::Inspect { pretty, services } => {
+        } => ps(&services, quiet, no_trunc, &list, daemon, out).await,
+        ServiceCommand::Inspect {
+            pretty,
+            format,
+            services,
+        } => {
+            let inspect = crate::listing::Inspect::new(format.as_deref())?;
+            if pretty && inspect.is_template() {
+                anyhow::bail!("--format is incompatible with human friendly format");
+            }
             let mut views = Vec::new();
             for s in &services {
                 views.push(daemon.service(s).await?);
@@ -317,7 +330,7 @@ pub async fn run(cmd: ServiceCommand, daemon: &mut Daemon, out: &mut Output) -> 
                 let text: Vec<String> = views.iter().map(render::render_pretty).collect();
                 print(out, &text.join("\n"))
             } else {
-                print(out, &json(&views))
+                print(out, &inspect.render(&views)?)
             }
         }
         ServiceCommand::Scale { detach: _, scales } => scale(&scales, daemon, out).await,
@@ -482,30 +495,22 @@ pub(crate) async fn ps(
     services: &[String],
     quiet: bool,
     no_trunc: bool,
+    list: &crate::listing::ListFlags,
     daemon: &mut Daemon,
     out: &mut Output,
 ) -> Result<()> {
+    let ps = crate::listing::TaskPs::new(quiet, no_trunc, list)?;
     let mut all = Vec::new();
-    let mut host_ports = BTreeMap::new();
-    let mut seen = Vec::new();
+    let mut views: Vec<shoal_api::control::ServiceView> = Vec::new();
     for s in services {
         let view = daemon.service(s).await?;
-        if seen.contains(&view.service.id) {
+        if views.iter().any(|v| v.service.id == view.service.id) {
             continue;
         }
-        seen.push(view.service.id.clone());
-        host_ports.insert(view.service.id.clone(), tasks::host_ports(&view));
         all.extend(daemon.tasks(Some(view.service.id.clone()), None).await?);
+        views.push(view);
     }
-    if quiet {
-        return print(out, &tasks::render_ids(&all, no_trunc));
-    }
-    let table = TaskTable {
-        no_trunc,
-        now: now_nanos(),
-        host_ports: &host_ports,
-    };
-    print(out, &tasks::render(&all, &table))
+    print(out, &ps.render(daemon, &all, &views, now_nanos()).await?)
 }
 
 /// `node ps` shares the task table; it needs the services' host ports too.

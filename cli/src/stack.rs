@@ -9,7 +9,6 @@ pub mod interpolate;
 pub mod load;
 
 use crate::daemon::Daemon;
-use crate::service::render::{render_service_ids, render_services};
 use crate::service::spec::{self, CreatePlan};
 use crate::table::Table;
 use crate::{Output, print};
@@ -51,13 +50,19 @@ pub enum StackCommand {
     },
     /// List stacks
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        /// Format output: "table", "table TEMPLATE", "json", or a Go template
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
     /// List the services in a stack
     Services {
         name: String,
         /// Only display IDs
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        list: crate::listing::ListFlags,
     },
     /// List the tasks in a stack
     Ps {
@@ -68,6 +73,8 @@ pub enum StackCommand {
         /// Do not truncate output
         #[arg(long)]
         no_trunc: bool,
+        #[command(flatten)]
+        list: crate::listing::ListFlags,
     },
     /// Remove one or more stacks
     #[command(alias = "remove")]
@@ -290,26 +297,29 @@ pub async fn run(cmd: StackCommand, daemon: &mut Daemon, out: &mut Output) -> Re
             resolve_image: _,
             name,
         } => deploy(&compose_file, &name, prune, daemon, out).await,
-        StackCommand::Ls => {
+        StackCommand::Ls { format } => {
+            let ls = crate::listing::StackLs::new(format.as_deref())?;
             let services = daemon.services().await?;
-            print(out, &render_stacks(&services))
+            print(
+                out,
+                &ls.render(&services)?
+                    .unwrap_or_else(|| render_stacks(&services)),
+            )
         }
-        StackCommand::Services { name, quiet } => {
+        StackCommand::Services { name, quiet, list } => {
+            let ls = crate::listing::ServiceLs::new(quiet, &list)?;
             let services = daemon.services().await?;
             let mine: Vec<ServiceView> = in_stack(&services, &name).into_iter().cloned().collect();
             if mine.is_empty() {
                 bail!("nothing found in stack {name}");
             }
-            if quiet {
-                print(out, &render_service_ids(&mine))
-            } else {
-                print(out, &render_services(&mine))
-            }
+            print(out, &ls.render(&mine)?)
         }
         StackCommand::Ps {
             name,
             quiet,
             no_trunc,
+            list,
         } => {
             let services = daemon.services().await?;
             let ids: BTreeSet<String> = in_stack(&services, &name)
@@ -320,7 +330,7 @@ pub async fn run(cmd: StackCommand, daemon: &mut Daemon, out: &mut Output) -> Re
                 bail!("nothing found in stack {name}");
             }
             let ids: Vec<String> = ids.into_iter().collect();
-            crate::service::ps(&ids, quiet, no_trunc, daemon, out).await
+            crate::service::ps(&ids, quiet, no_trunc, &list, daemon, out).await
         }
         StackCommand::Rm { names } => {
             for n in &names {

@@ -129,22 +129,27 @@ pub fn host_ports(view: &shoal_api::control::ServiceView) -> Vec<PortConfig> {
         .collect()
 }
 
-pub fn render(tasks: &[TaskView], opts: &TaskTable<'_>) -> String {
-    let mut table = Table::new([
-        "ID",
-        "NAME",
-        "IMAGE",
-        "NODE",
-        "DESIRED STATE",
-        "CURRENT STATE",
-        "ERROR",
-        "PORTS",
-    ]);
+/// Docker's task table columns, and the template fields behind them.
+pub const HEADERS: [(&str, &str); 8] = [
+    ("ID", "ID"),
+    ("Name", "NAME"),
+    ("Image", "IMAGE"),
+    ("Node", "NODE"),
+    ("DesiredState", "DESIRED STATE"),
+    ("CurrentState", "CURRENT STATE"),
+    ("Error", "ERROR"),
+    ("Ports", "PORTS"),
+];
+
+/// The cells of each task in table order, as `HEADERS` names them. Older tasks of a slot
+/// are indented (` \_ `) only when `indent`: Docker does it for table formats alone.
+pub fn rows(tasks: &[TaskView], opts: &TaskTable<'_>, indent: bool) -> Vec<[String; 8]> {
+    let mut out = Vec::new();
     let mut prev_slot = None;
     for t in sorted(tasks) {
         let task = &t.task;
         let slot = slot_name(t);
-        let mut name = if prev_slot.as_deref() == Some(slot.as_str()) {
+        let mut name = if indent && prev_slot.as_deref() == Some(slot.as_str()) {
             format!(" \\_ {slot}")
         } else {
             slot.clone()
@@ -171,7 +176,7 @@ pub fn render(tasks: &[TaskView], opts: &TaskTable<'_>) -> String {
         } else {
             String::new()
         };
-        table.row([
+        out.push([
             id_column(&task.id, opts.no_trunc).to_string(),
             name,
             task_image(&task.spec, opts.no_trunc),
@@ -185,6 +190,14 @@ pub fn render(tasks: &[TaskView], opts: &TaskTable<'_>) -> String {
             err,
             ports,
         ]);
+    }
+    out
+}
+
+pub fn render(tasks: &[TaskView], opts: &TaskTable<'_>) -> String {
+    let mut table = Table::new(HEADERS.iter().map(|(_, title)| *title));
+    for row in rows(tasks, opts, true) {
+        table.row(row);
     }
     table.render()
 }

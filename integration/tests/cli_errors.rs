@@ -215,3 +215,391 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
     ok(&c, &["service", "rm", "d2"]);
     ok(&c, &args(&create("d3", &["--publish", "80"])));
 }
+
+/// `--format` and `-f/--filter` end to end: Docker's documented templates and filters
+/// against two real shoalds (a manager and a worker on 127.0.0.83-84).
+#[test]
+fn format_and_filter_like_docker() {
+    let c = LocalCluster::start(2, 83).expect("start daemons");
+    let ip = c.nodes[0].ip.clone();
+    ok(
+        &c,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &ip,
+            "--listen-addr",
+            &format!("{ip}:2377"),
+            "--default-addr-pool",
+            "198.19.0.0/16",
+        ],
+    );
+    let token = ok(&c, &["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let wip = c.nodes[1].ip.clone();
+    let joined = c.shoal(
+        1,
+        &[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            &wip,
+            "--listen-addr",
+            &format!("{wip}:2377"),
+            &c.nodes[0].grpc_addr(),
+        ],
+    );
+    assert!(
+        joined.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&joined.stderr)
+    );
+
+    ok(
+        &c,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.101.0/24",
+            "--label",
+            "usage=prod",
+            "backend",
+        ],
+    );
+    let native = ["service", "create", "--runtime", "native"];
+    let create = |extra: &[&str]| {
+        let mut v: Vec<&str> = native.to_vec();
+        v.extend(extra);
+        v.extend(["sleep", "600"]);
+        ok(&c, &v);
+    };
+    create(&["--name", "web", "--replicas", "2", "--label", "project=a"]);
+    create(&["--name", "top", "--mode", "global"]);
+    create(&[
+        "--name",
+        "shop_db",
+        "--replicas",
+        "0",
+        "--label",
+        "com.docker.stack.namespace=shop",
+    ]);
+
+    // docs/reference/commandline/service_ls.md, once every task runs.
+    shoal_integration::wait_until(
+        "services running",
+        std::time::Duration::from_secs(30),
+        || {
+            run(
+                &c,
+                &[
+                    "service",
+                    "ls",
+                    "--format",
+                    "{{.ID}}: {{.Mode}} {{.Replicas}}",
+                ],
+            )
+            .1
+            .lines()
+            .filter(|l| l.ends_with(" 2/2"))
+            .count()
+                == 2
+        },
+    );
+    let web_id = ok(&c, &["service", "inspect", "-f", "{{.ID}}", "web"])
+        .trim()
+        .to_string();
+    let top_id = ok(&c, &["service", "inspect", "--format", "{{.ID}}", "top"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "service",
+                "ls",
+                "--format",
+                "{{.ID}}: {{.Mode}} {{.Replicas}}"
+            ]
+        ),
+        format!(
+            "{}: replicated 0/0\n{}: global 2/2\n{}: replicated 2/2\n",
+            &ok(&c, &["service", "inspect", "-f", "{{.ID}}", "shop_db"])[..12],
+            &top_id[..12],
+            &web_id[..12]
+        )
+    );
+    assert_eq!(
+        ok(&c, &["service", "ls", "-q", "-f", "mode=global"]),
+        format!("{}\n", &top_id[..12])
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "service",
+                "ls",
+                "-f",
+                "name=w",
+                "-f",
+                "name=t",
+                "--format",
+                "{{.Name}}"
+            ]
+        ),
+        "top\nweb\n"
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &["service", "ls", "-f", "label=project=a", "--format", "json"]
+        ),
+        format!(
+            "{{\"ID\":\"{}\",\"Image\":\"sleep 600\",\"Mode\":\"replicated\",\"Name\":\"web\",\"Ports\":\"\",\"Replicas\":\"2/2\"}}\n",
+            &web_id[..12]
+        )
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "service",
+                "ls",
+                "-f",
+                "name=web",
+                "--format",
+                "table {{.Name}}\\t{{.Image}}"
+            ]
+        ),
+        "NAME      IMAGE\nweb       sleep 600\n"
+    );
+
+    // Tasks: docs/reference/commandline/service_ps.md and node_ps.md.
+    assert_eq!(
+        ok(
+            &c,
+            &["service", "ps", "--format", "{{.Name}}: {{.Image}}", "web"]
+        ),
+        "web.1: sleep 600\nweb.2: sleep 600\n"
+    );
+    let on = |node: &str| {
+        ok(
+            &c,
+            &[
+                "service",
+                "ps",
+                "-f",
+                &format!("node={node}"),
+                "--format",
+                "{{.Node}}",
+                "web",
+                "top",
+            ],
+        )
+    };
+    let mine = on("self");
+    assert!(
+        !mine.is_empty() && mine.lines().all(|l| l == "node-1"),
+        "{mine}"
+    );
+    let theirs = on("node-2");
+    assert!(
+        !theirs.is_empty() && theirs.lines().all(|l| l == "node-2"),
+        "{theirs}"
+    );
+    assert_eq!(mine.lines().count() + theirs.lines().count(), 4);
+    let top_on_2 = ok(
+        &c,
+        &[
+            "node",
+            "ps",
+            "node-2",
+            "-f",
+            "name=top",
+            "-f",
+            "desired-state=running",
+            "--format",
+            "{{.Name}} {{.DesiredState}}",
+        ],
+    );
+    assert_eq!(
+        top_on_2,
+        "top.node-2-id Running\n".replace("node-2-id", &node_id(&c, "node-2"))
+    );
+    assert_eq!(
+        ok(&c, &["node", "ps", "-q", "-f", "desired-state=shutdown"]),
+        "",
+        "nothing has stopped"
+    );
+
+    // Nodes: docs/reference/commandline/node_ls.md.
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "node",
+                "ls",
+                "-f",
+                "role=manager",
+                "--format",
+                "{{.Hostname}} {{.Self}} {{.ManagerStatus}} {{.Status}}"
+            ]
+        ),
+        "node-1 true Leader Ready\n"
+    );
+    assert_eq!(
+        ok(&c, &["node", "ls", "-q", "-f", "role=worker"]),
+        format!("{}\n", node_id(&c, "node-2"))
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "node",
+                "ls",
+                "-f",
+                "membership=accepted",
+                "--format",
+                "{{.ID}}: {{.Hostname}} {{.TLSStatus}}"
+            ]
+        )
+        .lines()
+        .count(),
+        2
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "node",
+                "inspect",
+                "self",
+                "-f",
+                "{{.Description.Hostname}} {{.Spec.Role}}"
+            ]
+        ),
+        "node-1 manager\n"
+    );
+
+    // Networks.
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "network",
+                "ls",
+                "-f",
+                "label=usage=prod",
+                "--format",
+                "{{.Name}} {{.Label \"usage\"}} {{.Driver}} {{.Scope}}"
+            ]
+        ),
+        "backend prod overlay swarm\n"
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "network",
+                "inspect",
+                "-f",
+                "{{.Spec.Name}} {{index .Spec.Labels \"usage\"}}",
+                "backend"
+            ]
+        ),
+        "backend prod\n"
+    );
+
+    // Inspect: one line per object, Docker's field names.
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "service",
+                "inspect",
+                "-f",
+                "{{.Spec.Name}} {{index .Spec.Labels \"project\"}}",
+                "web",
+                "top"
+            ]
+        ),
+        "web a\ntop <no value>\n"
+    );
+    let vips = ok(
+        &c,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{range .Endpoint.VirtualIPs}}{{.Addr}} {{end}}",
+            "web",
+        ],
+    );
+    assert_eq!(vips.trim(), "", "web has no network, so no VIP: {vips}");
+
+    // Stacks.
+    assert_eq!(
+        ok(&c, &["stack", "ls", "--format", "{{.Name}}: {{.Services}}"]),
+        "shop: 1\n"
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "stack",
+                "services",
+                "shop",
+                "--format",
+                "{{.Name}} {{.Mode}}"
+            ]
+        ),
+        "shop_db replicated\n"
+    );
+    assert_eq!(
+        ok(
+            &c,
+            &["stack", "ps", "-q", "-f", "desired-state=running", "shop"]
+        ),
+        ""
+    );
+
+    // Refusals: one line, non-zero exit, like Docker's.
+    let e = refused(&c, &["service", "ls", "-f", "foo=bar"]);
+    assert_eq!(e, "Error: invalid filter 'foo'");
+    let e = refused(&c, &["node", "ls", "-f", "role=boss"]);
+    assert!(e.contains("invalid filter 'role=boss'"), "{e}");
+    let e = refused(&c, &["service", "ps", "-f", "name", "web"]);
+    assert!(
+        e.contains("bad format of filter (expected name=value)"),
+        "{e}"
+    );
+    let e = refused(&c, &["service", "ls", "--format", "{{.Name"]);
+    assert!(e.starts_with("Error: template parsing error: "), "{e}");
+    let e = refused(&c, &["service", "ls", "--format", "{{.Nope}}"]);
+    assert_eq!(
+        e,
+        "Error: template parsing error: can't evaluate field Nope"
+    );
+    let e = refused(&c, &["network", "inspect", "-f", "{{.Spec.Name", "backend"]);
+    assert!(e.starts_with("Error: template parsing error: "), "{e}");
+    let e = refused(
+        &c,
+        &["service", "inspect", "--pretty", "-f", "{{.ID}}", "web"],
+    );
+    assert_eq!(
+        e,
+        "Error: --format is incompatible with human friendly format"
+    );
+}
+
+fn node_id(c: &LocalCluster, node: &str) -> String {
+    ok(c, &["node", "inspect", "-f", "{{.ID}}", node])
+        .trim()
+        .to_string()
+}

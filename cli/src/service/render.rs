@@ -86,22 +86,37 @@ fn proto_rank(p: Protocol) -> u8 {
     }
 }
 
+/// Docker's `service ls` columns, and the template fields behind them.
+pub const HEADERS: [(&str, &str); 6] = [
+    ("ID", "ID"),
+    ("Name", "NAME"),
+    ("Mode", "MODE"),
+    ("Replicas", "REPLICAS"),
+    ("Image", "IMAGE"),
+    ("Ports", "PORTS"),
+];
+
+/// One service's `service ls` cells, as `HEADERS` names them.
+pub fn ls_cells(view: &ServiceView) -> [String; 6] {
+    let s = &view.service;
+    [
+        short_id(&s.id).to_string(),
+        s.spec.name.clone(),
+        mode_name(&s.spec.mode).to_string(),
+        format!(
+            "{}/{}",
+            view.service_status.running_tasks, view.service_status.desired_tasks
+        ),
+        task_image(&s.spec.task_template, false),
+        ports_column(&published_ports(view)),
+    ]
+}
+
 /// `service ls`, sorted by name as Docker does.
 pub fn render_services(services: &[ServiceView]) -> String {
-    let mut table = Table::new(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    let mut table = Table::new(HEADERS.iter().map(|(_, title)| *title));
     for view in sorted(services) {
-        let s = &view.service;
-        table.row([
-            short_id(&s.id).to_string(),
-            s.spec.name.clone(),
-            mode_name(&s.spec.mode).to_string(),
-            format!(
-                "{}/{}",
-                view.service_status.running_tasks, view.service_status.desired_tasks
-            ),
-            task_image(&s.spec.task_template, false),
-            ports_column(&published_ports(view)),
-        ]);
+        table.row(ls_cells(view));
     }
     table.render()
 }
@@ -113,7 +128,7 @@ pub fn render_service_ids(services: &[ServiceView]) -> String {
         .collect()
 }
 
-fn sorted(services: &[ServiceView]) -> Vec<&ServiceView> {
+pub fn sorted(services: &[ServiceView]) -> Vec<&ServiceView> {
     let mut out: Vec<&ServiceView> = services.iter().collect();
     out.sort_by(|a, b| {
         (&a.service.spec.name, &a.service.id).cmp(&(&b.service.spec.name, &b.service.id))
