@@ -59,6 +59,12 @@ pub struct TaskRunner {
     drained: Arc<Mutex<HashSet<String>>>,
     /// Whether forwarding is on in the node's namespace (the routing mesh needs it).
     forwarding: Arc<AtomicBool>,
+    /// Tasks whose executor is preparing them (pulling an image), off the reconcile path.
+    preparing: Arc<Mutex<HashSet<String>>>,
+    /// Tasks prepared and waiting for the next reconcile to start them.
+    prepared: Arc<Mutex<HashSet<String>>>,
+    /// Asks the session to reconcile again (a preparation finished).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl TaskRunner {
@@ -76,7 +82,16 @@ impl TaskRunner {
             draining: Arc::default(),
             drained: Arc::default(),
             forwarding: Arc::default(),
+            preparing: Arc::default(),
+            prepared: Arc::default(),
+            wake: Arc::default(),
         }
+    }
+
+    /// Resolves when the runner wants a reconcile with the current view (a task it was
+    /// preparing is ready to start).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     pub fn set_applied(&self, version: u64) {
@@ -411,13 +426,15 @@ impl TaskRunner {
                             None,
                         );
                     } else {
-                        self.start(task, overlay.as_deref(), &plans, view.data_path_port);
+                        self.start(task, view, overlay.as_deref(), &plans);
                     }
                 }
             } else if is_running {
                 self.drain_then_stop(task.id.clone(), task.spec.container_spec.stop_grace_period);
             } else if !task.status.state.is_terminal() && !is_done {
-                // Never started here (or started before a restart of this agent).
+                // Never started here (or started before a restart of this agent), or
+                // stopped while its image was pulled.
+                self.prepared.lock().expect("lock").remove(&task.id);
                 self.done.lock().expect("lock").insert(task.id.clone());
                 self.report(
                     &task.id,
@@ -428,6 +445,10 @@ impl TaskRunner {
                 );
             }
         }
+        self.prepared
+            .lock()
+            .expect("lock")
+            .retain(|id| wanted.contains(id.as_str()));
         // Tasks the manager no longer lists: stop them.
         let orphans: Vec<String> = self
             .running
@@ -447,7 +468,73 @@ impl TaskRunner {
         }
     }
 
-    fn start(&self, task: &Task, overlay: Option<&OverlayCtx>, plans: &[NetworkPlan], port: u16) {
+    fn reject(&self, id: &str, err: String) {
+        self.done.lock().expect("lock").insert(id.to_string());
+        self.report(id, TaskState::Rejected, "failed to start", err, None);
+    }
+
+    /// Starts a task: its templates expanded, its image pulled first when the node lacks it
+    /// (in the background: the task starts at the reconcile after the pull).
+    fn start(
+        &self,
+        task: &Task,
+        view: &NodeView,
+        overlay: Option<&OverlayCtx>,
+        plans: &[NetworkPlan],
+    ) {
+        if self.preparing.lock().expect("lock").contains(&task.id) {
+            return;
+        }
+        let ctx = crate::template::context(task, view);
+        let task = &match crate::template::expand_task(task, &ctx) {
+            Ok(t) => t,
+            Err(source) => {
+                let e = crate::exec::ExecError::Template {
+                    task: task.id.clone(),
+                    source,
+                };
+                return self.reject(&task.id, e.to_string());
+            }
+        };
+        let prepared = self.prepared.lock().expect("lock").remove(&task.id);
+        if !prepared {
+            match self.executor.prepare(task) {
+                Err(e) => return self.reject(&task.id, e.to_string()),
+                Ok(Some(prep)) => {
+                    tracing::info!(task = %task.id, "{}", prep.message);
+                    self.report(
+                        &task.id,
+                        TaskState::Preparing,
+                        &prep.message,
+                        String::new(),
+                        None,
+                    );
+                    self.preparing.lock().expect("lock").insert(task.id.clone());
+                    let me = self.clone();
+                    let id = task.id.clone();
+                    tokio::spawn(async move {
+                        let result = prep.done.await;
+                        me.preparing.lock().expect("lock").remove(&id);
+                        if me.done.lock().expect("lock").contains(&id) {
+                            return;
+                        }
+                        match result {
+                            Ok(()) => {
+                                me.prepared.lock().expect("lock").insert(id);
+                                me.wake.notify_one();
+                            }
+                            Err(e) => {
+                                tracing::warn!(task = %id, error = %e, "task not prepared");
+                                me.reject(&id, e.to_string());
+                            }
+                        }
+                    });
+                    return;
+                }
+                Ok(None) => {}
+            }
+        }
+        let port = view.data_path_port;
         self.report(
             &task.id,
             TaskState::Starting,
@@ -468,17 +555,8 @@ impl TaskRunner {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         };
-        match self.executor.start(task, &log, &setup) {
-            Err(e) => {
-                self.done.lock().expect("lock").insert(task.id.clone());
-                self.report(
-                    &task.id,
-                    TaskState::Rejected,
-                    "failed to start",
-                    e.to_string(),
-                    None,
-                );
-            }
+        match self.executor.start(task, &ctx, &log, &setup) {
+            Err(e) => self.reject(&task.id, e.to_string()),
             Ok(started) => {
                 if let Some(netns) = self.executor.sandbox(&task.id) {
                     self.dns.serve(&task.id, netns);
