@@ -12,9 +12,16 @@ command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v clang-19 >/dev/null 2>&1 || missing+=(clang-19)
 [ -e /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
 command -v bpftool >/dev/null 2>&1 || missing+=(bpftool)
+# A real registry for the Docker executor's image-pull test (started by the test itself on
+# 127.0.0.1; the package's own service is not needed).
+dpkg -s docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  # Where systemd runs, the package starts a registry on port 5000: the tests start their own.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 # eBPF maps and links are pinned on bpffs (shoald mounts it too when it is missing).
 if ! grep -q ' /sys/fs/bpf bpf ' /proc/mounts; then

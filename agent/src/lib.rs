@@ -14,3 +14,4 @@ pub mod netns;
 pub mod overlay;
 pub mod session;
 pub mod tasks;
+pub mod template;

@@ -87,22 +87,18 @@ async fn main() -> anyhow::Result<()> {
     let node_name = opts.hostname.clone().unwrap_or_else(hostname);
     let docker = match (opts.executor.as_str(), &sandboxes) {
         ("native", _) => None,
-        (choice, Some(sb)) => match DockerExecutor::connect(
-            sb.clone(),
-            node_name.clone(),
-            opts.state_dir.join("tasks"),
-        )
-        .await
-        {
-            Ok(d) => Some(d),
-            Err(e) if choice == "docker" => {
-                anyhow::bail!("--executor docker: cannot reach the Docker engine: {e}")
+        (choice, Some(sb)) => {
+            match DockerExecutor::connect(sb.clone(), opts.state_dir.join("tasks")).await {
+                Ok(d) => Some(d),
+                Err(e) if choice == "docker" => {
+                    anyhow::bail!("--executor docker: cannot reach the Docker engine: {e}")
+                }
+                Err(e) => {
+                    tracing::info!(reason = %e, "no Docker engine; image tasks are refused on this node");
+                    None
+                }
             }
-            Err(e) => {
-                tracing::info!(reason = %e, "no Docker engine; image tasks are refused on this node");
-                None
-            }
-        },
+        }
         ("docker", None) => anyhow::bail!("--executor docker needs root (container networking)"),
         (_, None) => None,
     };

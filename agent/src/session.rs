@@ -176,11 +176,28 @@ async fn run_session(
     // acknowledged once it is.
     let mut unapplied: Option<(u64, NodeView)> = None;
     loop {
-        let next = match &unapplied {
-            None => stream.message().await,
-            Some(_) => match tokio::time::timeout(Duration::from_secs(1), stream.message()).await {
-                Ok(m) => m,
-                Err(_) => {
+        let retry = if unapplied.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(3600)
+        };
+        let next = tokio::select! {
+            m = stream.message() => Ok(m),
+            _ = tokio::time::sleep(retry) => Err(()),
+            // A task finished preparing (its image pulled): start it with the view as it is.
+            () = runner.woken() => {
+                let current = view.read().expect("view lock").clone();
+                if !runner.reconcile(&current) && unapplied.is_none() {
+                    tracing::debug!("view not fully applied after a preparation; the next view retries");
+                }
+                continue;
+            }
+        };
+        let next = match next {
+            Ok(m) => m,
+            Err(()) => match &unapplied {
+                None => continue,
+                Some(_) => {
                     let (version, view) = unapplied.take().expect("checked");
                     if runner.reconcile(&view) {
                         runner.set_applied(version);

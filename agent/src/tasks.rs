@@ -59,6 +59,12 @@ pub struct TaskRunner {
     drained: Arc<Mutex<HashSet<String>>>,
     /// Whether forwarding is on in the node's namespace (the routing mesh needs it).
     forwarding: Arc<AtomicBool>,
+    /// Tasks whose executor is preparing them (pulling an image), off the reconcile path.
+    preparing: Arc<Mutex<HashSet<String>>>,
+    /// Tasks prepared and waiting for the next reconcile to start them.
+    prepared: Arc<Mutex<HashSet<String>>>,
+    /// Asks the session to reconcile again (a preparation finished).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl TaskRunner {
@@ -76,7 +82,16 @@ impl TaskRunner {
             draining: Arc::default(),
             drained: Arc::default(),
             forwarding: Arc::default(),
+            preparing: Arc::default(),
+            prepared: Arc::default(),
+            wake: Arc::default(),
         }
+    }
+
+    /// Resolves when the runner wants a reconcile with the current view (a task it was
+    /// preparing is ready to start).
+    pub async fn woken(&self) {
+        self.wake.notified().await;
     }
 
     pub fn set_applied(&self, version: u64) {
@@ -411,13 +426,15 @@ impl TaskRunner {
                             None,
                         );
                     } else {
-                        self.start(task, overlay.as_deref(), &plans, view.data_path_port);
+                        self.start(task, view, overlay.as_deref(), &plans);
                     }
                 }
             } else if is_running {
                 self.drain_then_stop(task.id.clone(), task.spec.container_spec.stop_grace_period);
             } else if !task.status.state.is_terminal() && !is_done {
-                // Never started here (or started before a restart of this agent).
+                // Never started here (or started before a restart of this agent), or
+                // stopped while its image was pulled.
+                self.prepared.lock().expect("lock").remove(&task.id);
                 self.done.lock().expect("lock").insert(task.id.clone());
                 self.report(
                     &task.id,
@@ -428,6 +445,10 @@ impl TaskRunner {
                 );
             }
         }
+        self.prepared
+            .lock()
+            .expect("lock")
+            .retain(|id| wanted.contains(id.as_str()));
         // Tasks the manager no longer lists: stop them.
         let orphans: Vec<String> = self
             .running
@@ -447,7 +468,73 @@ impl TaskRunner {
         }
     }
 
-    fn start(&self, task: &Task, overlay: Option<&OverlayCtx>, plans: &[NetworkPlan], port: u16) {
+    fn reject(&self, id: &str, err: String) {
+        self.done.lock().expect("lock").insert(id.to_string());
+        self.report(id, TaskState::Rejected, "failed to start", err, None);
+    }
+
+    /// Starts a task: its templates expanded, its image pulled first when the node lacks it
+    /// (in the background: the task starts at the reconcile after the pull).
+    fn start(
+        &self,
+        task: &Task,
+        view: &NodeView,
+        overlay: Option<&OverlayCtx>,
+        plans: &[NetworkPlan],
+    ) {
+        if self.preparing.lock().expect("lock").contains(&task.id) {
+            return;
+        }
+        let ctx = crate::template::context(task, view);
+        let task = &match crate::template::expand_task(task, &ctx) {
+            Ok(t) => t,
+            Err(source) => {
+                let e = crate::exec::ExecError::Template {
+                    task: task.id.clone(),
+                    source,
+                };
+                return self.reject(&task.id, e.to_string());
+            }
+        };
+        let prepared = self.prepared.lock().expect("lock").remove(&task.id);
+        if !prepared {
+            match self.executor.prepare(task) {
+                Err(e) => return self.reject(&task.id, e.to_string()),
+                Ok(Some(prep)) => {
+                    tracing::info!(task = %task.id, "{}", prep.message);
+                    self.report(
+                        &task.id,
+                        TaskState::Preparing,
+                        &prep.message,
+                        String::new(),
+                        None,
+                    );
+                    self.preparing.lock().expect("lock").insert(task.id.clone());
+                    let me = self.clone();
+                    let id = task.id.clone();
+                    tokio::spawn(async move {
+                        let result = prep.done.await;
+                        me.preparing.lock().expect("lock").remove(&id);
+                        if me.done.lock().expect("lock").contains(&id) {
+                            return;
+                        }
+                        match result {
+                            Ok(()) => {
+                                me.prepared.lock().expect("lock").insert(id);
+                                me.wake.notify_one();
+                            }
+                            Err(e) => {
+                                tracing::warn!(task = %id, error = %e, "task not prepared");
+                                me.reject(&id, e.to_string());
+                            }
+                        }
+                    });
+                    return;
+                }
+                Ok(None) => {}
+            }
+        }
+        let port = view.data_path_port;
         self.report(
             &task.id,
             TaskState::Starting,
@@ -468,17 +555,8 @@ impl TaskRunner {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         };
-        match self.executor.start(task, &log, &setup) {
-            Err(e) => {
-                self.done.lock().expect("lock").insert(task.id.clone());
-                self.report(
-                    &task.id,
-                    TaskState::Rejected,
-                    "failed to start",
-                    e.to_string(),
-                    None,
-                );
-            }
+        match self.executor.start(task, &ctx, &log, &setup) {
+            Err(e) => self.reject(&task.id, e.to_string()),
             Ok(started) => {
                 if let Some(netns) = self.executor.sandbox(&task.id) {
                     self.dns.serve(&task.id, netns);
@@ -681,5 +759,192 @@ impl TaskRunner {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{ExecError, Preparation, Setup, Started, TaskContext};
+    use std::path::Path;
+
+    /// Prepares every task with a pull the test finishes by hand; records starts.
+    #[derive(Default)]
+    struct Fake {
+        pulls: Mutex<Vec<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+        started: Mutex<Vec<(String, TaskContext, String)>>,
+        /// Kept so the started tasks run until the test ends.
+        exits: Mutex<Vec<tokio::sync::oneshot::Sender<Exit>>>,
+    }
+
+    impl Executor for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn prepare(&self, task: &Task) -> Result<Option<Preparation>, ExecError> {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.pulls.lock().unwrap().push(tx);
+            let id = task.id.clone();
+            Ok(Some(Preparation {
+                message: "pulling image img:latest".into(),
+                done: Box::pin(async move {
+                    rx.await
+                        .unwrap_or(Ok(()))
+                        .map_err(|reason| ExecError::Pull {
+                            task: id,
+                            image: "img:latest".into(),
+                            reason,
+                        })
+                }),
+            }))
+        }
+        fn start(
+            &self,
+            task: &Task,
+            ctx: &TaskContext,
+            _log: &Path,
+            _setup: &Setup<'_>,
+        ) -> Result<Started, ExecError> {
+            self.started.lock().unwrap().push((
+                task.id.clone(),
+                ctx.clone(),
+                task.spec.container_spec.hostname.clone(),
+            ));
+            let (tx, exit) = tokio::sync::oneshot::channel();
+            self.exits.lock().unwrap().push(tx);
+            Ok(Started {
+                pid: 4242,
+                exit,
+                health: None,
+            })
+        }
+        fn terminate(&self, _pid: u32) {}
+        fn adopt(&self, _task_id: &str, _pid: u32) -> Started {
+            unreachable!("nothing to adopt")
+        }
+        fn leftovers(&self) -> Vec<(String, u32)> {
+            Vec::new()
+        }
+        fn sandbox(&self, _task_id: &str) -> Option<String> {
+            None
+        }
+        fn discard_leftovers(&self, _keep: &[String]) {}
+        fn kill(&self, _pid: u32) {}
+    }
+
+    fn view(ids: &[&str], desired: &str) -> NodeView {
+        let tasks: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| {
+                serde_json::json!({
+                    "ID": id, "Version": {"Index": 1}, "CreatedAt": "", "UpdatedAt": "",
+                    "ServiceID": "s1", "Slot": 1, "NodeID": "n1",
+                    "Spec": {"ContainerSpec": {"Image": "img", "Hostname": "{{.Service.Name}}-{{.Task.Slot}}"}, "Runtime": "docker"},
+                    "SpecVersion": {"Index": 1},
+                    "Status": {"Timestamp": "", "State": "assigned"},
+                    "DesiredState": desired
+                })
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "node": null, "tasks": tasks, "networks": [], "managers": [],
+            "endpoints": [{"service_id": "s1", "service_name": "web", "mode": "vip", "ports": [], "virtual_ips": [], "backends": []}],
+            "heartbeat_period_ns": 5000000000u64, "data_path_port": 4789
+        }))
+        .unwrap()
+    }
+
+    fn states(r: &TaskRunner) -> Vec<(String, TaskState, String)> {
+        r.drain_reports()
+            .into_iter()
+            .map(|u| (u.task_id, u.status.state, u.status.message + &u.status.err))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_starts_after_its_image_is_pulled() {
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let r = TaskRunner::new(fake.clone(), dir.path().to_path_buf());
+        let v = view(&["t1"], "running");
+        r.reconcile(&v);
+        assert_eq!(
+            states(&r),
+            [(
+                "t1".to_string(),
+                TaskState::Preparing,
+                "pulling image img:latest".to_string()
+            )]
+        );
+        // Another pass while the pull runs neither prepares nor starts it again.
+        r.reconcile(&v);
+        assert_eq!(fake.pulls.lock().unwrap().len(), 1);
+        assert!(fake.started.lock().unwrap().is_empty());
+        let pull = fake.pulls.lock().unwrap().pop().unwrap();
+        pull.send(Ok(())).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), r.woken())
+            .await
+            .expect("the runner asks for a reconcile");
+        r.reconcile(&v);
+        let started = fake.started.lock().unwrap().clone();
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0].1.service.name, "web");
+        assert_eq!(started[0].2, "web-1", "started with its templates expanded");
+        // (Preparing is sent again while the manager's copy lags: the view still says assigned.)
+        let s: Vec<TaskState> = states(&r)
+            .into_iter()
+            .map(|s| s.1)
+            .filter(|s| *s != TaskState::Preparing)
+            .collect();
+        assert_eq!(s, [TaskState::Starting, TaskState::Running]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_pull_rejects_the_task_with_the_registrys_answer() {
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let r = TaskRunner::new(fake.clone(), dir.path().to_path_buf());
+        let v = view(&["t1"], "running");
+        r.reconcile(&v);
+        states(&r);
+        let pull = fake.pulls.lock().unwrap().pop().unwrap();
+        pull.send(Err("manifest unknown".into())).unwrap();
+        let rejected = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let s = states(&r);
+                if !s.is_empty() {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(rejected[0].1, TaskState::Rejected);
+        assert!(
+            rejected[0]
+                .2
+                .ends_with("task t1: pulling img:latest: manifest unknown"),
+            "{rejected:?}"
+        );
+        r.reconcile(&v);
+        assert!(fake.started.lock().unwrap().is_empty());
+        assert_eq!(fake.pulls.lock().unwrap().len(), 0, "not pulled again");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_stopped_while_pulling_never_starts() {
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let r = TaskRunner::new(fake.clone(), dir.path().to_path_buf());
+        r.reconcile(&view(&["t1"], "running"));
+        r.reconcile(&view(&["t1"], "shutdown"));
+        let pull = fake.pulls.lock().unwrap().pop().unwrap();
+        pull.send(Ok(())).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.reconcile(&view(&["t1"], "shutdown"));
+        assert!(fake.started.lock().unwrap().is_empty());
+        let s = states(&r);
+        assert_eq!(s.last().unwrap().1, TaskState::Shutdown);
     }
 }

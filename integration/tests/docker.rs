@@ -3,7 +3,9 @@
 //! on every node and through the published port on every node; names resolve inside
 //! containers; native and container tasks on one network talk both ways; a container killed
 //! with `docker kill` is replaced and its address leaves LB and DNS; a restarted shoald
-//! keeps its containers serving; a missing image is refused with a clear reason.
+//! keeps its containers serving. Spec fields reach the container as Docker's swarm executor
+//! puts them (checked with `docker inspect`); a missing image is pulled from a registry (a
+//! real one on 127.0.0.1), and a failed pull names the image and the registry's answer.
 
 use shoal_integration::shoal_ok as shoal;
 use shoal_integration::testbed::{Testbed, require_root};
@@ -214,7 +216,10 @@ fn containers_get_the_same_networking_as_native_tasks() {
     assert_eq!(hc["NetworkMode"], "none");
     assert_eq!(hc["Memory"], 64 << 20);
     assert_eq!(hc["NanoCpus"], 500_000_000);
-    assert_eq!(hc["Binds"][0], format!("{}:/shared:ro", shared.display()));
+    assert_eq!(hc["Mounts"][0]["Type"], "bind");
+    assert_eq!(hc["Mounts"][0]["Source"], shared.display().to_string());
+    assert_eq!(hc["Mounts"][0]["Target"], "/shared");
+    assert_eq!(hc["Mounts"][0]["ReadOnly"], true);
     assert_eq!(
         inspect[0]["Config"]["Labels"]["com.shoal.service.id"],
         web_id.as_str()
@@ -446,24 +451,6 @@ fn containers_get_the_same_networking_as_native_tasks() {
         shoal(&h, &["service", "ps", "--no-trunc", "hog"]).contains("exceeding its memory limit")
     });
 
-    // An image that is not on the node is refused, with the reason.
-    shoal(
-        &h,
-        &[
-            "service",
-            "create",
-            "--name",
-            "ghost",
-            "nosuch-image:1",
-            "sleep",
-            "1",
-        ],
-    );
-    eventually("the missing image reported", || {
-        shoal(&h, &["service", "ps", "--no-trunc", "ghost"])
-            .contains("image nosuch-image:1 is not present on node")
-    });
-
     // An image's STOPSIGNAL is what stops its containers (SIGUSR1 here, not SIGTERM).
     let out = tempfile::tempdir().unwrap();
     let stop_mount = format!("type=bind,source={},target=/out", out.path().display());
@@ -577,5 +564,406 @@ fn restart_engine() {
             .arg("info")
             .output()
             .is_ok_and(|o| o.status.success())
+    });
+}
+
+/// Sends one cluster request to the daemon at `host` (for spec fields the CLI does not
+/// have flags for yet).
+fn control(
+    host: &str,
+    req: shoal_api::control::ControlRequest,
+) -> Result<shoal_api::control::ControlResponse, String> {
+    use shoal_api::local::{LocalRequest, LocalResponse};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = shoal_api::client::connect_local(host)
+            .await
+            .map_err(|e| e.to_string())?;
+        match shoal_api::client::call_local(&mut c, &LocalRequest::Control(req)).await {
+            Ok(LocalResponse::Control(r)) => Ok(r),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(s) => Err(s.message().to_string()),
+        }
+    })
+}
+
+fn create_service(host: &str, spec: serde_json::Value) {
+    let spec = serde_json::from_value(spec).expect("a service spec");
+    control(
+        host,
+        shoal_api::control::ControlRequest::ServiceCreate { spec },
+    )
+    .expect("service create");
+}
+
+fn inspect(id: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&docker(&["inspect", id])).unwrap();
+    v[0].clone()
+}
+
+/// Removes the Docker volumes a test made, by name, also when it fails.
+struct VolumesGuard(Vec<String>);
+
+impl Drop for VolumesGuard {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", v])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn container_spec_fields_reach_the_container() {
+    let test = "container_spec_fields_reach_the_container";
+    if !require_root(test) || !require_docker(test) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let volume = "shxf-data-shaped";
+    let _volumes = VolumesGuard(vec![volume.to_string()]);
+    let _ = Command::new("docker")
+        .args(["volume", "rm", "-f", volume])
+        .output();
+    let bed = Testbed::up_with("shxf", 1, 1, root.path(), &["--dataplane", "nftables"]).unwrap();
+    let h = bed.nodes[0].host();
+    shoal(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.96.0/24",
+            "shaped-net",
+        ],
+    );
+    let net: serde_json::Value =
+        serde_json::from_str(&shoal(&h, &["network", "inspect", "shaped-net"])).unwrap();
+    let net_id = net[0]["ID"].as_str().unwrap().to_string();
+    // A local volume with driver options: a bind of a host directory, so what one task
+    // writes is seen by the next one and by the test.
+    let backing = root.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    std::fs::set_permissions(
+        &backing,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    create_service(
+        &h,
+        serde_json::json!({
+            "Name": "shaped",
+            "Labels": {},
+            "Mode": {"Replicated": {"Replicas": 2}},
+            "TaskTemplate": {
+                "Runtime": "docker",
+                "Networks": [{"Target": net_id}],
+                "ContainerSpec": {
+                    "Image": IMAGE,
+                    "Args": ["sh", "-c", "echo \"$WHO\" >> /data/who; exec sleep 100000"],
+                    "Labels": {"app": "shaped"},
+                    "Hostname": "{{.Service.Name}}-{{.Task.Slot}}",
+                    "Env": ["WHO={{.Service.Name}}.{{.Task.Slot}} on {{.Node.Hostname}}"],
+                    "Dir": "/work",
+                    "User": "1000:1000",
+                    "Init": true,
+                    "StopSignal": "SIGUSR1",
+                    "ReadOnly": true,
+                    "Mounts": [
+                        {"Type": "tmpfs", "Target": "/scratch",
+                         "TmpfsOptions": {"SizeBytes": 1048576, "Mode": 1023}},
+                        {"Type": "volume", "Source": "shxf-data-{{.Service.Name}}", "Target": "/data",
+                         "VolumeOptions": {"Labels": {"made-by": "shoal-test"},
+                            "DriverConfig": {"Name": "local", "Options": {
+                                "type": "none", "o": "bind", "device": backing.display().to_string()}}}},
+                        {"Type": "volume", "Target": "/anon"}
+                    ],
+                    "Hosts": ["198.18.0.250 db.internal db"],
+                    "DNSConfig": {"Nameservers": ["198.18.0.253"], "Search": ["corp.test"], "Options": ["timeout:2"]},
+                    "Sysctls": {"net.ipv4.ip_unprivileged_port_start": "80"},
+                    "CapabilityAdd": ["NET_ADMIN"],
+                    "CapabilityDrop": ["MKNOD"],
+                    "Ulimits": [{"Name": "nofile", "Soft": 512, "Hard": 1024}]
+                },
+                "Resources": {"Limits": {"Pids": 64}},
+                "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m"}}
+            }
+        }),
+    );
+    let svc = service_id(&h, "shaped");
+    eventually("two shaped containers", || {
+        containers(&bed, &svc).values().map(Vec::len).sum::<usize>() == 2
+    });
+    let ids: Vec<String> = containers(&bed, &svc).into_values().flatten().collect();
+    let mut hostnames = BTreeSet::new();
+    for id in &ids {
+        let i = inspect(id);
+        let (c, hc) = (&i["Config"], &i["HostConfig"]);
+        hostnames.insert(c["Hostname"].as_str().unwrap().to_string());
+        assert_eq!(c["User"], "1000:1000");
+        assert_eq!(c["WorkingDir"], "/work");
+        assert_eq!(c["StopSignal"], "SIGUSR1");
+        assert_eq!(c["Labels"]["app"], "shaped");
+        assert_eq!(c["Labels"]["com.docker.swarm.service.name"], "shaped");
+        assert_eq!(c["Labels"]["com.docker.swarm.service.id"], svc.as_str());
+        assert!(
+            c["Labels"]["com.docker.swarm.task.name"]
+                .as_str()
+                .unwrap()
+                .starts_with("shaped."),
+            "{}",
+            c["Labels"]
+        );
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(hc["Init"], true);
+        assert_eq!(hc["PidsLimit"], 64);
+        assert_eq!(hc["CapAdd"][0], "NET_ADMIN");
+        assert_eq!(hc["CapDrop"][0], "MKNOD");
+        assert_eq!(hc["Sysctls"]["net.ipv4.ip_unprivileged_port_start"], "80");
+        assert_eq!(hc["Ulimits"][0]["Name"], "nofile");
+        assert_eq!(hc["Ulimits"][0]["Soft"], 512);
+        assert_eq!(hc["Ulimits"][0]["Hard"], 1024);
+        assert_eq!(hc["LogConfig"]["Type"], "json-file");
+        assert_eq!(hc["LogConfig"]["Config"]["max-size"], "1m");
+        assert_eq!(hc["ExtraHosts"][0], "db.internal:198.18.0.250");
+        assert_eq!(hc["DnsSearch"][0], "corp.test");
+        let mounts = hc["Mounts"].as_array().unwrap();
+        let tmpfs = mounts.iter().find(|m| m["Target"] == "/scratch").unwrap();
+        assert_eq!(tmpfs["Type"], "tmpfs");
+        assert_eq!(tmpfs["TmpfsOptions"]["SizeBytes"], 1_048_576);
+        let vol = mounts.iter().find(|m| m["Target"] == "/data").unwrap();
+        assert_eq!(
+            vol["Source"], volume,
+            "the mount source's template expanded"
+        );
+        // What the container itself sees.
+        let inside = |cmd: &str| docker(&["exec", id, "sh", "-c", cmd]);
+        assert_eq!(inside("id -u").trim(), "1000");
+        assert_eq!(inside("pwd").trim(), "/work");
+        assert!(
+            inside("touch /x 2>&1; echo $?").trim().ends_with('1'),
+            "read-only root"
+        );
+        assert_eq!(inside("touch /scratch/x && echo ok").trim(), "ok");
+        assert!(inside("cat /etc/hosts").contains("198.18.0.250\tdb.internal"));
+        let resolv = inside("cat /etc/resolv.conf");
+        assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+        assert!(!resolv.contains("198.18.0.253"), "{resolv}");
+        assert!(resolv.contains("search corp.test"), "{resolv}");
+        assert!(resolv.contains("timeout:2"), "{resolv}");
+        assert_eq!(inside("ulimit -n").trim(), "512");
+    }
+    assert_eq!(
+        hostnames,
+        ["shaped-1".to_string(), "shaped-2".to_string()].into(),
+        "hostnames from the template, one per slot"
+    );
+    // One named volume, made once with the mount's driver options and labels, shared by
+    // both tasks; each wrote its expanded env into it.
+    let vols = docker(&["volume", "ls", "-q", "--filter", &format!("name={volume}")]);
+    assert_eq!(vols.split_whitespace().collect::<Vec<_>>(), [volume]);
+    let v: serde_json::Value =
+        serde_json::from_str(&docker(&["volume", "inspect", volume])).unwrap();
+    assert_eq!(v[0]["Driver"], "local");
+    assert_eq!(v[0]["Options"]["o"], "bind");
+    assert_eq!(v[0]["Labels"]["made-by"], "shoal-test");
+    let created = v[0]["CreatedAt"].clone();
+    eventually("both tasks wrote into the volume", || {
+        let who = std::fs::read_to_string(backing.join("who")).unwrap_or_default();
+        who.contains("shaped.1 on ") && who.contains("shaped.2 on ")
+    });
+    // A replacement task reuses the volume rather than making it again.
+    docker(&["kill", &ids[0]]);
+    eventually("the killed task replaced", || {
+        let now: Vec<String> = containers(&bed, &svc).into_values().flatten().collect();
+        now.len() == 2 && !now.contains(&ids[0])
+    });
+    let v: serde_json::Value =
+        serde_json::from_str(&docker(&["volume", "inspect", volume])).unwrap();
+    assert_eq!(v[0]["CreatedAt"], created, "the volume was reused");
+    // Anonymous volumes go with their containers.
+    let anon = inspect(&ids[1])["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/anon")
+        .map(|m| m["Name"].as_str().unwrap().to_string())
+        .expect("an anonymous volume");
+    shoal(&h, &["service", "rm", "shaped"]);
+    eventually("the anonymous volume removed with its container", || {
+        docker(&["volume", "ls", "-q"])
+            .split_whitespace()
+            .all(|v| v != anon)
+    });
+}
+
+/// A real registry (Debian's `docker-registry`) on 127.0.0.1, with its storage in a temp
+/// dir; killed on drop, also on panic, with the image tags the test pushed to it.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    tags: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// None (with the reason) when the package is missing.
+    fn start() -> Result<Registry, String> {
+        let bin = "/usr/bin/docker-registry";
+        if !std::path::Path::new(bin).exists() {
+            return Err(
+                "docker-registry is not installed (scripts/install-deps.sh installs it)".into(),
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting {bin}: {e}"))?;
+        let reg = Registry {
+            child,
+            port,
+            tags: Vec::new(),
+            _dir: dir,
+        };
+        shoal_integration::wait_until("the registry listening", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Ok(reg)
+    }
+
+    fn name(&self, repo: &str) -> String {
+        format!("127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// Pushes a local image under `repo` and takes the tag off the engine again.
+    fn push(&mut self, local: &str, repo: &str) -> String {
+        let name = self.name(repo);
+        self.tags.push(name.clone());
+        for args in [
+            vec!["tag", local, &name],
+            vec!["push", "-q", &name],
+            vec!["rmi", &name],
+        ] {
+            let out = Command::new("docker").args(&args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        name
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for t in &self.tags {
+            let _ = Command::new("docker").args(["rmi", t]).output();
+        }
+    }
+}
+
+#[test]
+fn missing_images_are_pulled_and_a_failed_pull_says_why() {
+    let test = "missing_images_are_pulled_and_a_failed_pull_says_why";
+    if !require_root(test) || !require_docker(test) {
+        return;
+    }
+    let mut registry = match Registry::start() {
+        Ok(r) => r,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {why}, and CI=true does not allow skipping")
+        }
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            return;
+        }
+    };
+    let image = registry.push(IMAGE, "shxp/pulled:v1");
+    assert!(
+        !Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "{image} is not on the engine before the task runs"
+    );
+    let root = tempfile::tempdir().unwrap();
+    let bed = Testbed::up_with("shxp", 1, 1, root.path(), &["--dataplane", "nftables"]).unwrap();
+    let h = bed.nodes[0].host();
+    shoal(
+        &h,
+        &[
+            "service", "create", "--name", "pulled", &image, "sleep", "100000",
+        ],
+    );
+    let svc = service_id(&h, "pulled");
+    eventually("the pulled image's task running", || {
+        !containers(&bed, &svc).is_empty()
+            && shoal(&h, &["service", "ps", "pulled"]).contains("Running")
+    });
+    assert!(
+        Command::new("docker")
+            .args(["image", "inspect", &image])
+            .output()
+            .unwrap()
+            .status
+            .success(),
+        "{image} pulled onto the engine"
+    );
+    let log = std::fs::read_to_string(bed.nodes[0].dir.join("shoald.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("pulling image {image}")),
+        "the pull is announced: {log}"
+    );
+    // A name the registry does not have: the task fails with the registry's answer.
+    let nope = registry.name("shxp/nope");
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--name",
+            "nope",
+            "--restart-condition",
+            "none",
+            &nope,
+            "sleep",
+            "1",
+        ],
+    );
+    let want = format!("pulling {nope}:latest: ");
+    eventually("the failed pull reported", || {
+        let ps = shoal(&h, &["service", "ps", "--no-trunc", "nope"]);
+        ps.contains(&want) && ps.contains("manifest unknown")
     });
 }

@@ -3,7 +3,7 @@
 
 use super::docker::DockerExecutor;
 use super::native::NativeExecutor;
-use super::{ExecError, Executor, Setup, Started};
+use super::{ExecError, Executor, Preparation, Setup, Started, TaskContext};
 use nix::sys::signal::Signal;
 use shoal_api::objects::{Runtime, Task};
 use std::collections::HashSet;
@@ -38,10 +38,24 @@ impl Executor for ByRuntime {
         }
     }
 
-    fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError> {
+    fn prepare(&self, task: &Task) -> Result<Option<Preparation>, ExecError> {
         match (task.spec.runtime, &self.docker) {
-            (Runtime::Native, _) => self.native.start(task, log, setup),
-            (Runtime::Docker, Some(d)) => d.start(task, log, setup),
+            (Runtime::Docker, Some(d)) => d.prepare(task),
+            // A missing engine is reported by `start`.
+            _ => Ok(None),
+        }
+    }
+
+    fn start(
+        &self,
+        task: &Task,
+        ctx: &TaskContext,
+        log: &Path,
+        setup: &Setup<'_>,
+    ) -> Result<Started, ExecError> {
+        match (task.spec.runtime, &self.docker) {
+            (Runtime::Native, _) => self.native.start(task, ctx, log, setup),
+            (Runtime::Docker, Some(d)) => d.start(task, ctx, log, setup),
             (Runtime::Docker, None) => Err(ExecError::Invalid {
                 task: task.id.clone(),
                 reason: format!(

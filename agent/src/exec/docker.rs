@@ -8,13 +8,17 @@
 //! Several shoalds may share one engine (the testbed): the owner label, derived from the
 //! state dir like sandbox names, keeps each to its own containers.
 
-use super::{ExecError, Exit, Health, Setup, Started};
+use super::{ExecError, Exit, Health, Preparation, Setup, Started, TaskContext};
 use crate::netns::Sandboxes;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountType,
+    MountVolumeOptions, MountVolumeOptionsDriverConfig, ResourcesUlimits, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -33,13 +37,15 @@ pub const OWNER_LABEL: &str = "com.shoal.owner";
 /// How long a call to the engine may take before the task is given up on.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long an image pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 pub struct DockerExecutor {
     docker: Docker,
     /// The state dir's tasks directory, where each task's output.log lives.
     log_dir: Option<std::path::PathBuf>,
     sandboxes: Sandboxes,
     owner: String,
-    node_name: String,
     /// Task of each container's main process, for the signals the runner sends by pid.
     pids: Arc<Mutex<HashMap<u32, String>>>,
     /// What stops each container's main process: its image's or its own `StopSignal`.
@@ -83,12 +89,239 @@ fn invalid(task: &str, reason: impl Into<String>) -> ExecError {
     }
 }
 
+/// What the engine said, without bollard's wrapping ("Docker responded with status code").
+fn engine_message(e: &bollard::errors::Error) -> String {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError { message, .. } => message.clone(),
+        E::DockerStreamError { error } => error.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// The reference an image is pulled by: its tag or digest, `latest` when it names neither
+/// (a pull without a tag would fetch every tag of the repository).
+pub fn pull_reference(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// Swarm's labels on a task's container (`com.docker.swarm.*`), which override the spec's.
+pub const SWARM_LABEL_PREFIX: &str = "com.docker.swarm";
+
+fn propagation(p: &str) -> Result<Option<MountBindOptionsPropagationEnum>, String> {
+    use MountBindOptionsPropagationEnum as P;
+    Ok(Some(match p {
+        "" => return Ok(None),
+        "private" => P::PRIVATE,
+        "rprivate" => P::RPRIVATE,
+        "shared" => P::SHARED,
+        "rshared" => P::RSHARED,
+        "slave" => P::SLAVE,
+        "rslave" => P::RSLAVE,
+        other => {
+            return Err(format!(
+                "bind propagation {other:?} is not one of private, rprivate, shared, rshared, slave, rslave"
+            ));
+        }
+    }))
+}
+
+fn mount(m: &shoal_api::objects::Mount) -> Result<bollard::models::Mount, String> {
+    let typ = match m.kind.as_str() {
+        "bind" => MountType::BIND,
+        "volume" => MountType::VOLUME,
+        "tmpfs" => MountType::TMPFS,
+        other => {
+            return Err(format!(
+                "mount {}: type {other:?} is not bind, volume or tmpfs",
+                m.target
+            ));
+        }
+    };
+    let bind_options = match &m.bind_options {
+        Some(b) => propagation(&b.propagation)
+            .map_err(|e| format!("mount {}: {e}", m.target))?
+            .map(|p| MountBindOptions {
+                propagation: Some(p),
+                ..Default::default()
+            }),
+        None => None,
+    };
+    Ok(bollard::models::Mount {
+        typ: Some(typ),
+        // An anonymous volume has no source; the engine names it and removes it with the
+        // container.
+        source: Some(m.source.clone()).filter(|s| !s.is_empty()),
+        target: Some(m.target.clone()),
+        read_only: Some(m.read_only).filter(|r| *r),
+        bind_options,
+        volume_options: m.volume_options.as_ref().map(|v| MountVolumeOptions {
+            no_copy: Some(v.no_copy).filter(|n| *n),
+            labels: Some(v.labels.clone().into_iter().collect())
+                .filter(|l: &HashMap<_, _>| !l.is_empty()),
+            driver_config: v
+                .driver_config
+                .as_ref()
+                .map(|d| MountVolumeOptionsDriverConfig {
+                    name: Some(d.name.clone()).filter(|n| !n.is_empty()),
+                    options: Some(d.options.clone().into_iter().collect())
+                        .filter(|o: &HashMap<_, _>| !o.is_empty()),
+                }),
+            ..Default::default()
+        }),
+        tmpfs_options: m.tmpfs_options.as_ref().map(|t| MountTmpfsOptions {
+            size_bytes: Some(t.size_bytes).filter(|s| *s > 0),
+            mode: Some(i64::from(t.mode)).filter(|m| *m > 0),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Named volumes a task mounts, as the engine creates them when missing.
+pub fn volume_requests(task: &Task) -> Vec<VolumeCreateRequest> {
+    task.spec
+        .container_spec
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume" && !m.source.is_empty())
+        .map(|m| {
+            let vo = m.volume_options.clone().unwrap_or_default();
+            let driver = vo.driver_config.clone().unwrap_or_default();
+            VolumeCreateRequest {
+                name: Some(m.source.clone()),
+                driver: Some(driver.name)
+                    .filter(|n| !n.is_empty())
+                    .or_else(|| Some("local".into())),
+                driver_opts: Some(driver.options.into_iter().collect())
+                    .filter(|o: &HashMap<_, _>| !o.is_empty()),
+                labels: Some(vo.labels.into_iter().collect())
+                    .filter(|l: &HashMap<_, _>| !l.is_empty()),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The container a task runs as, as Docker's swarm executor builds it
+/// (moby `daemon/cluster/executor/container/container.go`), except the network: mode
+/// `none`, shoal plumbs it, and the resolver is the embedded DNS at 127.0.0.11 with the
+/// spec's search domains and options. `task` has its templates expanded already.
+pub fn container_body(
+    task: &Task,
+    ctx: &TaskContext,
+    owner: &str,
+) -> Result<ContainerCreateBody, String> {
+    let cs = &task.spec.container_spec;
+    let mut labels: HashMap<String, String> = cs.labels.clone().into_iter().collect();
+    for (k, v) in [
+        ("task", ""),
+        ("task.id", task.id.as_str()),
+        ("task.name", ctx.task.name.as_str()),
+        ("node.id", ctx.node.id.as_str()),
+        ("service.id", task.service_id.as_str()),
+        ("service.name", ctx.service.name.as_str()),
+    ] {
+        labels.insert(format!("{SWARM_LABEL_PREFIX}.{k}"), v.to_string());
+    }
+    labels.insert(TASK_LABEL.into(), task.id.clone());
+    labels.insert(SERVICE_LABEL.into(), task.service_id.clone());
+    labels.insert(OWNER_LABEL.into(), owner.to_string());
+    let mut env = cs.env.clone();
+    env.push(format!("SHOAL_TASK_ID={}", task.id));
+    env.push(format!("SHOAL_SERVICE_ID={}", task.service_id));
+    env.push(format!("SHOAL_TASK_SLOT={}", task.slot));
+    // Docker's split: the spec's command replaces the image's entrypoint, its args the
+    // image's command.
+    let entrypoint = (!cs.command.is_empty()).then(|| cs.command.clone());
+    let cmd = (!cs.args.is_empty()).then(|| cs.args.clone());
+    let limits = &task.spec.resources.limits;
+    let healthcheck = cs.healthcheck.as_ref().map(|h| HealthConfig {
+        test: Some(h.test.clone()),
+        interval: Some(h.interval).filter(|v| *v > 0),
+        timeout: Some(h.timeout).filter(|v| *v > 0),
+        retries: Some(h.retries).filter(|v| *v > 0),
+        start_period: Some(h.start_period).filter(|v| *v > 0),
+        start_interval: Some(h.start_interval).filter(|v| *v > 0),
+    });
+    let mounts = cs.mounts.iter().map(mount).collect::<Result<Vec<_>, _>>()?;
+    // Docker stores `IP HOST [ALIAS...]` (hosts(5)); the engine wants `HOST:IP`, one per name.
+    let mut extra_hosts = Vec::new();
+    for line in &cs.hosts {
+        let mut words = line.split_whitespace();
+        let (Some(ip), Some(first)) = (words.next(), words.next()) else {
+            return Err(format!(
+                "host entry {line:?} is not \"IP HOSTNAME [ALIAS...]\""
+            ));
+        };
+        for name in std::iter::once(first).chain(words) {
+            extra_hosts.push(format!("{name}:{ip}"));
+        }
+    }
+    let dns = cs.dns_config.clone().unwrap_or_default();
+    let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    Ok(ContainerCreateBody {
+        image: Some(cs.image.clone()),
+        entrypoint,
+        cmd,
+        env: Some(env),
+        labels: Some(labels),
+        healthcheck,
+        hostname: Some(cs.hostname.clone()).filter(|h| !h.is_empty()),
+        working_dir: Some(cs.dir.clone()).filter(|d| !d.is_empty()),
+        user: Some(cs.user.clone()).filter(|u| !u.is_empty()),
+        stop_signal: Some(cs.stop_signal.clone()).filter(|s| !s.is_empty()),
+        tty: Some(cs.tty).filter(|t| *t),
+        open_stdin: Some(cs.open_stdin).filter(|o| *o),
+        host_config: Some(HostConfig {
+            // Networking is ours: the overlay plumbs the namespace once it exists.
+            network_mode: Some("none".into()),
+            // The embedded DNS answers and forwards; the spec's nameservers are for it, not
+            // for the task's resolv.conf.
+            dns: Some(vec![crate::netns::TASK_RESOLVER.into()]),
+            dns_search: non_empty(&dns.search),
+            dns_options: non_empty(&dns.options),
+            extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            memory: Some(limits.memory_bytes).filter(|m| *m > 0),
+            nano_cpus: Some(limits.nano_cpus).filter(|c| *c > 0),
+            pids_limit: Some(limits.pids).filter(|p| *p > 0),
+            readonly_rootfs: Some(cs.read_only).filter(|r| *r),
+            init: cs.init,
+            sysctls: (!cs.sysctls.is_empty()).then(|| cs.sysctls.clone().into_iter().collect()),
+            cap_add: non_empty(&cs.capability_add),
+            cap_drop: non_empty(&cs.capability_drop),
+            ulimits: (!cs.ulimits.is_empty()).then(|| {
+                cs.ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect()
+            }),
+            log_config: task.spec.log_driver.as_ref().map(|d| HostConfigLogConfig {
+                typ: Some(d.name.clone()),
+                config: Some(d.options.clone().into_iter().collect()),
+            }),
+            // `isolation` is Windows-only; Docker ignores it on Linux, and so does shoal.
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 impl DockerExecutor {
     /// Connects to the local engine (DOCKER_HOST or /var/run/docker.sock) and agrees on an
     /// API version; fails when nothing answers.
     pub async fn connect(
         sandboxes: Sandboxes,
-        node_name: String,
         tasks_dir: std::path::PathBuf,
     ) -> Result<Self, String> {
         let docker = Docker::connect_with_local_defaults().map_err(|e| e.to_string())?;
@@ -105,7 +338,6 @@ impl DockerExecutor {
             log_dir: Some(tasks_dir),
             owner: sandboxes.prefix().to_string(),
             sandboxes,
-            node_name,
             pids: Arc::default(),
             stop_signals: Arc::default(),
         })
@@ -156,23 +388,15 @@ impl DockerExecutor {
         out
     }
 
-    async fn create_and_start(&self, task: &Task, log: &Path) -> Result<(String, u32), ExecError> {
-        let cs = &task.spec.container_spec;
-        let image = cs.image.clone();
-        match self.docker.inspect_image(&image).await {
-            Ok(_) => {}
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
-                return Err(invalid(
-                    &task.id,
-                    format!(
-                        "image {image} is not present on node {}; load or build it there (no registry is used)",
-                        self.node_name
-                    ),
-                ));
-            }
-            Err(e) => return Err(invalid(&task.id, format!("Docker engine: {e}"))),
+    async fn create_and_start(
+        &self,
+        task: &Task,
+        ctx: &TaskContext,
+        log: &Path,
+    ) -> Result<(String, u32), ExecError> {
+        let body = container_body(task, ctx, &self.owner).map_err(|r| invalid(&task.id, r))?;
+        for v in volume_requests(task) {
+            self.ensure_volume(&task.id, v).await?;
         }
         let name = container_name(&task.id);
         // A leftover of the same task (crash between create and start) is replaced.
@@ -180,52 +404,14 @@ impl DockerExecutor {
             .docker
             .remove_container(
                 &name,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
             )
             .await;
-        let mut labels: HashMap<String, String> = cs.labels.clone().into_iter().collect();
-        labels.insert(TASK_LABEL.into(), task.id.clone());
-        labels.insert(SERVICE_LABEL.into(), task.service_id.clone());
-        labels.insert(OWNER_LABEL.into(), self.owner.clone());
-        let mut env = cs.env.clone();
-        env.push(format!("SHOAL_TASK_ID={}", task.id));
-        env.push(format!("SHOAL_SERVICE_ID={}", task.service_id));
-        env.push(format!("SHOAL_TASK_SLOT={}", task.slot));
-        let cmd: Vec<String> = cs.command.iter().chain(cs.args.iter()).cloned().collect();
-        let limits = &task.spec.resources.limits;
-        let healthcheck = cs.healthcheck.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: Some(h.interval).filter(|v| *v > 0),
-            timeout: Some(h.timeout).filter(|v| *v > 0),
-            retries: Some(h.retries).filter(|v| *v > 0),
-            start_period: Some(h.start_period).filter(|v| *v > 0),
-            ..Default::default()
-        });
-        let body = ContainerCreateBody {
-            image: Some(image.clone()),
-            cmd: (!cmd.is_empty()).then_some(cmd),
-            env: Some(env),
-            labels: Some(labels),
-            healthcheck,
-            host_config: Some(HostConfig {
-                // Networking is ours: the overlay plumbs the namespace once it exists.
-                network_mode: Some("none".into()),
-                dns: Some(vec![crate::netns::TASK_RESOLVER.into()]),
-                binds: (!cs.mounts.is_empty()).then(|| {
-                    cs.mounts
-                        .iter()
-                        .map(|m| {
-                            let ro = if m.read_only { ":ro" } else { "" };
-                            format!("{}:{}{ro}", m.source, m.target)
-                        })
-                        .collect()
-                }),
-                memory: Some(limits.memory_bytes).filter(|m| *m > 0),
-                nano_cpus: Some(limits.nano_cpus).filter(|c| *c > 0),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
         let opts = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self
             .docker
@@ -253,12 +439,102 @@ impl DockerExecutor {
         Ok((created.id, pid))
     }
 
+    /// A named volume the task mounts: created through the engine when missing (its driver,
+    /// `local` unless the mount names one, with the mount's options and labels), reused
+    /// afterwards. One of that name made with another driver is not silently taken.
+    async fn ensure_volume(&self, task: &str, want: VolumeCreateRequest) -> Result<(), ExecError> {
+        let name = want.name.clone().unwrap_or_default();
+        let driver = want.driver.clone().unwrap_or_else(|| "local".into());
+        let fail = |reason: String| ExecError::Volume {
+            task: task.to_string(),
+            volume: name.clone(),
+            reason,
+        };
+        match self.docker.inspect_volume(&name).await {
+            Ok(v) if v.driver == driver => Ok(()),
+            Ok(v) => Err(fail(format!(
+                "it exists with driver {} and the service asks for driver {driver}; remove the volume or name another",
+                v.driver
+            ))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                tracing::info!(task, volume = %name, %driver, "creating a volume");
+                self.docker
+                    .create_volume(want)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| fail(format!("creating it: {}", engine_message(&e))))
+            }
+            Err(e) => Err(fail(format!("Docker engine: {}", engine_message(&e)))),
+        }
+    }
+
+    /// A task whose image is not on the node pulls it first (no registry credentials yet:
+    /// `--with-registry-auth` waits for secrets, so they are never in raft in the clear).
+    pub fn prepare(&self, task: &Task) -> Result<Option<Preparation>, ExecError> {
+        let image = task.spec.container_spec.image.clone();
+        match block_on(self.docker.inspect_image(&image)) {
+            Ok(_) => return Ok(None),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => {
+                return Err(invalid(
+                    &task.id,
+                    format!("Docker engine: {}", engine_message(&e)),
+                ));
+            }
+        }
+        let reference = pull_reference(&image);
+        let docker = self.docker.clone();
+        let task_id = task.id.clone();
+        let message = format!("pulling image {reference}");
+        let done = Box::pin(async move {
+            let pull = async {
+                let opts = CreateImageOptionsBuilder::new()
+                    .from_image(&reference)
+                    .build();
+                let mut stream = docker.create_image(Some(opts), None, None);
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(info) => {
+                            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                                return Err(e);
+                            }
+                        }
+                        Err(e) => return Err(engine_message(&e)),
+                    }
+                }
+                Ok(())
+            };
+            let result = match tokio::time::timeout(PULL_TIMEOUT, pull).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "no answer within {} minutes",
+                    PULL_TIMEOUT.as_secs() / 60
+                )),
+            };
+            result.map_err(|reason| ExecError::Pull {
+                task: task_id,
+                image: reference,
+                reason,
+            })
+        });
+        Ok(Some(Preparation { message, done }))
+    }
+
     async fn remove(&self, id: &str) {
         let _ = self
             .docker
             .remove_container(
                 id,
-                Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                Some(
+                    RemoveContainerOptionsBuilder::new()
+                        .force(true)
+                        .v(true)
+                        .build(),
+                ),
             )
             .await;
     }
@@ -392,7 +668,12 @@ impl DockerExecutor {
             let _ = docker
                 .remove_container(
                     &id,
-                    Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    Some(
+                        RemoveContainerOptionsBuilder::new()
+                            .force(true)
+                            .v(true)
+                            .build(),
+                    ),
                 )
                 .await;
             pids.lock().expect("lock").remove(&pid);
@@ -408,7 +689,13 @@ impl DockerExecutor {
         rx
     }
 
-    pub fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError> {
+    pub fn start(
+        &self,
+        task: &Task,
+        ctx: &TaskContext,
+        log: &Path,
+        setup: &Setup<'_>,
+    ) -> Result<Started, ExecError> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(|source| ExecError::Output {
                 task: task.id.clone(),
@@ -417,7 +704,8 @@ impl DockerExecutor {
             })?;
         }
         let (id, pid) = block_on(async {
-            match tokio::time::timeout(ENGINE_TIMEOUT, self.create_and_start(task, log)).await {
+            match tokio::time::timeout(ENGINE_TIMEOUT, self.create_and_start(task, ctx, log)).await
+            {
                 Ok(r) => r,
                 Err(_) => {
                     // It may have been created or started meanwhile: leave nothing behind.
@@ -528,6 +816,196 @@ impl DockerExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_api::template::Context;
+
+    fn task(spec: serde_json::Value) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "ID": "t1", "Version": {"Index": 1}, "CreatedAt": "", "UpdatedAt": "",
+            "ServiceID": "s1", "Slot": 2, "NodeID": "n1",
+            "Spec": spec,
+            "SpecVersion": {"Index": 1},
+            "Status": {"Timestamp": "", "State": "new"},
+            "DesiredState": "running"
+        }))
+        .unwrap()
+    }
+
+    fn ctx(t: &Task) -> Context {
+        Context::for_task(t, "web", &Default::default(), "host-a", Default::default())
+    }
+
+    #[test]
+    fn every_spec_field_reaches_the_container_as_dockers_swarm_executor_puts_it() {
+        let t = task(serde_json::json!({
+            "Runtime": "docker",
+            "ContainerSpec": {
+                "Image": "busybox:1",
+                "Labels": {"app": "shop", "com.docker.swarm.task.id": "forged"},
+                "Command": ["/entry"], "Args": ["a", "b"],
+                "Hostname": "web-2", "Env": ["A=1"], "Dir": "/work", "User": "1000:1000",
+                "Init": true, "StopSignal": "SIGQUIT", "TTY": true, "OpenStdin": true,
+                "ReadOnly": true,
+                "Mounts": [
+                    {"Type": "bind", "Source": "/srv", "Target": "/srv", "ReadOnly": true,
+                     "BindOptions": {"Propagation": "rslave"}},
+                    {"Type": "volume", "Source": "data", "Target": "/data",
+                     "VolumeOptions": {"NoCopy": true, "Labels": {"l": "v"},
+                        "DriverConfig": {"Name": "local", "Options": {"type": "tmpfs", "device": "tmpfs"}}}},
+                    {"Type": "volume", "Target": "/anon"},
+                    {"Type": "tmpfs", "Target": "/run/x", "TmpfsOptions": {"SizeBytes": 1048576, "Mode": 448}}
+                ],
+                "StopGracePeriod": 1,
+                "Healthcheck": {"Test": ["CMD", "true"], "Interval": 1, "StartInterval": 5},
+                "Hosts": ["10.1.2.3 db db.local", "bad"],
+                "DNSConfig": {"Nameservers": ["9.9.9.9"], "Search": ["corp"], "Options": ["timeout:2"]},
+                "Isolation": "process",
+                "Sysctls": {"net.ipv4.ip_unprivileged_port_start": "0"},
+                "CapabilityAdd": ["NET_ADMIN"], "CapabilityDrop": ["MKNOD"],
+                "Ulimits": [{"Name": "nofile", "Soft": 512, "Hard": 1024}]
+            },
+            "Resources": {"Limits": {"NanoCPUs": 500000000, "MemoryBytes": 67108864, "Pids": 64}},
+            "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m"}}
+        }));
+        // A hosts line without a name is refused, naming it.
+        let err = container_body(&t, &ctx(&t), "owner").unwrap_err();
+        assert!(err.contains("\"bad\""), "{err}");
+        let mut t = t;
+        t.spec.container_spec.hosts.pop();
+        let b = container_body(&t, &ctx(&t), "owner").unwrap();
+        assert_eq!(b.image.as_deref(), Some("busybox:1"));
+        assert_eq!(b.entrypoint, Some(vec!["/entry".to_string()]));
+        assert_eq!(b.cmd, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(b.hostname.as_deref(), Some("web-2"));
+        assert_eq!(b.working_dir.as_deref(), Some("/work"));
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        assert_eq!(b.stop_signal.as_deref(), Some("SIGQUIT"));
+        assert_eq!((b.tty, b.open_stdin), (Some(true), Some(true)));
+        let labels = b.labels.as_ref().unwrap();
+        assert_eq!(labels["app"], "shop");
+        assert_eq!(
+            labels["com.docker.swarm.task.id"], "t1",
+            "system labels win"
+        );
+        assert_eq!(labels["com.docker.swarm.task.name"], "web.2.t1");
+        assert_eq!(labels["com.docker.swarm.service.name"], "web");
+        assert_eq!(labels["com.docker.swarm.service.id"], "s1");
+        assert_eq!(labels["com.docker.swarm.node.id"], "n1");
+        assert_eq!(labels["com.docker.swarm.task"], "");
+        assert_eq!(labels[OWNER_LABEL], "owner");
+        let hc = b.healthcheck.as_ref().unwrap();
+        assert_eq!(hc.start_interval, Some(5));
+        let h = b.host_config.as_ref().unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(
+            h.dns,
+            Some(vec!["127.0.0.11".to_string()]),
+            "the embedded DNS, not the spec's servers"
+        );
+        assert_eq!(h.dns_search, Some(vec!["corp".to_string()]));
+        assert_eq!(h.dns_options, Some(vec!["timeout:2".to_string()]));
+        assert_eq!(
+            h.extra_hosts,
+            Some(vec![
+                "db:10.1.2.3".to_string(),
+                "db.local:10.1.2.3".to_string()
+            ])
+        );
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(h.init, Some(true));
+        assert_eq!(h.pids_limit, Some(64));
+        assert_eq!(h.memory, Some(64 << 20));
+        assert_eq!(h.nano_cpus, Some(500_000_000));
+        assert_eq!(
+            h.sysctls.as_ref().unwrap()["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
+        assert_eq!(h.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+        assert_eq!(h.cap_drop, Some(vec!["MKNOD".to_string()]));
+        let u = &h.ulimits.as_ref().unwrap()[0];
+        assert_eq!(
+            (u.name.as_deref(), u.soft, u.hard),
+            (Some("nofile"), Some(512), Some(1024))
+        );
+        let log = h.log_config.as_ref().unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(log.config.as_ref().unwrap()["max-size"], "1m");
+        assert_eq!(h.isolation, None, "isolation is Windows-only");
+        assert_eq!(
+            h.binds, None,
+            "mounts go by the Mounts API, as Docker's swarm executor"
+        );
+        let m = h.mounts.as_ref().unwrap();
+        assert_eq!(m[0].typ, Some(MountType::BIND));
+        assert_eq!(m[0].read_only, Some(true));
+        assert_eq!(
+            m[0].bind_options.as_ref().unwrap().propagation,
+            Some(MountBindOptionsPropagationEnum::RSLAVE)
+        );
+        assert_eq!(m[1].typ, Some(MountType::VOLUME));
+        assert_eq!(m[1].source.as_deref(), Some("data"));
+        let vo = m[1].volume_options.as_ref().unwrap();
+        assert_eq!(vo.no_copy, Some(true));
+        assert_eq!(vo.labels.as_ref().unwrap()["l"], "v");
+        assert_eq!(m[2].source, None, "an anonymous volume");
+        let tmpfs = m[3].tmpfs_options.as_ref().unwrap();
+        assert_eq!((tmpfs.size_bytes, tmpfs.mode), (Some(1 << 20), Some(0o700)));
+        // The named volume is created with its driver, options and labels; not the anonymous.
+        let v = volume_requests(&t);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].name.as_deref(), Some("data"));
+        assert_eq!(v[0].driver.as_deref(), Some("local"));
+        assert_eq!(v[0].driver_opts.as_ref().unwrap()["type"], "tmpfs");
+        assert_eq!(v[0].labels.as_ref().unwrap()["l"], "v");
+    }
+
+    #[test]
+    fn a_bare_spec_leaves_the_engine_its_defaults() {
+        let t = task(
+            serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1"]}}),
+        );
+        let b = container_body(&t, &ctx(&t), "o").unwrap();
+        assert_eq!(b.entrypoint, None);
+        assert_eq!(b.cmd, Some(vec!["sleep".to_string(), "1".to_string()]));
+        assert_eq!(
+            (b.hostname.as_ref(), b.user.as_ref(), b.stop_signal.as_ref()),
+            (None, None, None)
+        );
+        let h = b.host_config.unwrap();
+        assert_eq!(
+            (h.mounts, h.log_config, h.init, h.pids_limit),
+            (None, None, None, None)
+        );
+        assert_eq!(h.dns_search, None);
+        let t = task(
+            serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "b", "Mounts": [
+            {"Type": "bind", "Source": "/a", "Target": "/a", "BindOptions": {"Propagation": "sideways"}}]}}),
+        );
+        assert!(
+            container_body(&t, &ctx(&t), "o")
+                .unwrap_err()
+                .contains("sideways")
+        );
+        let t = task(
+            serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "b", "Mounts": [
+            {"Type": "npipe", "Source": "/a", "Target": "/a"}]}}),
+        );
+        assert!(container_body(&t, &ctx(&t), "o").is_err());
+    }
+
+    #[test]
+    fn images_are_pulled_by_tag_latest_when_none() {
+        assert_eq!(pull_reference("busybox"), "busybox:latest");
+        assert_eq!(pull_reference("busybox:1.36"), "busybox:1.36");
+        assert_eq!(
+            pull_reference("127.0.0.1:5000/app"),
+            "127.0.0.1:5000/app:latest"
+        );
+        assert_eq!(
+            pull_reference("127.0.0.1:5000/app:v2"),
+            "127.0.0.1:5000/app:v2"
+        );
+        assert_eq!(pull_reference("app@sha256:abcd"), "app@sha256:abcd");
+    }
 
     #[test]
     fn stop_signals_read_like_dockers() {

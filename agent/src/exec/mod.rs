@@ -5,9 +5,22 @@
 pub mod by_runtime;
 pub mod docker;
 pub mod native;
+pub mod native_plan;
 
 use shoal_api::objects::Task;
 use std::path::Path;
+
+/// What a task is beyond its spec, for Swarm's container labels and for service templates
+/// (the spec a task is started with has its templates expanded already).
+pub use shoal_api::template::Context as TaskContext;
+
+/// Long work a task needs before it can start (pulling its image), run off the runner's
+/// path so other tasks go on meanwhile.
+pub struct Preparation {
+    /// What the task's status says meanwhile ("pulling image busybox:latest").
+    pub message: String,
+    pub done: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ExecError>> + Send>>,
+}
 
 /// How a task's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +44,25 @@ pub enum ExecError {
     },
     #[error("task {task}: {reason}")]
     Invalid { task: String, reason: String },
+    #[error("task {task}: pulling {image}: {reason}")]
+    Pull {
+        task: String,
+        image: String,
+        /// The registry's answer, as the engine passes it on.
+        reason: String,
+    },
+    #[error("task {task}: volume {volume}: {reason}")]
+    Volume {
+        task: String,
+        volume: String,
+        reason: String,
+    },
+    #[error("task {task}: {source}")]
+    Template {
+        task: String,
+        #[source]
+        source: crate::template::ExpandError,
+    },
     #[error("task {task}: output file {path}: {source}")]
     Output {
         task: String,
@@ -63,10 +95,21 @@ pub struct Started {
 
 pub trait Executor: Send + Sync {
     fn name(&self) -> &'static str;
+    /// What must happen before `start` that may take long (an image pull); `None` when the
+    /// task can start at once.
+    fn prepare(&self, _task: &Task) -> Result<Option<Preparation>, ExecError> {
+        Ok(None)
+    }
     /// Starts a task, writing its output to `log`. `setup` runs once the task's network
     /// namespace exists (given its name) and before the task's process starts: the overlay
     /// plumbs the task's interfaces there.
-    fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError>;
+    fn start(
+        &self,
+        task: &Task,
+        ctx: &TaskContext,
+        log: &Path,
+        setup: &Setup<'_>,
+    ) -> Result<Started, ExecError>;
     /// Asks a task to stop (SIGTERM); the caller escalates with `kill` after the grace period.
     fn terminate(&self, pid: u32);
     /// Takes over a task started by an earlier run of this shoald, whose process lives on.

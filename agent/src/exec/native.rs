@@ -1,29 +1,73 @@
 //! The native executor: a task is its command run as a process in its own process group, its
-//! output appended to a file in the state dir.
+//! output appended to a file in the state dir. Which container-spec fields it honours,
+//! refuses or ignores, and why, is in `native_plan.rs`, which builds its program line.
 
-use super::{ExecError, Executor, Exit, Setup, Started};
+use super::{ExecError, Executor, Exit, Setup, Started, TaskContext};
 use crate::netns::Sandboxes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use shoal_api::objects::Task;
+use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 /// Runs tasks as processes, each in its own sandbox when the host allows it.
 pub struct NativeExecutor {
     sandboxes: Option<Sandboxes>,
     tasks_dir: std::path::PathBuf,
+    /// The signal that stops each task's process group (its spec's, else SIGTERM).
+    stop_signals: Arc<Mutex<HashMap<u32, Signal>>>,
 }
 
 impl NativeExecutor {
-    /// With `sandboxes`, every task gets its own network and mount namespaces.
+    /// With `sandboxes`, every task gets its own network and mount namespaces. `tasks_dir`
+    /// is `<state-dir>/tasks`; local volumes live beside it in `<state-dir>/volumes`.
     pub fn new(sandboxes: Option<Sandboxes>, tasks_dir: std::path::PathBuf) -> Self {
         NativeExecutor {
             sandboxes,
             tasks_dir,
+            stop_signals: Arc::default(),
         }
     }
+
+    /// Where local volumes of native tasks are directories, one per volume name.
+    pub fn volumes_dir(&self) -> std::path::PathBuf {
+        self.tasks_dir
+            .parent()
+            .unwrap_or(&self.tasks_dir)
+            .join("volumes")
+    }
+}
+
+/// Sets `net.*` sysctls inside the task's network namespace (`/proc/sys/net` is the
+/// namespace's own for a process in it).
+fn set_sysctls(netns: &str, sysctls: &[(String, String)]) -> Result<(), String> {
+    for (path, value) in sysctls {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "sh",
+                "-c",
+                "printf '%s' \"$2\" > \"/proc/sys/$1\"",
+                "sh",
+            ])
+            .arg(path)
+            .arg(value)
+            .output()
+            .map_err(|e| format!("sysctl {path}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "sysctl {}={value}: {}",
+                path.replace('/', "."),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Environment variable holding the task's directory in the state dir.
@@ -82,15 +126,38 @@ impl Executor for NativeExecutor {
         "native"
     }
 
-    fn start(&self, task: &Task, log: &Path, setup: &Setup<'_>) -> Result<Started, ExecError> {
+    fn start(
+        &self,
+        task: &Task,
+        _ctx: &TaskContext,
+        log: &Path,
+        setup: &Setup<'_>,
+    ) -> Result<Started, ExecError> {
         let cs = &task.spec.container_spec;
-        let argv: Vec<&String> = cs.command.iter().chain(cs.args.iter()).collect();
-        let Some((program, args)) = argv.split_first() else {
-            return Err(ExecError::Invalid {
-                task: task.id.clone(),
-                reason: "a native task needs a command".into(),
-            });
+        let invalid = |reason: String| ExecError::Invalid {
+            task: task.id.clone(),
+            reason,
         };
+        let task_dir = log.parent().unwrap_or(log).to_path_buf();
+        let plan = super::native_plan::plan(
+            task,
+            &self.volumes_dir(),
+            &task_dir,
+            self.sandboxes.is_some(),
+        )
+        .map_err(invalid)?;
+        if !plan.ignored.is_empty() {
+            tracing::debug!(task = %task.id, fields = ?plan.ignored, "container-only fields ignored for a native task");
+        }
+        for dir in &plan.dirs {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                invalid(format!(
+                    "making the volume directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let (program, args) = plan.argv.split_first().expect("a plan has a command");
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(|source| ExecError::Output {
                 task: task.id.clone(),
@@ -114,16 +181,21 @@ impl Executor for NativeExecutor {
         })?;
         let sandbox = match &self.sandboxes {
             Some(sb) => {
-                let name = sb.create(&task.id).map_err(|e| ExecError::Invalid {
-                    task: task.id.clone(),
-                    reason: format!("sandbox: {e}"),
-                })?;
-                if let Err(reason) = setup(&name) {
+                let dns = cs.dns_config.clone().unwrap_or_default();
+                let files = crate::netns::TaskFiles {
+                    search: dns.search,
+                    options: dns.options,
+                    hosts: cs.hosts.clone(),
+                };
+                let name = sb
+                    .create_with(&task.id, &files)
+                    .map_err(|e| invalid(format!("sandbox: {e}")))?;
+                let ready = setup(&name)
+                    .map_err(|reason| format!("network setup: {reason}"))
+                    .and_then(|()| set_sysctls(&name, &plan.sysctls));
+                if let Err(reason) = ready {
                     sb.remove(&task.id);
-                    return Err(ExecError::Invalid {
-                        task: task.id.clone(),
-                        reason: format!("network setup: {reason}"),
-                    });
+                    return Err(invalid(reason));
                 }
                 Some(name)
             }
@@ -139,6 +211,9 @@ impl Executor for NativeExecutor {
             }
             None => tokio::process::Command::new(program),
         };
+        if let Some(dir) = &plan.dir {
+            cmd.current_dir(dir);
+        }
         cmd.args(args)
             .env_clear()
             .env(
@@ -169,13 +244,17 @@ impl Executor for NativeExecutor {
                 }
                 return Err(ExecError::Spawn {
                     task: task.id.clone(),
-                    program: program.to_string(),
+                    program: program.clone(),
                     source,
                 });
             }
         };
         let cleanup = self.sandboxes.clone().map(|sb| (sb, task.id.clone()));
+        let scratch = plan.scratch.clone();
         let pid = child.id().unwrap_or(0);
+        let signal = super::docker::parse_stop_signal(Some(&cs.stop_signal));
+        let stop_signals = self.stop_signals.clone();
+        stop_signals.lock().expect("lock").insert(pid, signal);
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let exit = match child.wait().await {
@@ -189,6 +268,10 @@ impl Executor for NativeExecutor {
             if let Some((sb, id)) = cleanup {
                 sb.remove(&id);
             }
+            for dir in scratch {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            stop_signals.lock().expect("lock").remove(&pid);
             let _ = tx.send(exit);
         });
         Ok(Started {
@@ -252,7 +335,14 @@ impl Executor for NativeExecutor {
     }
 
     fn terminate(&self, pid: u32) {
-        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        let sig = self
+            .stop_signals
+            .lock()
+            .expect("lock")
+            .get(&pid)
+            .copied()
+            .unwrap_or(Signal::SIGTERM);
+        let _ = killpg(Pid::from_raw(pid as i32), sig);
     }
 
     fn kill(&self, pid: u32) {

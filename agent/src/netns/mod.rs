@@ -43,6 +43,30 @@ fn ip(args: &[&str]) -> Result<(), NetnsError> {
     }
 }
 
+/// What a task's `/etc` shows besides the embedded DNS server: the spec's resolver search
+/// domains and options, and extra hosts lines (`IP NAME...`).
+#[derive(Clone, Debug, Default)]
+pub struct TaskFiles {
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+    pub hosts: Vec<String>,
+}
+
+/// The task's resolv.conf: always the embedded server, which forwards what it does not
+/// know; `ndots:0` unless the spec sets ndots itself.
+pub fn resolv_conf(files: &TaskFiles) -> String {
+    let mut out = format!("nameserver {TASK_RESOLVER}\n");
+    if !files.search.is_empty() {
+        out.push_str(&format!("search {}\n", files.search.join(" ")));
+    }
+    let mut options = files.options.clone();
+    if !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.insert(0, "ndots:0".into());
+    }
+    out.push_str(&format!("options {}\n", options.join(" ")));
+    out
+}
+
 #[derive(Clone, Debug)]
 pub struct Sandboxes {
     prefix: String,
@@ -76,6 +100,12 @@ impl Sandboxes {
 
     /// The namespace of a task, with loopback up and its resolv.conf.
     pub fn create(&self, task_id: &str) -> Result<String, NetnsError> {
+        self.create_with(task_id, &TaskFiles::default())
+    }
+
+    /// Like `create`, with the task's resolver search list and options, and extra
+    /// `/etc/hosts` lines (the host's file with them appended).
+    pub fn create_with(&self, task_id: &str, files: &TaskFiles) -> Result<String, NetnsError> {
         let name = self.name(task_id);
         // A leftover of the same task (crash between create and remove) is replaced.
         let _ = ip(&["netns", "delete", &name]);
@@ -88,11 +118,24 @@ impl Sandboxes {
                 source,
             })?;
             let conf = dir.join("resolv.conf");
-            std::fs::write(
-                &conf,
-                format!("nameserver {TASK_RESOLVER}\noptions ndots:0\n"),
-            )
-            .map_err(|source| NetnsError::Io { path: conf, source })
+            std::fs::write(&conf, resolv_conf(files))
+                .map_err(|source| NetnsError::Io { path: conf, source })?;
+            if !files.hosts.is_empty() {
+                let hosts = dir.join("hosts");
+                let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                for line in &files.hosts {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                std::fs::write(&hosts, text).map_err(|source| NetnsError::Io {
+                    path: hosts,
+                    source,
+                })?;
+            }
+            Ok(())
         })();
         if let Err(e) = result {
             self.remove(task_id);
@@ -144,5 +187,35 @@ impl Sandboxes {
             let _ = std::fs::remove_dir_all(self.etc_netns.join(n));
         }
         names.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_keeps_the_embedded_server_and_adds_search_and_options() {
+        assert_eq!(
+            resolv_conf(&TaskFiles::default()),
+            "nameserver 127.0.0.11\noptions ndots:0\n"
+        );
+        let files = TaskFiles {
+            search: vec!["corp.example".into(), "example".into()],
+            options: vec!["timeout:2".into()],
+            hosts: vec![],
+        };
+        assert_eq!(
+            resolv_conf(&files),
+            "nameserver 127.0.0.11\nsearch corp.example example\noptions ndots:0 timeout:2\n"
+        );
+        let files = TaskFiles {
+            options: vec!["ndots:2".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolv_conf(&files),
+            "nameserver 127.0.0.11\noptions ndots:2\n"
+        );
     }
 }
