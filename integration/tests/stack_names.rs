@@ -203,6 +203,12 @@ fn stack_services_reach_each_other_by_short_name() {
         "required variable NOPE_TAG is missing a value: set NOPE_TAG to the release",
     );
     bad(
+        "tmpl",
+        "services:\n  a:\n    image: busybox\n    hostname: \"{{.Task.Slott}}\"\n",
+        &[],
+        "service a: --hostname: template \"{{.Task.Slott}}\"",
+    );
+    bad(
         "nativevol",
         "services:\n  a:\n    command: sleep 1\n    volumes: [\"data:/data\"]\nvolumes:\n  data:\n    driver_opts: {type: nfs, device: \":/x\"}\n",
         &[],

@@ -65,6 +65,10 @@ pub enum SpecError {
     ImageOnNative,
     #[error("missing {0}")]
     Missing(&'static str),
+    #[error(
+        "{field}: {reason}; service templates use {{{{.Service.Name}}}}, {{{{.Task.Slot}}}} and the like"
+    )]
+    Template { field: &'static str, reason: String },
     #[error("the {0} reservation is above its limit; lower --reserve-{0} or raise --limit-{0}")]
     ReservationOverLimit(&'static str),
     #[error("--replicas-max-per-node applies to replicated services only")]
@@ -397,7 +401,28 @@ pub fn create_plan(
     };
     let mut spec = spec;
     o.edits.apply(&mut spec)?;
+    check_templates(&spec)?;
     Ok(CreatePlan { spec, networks })
+}
+
+/// Refuses a malformed service template where the agent expands them (hostname, env
+/// values, mount sources), before anything is sent.
+pub fn check_templates(spec: &ServiceSpec) -> Result<(), SpecError> {
+    let cs = &spec.task_template.container_spec;
+    let check = |field: &'static str, text: &str| {
+        shoal_api::template::check(text).map_err(|e| SpecError::Template {
+            field,
+            reason: e.to_string(),
+        })
+    };
+    check("--hostname", &cs.hostname)?;
+    for e in &cs.env {
+        check("--env", e.split_once('=').map_or("", |(_, v)| v))?;
+    }
+    for m in &cs.mounts {
+        check("--mount source", &m.source)?;
+    }
+    Ok(())
 }
 
 /// Network attachments with names replaced by the resolved ids.
@@ -727,6 +752,7 @@ pub fn apply_update(
     }
     check_ports(spec.endpoint_spec.mode, &spec.endpoint_spec.ports)?;
     ops.edits.apply(&mut spec)?;
+    check_templates(&spec)?;
     spec.endpoint_spec.session_affinity = session_affinity(
         spec.endpoint_spec.session_affinity,
         ops.affinity,

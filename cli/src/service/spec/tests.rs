@@ -709,3 +709,46 @@ fn session_affinity_flags() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn malformed_templates_are_refused_at_create_time() {
+    use crate::service::options::SpecEdits;
+    let with_hostname = |h: &str| CreateOptions {
+        name: "web".into(),
+        args: vec!["img".into()],
+        edits: SpecEdits {
+            hostname: Some(h.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(
+        create_plan(&with_hostname("{{.Service.Name}}-{{.Task.Slot}}"), &|_| {
+            None
+        })
+        .is_ok()
+    );
+    let err = create_plan(&with_hostname("{{.Servce.Name}}"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("--hostname: template \"{{.Servce.Name}}\""),
+        "{err}"
+    );
+    let err = create_plan(&with_hostname("{{.Task.Slot"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("malformed"), "{err}");
+    let o = CreateOptions {
+        name: "web".into(),
+        args: vec!["img".into()],
+        env: vec!["NODE={{.Node.Hostnme}}".into()],
+        ..Default::default()
+    };
+    assert!(
+        create_plan(&o, &|_| None)
+            .unwrap_err()
+            .to_string()
+            .starts_with("--env: ")
+    );
+}
