@@ -18,16 +18,23 @@ pub struct ExpandError {
     pub source: TemplateError,
 }
 
-/// The template context of `task` on this node. The service's name comes from the view's
-/// endpoints (every service reachable from the node's networks has one); the view does not
-/// carry service labels, so `.Service.Labels` is empty until it does.
+/// The template context of `task` on this node, from the view's annotations of the
+/// task's service (its endpoint's name when a manager of an older version sends none).
 pub fn context(task: &Task, view: &NodeView) -> Context {
-    let service_name = view
-        .endpoints
+    let annotations = view
+        .services
         .iter()
-        .find(|e| e.service_id == task.service_id)
-        .map(|e| e.service_name.clone())
+        .find(|s| s.service_id == task.service_id);
+    let service_name = annotations
+        .map(|s| s.name.clone())
+        .or_else(|| {
+            view.endpoints
+                .iter()
+                .find(|e| e.service_id == task.service_id)
+                .map(|e| e.service_name.clone())
+        })
         .unwrap_or_default();
+    let labels = annotations.map(|s| s.labels.clone()).unwrap_or_default();
     if service_name.is_empty() {
         tracing::debug!(task = %task.id, service = %task.service_id, "service name not in this node's view; templates see an empty .Service.Name");
     }
@@ -47,7 +54,7 @@ pub fn context(task: &Task, view: &NodeView) -> Context {
             },
         ),
     };
-    let mut ctx = Context::for_task(task, &service_name, &BTreeMap::new(), &hostname, platform);
+    let mut ctx = Context::for_task(task, &service_name, &labels, &hostname, platform);
     if ctx.node.id.is_empty()
         && let Some(n) = &view.node
     {
@@ -147,6 +154,28 @@ mod tests {
         assert_eq!(c.node.platform.os, "linux");
         assert_eq!(c.task.name, "web.2.t1");
         assert_eq!(c.task.slot, "2");
+    }
+
+    #[test]
+    fn service_annotations_give_name_and_labels() {
+        let mut v = view();
+        v.endpoints.clear();
+        v.services = vec![shoal_api::dispatch::ServiceAnnotations {
+            service_id: "s1".into(),
+            name: "shop_web".into(),
+            labels: [("tier".to_string(), "front".to_string())].into(),
+        }];
+        let c = context(&task(), &v);
+        assert_eq!(c.service.name, "shop_web", "no endpoint needed");
+        let out = expand(
+            &ContainerSpec {
+                hostname: "{{index .Service.Labels \"tier\"}}-{{.Task.Slot}}".into(),
+                ..Default::default()
+            },
+            &c,
+        )
+        .unwrap();
+        assert_eq!(out.hostname, "front-2");
     }
 
     #[test]

@@ -19,6 +19,19 @@ pub struct NodeView {
     pub managers: Vec<ManagerPeer>,
     pub heartbeat_period_ns: u64,
     pub data_path_port: u16,
+    /// Name and labels of each service with a task on this node, for the service templates
+    /// (`{{.Service.Name}}`, `{{.Service.Labels}}`) the agent expands and the labels it puts
+    /// on containers (swarmkit's task annotations).
+    #[serde(default)]
+    pub services: Vec<ServiceAnnotations>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAnnotations {
+    pub service_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -95,6 +108,8 @@ pub enum Change {
     EndpointRemove(String),
     Managers(Vec<ManagerPeer>),
     HeartbeatPeriod(u64),
+    ServiceUpsert(ServiceAnnotations),
+    ServiceRemove(String),
 }
 
 impl NodeView {
@@ -121,6 +136,10 @@ impl NodeView {
                 Change::EndpointRemove(id) => self.endpoints.retain(|e| e.service_id != id),
                 Change::Managers(m) => self.managers = m,
                 Change::HeartbeatPeriod(p) => self.heartbeat_period_ns = p,
+                Change::ServiceUpsert(s) => {
+                    upsert(&mut self.services, s, |a, b| a.service_id == b.service_id)
+                }
+                Change::ServiceRemove(id) => self.services.retain(|s| s.service_id != id),
             }
         }
     }

@@ -132,6 +132,16 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
         })
         .collect();
 
+    let local_services: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
+    let services = local_services
+        .into_iter()
+        .filter_map(|id| state.services.get(id))
+        .map(|s| ServiceAnnotations {
+            service_id: s.id.clone(),
+            name: s.spec.name.clone(),
+            labels: s.spec.labels.clone(),
+        })
+        .collect();
     let managers = state.manager_peers();
     let cluster = state.cluster.as_ref().map(|c| &c.cluster);
     NodeView {
@@ -144,6 +154,7 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
             .map(|c| c.spec.dispatcher_heartbeat_period)
             .unwrap_or(5_000_000_000),
         data_path_port: cluster.map(|c| c.data_path_port).unwrap_or(4789),
+        services,
     }
 }
 
@@ -178,6 +189,14 @@ pub fn diff(old: &NodeView, new: &NodeView) -> Vec<Change> {
         &mut changes,
         |e| Change::EndpointUpsert(Box::new(e.clone())),
         Change::EndpointRemove,
+    );
+    diff_lists(
+        &old.services,
+        &new.services,
+        |s| &s.service_id,
+        &mut changes,
+        |s| Change::ServiceUpsert(s.clone()),
+        Change::ServiceRemove,
     );
     if old.managers != new.managers {
         changes.push(Change::Managers(new.managers.clone()));
