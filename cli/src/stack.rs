@@ -343,3 +343,6 @@ pub async fn run(cmd: StackCommand, daemon: &mut Daemon, out: &mut Output) -> Re
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod public_tests;

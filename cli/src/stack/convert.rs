@@ -542,7 +542,8 @@ fn service_options(
         rm: vec![],
     };
     if let Some(l) = &svc.logging {
-        e.log_driver = Some(l.driver.clone().unwrap_or_else(|| "json-file".into()));
+        // No driver keeps the engine's default with these options, as docker/cli sends it.
+        e.log_driver = Some(l.driver.clone().unwrap_or_default());
         e.log_opts = Some(
             l.options
                 .iter()

@@ -1,0 +1,290 @@
+//! Well-known public stack files, byte for byte as published (sources, commits and licences
+//! in `integration/tests/stacks/SOURCES.md`), read and converted as `docker stack deploy`
+//! would: the specs carry Docker's fields for their restart policies, labels, mounts with
+//! volume options, grace periods, aliases and resources.
+
+use super::*;
+
+macro_rules! stack_file {
+    ($name:literal) => {
+        load::Source {
+            name: concat!("stacks/", $name).into(),
+            text: include_str!(concat!("../../../integration/tests/stacks/", $name)).into(),
+        }
+    };
+}
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "USERNAME" => Some("admin".into()),
+        "HASHED_PASSWORD" => Some("$apr1$x$y".into()),
+        "DOMAIN" => Some("sys.example.com".into()),
+        "EMAIL" => Some("ops@example.com".into()),
+        _ => None,
+    }
+}
+
+fn deploy(stack: &str, src: load::Source) -> (StackPlan, Vec<String>) {
+    plan_files(stack, &[src], &env).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn service<'a>(p: &'a StackPlan, name: &str) -> &'a CreatePlan {
+    p.services
+        .iter()
+        .find(|s| s.spec.name == name)
+        .unwrap_or_else(|| panic!("no service {name}"))
+}
+
+#[test]
+fn voting_app_2020() {
+    let (p, warnings) = deploy("vote", stack_file!("voting-app-2020.yml"));
+    assert_eq!(warnings, ["Ignoring unsupported options: depends_on"]);
+    let names: Vec<&str> = p.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["vote_backend", "vote_frontend", "vote_default"]);
+    let redis = service(&p, "vote_redis");
+    assert_eq!(redis.spec.update_config.parallelism, 2);
+    assert_eq!(redis.spec.update_config.delay, 10_000_000_000);
+    assert_eq!(
+        redis.spec.task_template.restart_policy.condition,
+        RestartCondition::OnFailure
+    );
+    assert_eq!(redis.networks[0].name, "vote_frontend");
+    assert_eq!(redis.networks[0].aliases, ["redis"]);
+    let db = service(&p, "vote_db");
+    let m = &db.spec.task_template.container_spec.mounts[0];
+    assert_eq!(
+        (m.kind.as_str(), m.source.as_str(), m.target.as_str()),
+        ("volume", "vote_db-data", "/var/lib/postgresql/data")
+    );
+    assert_eq!(
+        m.volume_options.as_ref().unwrap().labels[NAMESPACE_LABEL],
+        "vote"
+    );
+    assert!(
+        db.spec
+            .task_template
+            .container_spec
+            .env
+            .contains(&"POSTGRES_USER=postgres".into())
+    );
+    let worker = &service(&p, "vote_worker").spec;
+    assert_eq!(worker.labels["APP"], "VOTING");
+    let rp = &worker.task_template.restart_policy;
+    assert_eq!(
+        (rp.condition, rp.delay, rp.max_attempts, rp.window),
+        (
+            RestartCondition::OnFailure,
+            10_000_000_000,
+            3,
+            120_000_000_000
+        )
+    );
+    assert_eq!(
+        worker.task_template.placement.constraints,
+        ["node.role == manager"]
+    );
+    let viz = &service(&p, "vote_visualizer").spec;
+    assert_eq!(
+        viz.task_template.container_spec.stop_grace_period,
+        90_000_000_000
+    );
+    let sock = &viz.task_template.container_spec.mounts[0];
+    assert_eq!(
+        (sock.kind.as_str(), sock.source.as_str()),
+        ("bind", "/var/run/docker.sock")
+    );
+    let vote = &service(&p, "vote_vote").spec;
+    assert_eq!(vote.mode, ServiceMode::Replicated { replicas: 2 });
+    assert_eq!(vote.endpoint_spec.ports[0].published_port, 5000);
+    assert_eq!(vote.endpoint_spec.ports[0].target_port, 80);
+}
+
+#[test]
+fn voting_app_today() {
+    let (p, warnings) = deploy("vote", stack_file!("voting-app.yml"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(p.services.len() >= 4);
+    for s in &p.services {
+        let short = s.spec.name.trim_start_matches("vote_");
+        assert!(
+            s.networks
+                .iter()
+                .all(|n| n.aliases.iter().any(|a| a == short)),
+            "{}: its Compose name on every network",
+            s.spec.name
+        );
+    }
+}
+
+#[test]
+fn swarmpit_resources_and_global_agent() {
+    let (p, warnings) = deploy("swarmpit", stack_file!("swarmpit.yml"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let app = &service(&p, "swarmpit_app").spec;
+    let r = &app.task_template.resources;
+    assert_eq!(
+        (r.limits.nano_cpus, r.limits.memory_bytes),
+        (500_000_000, 1024 << 20)
+    );
+    assert_eq!(
+        (r.reservations.nano_cpus, r.reservations.memory_bytes),
+        (250_000_000, 512 << 20)
+    );
+    let hc = app
+        .task_template
+        .container_spec
+        .healthcheck
+        .as_ref()
+        .unwrap();
+    assert_eq!(hc.test, ["CMD", "curl", "-f", "http://localhost:8080"]);
+    assert_eq!(
+        (hc.interval, hc.timeout, hc.retries),
+        (60_000_000_000, 10_000_000_000, 3)
+    );
+    let sock = &app.task_template.container_spec.mounts[0];
+    assert!(sock.read_only);
+    assert_eq!(app.endpoint_spec.ports[0].published_port, 888);
+    let agent = &service(&p, "swarmpit_agent").spec;
+    assert_eq!(agent.mode, ServiceMode::Global {});
+    assert_eq!(agent.labels["swarmpit.agent"], "true");
+    let db = &service(&p, "swarmpit_db").spec;
+    let m = &db.task_template.container_spec.mounts[0];
+    assert_eq!(m.source, "swarmpit_db-data");
+    assert_eq!(
+        m.volume_options
+            .as_ref()
+            .unwrap()
+            .driver_config
+            .as_ref()
+            .unwrap()
+            .name,
+        "local"
+    );
+}
+
+#[test]
+fn portainer_agent_stack() {
+    let (p, _) = deploy("portainer", stack_file!("portainer-agent-stack.yml"));
+    let agent = service(&p, "portainer_agent");
+    assert_eq!(agent.spec.mode, ServiceMode::Global {});
+    assert_eq!(agent.networks[0].name, "portainer_agent_network");
+    assert_eq!(
+        agent.networks[0].aliases,
+        ["agent"],
+        "so tasks.agent resolves"
+    );
+    assert!(
+        agent
+            .spec
+            .task_template
+            .container_spec
+            .env
+            .contains(&"AGENT_CLUSTER_ADDR=tasks.agent".into())
+    );
+    let ui = &service(&p, "portainer_portainer").spec;
+    assert_eq!(
+        ui.task_template.container_spec.args,
+        ["-H", "tcp://tasks.agent:9001", "--tlsskipverify"]
+    );
+    assert_eq!(
+        ui.task_template.container_spec.mounts[0].source,
+        "portainer_portainer_data"
+    );
+}
+
+#[test]
+fn dogvscat_anchors_logging_dnsrr_and_driver_opts() {
+    let (p, _) = deploy("dvc", stack_file!("dogvscat-voting.yml"));
+    assert_eq!(p.external, ["proxy"]);
+    let redis = &service(&p, "dvc_redis").spec;
+    assert_eq!(redis.endpoint_spec.mode, EndpointMode::Dnsrr);
+    let log = redis.task_template.log_driver.as_ref().unwrap();
+    assert_eq!(
+        (log.name.as_str(), log.options["max-size"].as_str()),
+        ("", "1m")
+    );
+    let m = &redis.task_template.container_spec.mounts[0];
+    let d = m
+        .volume_options
+        .as_ref()
+        .unwrap()
+        .driver_config
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (d.name.as_str(), d.options["size"].as_str()),
+        ("local", "1")
+    );
+    let vote = &service(&p, "dvc_vote");
+    assert_eq!(
+        vote.spec.labels["traefik.http.routers.vote.rule"],
+        "Host(`vote.dogvs.cat`)"
+    );
+    let nets: Vec<&str> = vote.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(nets, ["dvc_frontend", "proxy"]);
+}
+
+#[test]
+fn dogvscat_proxy_and_visualizer() {
+    let (p, _) = deploy("proxy", stack_file!("dogvscat-proxy.yml"));
+    assert!(
+        p.networks.iter().any(|n| n.name == "proxy"),
+        "name: overrides the prefix"
+    );
+    let (v, _) = deploy("viz", stack_file!("dogvscat-visualizer.yml"));
+    assert_eq!(v.services.len(), 1);
+}
+
+#[test]
+fn dockerswarm_rocks_traefik_and_portainer() {
+    let (p, _) = deploy("traefik", stack_file!("dockerswarm-rocks-traefik-host.yml"));
+    let t = &service(&p, "traefik_traefik").spec;
+    assert_eq!(
+        t.labels["traefik.http.middlewares.admin-auth.basicauth.users"], "admin:$apr1$x$y",
+        "variables substituted in labels"
+    );
+    assert_eq!(
+        t.labels["traefik.http.routers.traefik-public-http.rule"],
+        "Host(`sys.example.com`)"
+    );
+    let ports = &t.endpoint_spec.ports;
+    assert!(ports.iter().all(|p| p.publish_mode == PublishMode::Host));
+    assert_eq!(
+        t.task_template
+            .container_spec
+            .args
+            .last()
+            .map(String::as_str),
+        Some("--api")
+    );
+    let (p, _) = deploy("portainer", stack_file!("dockerswarm-rocks-portainer.yml"));
+    assert!(!p.services.is_empty());
+    // Without the variables it needs, the file is refused naming the first one.
+    let err = plan_files(
+        "traefik",
+        &[stack_file!("dockerswarm-rocks-traefik-host.yml")],
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("required variable USERNAME is missing a value: Variable not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stacks_with_secrets_or_configs_are_refused_by_name() {
+    let err = plan_files("shop", &[stack_file!("atsea-shop.yml")], &env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("stacks/atsea-shop.yml:"), "{err}");
+    assert!(
+        err.contains("secrets: Swarm secrets are not supported by shoal yet"),
+        "{err}"
+    );
+    let err = plan_files("mon", &[stack_file!("swarmprom.yml")], &env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("configs"), "{err}");
+}
