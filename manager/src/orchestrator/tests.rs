@@ -264,8 +264,17 @@ fn versions(state: &ClusterState) -> (usize, usize) {
 
 /// One orchestration + scheduling pass, applied.
 fn step(state: &mut ClusterState, index: &mut u64, new_id: &mut dyn FnMut() -> String) {
-    let now = parse_rfc3339(NOW).unwrap();
-    let mut ops = reconcile(state, now, new_id);
+    step_at(state, index, new_id, NOW);
+}
+
+/// One pass at the leader's time `now`.
+fn step_at(
+    state: &mut ClusterState,
+    index: &mut u64,
+    new_id: &mut dyn FnMut() -> String,
+    now: &str,
+) {
+    let mut ops = reconcile(state, parse_rfc3339(now).unwrap(), new_id);
     ops.extend(crate::scheduler::schedule(state));
     *index += 1;
     state
@@ -273,7 +282,7 @@ fn step(state: &mut ClusterState, index: &mut u64, new_id: &mut dyn FnMut() -> S
             *index,
             Command::Tasks {
                 ops,
-                now: NOW.into(),
+                now: now.into(),
             },
         )
         .unwrap();
@@ -315,11 +324,17 @@ fn rolling_update_stop_first_replaces_one_task_at_a_time() {
         }
     }
     assert_eq!(versions(&s), (0, 3), "update finished: {seen:?}");
-    // Completed once the last new task runs.
+    // Still watched for the monitor period (5 s) after the last new task runs...
     for _ in 0..3 {
         step(&mut s, &mut index, &mut new_id);
         run_all(&mut s, &mut index);
     }
+    assert_eq!(
+        s.services["web"].update_status.as_ref().unwrap().state,
+        "updating"
+    );
+    // ...then completed.
+    step_at(&mut s, &mut index, &mut new_id, "2026-11-25T12:00:06Z");
     assert_eq!(
         s.services["web"].update_status.as_ref().unwrap().state,
         "completed"
