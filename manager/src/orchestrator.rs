@@ -198,7 +198,10 @@ fn reconcile_service(
         let old: Vec<&&Task> = tasks.iter().filter(|t| outdated(t)).collect();
         for f in &fresh {
             if f.status.state != TaskState::Running {
-                in_flight += 1;
+                // A restart of a failed new task is the restart policy's, not the rollout's.
+                if f.restart_count == 0 {
+                    in_flight += 1;
+                }
             } else {
                 // The leader's clock, unlike the agent's timestamp.
                 last_running_ns = last_running_ns.max(running_since(f));

@@ -729,12 +729,11 @@ impl ClusterState {
         };
         let nets: BTreeSet<String> = self
             .check_service_spec(&current.id, &previous)
-            .map_err(|e| match e {
-                StoreError::Invalid { object, reason } => StoreError::Invalid {
-                    object,
-                    reason: format!("its previous spec is no longer valid: {reason}"),
-                },
-                e => e,
+            .map_err(|e| {
+                StoreError::precondition(
+                    format!("service {}", current.spec.name),
+                    format!("its previous spec can't be restored: {e}"),
+                )
             })?
             .into_iter()
             .collect();
