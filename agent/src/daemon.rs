@@ -498,6 +498,7 @@ impl Daemon {
                     platform: Platform::default(),
                     executor: self.executor.name().to_string(),
                     dataplane: self.dataplane_description(),
+                    resources: crate::session::machine_resources(),
                 },
                 status: NodeStatus {
                     state: NodeState::Unknown,
@@ -596,6 +597,7 @@ impl Daemon {
                 },
                 executor: self.executor.name().into(),
                 dataplane: self.dataplane_description(),
+                resources: crate::session::machine_resources(),
             },
             advertise_addr: adv_ip.to_string(),
             grpc_addr: grpc.to_string(),

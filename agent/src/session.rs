@@ -3,7 +3,7 @@
 
 use crate::tasks::TaskRunner;
 use shoal_api::dispatch::*;
-use shoal_api::objects::{NodeDescription, Platform};
+use shoal_api::objects::{NodeDescription, Platform, Resources};
 use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::wire::{frame, unframe};
 use std::sync::{Arc, RwLock};
@@ -60,6 +60,30 @@ fn description(cfg: &AgentConfig, runner: &TaskRunner) -> NodeDescription {
         },
         executor: runner.executor_name().to_string(),
         dataplane: runner.dataplane_name(),
+        resources: machine_resources(),
+    }
+}
+
+/// The CPUs this process may use and the machine's memory, as Docker reports them in
+/// `node inspect` (`NanoCPUs`, `MemoryBytes` from /proc/meminfo's MemTotal).
+pub(crate) fn machine_resources() -> Resources {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+            })
+        })
+        .unwrap_or(0);
+    Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: memory_kib * 1024,
     }
 }
 

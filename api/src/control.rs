@@ -38,6 +38,12 @@ pub enum ControlRequest {
         version: u64,
         spec: ServiceSpec,
     },
+    /// Puts the previous spec back (`docker service rollback`, `service update --rollback`):
+    /// spec and previous spec swap, and the tasks roll out with the rollback config.
+    /// Answered `Done`; refused when the service has no previous spec.
+    ServiceRollback {
+        service: String,
+    },
     ServiceRemove {
         service: String,
     },

@@ -100,6 +100,21 @@ pub struct NodeDescription {
     /// Service load balancer of this node (`shoald --dataplane`), e.g. "ebpf (...)".
     #[serde(default)]
     pub dataplane: String,
+    /// CPUs and memory of the machine, which the scheduler fills with reservations. Nodes
+    /// that joined before nodes reported them show zeros until their next session.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// What a node offers (Docker's `Description.Resources`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Resources {
+    /// CPUs in billionths of a CPU.
+    #[serde(rename = "NanoCPUs", default)]
+    pub nano_cpus: i64,
+    #[serde(default)]
+    pub memory_bytes: i64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -379,6 +379,7 @@ mod tests {
                 },
                 executor: "native".into(),
                 dataplane: "nftables".into(),
+                resources: Default::default(),
             },
             status: NodeStatus {
                 state,

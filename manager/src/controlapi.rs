@@ -193,6 +193,15 @@ impl ControlApi {
                 .await?;
                 Ok(ControlResponse::Done)
             }
+            R::ServiceRollback { service } => {
+                let id = self.resolve(|s| &s.services, &service)?;
+                self.propose(Command::RollbackService {
+                    id,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
             R::ServiceRemove { service } => {
                 let id = self.resolve(|s| &s.services, &service)?;
                 self.propose(Command::RemoveService {

@@ -1,9 +1,11 @@
 //! Turns services into tasks: one live task per replica slot (or per eligible node for global
-//! services), restarts with backoff, scale up and down, rolling updates, draining, removal
-//! and history trimming. Pure: it reads the state and returns task ops that the leader
-//! proposes; applying them and running `reconcile` again yields no further ops.
+//! services), restarts with backoff (and swarmkit's restart window), scale up and down,
+//! rolling updates with failure monitoring (pause, continue or roll back), draining,
+//! removal and history trimming. Pure: it reads the state and the clock and returns task
+//! ops that the leader proposes; applying them and running `reconcile` again yields no
+//! further ops.
 
-use crate::scheduler::check_node_keeping_own;
+use crate::scheduler::{Usage, check_node_keeping_own};
 use crate::store::{ClusterState, TaskOp};
 use shoal_api::objects::*;
 use shoal_api::parse_rfc3339;
@@ -84,6 +86,7 @@ pub fn reconcile(
     }
 
     let empty = BTreeMap::new();
+    let usage = Usage::of(state);
     for service in state.services.values() {
         let slots = by_service.get(service.id.as_str()).unwrap_or(&empty);
         let wanted: Vec<SlotKey> = match service.spec.mode {
@@ -91,12 +94,19 @@ pub fn reconcile(
             ServiceMode::Global {} => state
                 .nodes
                 .values()
-                .filter(|n| check_node_keeping_own(state, n, service).is_ok())
+                .filter(|n| check_node_keeping_own(&usage, n, service).is_ok())
                 .map(|n| SlotKey::Node(n.id.clone()))
                 .collect(),
         };
         reconcile_service(state, service, slots, &wanted, now_ns, new_id, &mut ops);
-        trim_history(slots, retention, &mut ops);
+        // A restart window counts restarts from the slot's history: keep enough of it.
+        let policy = &service.spec.task_template.restart_policy;
+        let keep = if policy.window > 0 {
+            retention.max(policy.max_attempts as usize)
+        } else {
+            retention
+        };
+        trim_history(slots, keep, &mut ops);
     }
     ops
 }
@@ -118,8 +128,21 @@ fn reconcile_service(
             });
         }
     };
-    let order = service.spec.update_config.order;
-    let parallelism = match service.spec.update_config.parallelism {
+    let update_state = service.update_status.as_ref().map(|u| u.state.as_str());
+    let rolling_back = matches!(update_state, Some("rollback_started" | "rollback_paused"));
+    // A rollback rolls out with the rollback config of the spec it returns to.
+    let default_rollback = UpdateConfig::default();
+    let config = if rolling_back {
+        service
+            .spec
+            .rollback_config
+            .as_ref()
+            .unwrap_or(&default_rollback)
+    } else {
+        &service.spec.update_config
+    };
+    let order = config.order;
+    let parallelism = match config.parallelism {
         0 => usize::MAX,
         p => p as usize,
     };
@@ -161,6 +184,13 @@ fn reconcile_service(
 
     // Pass 2: rolling update bookkeeping.
     let outdated = |t: &Task| t.spec_version != service.spec_version;
+    let running_since = |t: &Task| {
+        state
+            .task_times
+            .get(&t.id)
+            .filter(|x| !x.running_at.is_empty())
+            .map_or_else(|| ts(&t.updated_at), |x| ts(&x.running_at))
+    };
     let mut in_flight = 0usize;
     let mut last_running_ns: i128 = 0;
     for tasks in live.values() {
@@ -168,10 +198,13 @@ fn reconcile_service(
         let old: Vec<&&Task> = tasks.iter().filter(|t| outdated(t)).collect();
         for f in &fresh {
             if f.status.state != TaskState::Running {
-                in_flight += 1;
+                // A restart of a failed new task is the restart policy's, not the rollout's.
+                if f.restart_count == 0 {
+                    in_flight += 1;
+                }
             } else {
-                // updated_at comes from the leader's clock, unlike the agent's timestamp.
-                last_running_ns = last_running_ns.max(ts(&f.updated_at));
+                // The leader's clock, unlike the agent's timestamp.
+                last_running_ns = last_running_ns.max(running_since(f));
             }
         }
         // start-first: the old task goes once its replacement runs.
@@ -182,10 +215,17 @@ fn reconcile_service(
         }
     }
     // A wanted slot without a live task is being refilled (or its old task is still
-    // stopping): it counts against the update's parallelism.
+    // stopping): it counts against the update's parallelism, unless its new task failed,
+    // which is the failure monitor's business and the restart policy's, not the rollout's.
     in_flight += wanted
         .iter()
         .filter(|k| live.get(*k).is_none_or(|ts| ts.is_empty()))
+        .filter(|k| {
+            slots
+                .get(*k)
+                .and_then(|h| h.last())
+                .is_none_or(|t| outdated(t) || !t.status.state.is_terminal())
+        })
         .count();
     let outdated_slots: Vec<SlotKey> = wanted
         .iter()
@@ -195,9 +235,60 @@ fn reconcile_service(
         })
         .cloned()
         .collect();
-    let delay_ns = i128::from(service.spec.update_config.delay);
+
+    // Failure monitoring, while a rollout (or a rollback) is under way.
+    let monitor = i128::from(if config.monitor == 0 {
+        UpdateConfig::DEFAULT_MONITOR
+    } else {
+        config.monitor
+    });
+    let mut stopped = matches!(update_state, Some("paused" | "rollback_paused"));
+    let rolling = matches!(update_state, Some("updating" | "rollback_started"));
+    if rolling && config.failure_action != FailureAction::Continue {
+        let status = service.update_status.as_ref().expect("rolling");
+        let failures = rollout_failures(state, service, slots, ts(&status.started_at), monitor);
+        // swarmkit's rule: failures over the slots to update, strictly above the ratio.
+        let total = wanted.len().max(1);
+        let ratio = config.max_failure_ratio.0;
+        if failures.len() as f32 / total as f32 > ratio {
+            // The failure that crossed the ratio names the reason.
+            let crossing = ((ratio * total as f32).floor() as usize).min(failures.len() - 1);
+            let task = failures[crossing];
+            let (what, new_state) = if rolling_back {
+                ("rollback paused", "rollback_paused")
+            } else if config.failure_action == FailureAction::Rollback {
+                ("update rolled back", "")
+            } else {
+                ("update paused", "paused")
+            };
+            let message = format!(
+                "{what} due to failure or early termination of task {}: {}",
+                task.id,
+                failure_text(task)
+            );
+            if new_state.is_empty() {
+                ops.push(TaskOp::Rollback {
+                    service_id: service.id.clone(),
+                    from: service.spec_version,
+                    message,
+                });
+                // The next pass works from the previous spec.
+                return;
+            }
+            let mut status = status.clone();
+            status.state = new_state.into();
+            status.message = message;
+            ops.push(TaskOp::ServiceUpdateStatus {
+                service_id: service.id.clone(),
+                status: Some(status),
+            });
+            stopped = true;
+        }
+    }
+
+    let delay_ns = i128::from(config.delay);
     let batch_allowed = in_flight == 0 || parallelism == usize::MAX;
-    let mut budget = if batch_allowed && now_ns >= last_running_ns + delay_ns {
+    let mut budget = if !stopped && batch_allowed && now_ns >= last_running_ns + delay_ns {
         parallelism.saturating_sub(in_flight)
     } else {
         0
@@ -220,14 +311,25 @@ fn reconcile_service(
             }
         }
     }
-    let updating = service
-        .update_status
-        .as_ref()
-        .is_some_and(|u| u.state == "updating");
-    if updating && outdated_slots.is_empty() && in_flight == 0 {
-        let mut status = service.update_status.clone().expect("checked");
-        status.state = "completed".into();
-        status.message = "update completed".into();
+    // Done once every slot runs the spec and the last new task has run for the monitor
+    // period (longer than the delay, as swarmkit waits).
+    let watch_ns = if delay_ns >= monitor {
+        delay_ns + 1_000_000_000
+    } else {
+        monitor
+    };
+    if rolling
+        && !stopped
+        && outdated_slots.is_empty()
+        && in_flight == 0
+        && now_ns >= last_running_ns + watch_ns
+    {
+        let mut status = service.update_status.clone().expect("rolling");
+        (status.state, status.message) = if rolling_back {
+            ("rollback_completed".into(), "rollback completed".into())
+        } else {
+            ("completed".into(), "update completed".into())
+        };
         status.completed_at = shoal_api::format_unix_nanos(now_ns);
         ops.push(TaskOp::ServiceUpdateStatus {
             service_id: service.id.clone(),
@@ -282,7 +384,14 @@ fn reconcile_service(
                     RestartCondition::Any => true,
                 };
                 restarts = last.restart_count + 1;
-                if !allowed || (policy.max_attempts > 0 && restarts > policy.max_attempts) {
+                let exhausted = policy.max_attempts > 0
+                    && if policy.window == 0 {
+                        restarts > policy.max_attempts
+                    } else {
+                        restarts_in_window(state, service, history, last, policy.window)
+                            >= policy.max_attempts
+                    };
+                if !allowed || exhausted {
                     continue;
                 }
                 let backoff = (i128::from(policy.delay) << last.restart_count.min(10))
@@ -295,6 +404,97 @@ fn reconcile_service(
         ops.push(TaskOp::Create(Box::new(new_task(
             state, service, key, restarts, new_id,
         ))));
+    }
+}
+
+/// When a task ended, by the leader's clock.
+fn ended_at(state: &ClusterState, t: &Task) -> i128 {
+    state
+        .task_times
+        .get(&t.id)
+        .filter(|x| !x.ended_at.is_empty())
+        .map_or_else(|| ts(&t.updated_at), |x| ts(&x.ended_at))
+}
+
+/// swarmkit's restart window: the restarts of this slot (tasks made as restarts, of the
+/// current spec) within `window` before `last` ended. Counted at `last`'s end, not now, so
+/// a slot that used up its attempts stays down, as in swarmkit.
+fn restarts_in_window(
+    state: &ClusterState,
+    service: &Service,
+    history: &[&Task],
+    last: &Task,
+    window: u64,
+) -> u64 {
+    let end = ended_at(state, last);
+    let since = end - i128::from(window);
+    history
+        .iter()
+        .filter(|t| t.spec_version == service.spec_version && t.restart_count > 0)
+        .filter(|t| {
+            let created = ts(&t.created_at);
+            created > since && created <= end
+        })
+        .count() as u64
+}
+
+/// The tasks this rollout made (current spec, created since it started, not restarts) that
+/// ended by themselves within `monitor` of starting (or before they started), oldest
+/// first. A clean exit counts only when the restart policy says tasks should keep running.
+fn rollout_failures<'a>(
+    state: &ClusterState,
+    service: &Service,
+    slots: &BTreeMap<SlotKey, Vec<&'a Task>>,
+    started_ns: i128,
+    monitor: i128,
+) -> Vec<&'a Task> {
+    let any = service.spec.task_template.restart_policy.condition == RestartCondition::Any;
+    let mut failed: Vec<(i128, &Task)> = slots
+        .values()
+        .flatten()
+        .copied()
+        .filter(|t| {
+            t.spec_version == service.spec_version
+                && t.restart_count == 0
+                && ts(&t.created_at) >= started_ns
+        })
+        .filter(|t| match t.status.state {
+            TaskState::Failed | TaskState::Rejected => true,
+            TaskState::Complete => any,
+            _ => false,
+        })
+        .filter_map(|t| {
+            let end = ended_at(state, t);
+            let early = state
+                .task_times
+                .get(&t.id)
+                .filter(|x| !x.running_at.is_empty())
+                .is_none_or(|x| end - ts(&x.running_at) <= monitor);
+            early.then_some((end, t))
+        })
+        .collect();
+    failed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    failed.into_iter().map(|(_, t)| t).collect()
+}
+
+/// What a failed task's status says, for the update status message.
+fn failure_text(t: &Task) -> String {
+    let exit = t
+        .status
+        .container_status
+        .as_ref()
+        .map(|c| c.exit_code)
+        .filter(|c| *c != 0);
+    let why = if !t.status.err.is_empty() {
+        t.status.err.clone()
+    } else if !t.status.message.is_empty() {
+        t.status.message.clone()
+    } else {
+        t.status.state.to_string()
+    };
+    match exit {
+        Some(code) if !why.contains("exit") => format!("{why} (exit code {code})"),
+        _ => why,
     }
 }
 

@@ -77,6 +77,9 @@ impl ClusterState {
                 spec,
                 now,
             } => self.update_service(version, &id, expected, spec, now),
+            Command::RollbackService { id, now } => {
+                self.rollback_service(version, &id, &now, true, "manually requested rollback")
+            }
             Command::RemoveService { id, now } => self.remove_service(version, &id, &now),
             Command::All(commands) => self.apply_all(index, commands),
             Command::Tasks { ops, now } => {
@@ -448,6 +451,8 @@ impl ClusterState {
             crate::scheduler::Constraint::parse(c)
                 .map_err(|e| StoreError::invalid(object.clone(), e.to_string()))?;
         }
+        check_deploy_settings(spec)
+            .map_err(|reason| StoreError::invalid(object.clone(), reason))?;
         let ports = &spec.endpoint_spec.ports;
         let mut seen = BTreeSet::new();
         for p in ports {
@@ -690,6 +695,89 @@ impl ClusterState {
                 actual: current.version.index,
             });
         }
+        let tasks_change = self.replace_spec(version, &current, spec, &now)?;
+        let service = self.services.get_mut(&current.id).expect("looked up");
+        service.previous_spec = Some(current.spec);
+        if tasks_change {
+            service.spec_version = version;
+            service.update_status = Some(UpdateStatus {
+                state: "updating".into(),
+                started_at: now,
+                completed_at: String::new(),
+                message: "update in progress".into(),
+            });
+        }
+        Ok(Applied::Done)
+    }
+
+    /// Rolls a service back to its previous spec: by request (`manual`: the current spec
+    /// becomes the previous one, as `docker service rollback` does) or because its update
+    /// failed (the previous spec is then forgotten, as swarmkit does).
+    fn rollback_service(
+        &mut self,
+        version: Version,
+        id: &str,
+        now: &str,
+        manual: bool,
+        message: &str,
+    ) -> Result<Applied, StoreError> {
+        let current = lookup(&self.services, id)?.clone();
+        let Some(previous) = current.previous_spec.clone() else {
+            return Err(StoreError::NoPreviousSpec {
+                service: current.spec.name,
+            });
+        };
+        let nets: BTreeSet<String> = self
+            .check_service_spec(&current.id, &previous)
+            .map_err(|e| {
+                StoreError::precondition(
+                    format!("service {}", current.spec.name),
+                    format!("its previous spec can't be restored: {e}"),
+                )
+            })?
+            .into_iter()
+            .collect();
+        let template = previous.task_template.clone();
+        let tasks_change = self.replace_spec(version, &current, previous, now)?;
+        // Tasks still running the spec rolled back to stay: the service takes their spec
+        // version back (swarmkit's PreviousSpecVersion), so only the updated ones go.
+        let kept_version = self
+            .service_tasks(&current.id)
+            .filter(|t| !t.status.state.is_terminal() && t.desired_state <= TaskState::Running)
+            .filter(|t| {
+                t.spec == template
+                    && t.networks_attachments
+                        .iter()
+                        .map(|a| a.network_id.clone())
+                        .collect::<BTreeSet<_>>()
+                        == nets
+            })
+            .map(|t| t.spec_version)
+            .max_by_key(|v| v.index);
+        let service = self.services.get_mut(&current.id).expect("looked up");
+        service.previous_spec = manual.then_some(current.spec);
+        if tasks_change {
+            service.spec_version = kept_version.unwrap_or(version);
+        }
+        service.update_status = Some(UpdateStatus {
+            state: "rollback_started".into(),
+            started_at: now.to_string(),
+            completed_at: String::new(),
+            message: message.to_string(),
+        });
+        Ok(Applied::Done)
+    }
+
+    /// Checks `spec` against the cluster, reallocates the endpoint for it and makes it the
+    /// service's spec. Returns whether its tasks must be replaced (task template or
+    /// networks changed). Nothing changes on refusal.
+    fn replace_spec(
+        &mut self,
+        version: Version,
+        current: &Service,
+        spec: ServiceSpec,
+        now: &str,
+    ) -> Result<bool, StoreError> {
         if matches!(current.spec.mode, ServiceMode::Global {})
             != matches!(spec.mode, ServiceMode::Global {})
         {
@@ -699,7 +787,7 @@ impl ClusterState {
             ));
         }
         let nets = self.check_service_spec(&current.id, &spec)?;
-        self.check_capacity(&spec, &nets, Some(&current))?;
+        self.check_capacity(&spec, &nets, Some(current))?;
         // Tasks join a network only when they are made: a changed set of networks
         // (publishing the first port joins ingress) replaces them.
         let old_nets: BTreeSet<String> = self
@@ -739,20 +827,11 @@ impl ClusterState {
         }
         let task_changed = spec.task_template != current.spec.task_template;
         let service = self.services.get_mut(&current.id).expect("looked up");
-        service.previous_spec = Some(std::mem::replace(&mut service.spec, spec));
+        service.spec = spec;
         service.endpoint = endpoint;
         service.version = version;
-        service.updated_at = now.clone();
-        if task_changed || nets_changed {
-            service.spec_version = version;
-            service.update_status = Some(UpdateStatus {
-                state: "updating".into(),
-                started_at: now,
-                completed_at: String::new(),
-                message: "update in progress".into(),
-            });
-        }
-        Ok(Applied::Done)
+        service.updated_at = now.to_string();
+        Ok(task_changed || nets_changed)
     }
 
     fn remove_service(
@@ -823,19 +902,27 @@ impl ClusterState {
                 if let Some(t) = self.tasks.get_mut(&id) {
                     let pending_message = st.state == t.status.state
                         && st.state < TaskState::Assigned
-                        && st.message != t.status.message;
+                        && (st.message != t.status.message || st.err != t.status.err);
                     if t.status.state.can_move_to(st.state) || pending_message {
                         let terminal = st.state.is_terminal();
+                        let running = st.state == TaskState::Running;
                         t.status = st;
                         t.version = version;
                         t.updated_at = now.to_string();
+                        if running {
+                            self.task_times.entry(id.clone()).or_default().running_at =
+                                now.to_string();
+                        }
                         if terminal {
+                            self.task_times.entry(id.clone()).or_default().ended_at =
+                                now.to_string();
                             self.release_task(&id);
                         }
                     }
                 }
             }
             TaskOp::Delete { id } => {
+                self.task_times.remove(&id);
                 if self
                     .tasks
                     .get(&id)
@@ -848,6 +935,31 @@ impl ClusterState {
             TaskOp::ServiceUpdateStatus { service_id, status } => {
                 if let Some(s) = self.services.get_mut(&service_id) {
                     s.update_status = status;
+                }
+            }
+            TaskOp::Rollback {
+                service_id,
+                from,
+                message,
+            } => {
+                let Some(service) = self.services.get(&service_id) else {
+                    return;
+                };
+                let updating = service
+                    .update_status
+                    .as_ref()
+                    .is_some_and(|u| u.state == "updating");
+                if service.spec_version != from || !updating {
+                    return;
+                }
+                if let Err(e) = self.rollback_service(version, &service_id, now, false, &message)
+                    && let Some(u) = self
+                        .services
+                        .get_mut(&service_id)
+                        .and_then(|s| s.update_status.as_mut())
+                {
+                    u.state = "paused".into();
+                    u.message = format!("{message}; the rollback failed: {e}");
                 }
             }
         }
@@ -930,6 +1042,120 @@ impl ClusterState {
             }
         }
     }
+}
+
+/// Resources, placement, restart and update settings that make no sense, refused with the
+/// field (Docker's name) and the flag that sets it.
+fn check_deploy_settings(spec: &ServiceSpec) -> Result<(), String> {
+    let tt = &spec.task_template;
+    let (limits, reservations) = (&tt.resources.limits, &tt.resources.reservations);
+    let amounts = [
+        ("Limits.NanoCPUs", "--limit-cpu", limits.nano_cpus, true),
+        (
+            "Limits.MemoryBytes",
+            "--limit-memory",
+            limits.memory_bytes,
+            false,
+        ),
+        (
+            "Reservations.NanoCPUs",
+            "--reserve-cpu",
+            reservations.nano_cpus,
+            true,
+        ),
+        (
+            "Reservations.MemoryBytes",
+            "--reserve-memory",
+            reservations.memory_bytes,
+            false,
+        ),
+    ];
+    for (field, flag, value, cpu) in amounts {
+        let shown = if cpu { cpus(value) } else { value.to_string() };
+        if value < 0 {
+            return Err(format!(
+                "Resources.{field} ({flag}) is {shown}; it can't be negative"
+            ));
+        }
+        // swarmkit's minimums: a thousandth of a CPU, 4 MiB.
+        if cpu && value != 0 && value < 1_000_000 {
+            return Err(format!(
+                "Resources.{field} ({flag}) is {shown} CPUs; give at least 0.001"
+            ));
+        }
+        if !cpu && value != 0 && value < 4 << 20 {
+            return Err(format!(
+                "Resources.{field} ({flag}) is {value} bytes; give at least 4MiB"
+            ));
+        }
+    }
+    if limits.pids < 0 {
+        return Err(format!(
+            "Resources.Limits.Pids (--limit-pids) is {}; it can't be negative",
+            limits.pids
+        ));
+    }
+    if limits.nano_cpus > 0 && reservations.nano_cpus > limits.nano_cpus {
+        return Err(format!(
+            "Resources.Reservations.NanoCPUs (--reserve-cpu {}) is above Resources.Limits.NanoCPUs (--limit-cpu {}); reserve at most the limit",
+            cpus(reservations.nano_cpus),
+            cpus(limits.nano_cpus)
+        ));
+    }
+    if limits.memory_bytes > 0 && reservations.memory_bytes > limits.memory_bytes {
+        return Err(format!(
+            "Resources.Reservations.MemoryBytes (--reserve-memory {}) is above Resources.Limits.MemoryBytes (--limit-memory {}); reserve at most the limit",
+            reservations.memory_bytes, limits.memory_bytes
+        ));
+    }
+    let placement = &tt.placement;
+    if placement.max_replicas > 0 && matches!(spec.mode, ServiceMode::Global {}) {
+        return Err(
+            "Placement.MaxReplicas (--replicas-max-per-node) applies to replicated services only"
+                .into(),
+        );
+    }
+    for p in &placement.preferences {
+        let d = &p.spread.spread_descriptor;
+        if crate::scheduler::spread_attribute(d).is_none() {
+            return Err(format!(
+                "Placement.Preferences (--placement-pref spread={d}): spread over node.labels.KEY or a node attribute (node.hostname, node.role, node.platform.os, ...)"
+            ));
+        }
+    }
+    for (name, flag, config) in [
+        ("UpdateConfig", "--update", Some(&spec.update_config)),
+        (
+            "RollbackConfig",
+            "--rollback",
+            spec.rollback_config.as_ref(),
+        ),
+    ] {
+        let Some(config) = config else { continue };
+        let ratio = config.max_failure_ratio.0;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!(
+                "{name}.MaxFailureRatio ({flag}-max-failure-ratio) is {ratio}; give a value from 0 to 1"
+            ));
+        }
+    }
+    if spec
+        .rollback_config
+        .as_ref()
+        .is_some_and(|c| c.failure_action == FailureAction::Rollback)
+    {
+        return Err(
+            "RollbackConfig.FailureAction (--rollback-failure-action) can't be rollback; use pause or continue"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Nano-CPUs as CPUs, like Docker prints them: 1500000000 is "1.5".
+fn cpus(nano: i64) -> String {
+    let s = format!("{:.9}", nano as f64 / 1e9);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The only node of a state being initialised.

@@ -62,6 +62,12 @@ pub enum Command {
         spec: ServiceSpec,
         now: String,
     },
+    /// `service rollback`: the previous spec comes back and the current one becomes the
+    /// previous; the tasks roll out with the rollback config.
+    RollbackService {
+        id: String,
+        now: String,
+    },
     RemoveService {
         id: String,
         now: String,
@@ -115,5 +121,14 @@ pub enum TaskOp {
     ServiceUpdateStatus {
         service_id: String,
         status: Option<UpdateStatus>,
+    },
+    /// A rollout whose new tasks failed goes back to the previous spec by itself
+    /// (`failure_action: rollback`). Ignored unless the service still runs `from` and is
+    /// updating, so a repeated proposal rolls back once; a previous spec that is no longer
+    /// valid pauses the update with the reason instead.
+    Rollback {
+        service_id: String,
+        from: Version,
+        message: String,
     },
 }

@@ -55,6 +55,8 @@ pub enum StoreError {
         expected: u64,
         actual: u64,
     },
+    #[error("service {service} has no previous spec to roll back to")]
+    NoPreviousSpec { service: String },
     #[error("the swarm is not initialized")]
     NotInitialized,
     /// One command of a group was refused, so the whole group was. `object` is empty when
@@ -75,6 +77,7 @@ impl StoreError {
             StoreError::Exhausted { .. } => ErrorKind::Exhausted,
             StoreError::Precondition { .. }
             | StoreError::VersionMismatch { .. }
+            | StoreError::NoPreviousSpec { .. }
             | StoreError::NotInitialized => ErrorKind::Precondition,
             StoreError::InGroup { source, .. } => source.kind(),
         }
@@ -114,6 +117,20 @@ pub struct ClusterState {
     pub tasks: BTreeMap<String, Task>,
     pub networks: BTreeMap<String, Network>,
     pub alloc: Option<Allocations>,
+    /// When the leader saw each task start running and end, by its own clock (the
+    /// command's `now`): rolling updates count a task that ends within `monitor` of its
+    /// start as a failure. Kept beside the tasks because Docker's task has no such field.
+    #[serde(default)]
+    pub task_times: BTreeMap<String, TaskTimes>,
+}
+
+/// See [`ClusterState::task_times`]. RFC 3339, empty until it happened.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskTimes {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub running_at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ended_at: String,
 }
 
 /// Something with an id and a human name, for lookups by id, id prefix or name.

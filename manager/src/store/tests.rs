@@ -504,3 +504,177 @@ fn a_command_group_is_applied_all_or_nothing() {
     let nested = Command::All(vec![Command::All(vec![])]);
     assert!(s.apply(5, nested).is_err());
 }
+
+#[test]
+fn nonsensical_deploy_settings_are_refused_naming_the_field() {
+    const MIB: i64 = 1 << 20;
+    type Edit = fn(&mut ServiceSpec);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "negative CPU reservation",
+            |s| s.task_template.resources.reservations.nano_cpus = -1,
+            "Resources.Reservations.NanoCPUs (--reserve-cpu) is -0.000000001; it can't be negative",
+        ),
+        (
+            "negative memory reservation",
+            |s| s.task_template.resources.reservations.memory_bytes = -5,
+            "Resources.Reservations.MemoryBytes (--reserve-memory) is -5; it can't be negative",
+        ),
+        (
+            "negative memory limit",
+            |s| s.task_template.resources.limits.memory_bytes = -1,
+            "Resources.Limits.MemoryBytes (--limit-memory) is -1; it can't be negative",
+        ),
+        (
+            "negative pids limit",
+            |s| s.task_template.resources.limits.pids = -1,
+            "Resources.Limits.Pids (--limit-pids) is -1; it can't be negative",
+        ),
+        (
+            "a CPU amount below swarmkit's minimum",
+            |s| s.task_template.resources.limits.nano_cpus = 1000,
+            "Resources.Limits.NanoCPUs (--limit-cpu) is 0.000001 CPUs; give at least 0.001",
+        ),
+        (
+            "memory below 4MiB",
+            |s| s.task_template.resources.reservations.memory_bytes = MIB,
+            "Resources.Reservations.MemoryBytes (--reserve-memory) is 1048576 bytes; give at least 4MiB",
+        ),
+        (
+            "CPU reservation above the limit",
+            |s| {
+                s.task_template.resources.limits.nano_cpus = 1_000_000_000;
+                s.task_template.resources.reservations.nano_cpus = 1_500_000_000;
+            },
+            "Resources.Reservations.NanoCPUs (--reserve-cpu 1.5) is above Resources.Limits.NanoCPUs (--limit-cpu 1); reserve at most the limit",
+        ),
+        (
+            "memory reservation above the limit",
+            |s| {
+                s.task_template.resources.limits.memory_bytes = 64 * MIB;
+                s.task_template.resources.reservations.memory_bytes = 128 * MIB;
+            },
+            "Resources.Reservations.MemoryBytes (--reserve-memory 134217728) is above Resources.Limits.MemoryBytes (--limit-memory 67108864)",
+        ),
+        (
+            "failure ratio above 1",
+            |s| s.update_config.max_failure_ratio = Ratio(1.5),
+            "UpdateConfig.MaxFailureRatio (--update-max-failure-ratio) is 1.5; give a value from 0 to 1",
+        ),
+        (
+            "negative failure ratio",
+            |s| s.update_config.max_failure_ratio = Ratio(-0.1),
+            "UpdateConfig.MaxFailureRatio (--update-max-failure-ratio) is -0.1",
+        ),
+        (
+            "rollback failure ratio not a number",
+            |s| {
+                s.rollback_config = Some(UpdateConfig {
+                    max_failure_ratio: Ratio(f32::NAN),
+                    ..Default::default()
+                })
+            },
+            "RollbackConfig.MaxFailureRatio (--rollback-max-failure-ratio) is NaN",
+        ),
+        (
+            "a rollback that would roll back",
+            |s| {
+                s.rollback_config = Some(UpdateConfig {
+                    failure_action: FailureAction::Rollback,
+                    ..Default::default()
+                })
+            },
+            "RollbackConfig.FailureAction (--rollback-failure-action) can't be rollback",
+        ),
+        (
+            "max replicas on a global service",
+            |s| {
+                s.mode = ServiceMode::Global {};
+                s.task_template.placement.max_replicas = 2;
+            },
+            "Placement.MaxReplicas (--replicas-max-per-node) applies to replicated services only",
+        ),
+        (
+            "spread over something unknown",
+            |s| {
+                s.task_template.placement.preferences = vec![PlacementPreference {
+                    spread: SpreadOver {
+                        spread_descriptor: "node.lables.zone".into(),
+                    },
+                }]
+            },
+            "Placement.Preferences (--placement-pref spread=node.lables.zone): spread over node.labels.KEY",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let mut s = cluster((30000, 32767));
+        let before = s.clone();
+        let mut spec = service_spec("web", 1, &[], &[]);
+        edit(&mut spec);
+        let e = s
+            .apply(
+                2,
+                Command::CreateService {
+                    id: "web".into(),
+                    spec: spec.clone(),
+                    now: NOW.into(),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!("service web: {want}")),
+            "case: {name}: {e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Invalid, "case: {name}");
+        assert_eq!(s, before, "case: {name}: nothing changed");
+        // The same refusal on update, leaving the service as it was.
+        let mut base = service_spec("web", 1, &[], &[]);
+        base.mode = spec.mode.clone();
+        create(&mut s, 3, "web", base).unwrap();
+        let before = s.clone();
+        let e = s
+            .apply(
+                4,
+                Command::UpdateService {
+                    id: "web".into(),
+                    version: 3,
+                    spec,
+                    now: NOW.into(),
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(want), "case: {name} (update): {e}");
+        assert_eq!(s, before, "case: {name} (update): nothing changed");
+    }
+    // Sensible values pass.
+    let mut s = cluster((30000, 32767));
+    let mut spec = service_spec("web", 1, &[], &[]);
+    spec.task_template.resources.limits.nano_cpus = 2_000_000_000;
+    spec.task_template.resources.reservations.nano_cpus = 500_000_000;
+    spec.task_template.resources.reservations.memory_bytes = 64 * MIB;
+    spec.task_template.placement.max_replicas = 1;
+    spec.task_template.placement.preferences = vec![PlacementPreference {
+        spread: SpreadOver {
+            spread_descriptor: "node.labels.zone".into(),
+        },
+    }];
+    spec.update_config.max_failure_ratio = Ratio(0.25);
+    spec.update_config.failure_action = FailureAction::Rollback;
+    create(&mut s, 2, "web", spec).unwrap();
+}
+
+#[test]
+fn state_and_nodes_written_before_these_fields_still_decode() {
+    let s = cluster((30000, 32767));
+    let mut json: serde_json::Value = serde_json::to_value(&s).unwrap();
+    json.as_object_mut().unwrap().remove("task_times");
+    for node in json["nodes"].as_object_mut().unwrap().values_mut() {
+        node["Description"]
+            .as_object_mut()
+            .unwrap()
+            .remove("Resources");
+    }
+    let old: ClusterState = serde_json::from_value(json).unwrap();
+    assert!(old.task_times.is_empty());
+    assert_eq!(old.nodes["n1"].description.resources, Resources::default());
+}
