@@ -65,6 +65,7 @@ pub fn node(id: &str, host: &str, role: NodeRole, labels: &[(&str, &str)]) -> No
             },
             executor: "native".into(),
             dataplane: "nftables".into(),
+            resources: Default::default(),
         },
         status: NodeStatus {
             state: NodeState::Ready,
