@@ -65,6 +65,16 @@ pub enum ServiceCommand {
     },
     /// Update a service
     Update(Box<UpdateArgs>),
+    /// Revert changes to a service's configuration
+    Rollback {
+        /// Exit immediately (accepted for Docker compatibility; shoal never waits)
+        #[arg(short, long)]
+        detach: bool,
+        /// Suppress progress output
+        #[arg(short, long)]
+        quiet: bool,
+        service: String,
+    },
     /// Remove one or more services
     #[command(visible_alias = "remove")]
     Rm {
@@ -199,6 +209,12 @@ pub struct CreateArgs {
     /// Service name
     #[arg(long)]
     pub name: Option<String>,
+    /// Send registry authentication details to swarm agents (not carried yet: see README)
+    #[arg(long)]
+    pub with_registry_auth: bool,
+    /// Do not query the registry to resolve image digest (shoal never does; accepted)
+    #[arg(long)]
+    pub no_resolve_image: bool,
     /// Number of tasks
     #[arg(long, value_name = "N")]
     pub replicas: Option<u64>,
@@ -284,6 +300,15 @@ pub struct UpdateArgs {
     /// Force update even if no changes require it
     #[arg(long)]
     pub force: bool,
+    /// Roll back to the previous specification
+    #[arg(long)]
+    pub rollback: bool,
+    /// Send registry authentication details to swarm agents (not carried yet: see README)
+    #[arg(long)]
+    pub with_registry_auth: bool,
+    /// Do not query the registry to resolve image digest (shoal never does; accepted)
+    #[arg(long)]
+    pub no_resolve_image: bool,
     #[command(flatten)]
     pub shared: args::SharedArgs,
     #[command(flatten)]
@@ -335,6 +360,11 @@ pub async fn run(cmd: ServiceCommand, daemon: &mut Daemon, out: &mut Output) -> 
         }
         ServiceCommand::Scale { detach: _, scales } => scale(&scales, daemon, out).await,
         ServiceCommand::Update(args) => update(*args, daemon, out).await,
+        ServiceCommand::Rollback {
+            detach: _,
+            quiet: _,
+            service,
+        } => rollback(&service, daemon, out).await,
         ServiceCommand::Rm { services } => {
             // Resolve every name first so that a typo removes nothing.
             let mut ids = Vec::new();
@@ -403,6 +433,7 @@ pub fn create_options(args: &CreateArgs) -> Result<CreateOptions> {
 
 async fn create(args: CreateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     let mut plan = spec::create_plan(&create_options(&args)?, &lookup_env)?;
+    warn_registry_auth(args.with_registry_auth);
     if plan.spec.name.is_empty() {
         plan.spec.name = spec::random_name(now_nanos() as u64 ^ u64::from(std::process::id()));
     }
@@ -450,8 +481,35 @@ pub fn update_ops(args: &UpdateArgs) -> Result<UpdateOps, spec::SpecError> {
     ops.parse(&flags, &lookup_env)
 }
 
+/// `service rollback` and `service update --rollback`: the manager swaps in the previous
+/// spec and rolls it out with the rollback config.
+async fn rollback(service: &str, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    let id = daemon.service(service).await?.service.id;
+    daemon
+        .done(ControlRequest::ServiceRollback { service: id })
+        .await?;
+    print(out, &format!("{service}\n"))
+}
+
+pub(crate) fn warn_registry_auth(given: bool) {
+    if given {
+        eprintln!(
+            "WARNING: --with-registry-auth: shoal does not send registry credentials to the nodes yet; they pull without them"
+        );
+    }
+}
+
 async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     let ops = update_ops(&args)?;
+    warn_registry_auth(args.with_registry_auth);
+    if args.rollback {
+        if ops != UpdateOps::default() {
+            anyhow::bail!(
+                "--rollback cannot be combined with other changes; roll back first, then update"
+            );
+        }
+        return rollback(&args.service, daemon, out).await;
+    }
     let view = daemon.service(&args.service).await?;
     let ids = resolve::network_ids(daemon, ops.network_names()).await?;
     let new_spec = spec::apply_update(&view, &ops, &ids)?;

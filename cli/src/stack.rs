@@ -37,8 +37,7 @@ pub enum StackCommand {
         /// Prune services that are no longer referenced
         #[arg(long)]
         prune: bool,
-        /// Send registry authentication details to Swarm agents (accepted; shoal has no
-        /// private-registry credentials to send yet)
+        /// Send registry authentication details to Swarm agents (not carried yet: see README)
         #[arg(long)]
         with_registry_auth: bool,
         /// Query the registry to resolve image digest and supported platforms (accepted;
@@ -293,10 +292,13 @@ pub async fn run(cmd: StackCommand, daemon: &mut Daemon, out: &mut Output) -> Re
         StackCommand::Deploy {
             compose_file,
             prune,
-            with_registry_auth: _,
+            with_registry_auth,
             resolve_image: _,
             name,
-        } => deploy(&compose_file, &name, prune, daemon, out).await,
+        } => {
+            crate::service::warn_registry_auth(with_registry_auth);
+            deploy(&compose_file, &name, prune, daemon, out).await
+        }
         StackCommand::Ls { format } => {
             let ls = crate::listing::StackLs::new(format.as_deref())?;
             let services = daemon.services().await?;

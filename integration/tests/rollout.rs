@@ -141,14 +141,45 @@ async fn resources_pending_reason_and_automatic_rollback() {
         "Docker's field names in node inspect: {json}"
     );
 
-    // A reservation above every node's memory stays pending, saying why.
-    let mut big = native("big", 1, &["sleep", "600"]);
-    big.task_template.resources.reservations.memory_bytes = nodes
+    // A reservation above every node's memory can never be met: refused at create, with
+    // nothing made.
+    let most = nodes
         .iter()
         .map(|n| n.description.resources.memory_bytes)
         .max()
-        .unwrap()
-        + (1 << 30);
+        .unwrap();
+    let mut huge = native("huge", 1, &["sleep", "600"]);
+    huge.task_template.resources.reservations.memory_bytes = most + (1 << 30);
+    let e = c
+        .control(0, C::ServiceCreate { spec: huge })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("service huge: it reserves 0 CPUs and ")
+            && e.message().contains("more than any of the 3 nodes has"),
+        "{}",
+        e.message()
+    );
+    assert!(matches!(
+        c.control(
+            0,
+            C::ServiceInspect {
+                service: "huge".into()
+            }
+        )
+        .await,
+        Err(_)
+    ));
+    // One that fits a node, but not beside what the nodes already hold, stays pending,
+    // saying why: three tasks take 60% of each node's memory, a fourth finds no room.
+    let share = most / 10 * 6;
+    let mut fill = native("fill", 3, &["sleep", "600"]);
+    fill.task_template.resources.reservations.memory_bytes = share;
+    fill.task_template.placement.max_replicas = 1;
+    c.control(0, C::ServiceCreate { spec: fill }).await.unwrap();
+    let mut big = native("big", 1, &["sleep", "600"]);
+    big.task_template.resources.reservations.memory_bytes = share;
     c.control(0, C::ServiceCreate { spec: big }).await.unwrap();
     let reason = eventually(Duration::from_secs(20), "a pending reason", || async {
         let t = tasks(&c, "big").await;
@@ -162,6 +193,14 @@ async fn resources_pending_reason_and_automatic_rollback() {
         reason,
         "no suitable node (insufficient resources on 3 nodes)"
     );
+    c.control(
+        0,
+        C::ServiceRemove {
+            service: "fill".into(),
+        },
+    )
+    .await
+    .unwrap();
     // No previous spec: a rollback is refused by name and changes nothing.
     let e = c
         .control(
@@ -264,4 +303,41 @@ async fn resources_pending_reason_and_automatic_rollback() {
     )
     .await
     .unwrap();
+
+    // The CLI: after the automatic rollback there is nothing to roll back to; after a
+    // good update, `service rollback` (and `service update --rollback`) bring the
+    // previous spec back.
+    let o = c.shoal(0, &["service", "rollback", "web"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "Error: service web has no previous spec to roll back to"
+    );
+    let o = c.shoal(0, &["service", "update", "--args", "sleep 601", "web"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = c.shoal(
+        0,
+        &["service", "update", "--rollback", "--replicas", "3", "web"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--rollback cannot be combined"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = c.shoal(0, &["service", "rollback", "web"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back = service(&c, "web").await;
+    assert_eq!(
+        back.service.spec.task_template.container_spec.command,
+        ["sleep", "600"]
+    );
+    let o = c.shoal(0, &["service", "update", "--rollback", "web"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = service(&c, "web").await;
+    assert_eq!(
+        again.service.spec.task_template.container_spec.command,
+        ["sleep", "601"],
+        "a second rollback swaps back, as Docker's does"
+    );
 }

@@ -203,6 +203,12 @@ fn stack_services_reach_each_other_by_short_name() {
         "required variable NOPE_TAG is missing a value: set NOPE_TAG to the release",
     );
     bad(
+        "toobig",
+        "services:\n  a:\n    command: sleep 1\n    deploy:\n      resources:\n        reservations:\n          memory: 100000G\n",
+        &[],
+        "service toobig_a: it reserves 0 CPUs and 100000.0 GiB of memory per task, more than any of the 2 nodes has",
+    );
+    bad(
         "tmpl",
         "services:\n  a:\n    image: busybox\n    hostname: \"{{.Task.Slott}}\"\n",
         &[],

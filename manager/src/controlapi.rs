@@ -155,6 +155,7 @@ impl ControlApi {
                 Ok(ControlResponse::Done)
             }
             R::ServiceCreate { spec } => {
+                reservation_fits(&self.raft.state(), &spec)?;
                 let id = new_id();
                 self.propose(Command::CreateService {
                     id: id.clone(),
@@ -183,6 +184,7 @@ impl ControlApi {
                 version,
                 spec,
             } => {
+                reservation_fits(&self.raft.state(), &spec)?;
                 let id = self.resolve(|s| &s.services, &service)?;
                 self.propose(Command::UpdateService {
                     id,
@@ -238,6 +240,12 @@ impl ControlApi {
                 Ok(ControlResponse::Done)
             }
             R::StackDeploy { networks, services } => {
+                {
+                    let state = self.raft.state();
+                    for spec in &services {
+                        reservation_fits(&state, spec)?;
+                    }
+                }
                 let (commands, done) =
                     crate::stack::plan(&self.raft.state(), networks, services, &now_rfc3339())
                         .map_err(|e| store_status(&e))?;
@@ -335,6 +343,47 @@ impl ControlApi {
         }
         n
     }
+}
+
+/// Refuses a spec whose reservation is more than any node of the cluster has in all: its
+/// tasks could only ever be pending. (A reservation that fits some node but not its free
+/// room now is accepted, and its tasks wait with the scheduler's reason, as in Docker.)
+/// Nodes that report no resources (older agents) make the check stand aside.
+pub fn reservation_fits(state: &ClusterState, spec: &ServiceSpec) -> Result<(), Status> {
+    let want = &spec.task_template.resources.reservations;
+    if want.is_empty() || state.nodes.is_empty() {
+        return Ok(());
+    }
+    let sizes: Vec<&Resources> = state
+        .nodes
+        .values()
+        .map(|n| &n.description.resources)
+        .collect();
+    if sizes
+        .iter()
+        .any(|r| r.nano_cpus == 0 || r.memory_bytes == 0)
+    {
+        return Ok(());
+    }
+    if sizes
+        .iter()
+        .any(|r| r.nano_cpus >= want.nano_cpus && r.memory_bytes >= want.memory_bytes)
+    {
+        return Ok(());
+    }
+    let cpus = |n: i64| format!("{} CPUs", n as f64 / 1e9);
+    let gib = |b: i64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+    let largest_cpu = sizes.iter().map(|r| r.nano_cpus).max().unwrap_or(0);
+    let largest_mem = sizes.iter().map(|r| r.memory_bytes).max().unwrap_or(0);
+    Err(ErrorKind::Invalid.status(format!(
+            "service {}: it reserves {} and {} of memory per task, more than any of the {} nodes has (at most {} and {}); lower --reserve-cpu/--reserve-memory (deploy.resources.reservations) or add a larger node",
+            spec.name,
+            cpus(want.nano_cpus),
+            gib(want.memory_bytes),
+            sizes.len(),
+            cpus(largest_cpu),
+            gib(largest_mem),
+    )))
 }
 
 pub fn service_view(state: &ClusterState, s: &Service) -> ServiceView {

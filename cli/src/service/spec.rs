@@ -205,7 +205,7 @@ pub fn check_ports(mode: EndpointMode, ports: &[PortConfig]) -> Result<(), SpecE
 }
 
 /// `--session-affinity` (client-ip: true, none: false) and `--session-affinity-timeout`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AffinityFlags {
     pub client_ip: Option<bool>,
     pub timeout_ns: Option<u64>,
@@ -445,7 +445,7 @@ pub fn attachments(
 }
 
 /// The `service update` flags, parsed and checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpdateOps {
     pub replicas: Option<u64>,
     pub image: Option<String>,
