@@ -39,7 +39,7 @@ fn tasks_resolve_services_on_their_networks() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let bed = Testbed::up("shdns", 2, 1, root.path()).unwrap();
+    let mut bed = Testbed::up("shdns", 2, 1, root.path()).unwrap();
     let h = bed.nodes[0].host();
     shoal(
         &h,
@@ -156,4 +156,42 @@ fn tasks_resolve_services_on_their_networks() {
             .count()
             == 1
     });
+
+    // A task's own --dns servers answer the names that are not the cluster's: a tiny
+    // resolver on the underlay answers every A query with 198.18.0.99.
+    let upstream = bed.outside_client("up", "198.18.0.203").unwrap();
+    let server = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('198.18.0.203', 53))\nwhile True:\n    q, a = s.recvfrom(512)\n    end = q.index(0, 12) + 5\n    r = q[:2] + bytes([0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]) + q[12:end] + bytes([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 0, 99])\n    s.sendto(r, a)";
+    let mut responder = Command::new("ip")
+        .args(["netns", "exec", &upstream, "python3", "-c", server])
+        .spawn()
+        .unwrap();
+    shoal(
+        &h,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "asker",
+            "--network",
+            "app",
+            "--dns",
+            "198.18.0.203",
+            "--dns-search",
+            "corp.example",
+            "sleep",
+            "804",
+        ],
+    );
+    eventually("the task's own resolver answers an outside name", || {
+        resolve("sleep 804", "printer.corp.example") == "['198.18.0.99']"
+    });
+    assert_eq!(
+        resolve("sleep 804", "web"),
+        format!("['{vip}']"),
+        "cluster names still come from the cluster"
+    );
+    let _ = responder.kill();
+    let _ = responder.wait();
 }

@@ -1,6 +1,7 @@
 //! The embedded DNS server: every local task is answered on 127.0.0.11:53 (UDP and TCP)
 //! inside its own namespace, by sockets that shoald opens there; internal names come from
-//! the node's view, everything else goes to the host's resolvers.
+//! the node's view, everything else goes to the task's own `--dns` servers, or to the
+//! host's resolvers when it has none.
 
 pub mod answer;
 pub mod records;
@@ -115,14 +116,19 @@ async fn respond(scope: &Scope, packet: &[u8]) -> Option<Vec<u8>> {
     let (result, reply) = match answer(scope, packet) {
         Outcome::Reply(r) => ("answered", Some(r)),
         Outcome::Drop => ("dropped", None),
-        Outcome::Forward => ("forwarded", forwarded(packet).await),
+        Outcome::Forward => ("forwarded", forwarded(&scope.forwarders, packet).await),
     };
     crate::metrics::global().dns(result, started.elapsed().as_secs_f64());
     reply
 }
 
-async fn forwarded(packet: &[u8]) -> Option<Vec<u8>> {
-    for up in upstreams() {
+async fn forwarded(own: &[SocketAddr], packet: &[u8]) -> Option<Vec<u8>> {
+    let ups = if own.is_empty() {
+        upstreams()
+    } else {
+        own.to_vec()
+    };
+    for up in ups {
         if let Some(r) = forward(up, packet).await {
             return Some(r);
         }

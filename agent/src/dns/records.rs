@@ -12,6 +12,9 @@ use std::net::Ipv4Addr;
 pub struct Scope {
     pub names: BTreeMap<String, Vec<Ipv4Addr>>,
     pub reverse: BTreeMap<Ipv4Addr, String>,
+    /// Where names that are not the cluster's go for this task: its `--dns` servers
+    /// (Compose `dns:`), or the host's resolvers when it has none.
+    pub forwarders: Vec<std::net::SocketAddr>,
 }
 
 fn ip(addr: &str) -> Option<Ipv4Addr> {
@@ -31,7 +34,18 @@ pub fn scope_for(view: &NodeView, task: &Task) -> Scope {
         .map(|a| a.network_id.as_str())
         .filter(|n| !ingress.contains(n))
         .collect();
-    let mut scope = Scope::default();
+    let mut scope = Scope {
+        forwarders: task
+            .spec
+            .container_spec
+            .dns_config
+            .iter()
+            .flat_map(|d| d.nameservers.iter())
+            .filter_map(|n| n.parse::<std::net::IpAddr>().ok())
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+            .collect(),
+        ..Scope::default()
+    };
     for e in &view.endpoints {
         let backends: Vec<(Ipv4Addr, &str)> = e
             .backends

@@ -255,6 +255,23 @@ fn an_alias_and_tasks_alias_answer_on_the_alias_network_only() {
     );
 }
 
+#[test]
+fn a_tasks_dns_servers_are_its_forwarders() {
+    let mut t = asker(&["app"]);
+    assert!(
+        scope_for(&view(), &t).forwarders.is_empty(),
+        "none: the host's"
+    );
+    t.spec.container_spec.dns_config = Some(DnsConfig {
+        nameservers: vec!["198.18.0.53".into(), "not-an-ip".into()],
+        ..Default::default()
+    });
+    assert_eq!(
+        scope_for(&view(), &t).forwarders,
+        ["198.18.0.53:53".parse::<std::net::SocketAddr>().unwrap()]
+    );
+}
+
 fn query(name: &str, t: RecordType) -> Vec<u8> {
     let mut m = Message::query();
     m.metadata.id = 4242;
