@@ -1,8 +1,9 @@
 //! Inside a stack, services reach each other by their Compose names, as with
 //! `docker stack deploy`: each service's short name is an alias on each of its stack
 //! networks, so `web` and `tasks.agent` resolve there (and HTTP to `http://web:8000/` works),
-//! and never on a network where the alias does not hold. Native tasks on the 2-node testbed;
-//! names are resolved inside the tasks' own namespaces through 127.0.0.11.
+//! and never on a network where the alias does not hold. Native tasks and a container on
+//! the 2-node testbed; names are resolved inside the tasks' own namespaces through
+//! 127.0.0.11.
 
 use shoal_integration::shoal_ok as shoal;
 use shoal_integration::testbed::{Testbed, require_root};
@@ -27,6 +28,10 @@ services:
     networks: [front, back]
   client:
     command: sleep 900922
+    networks: [front]
+  box:
+    image: shoal-test-busybox:latest
+    command: sleep 900926
     networks: [front]
   lonely:
     command: sleep 900923
@@ -78,6 +83,23 @@ fn resolve(marker: &str, name: &str) -> String {
             "import socket\ntry:\n    print(sorted(socket.gethostbyname_ex('{name}')[2]))\nexcept Exception as e:\n    print('error', e)"
         ),
     )
+}
+
+/// Whether the Docker part can run: the local test image on a running engine (under
+/// CI=true it must).
+fn has_test_image() -> bool {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "shoal-test-busybox:latest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "no Docker engine with shoal-test-busybox:latest, and CI=true does not allow skipping"
+        );
+        eprintln!("skipping the container checks: no Docker engine with the test image");
+    }
+    ok
 }
 
 fn eventually(what: &str, f: impl FnMut() -> bool) {
@@ -150,6 +172,50 @@ fn stack_services_reach_each_other_by_short_name() {
             "import urllib.request\ntry:\n    print(urllib.request.urlopen('http://web:8000/', timeout=3).read().decode().strip())\nexcept Exception as e:\n    print('error', e)",
         ) == "hello from web"
     });
+
+    // The same from inside a container (busybox's nslookup and nc, through 127.0.0.11).
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    if has_test_image() {
+        let mut container = String::new();
+        eventually("the box container runs", || {
+            container = docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                "label=com.docker.swarm.service.name=names_box",
+            ])
+            .trim()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+            !container.is_empty()
+        });
+        eventually("nslookup web in the container", || {
+            docker(&["exec", &container, "nslookup", "web"])
+                .contains(&format!("Address: {web_vip}"))
+        });
+        let tasks = docker(&["exec", &container, "nslookup", "tasks.agent"]);
+        assert_eq!(tasks.matches("Address: 198.19.71.").count(), 2, "{tasks}");
+        eventually("http://web:8000/ from the container", || {
+            docker(&[
+                "exec",
+                &container,
+                "sh",
+                "-c",
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 web 8000",
+            ])
+            .contains("hello from web")
+        });
+        let lonely = docker(&["exec", &container, "nslookup", "lonely"]);
+        assert!(!lonely.contains("Address: 198.19."), "{lonely}");
+    }
 
     // On back, where web's alias does not hold, `web` does not resolve; agent's does, with
     // its back VIP and its back task addresses only.
