@@ -339,6 +339,18 @@ pub fn render_pretty(n: &Node) -> String {
         " Architecture",
         &n.description.platform.architecture,
     );
+    let r = &n.description.resources;
+    if r.nano_cpus > 0 || r.memory_bytes > 0 {
+        // Docker's layout: CPUs as a count, memory in binary units.
+        field(&mut o, W, "Resources", "");
+        field(&mut o, W, " CPUs", &format!("{}", r.nano_cpus as f64 / 1e9));
+        field(
+            &mut o,
+            W,
+            " Memory",
+            &format!("{:.1}GiB", r.memory_bytes as f64 / f64::from(1u32 << 30)),
+        );
+    }
     field(&mut o, W, "Executor", &n.description.executor);
     field(&mut o, W, "Dataplane", &n.description.dataplane);
     o
@@ -454,6 +466,17 @@ w2xxxxxxxxxxxxxxxxxxxxxxx     worker-2    Down      Drain
         ));
         assert!(text.contains(" Leader:              Yes\n"));
         assert!(text.contains(" Raft Status:         Reachable\n"));
+        assert!(!text.contains("Resources"), "none reported");
+        let mut n = n.clone();
+        n.description.resources = Resources {
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 3 << 30,
+        };
+        let text = render_pretty(&n);
+        assert!(
+            text.contains("Resources:\n CPUs:                2\n Memory:              3.0GiB\n"),
+            "{text}"
+        );
     }
 
     #[test]
