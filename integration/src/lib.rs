@@ -263,6 +263,40 @@ pub fn remove_containers_under(root: &Path) {
 }
 
 /// Polls `f` (blocking) until it holds; panics naming `what` after `timeout`.
+/// Runs python `code` in the network and mount namespaces of the first process whose
+/// command line holds `marker` (a native task), and returns what it printed.
+pub fn python_in_task(marker: &str, code: &str) -> String {
+    let pid = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
+    )
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_string();
+    let out = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "-m", "python3", "-c", code])
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Err(e) => format!("error nsenter: {e}"),
+    }
+}
+
+/// The addresses `name` resolves to (sorted, as a Python list) from the task running
+/// `marker`, through its own resolv.conf, or "error ..." when it does not resolve.
+pub fn resolve_in_task(marker: &str, name: &str) -> String {
+    python_in_task(
+        marker,
+        &format!(
+            "import socket\ntry:\n    print(sorted(socket.gethostbyname_ex('{name}')[2]))\nexcept Exception as e:\n    print('error', e)"
+        ),
+    )
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while !f() {

@@ -6,27 +6,8 @@ use shoal_integration::testbed::{Testbed, require_root};
 use std::process::Command;
 use std::time::Duration;
 
-/// Resolves `name` inside the network and mount namespaces of the process running `marker`.
 fn resolve(marker: &str, name: &str) -> String {
-    let pid = String::from_utf8_lossy(
-        &Command::new("pgrep")
-            .args(["-f", marker])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .lines()
-    .next()
-    .unwrap_or_default()
-    .to_string();
-    let code = format!(
-        "import socket\ntry:\n    print(sorted(socket.gethostbyname_ex('{name}')[2]))\nexcept Exception as e:\n    print('error', e)"
-    );
-    let out = Command::new("nsenter")
-        .args(["-t", &pid, "-n", "-m", "python3", "-c", &code])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    shoal_integration::resolve_in_task(marker, name)
 }
 
 fn eventually(what: &str, f: impl FnMut() -> bool) {

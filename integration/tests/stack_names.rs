@@ -51,38 +51,12 @@ networks:
     )
 }
 
-fn pid_of(marker: &str) -> String {
-    String::from_utf8_lossy(
-        &Command::new("pgrep")
-            .args(["-f", marker])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .lines()
-    .next()
-    .unwrap_or_default()
-    .to_string()
-}
-
-/// Runs python `code` in the network and mount namespaces of the task running `marker`.
 fn in_task(marker: &str, code: &str) -> String {
-    let pid = pid_of(marker);
-    let out = Command::new("nsenter")
-        .args(["-t", &pid, "-n", "-m", "python3", "-c", code])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    shoal_integration::python_in_task(marker, code)
 }
 
-/// The addresses `name` resolves to from the task running `marker`, or "error ...".
 fn resolve(marker: &str, name: &str) -> String {
-    in_task(
-        marker,
-        &format!(
-            "import socket\ntry:\n    print(sorted(socket.gethostbyname_ex('{name}')[2]))\nexcept Exception as e:\n    print('error', e)"
-        ),
-    )
+    shoal_integration::resolve_in_task(marker, name)
 }
 
 /// Whether the Docker part can run: the local test image on a running engine (under
