@@ -160,7 +160,32 @@ fn join(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::from(parts.join(&sep.to_string())))
 }
 
+/// Actions a service template may not use: `define`/`template`/`block` can recurse until
+/// the stack overflows, and `printf`/`print`/`println` can be asked for widths that
+/// exhaust memory. Swarm's templates need none of them (fields, `index`, `join`).
+const REFUSED_ACTIONS: [&str; 6] = ["define", "template", "block", "printf", "print", "println"];
+
+fn refuse_unsafe(text: &str) -> Result<(), TemplateError> {
+    for (i, _) in text.match_indices("{{") {
+        let rest = text[i + 2..].trim_start_matches('-').trim_start();
+        // Every word of the action: a pipeline can call a function after `|`.
+        let action = rest.split("}}").next().unwrap_or("");
+        for word in action.split(|c: char| c.is_whitespace() || c == '|' || c == '(') {
+            if REFUSED_ACTIONS.contains(&word) {
+                return Err(TemplateError::Parse {
+                    text: text.to_string(),
+                    reason: format!(
+                        "{word:?} is not allowed in service templates (use fields, index and join)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parse(text: &str) -> Result<gtmpl::Template, TemplateError> {
+    refuse_unsafe(text)?;
     let mut tmpl = gtmpl::Template::default();
     tmpl.add_func("join", join);
     tmpl.parse(text).map_err(|e| TemplateError::Parse {
@@ -298,6 +323,21 @@ mod tests {
         assert!(check("{{.Task.Slot").is_err());
         assert!(check("{{.Task.Nope}}").is_err());
         assert!(check("{{nosuchfunc .Task.ID}}").is_err());
+    }
+
+    #[test]
+    fn recursion_and_unbounded_formatting_are_refused_before_parsing() {
+        for bad in [
+            r#"{{define "a"}}{{template "a" .}}{{end}}{{template "a" .}}"#,
+            r#"{{- block "b" .}}x{{end}}"#,
+            r#"{{printf "%999999999d" 1}}"#,
+            r#"{{.Task.ID | printf "%s"}}"#,
+            r#"{{ println .Task.ID }}"#,
+        ] {
+            let e = check(bad).unwrap_err().to_string();
+            assert!(e.contains("not allowed in service templates"), "{bad}: {e}");
+        }
+        assert_eq!(check(r#"{{index .Service.Labels "templated"}}"#), Ok(()));
     }
 
     #[test]

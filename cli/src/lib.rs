@@ -32,8 +32,9 @@ use std::io::{ErrorKind, Write};
 
 /// Docker's `service create --host HOST:IP` shares its name with the global `--host` that
 /// picks the daemon; clap cannot hold both, so inside `service create|update` a `--host`
-/// whose value is not a daemon address becomes `--add-host`. Daemon addresses keep working
-/// anywhere on the line (`unix://...`).
+/// whose value is a `HOST:IP` mapping becomes `--add-host`. Daemon addresses
+/// (`unix://...`) keep working anywhere on the line, and a task command's own `--host`
+/// (`pg_isready --host=db`) is left alone, since its value is no mapping.
 pub fn docker_argv<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
     let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
     let in_service_spec = argv
@@ -42,7 +43,17 @@ pub fn docker_argv<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
     if !in_service_spec {
         return argv;
     }
-    let daemon_addr = |v: &str| v.contains("://");
+    let mapping = |v: &str| {
+        !v.contains("://")
+            && v.split_once(':').is_some_and(|(h, ip)| {
+                !h.is_empty()
+                    && ip
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok()
+            })
+    };
     let mut out = Vec::with_capacity(argv.len());
     let mut i = 0;
     while i < argv.len() {
@@ -53,7 +64,7 @@ pub fn docker_argv<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
         }
         if a == "--host"
             && let Some(v) = argv.get(i + 1)
-            && !daemon_addr(v)
+            && mapping(v)
         {
             out.push("--add-host".into());
             out.push(v.clone());
@@ -61,7 +72,7 @@ pub fn docker_argv<S: AsRef<str>>(argv: &[S]) -> Vec<String> {
             continue;
         }
         if let Some(v) = a.strip_prefix("--host=")
-            && !daemon_addr(v)
+            && mapping(v)
         {
             out.push(format!("--add-host={v}"));
             i += 1;

@@ -155,6 +155,7 @@ impl ControlApi {
                 Ok(ControlResponse::Done)
             }
             R::ServiceCreate { spec } => {
+                templates_expand(&spec)?;
                 reservation_fits(&self.raft.state(), &spec)?;
                 let id = new_id();
                 self.propose(Command::CreateService {
@@ -184,6 +185,7 @@ impl ControlApi {
                 version,
                 spec,
             } => {
+                templates_expand(&spec)?;
                 reservation_fits(&self.raft.state(), &spec)?;
                 let id = self.resolve(|s| &s.services, &service)?;
                 self.propose(Command::UpdateService {
@@ -243,6 +245,7 @@ impl ControlApi {
                 {
                     let state = self.raft.state();
                     for spec in &services {
+                        templates_expand(spec)?;
                         reservation_fits(&state, spec)?;
                     }
                 }
@@ -345,6 +348,31 @@ impl ControlApi {
     }
 }
 
+/// Refuses service templates the agents could not expand (hostname, env values, mount
+/// sources). Checked here, before proposing, not in the store's apply: an entry committed
+/// by an older version (when `{{` in an env value meant nothing) must replay the same.
+pub fn templates_expand(spec: &ServiceSpec) -> Result<(), Status> {
+    let cs = &spec.task_template.container_spec;
+    let texts = std::iter::once(("ContainerSpec.Hostname (--hostname)", cs.hostname.as_str()))
+        .chain(cs.env.iter().map(|e| {
+            (
+                "ContainerSpec.Env (--env)",
+                e.split_once('=').map_or("", |(_, v)| v),
+            )
+        }))
+        .chain(
+            cs.mounts
+                .iter()
+                .map(|m| ("ContainerSpec.Mounts.Source (--mount)", m.source.as_str())),
+        );
+    for (field, text) in texts {
+        shoal_api::template::check(text).map_err(|e| {
+            ErrorKind::Invalid.status(format!("service {}: {field}: {e}", spec.name))
+        })?;
+    }
+    Ok(())
+}
+
 /// Refuses a spec whose reservation is more than any node of the cluster has in all: its
 /// tasks could only ever be pending. (A reservation that fits some node but not its free
 /// room now is accepted, and its tasks wait with the scheduler's reason, as in Docker.)
@@ -420,5 +448,43 @@ pub fn task_view(state: &ClusterState, t: &Task) -> TaskView {
             .unwrap_or_default(),
         service_name,
         task: t.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "Name": "web",
+            "TaskTemplate": {"ContainerSpec": {"Image": "img"}, "Runtime": "docker"},
+            "Mode": {"Replicated": {"Replicas": 1}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn templates_are_checked_before_proposing() {
+        let mut s = spec();
+        s.task_template.container_spec.hostname = "{{.Service.Name}}-{{.Task.Slot}}".into();
+        assert!(templates_expand(&s).is_ok());
+        s.task_template.container_spec.hostname = "{{.Task.Slott}}".into();
+        let e = templates_expand(&s).unwrap_err();
+        assert!(
+            e.message()
+                .starts_with("service web: ContainerSpec.Hostname (--hostname): template"),
+            "{}",
+            e.message()
+        );
+        let mut s = spec();
+        s.task_template.container_spec.env =
+            vec![r#"X={{define "a"}}{{template "a" .}}{{end}}{{template "a" .}}"#.into()];
+        let e = templates_expand(&s).unwrap_err();
+        assert!(
+            e.message().contains("not allowed in service templates"),
+            "{}",
+            e.message()
+        );
     }
 }

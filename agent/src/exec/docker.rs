@@ -195,9 +195,9 @@ pub fn volume_requests(task: &Task) -> Vec<VolumeCreateRequest> {
             let driver = vo.driver_config.clone().unwrap_or_default();
             VolumeCreateRequest {
                 name: Some(m.source.clone()),
-                driver: Some(driver.name)
-                    .filter(|n| !n.is_empty())
-                    .or_else(|| Some("local".into())),
+                // No driver named: the engine's default (local) when it creates the volume,
+                // and whatever driver an existing one has, as Docker does.
+                driver: Some(driver.name).filter(|n| !n.is_empty()),
                 driver_opts: Some(driver.options.into_iter().collect())
                     .filter(|o: &HashMap<_, _>| !o.is_empty()),
                 labels: Some(vo.labels.into_iter().collect())
@@ -441,17 +441,19 @@ impl DockerExecutor {
 
     /// A named volume the task mounts: created through the engine when missing (its driver,
     /// `local` unless the mount names one, with the mount's options and labels), reused
-    /// afterwards. One of that name made with another driver is not silently taken.
+    /// afterwards. One of that name made with another driver than the mount names is not
+    /// silently taken; a mount that names none takes the volume as it is (an external one).
     async fn ensure_volume(&self, task: &str, want: VolumeCreateRequest) -> Result<(), ExecError> {
         let name = want.name.clone().unwrap_or_default();
-        let driver = want.driver.clone().unwrap_or_else(|| "local".into());
+        let named = want.driver.clone();
+        let driver = named.clone().unwrap_or_else(|| "local".into());
         let fail = |reason: String| ExecError::Volume {
             task: task.to_string(),
             volume: name.clone(),
             reason,
         };
         match self.docker.inspect_volume(&name).await {
-            Ok(v) if v.driver == driver => Ok(()),
+            Ok(v) if named.is_none() || v.driver == driver => Ok(()),
             Ok(v) => Err(fail(format!(
                 "it exists with driver {} and the service asks for driver {driver}; remove the volume or name another",
                 v.driver

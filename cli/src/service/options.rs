@@ -166,14 +166,14 @@ pub fn parse_bytes(flag: &'static str, value: &str) -> Result<i64, SpecError> {
     Ok((n * mult) as i64)
 }
 
-/// Billionths of a CPU from `0.5` or `2`.
+/// Billionths of a CPU from `0.5` or `2`; `0` clears the limit or reservation, as in Docker.
 pub fn parse_cpus(flag: &'static str, value: &str) -> Result<i64, SpecError> {
     match value.trim().parse::<f64>() {
-        Ok(c) if c > 0.0 && c <= 4096.0 => Ok((c * 1e9).round() as i64),
+        Ok(c) if (0.0..=4096.0).contains(&c) => Ok((c * 1e9).round() as i64),
         _ => Err(bad(
             flag,
             value,
-            "use a positive number of CPUs like 0.5 or 2",
+            "use a number of CPUs like 0.5 or 2 (0 for none)",
         )),
     }
 }
@@ -646,11 +646,8 @@ impl SpecEdits {
                 if let Some(cmd) = &h.cmd {
                     hc.test = vec!["CMD-SHELL".into(), cmd.clone()];
                 }
-                if hc.test.is_empty() {
-                    return Err(SpecError::Missing(
-                        "--health-cmd (the other --health-* flags change an existing check)",
-                    ));
-                }
+                // No test at all: the image's own check, with these timings (Docker's
+                // empty Test).
                 let set = |dst: &mut i64, v: Option<u64>| {
                     if let Some(v) = v {
                         *dst = v as i64;
@@ -736,7 +733,7 @@ impl SpecEdits {
     /// What a native task cannot have: it runs on the node's own root filesystem, in no
     /// container, so these would silently do nothing.
     fn check_native(&self) -> Result<(), SpecError> {
-        let container_only: [(&'static str, bool); 12] = [
+        let container_only: [(&'static str, bool); 11] = [
             ("--hostname", self.hostname.is_some()),
             ("--entrypoint", self.entrypoint.is_some()),
             ("--init", self.init == Some(true)),
@@ -757,8 +754,10 @@ impl SpecEdits {
                 "--cap-add/--cap-drop",
                 !self.cap_add.is_empty() || !self.cap_drop.is_empty(),
             ),
-            ("--sysctl", !self.sysctls.add.is_empty()),
-            ("--ulimit", !self.ulimits.add.is_empty()),
+            (
+                "--sysctl other than net.* (a native task shares the node's kernel settings)",
+                self.sysctls.add.iter().any(|(k, _)| !k.starts_with("net.")),
+            ),
             (
                 "--health-cmd",
                 self.health.cmd.is_some() || self.health.disable || self.healthcheck.is_some(),
@@ -767,12 +766,9 @@ impl SpecEdits {
         if let Some((flag, _)) = container_only.iter().find(|(_, set)| *set) {
             return Err(SpecError::ContainerOnly(flag));
         }
+        // Binds, tmpfs and local volumes are made in the task's own mount namespace, ulimits
+        // by prlimit and net.* sysctls in its network namespace (exec/native_plan.rs).
         for m in &self.mounts.add {
-            if m.kind != "volume" {
-                return Err(SpecError::ContainerOnly(
-                    "--mount type=bind|tmpfs (a native task takes local volumes only)",
-                ));
-            }
             if m.kind == "volume"
                 && m.volume_options
                     .as_ref()

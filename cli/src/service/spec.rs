@@ -278,15 +278,15 @@ pub struct CreateOptions {
     pub edits: SpecEdits,
 }
 
-/// `--limit-memory`: a size, at least Docker's minimum of 6 MiB.
+/// `--limit-memory`: a size, at least Docker's minimum of 6 MiB, or 0 for no limit.
 pub fn parse_memory_limit(value: &str) -> Result<i64, SpecError> {
     let bytes = super::options::parse_bytes("--limit-memory", value)?;
     // Docker refuses less than 6 MiB; so do we, before a task fails for it.
-    if bytes < 6 * 1024 * 1024 {
+    if bytes != 0 && bytes < 6 * 1024 * 1024 {
         return Err(SpecError::BadValue {
             flag: "--limit-memory",
             value: value.to_string(),
-            reason: "the minimum is 6M",
+            reason: "the minimum is 6M (0 for no limit)",
         });
     }
     Ok(bytes)

@@ -63,7 +63,8 @@ fn healthcheck(h: &compose::Healthcheck) -> Result<HealthConfig> {
         });
     }
     let test = match &h.test {
-        None => bail!("healthcheck needs a test (or disable: true)"),
+        // No test: the image's own check runs with these timings, as Docker sends it.
+        None => vec![],
         Some(compose::Words::Line(s)) => vec!["CMD-SHELL".to_string(), s.clone()],
         Some(compose::Words::List(l)) => match l.first().map(String::as_str) {
             Some("CMD") | Some("CMD-SHELL") | Some("NONE") => l.clone(),
@@ -146,6 +147,11 @@ fn restart(
         o.restart_max_attempts = p.max_attempts;
         o.edits.restart_window = nanos("deploy.restart_policy.window", &p.window)?;
     } else if let Some(r) = restart {
+        // docker/cli's convertRestartPolicy: `no` sets no policy, so swarm's default (any)
+        // applies.
+        if r == "no" {
+            return Ok(());
+        }
         let (c, n) = r.split_once(':').unwrap_or((r, ""));
         o.restart_condition = Some(cond(c).map_err(|e| anyhow!("restart: {e}"))?);
         if !n.is_empty() {

@@ -454,6 +454,20 @@ fn the_swarm_subset_converts_as_docker_stack_deploy_does() {
 }
 
 #[test]
+fn a_healthcheck_without_test_keeps_the_images_with_new_timings() {
+    let p = planned("services:\n  web:\n    image: x\n    healthcheck:\n      interval: 30s\n      retries: 5\n").unwrap();
+    let hc = p.services[0]
+        .spec
+        .task_template
+        .container_spec
+        .healthcheck
+        .clone()
+        .unwrap();
+    assert!(hc.test.is_empty());
+    assert_eq!((hc.interval, hc.retries), (30_000_000_000, 5));
+}
+
+#[test]
 fn refusals_name_the_key_and_the_fix() {
     for (text, want) in [
         (

@@ -1149,23 +1149,6 @@ fn check_deploy_settings(spec: &ServiceSpec) -> Result<(), String> {
                 .into(),
         );
     }
-    // Service templates the agents would fail to expand, refused now rather than per task.
-    let cs = &tt.container_spec;
-    let texts = std::iter::once(("ContainerSpec.Hostname (--hostname)", cs.hostname.as_str()))
-        .chain(cs.env.iter().map(|e| {
-            (
-                "ContainerSpec.Env (--env)",
-                e.split_once('=').map_or("", |(_, v)| v),
-            )
-        }))
-        .chain(
-            cs.mounts
-                .iter()
-                .map(|m| ("ContainerSpec.Mounts.Source (--mount)", m.source.as_str())),
-        );
-    for (field, text) in texts {
-        shoal_api::template::check(text).map_err(|e| format!("{field}: {e}"))?;
-    }
     Ok(())
 }
 

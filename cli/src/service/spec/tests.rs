@@ -555,6 +555,12 @@ fn mounts_and_limits_are_parsed_like_docker() {
     assert_eq!(parse_bytes("--reserve-memory", "1M").unwrap(), 1 << 20);
     assert_eq!(parse_cpus("--limit-cpu", "0.5").unwrap(), 500_000_000);
     assert!(parse_cpus("--limit-cpu", "-1").is_err());
+    assert_eq!(
+        parse_cpus("--limit-cpu", "0").unwrap(),
+        0,
+        "0 clears, as in Docker"
+    );
+    assert_eq!(parse_memory_limit("0").unwrap(), 0);
     assert!(parse_cpus("--limit-cpu", "x").is_err());
 }
 
@@ -575,10 +581,21 @@ fn native_services_refuse_container_only_flags() {
         },
         ..Default::default()
     };
-    let err = create_plan(&with(bind.clone()), &|_| None)
+    assert!(
+        create_plan(&with(bind.clone()), &|_| None).is_ok(),
+        "a native task takes binds, in its own mount namespace"
+    );
+    let sysctl = SpecEdits {
+        sysctls: ListEdit {
+            add: vec![("kernel.shmmax".into(), "1".into())],
+            rm: vec![],
+        },
+        ..Default::default()
+    };
+    let err = create_plan(&with(sysctl), &|_| None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--mount type=bind|tmpfs"), "{err}");
+    assert!(err.contains("--sysctl other than net.*"), "{err}");
     let driver = SpecEdits {
         mounts: ListEdit {
             add: vec![parse_mount("--mount", "source=data,target=/d,volume-opt=type=nfs").unwrap()],
