@@ -427,8 +427,8 @@ pub struct Mount {
     #[serde(rename = "Type")]
     pub kind: String,
     /// Host path (bind), volume name (volume; empty: anonymous), unused for tmpfs. May hold
-    /// service templates.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    /// service templates. Always written, since agents of the previous version require it.
+    #[serde(default)]
     pub source: String,
     pub target: String,
     #[serde(default, skip_serializing_if = "is_false")]

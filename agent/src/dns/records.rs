@@ -68,10 +68,11 @@ pub fn scope_for(view: &NodeView, task: &Task) -> Scope {
             EndpointMode::Vip => vips.clone(),
             EndpointMode::Dnsrr => task_ips.clone(),
         };
+        // Names merge rather than replace: another service's alias may be this name.
         if !service_answer.is_empty() {
-            scope.names.insert(name.clone(), service_answer);
+            add_all(&mut scope.names, name.clone(), service_answer);
         }
-        scope.names.insert(format!("tasks.{name}"), task_ips);
+        add_all(&mut scope.names, format!("tasks.{name}"), task_ips);
         // An alias answers like the service name, and `tasks.<alias>` like `tasks.<name>`,
         // with the addresses on the alias's own network only: a task that shares another
         // network with the service does not see the alias there.

@@ -281,7 +281,8 @@ pub fn parse_cap(flag: &'static str, v: &str) -> Result<String, SpecError> {
 /// Docker's stop signals: a name with or without SIG, or a number.
 pub fn check_signal(flag: &'static str, value: &str) -> Result<String, SpecError> {
     let v = value.trim();
-    let name = v.trim_start_matches("SIG").to_ascii_uppercase();
+    let upper = v.to_ascii_uppercase();
+    let name = upper.trim_start_matches("SIG").to_string();
     let known = v.parse::<u8>().is_ok_and(|n| (1..=64).contains(&n))
         || format!("SIG{name}")
             .parse::<nix::sys::signal::Signal>()

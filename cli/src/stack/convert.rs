@@ -12,7 +12,7 @@ use crate::service::options::{self, ListEdit, RolloutEdits};
 use crate::service::spec::{self, CreateOptions};
 use anyhow::{Context, Result, anyhow, bail};
 use shoal_api::objects::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What the conversion needs from outside the file.
@@ -397,6 +397,9 @@ fn service_options(
     let deploy = svc.deploy.as_ref();
     let global = match deploy.and_then(|d| d.mode.as_deref()) {
         None | Some("replicated") => false,
+        Some("global") if deploy.and_then(|d| d.replicas).is_some() => {
+            bail!("deploy.replicas cannot be used with mode: global; remove one of them")
+        }
         Some("global") => true,
         Some(m @ ("replicated-job" | "global-job")) => bail!(
             "deploy.mode {m:?}: jobs are not supported by shoal's orchestrator yet; use replicated or global"
@@ -412,10 +415,7 @@ fn service_options(
     // Every network of the service carries its Compose name as an alias, as in Docker, so
     // `name` and `tasks.name` resolve inside the stack.
     let mut nets = Vec::new();
-    let entries = match &svc.networks {
-        Some(n) => n.entries(),
-        None => vec![("default".to_string(), compose::NetworkAttach::default())],
-    };
+    let entries = networks_of(svc);
     for (key, attach) in entries {
         let Some(full) = networks.get(&key) else {
             bail!("network {key:?} is not declared under the file's top-level networks");
@@ -611,6 +611,15 @@ fn service_options(
     Ok(o)
 }
 
+/// A service's networks by file key: none given (or an empty list) is the stack's
+/// `default`, as in Docker.
+fn networks_of(svc: &compose::Service) -> Vec<(String, compose::NetworkAttach)> {
+    match svc.networks.as_ref().map(|n| n.entries()) {
+        Some(e) if !e.is_empty() => e,
+        _ => vec![("default".to_string(), compose::NetworkAttach::default())],
+    }
+}
+
 fn network_spec(stack: &str, key: &str, n: &compose::Network) -> Result<NetworkSpec> {
     if let Some(d) = &n.driver
         && !d.eq_ignore_ascii_case("overlay")
@@ -672,13 +681,20 @@ pub fn plan(env: &Env<'_>, file: &ComposeFile) -> Result<StackPlan> {
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut networks = Vec::new();
     let mut external = Vec::new();
+    // Only the networks some service uses are made (or looked for, when external), as
+    // docker/cli's converter does.
+    let used: BTreeSet<String> = file
+        .services
+        .values()
+        .flat_map(|s| networks_of(s).into_iter().map(|(k, _)| k))
+        .collect();
     let mut declared: Vec<(String, Option<&compose::Network>)> = file
         .networks
         .iter()
+        .filter(|(k, _)| used.contains(*k))
         .map(|(k, v)| (k.clone(), v.as_ref()))
         .collect();
-    let uses_default = file.services.values().any(|s| s.networks.is_none());
-    if uses_default && !file.networks.contains_key("default") {
+    if used.contains("default") && !file.networks.contains_key("default") {
         declared.push(("default".into(), None));
     }
     let empty = compose::Network::default();

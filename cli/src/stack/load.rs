@@ -272,43 +272,42 @@ fn key_of(line: &str) -> Option<&str> {
 /// List indices in the path are skipped; a key is searched within its parent's block.
 pub fn locate(text: &str, path: &[String]) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
+    let content = |l: &str| {
+        let t = l.trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    };
     let (mut from, mut to) = (0usize, lines.len());
-    let mut parent_indent: Option<usize> = None;
     let mut found = None;
     for seg in path.iter().filter(|s| s.parse::<usize>().is_err()) {
-        let mut hit = None;
-        for (i, line) in lines.iter().enumerate().take(to).skip(from) {
-            if line.trim().is_empty() || line.trim_start().starts_with('#') {
-                continue;
-            }
-            let ind = indent_of(line);
-            if parent_indent.is_some_and(|p| ind <= p) {
-                continue;
-            }
-            if key_of(line) == Some(seg.as_str()) {
-                hit = Some((i, ind));
-                break;
-            }
-        }
-        let (i, ind) = hit?;
+        // Only the block's direct children: keys at the indent of its first content line
+        // (a deeper key of the same name belongs to something else).
+        let child_indent = lines[from..to]
+            .iter()
+            .find(|l| content(l))
+            .map(|l| indent_of(l))?;
+        let (i, ind) = lines
+            .iter()
+            .enumerate()
+            .take(to)
+            .skip(from)
+            .filter(|(_, l)| content(l) && indent_of(l) == child_indent)
+            .find(|(_, l)| key_of(l) == Some(seg.as_str()))
+            .map(|(i, l)| (i, indent_of(l)))?;
         found = Some((i + 1, ind + 1));
-        // The key's block: until the next line indented no deeper than the key.
+        // The key's block: until the next line indented no deeper than the key (a list
+        // item at the key's own indent still belongs to it).
         let end = lines
             .iter()
             .enumerate()
             .skip(i + 1)
             .find(|(_, l)| {
                 let t = l.trim_start();
-                let ind_here = l.len() - t.len();
-                let content = !t.is_empty() && !t.starts_with('#');
-                // A list item at the key's own indent still belongs to the key's block.
-                let item_of_key = t.starts_with('-') && ind_here == ind;
-                content && ind_here <= ind && !item_of_key
+                let here = l.len() - t.len();
+                content(l) && here <= ind && !(t.starts_with('-') && here == ind)
             })
             .map_or(lines.len(), |(j, _)| j);
         from = i + 1;
         to = end;
-        parent_indent = Some(ind);
     }
     found
 }

@@ -155,7 +155,7 @@ fn bad_values_name_the_service() {
             "deploy.mode",
         ),
         (
-            "services:\n  web:\n    image: x\nnetworks:\n  n:\n    driver: bridge\n",
+            "services:\n  web:\n    image: x\n    networks: [n]\nnetworks:\n  n:\n    driver: bridge\n",
             "driver \"bridge\" is not supported",
         ),
         ("version: \"2\"\nservices: {}\n", "format 3"),
@@ -454,6 +454,18 @@ fn the_swarm_subset_converts_as_docker_stack_deploy_does() {
 }
 
 #[test]
+fn only_used_networks_are_made_and_an_empty_list_means_default() {
+    let p = planned("services:\n  web:\n    image: x\n    networks: []\nnetworks:\n  spare: {}\n  gone:\n    external: true\n").unwrap();
+    let names: Vec<&str> = p.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["shop_default"]);
+    assert!(
+        p.external.is_empty(),
+        "an unused external network is not looked for"
+    );
+    assert_eq!(p.services[0].networks[0].name, "shop_default");
+}
+
+#[test]
 fn a_healthcheck_without_test_keeps_the_images_with_new_timings() {
     let p = planned("services:\n  web:\n    image: x\n    healthcheck:\n      interval: 30s\n      retries: 5\n").unwrap();
     let hc = p.services[0]
@@ -489,6 +501,10 @@ fn refusals_name_the_key_and_the_fix() {
         (
             "services:\n  web:\n    image: x\n    deploy:\n      resources:\n        reservations:\n          generic_resources: []\n",
             "generic_resources and devices",
+        ),
+        (
+            "services:\n  web:\n    image: x\n    deploy:\n      mode: global\n      replicas: 2\n",
+            "deploy.replicas cannot be used with mode: global",
         ),
         (
             "services:\n  web:\n    image: x\n    deploy:\n      update_config:\n        max_failure_ratio: 2\n",

@@ -177,4 +177,7 @@ fn locate_follows_blocks() {
     assert_eq!(locate(text, &p("services.web.deploy.mode")), Some((7, 7)));
     assert_eq!(locate(text, &p("services.db.deploy.mode")), Some((4, 7)));
     assert_eq!(locate(text, &p("services.nope")), None);
+    // A deeper key of the same name is not the one meant.
+    let text = "services:\n  proxy:\n    networks:\n      web:\n  web:\n    imagee: x\n";
+    assert_eq!(locate(text, &p("services.web.imagee")), Some((6, 5)));
 }
