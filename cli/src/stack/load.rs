@@ -344,63 +344,141 @@ fn volume_target(v: &Value) -> Option<String> {
     }
 }
 
-/// Merges `over` into `base` as `docker stack deploy -c a -c b` does: mappings merge key by
-/// key, a later scalar or list replaces an earlier one, except the lists Docker merges:
-/// ports (union), volumes (by target), and environment, labels, extra_hosts and sysctls (by
-/// key, in either list or map form).
-fn merge(base: &mut Value, over: Value, depth: Vec<String>) {
-    let service_key = depth.len() == 3 && depth[0] == "services";
+/// The published port (and protocol) a `ports:` entry claims, which a later file's entry
+/// for the same port replaces; `None` for a target-only entry.
+fn published_key(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => {
+            let (spec, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+            // [IP:]PUBLISHED:TARGET; a bare TARGET publishes nothing fixed.
+            let parts: Vec<&str> = spec.split(':').collect();
+            (parts.len() >= 2).then(|| format!("{}/{proto}", parts[parts.len() - 2]))
+        }
+        Value::Mapping(m) => {
+            let published = m.get("published").map(key_text)?;
+            let proto = m
+                .get("protocol")
+                .map(key_text)
+                .unwrap_or_else(|| "tcp".into());
+            Some(format!("{published}/{proto}"))
+        }
+        _ => None,
+    }
+}
+
+fn networks_map(v: &Value) -> Option<Mapping> {
+    match v {
+        Value::Mapping(m) => Some(m.clone()),
+        Value::Sequence(s) => Some(s.iter().map(|n| (n.clone(), Value::Null)).collect()),
+        _ => None,
+    }
+}
+
+/// Merges `over` into `base` as `docker stack deploy -c a -c b` does (docker/cli
+/// `cli/compose/loader/merge.go`): mappings merge key by key and a later scalar wins; inside
+/// a service, lists are appended (`cap_add`, `dns`, `placement.constraints`, ...) except
+/// `command`, `entrypoint` and `healthcheck.test`, which are replaced, `ports`, merged by
+/// published port, `volumes`, by target, `networks`, `environment`, `labels`,
+/// `extra_hosts` and `sysctls`, by key in list or map form, and `logging`, whose options
+/// are dropped when the driver changes.
+fn merge(base: &mut Value, over: Value, path: Vec<String>) {
+    let in_service = path.len() >= 3 && path[0] == "services";
+    let key = path.last().map(String::as_str).unwrap_or("");
+    let service_key = path.len() == 3 && path[0] == "services";
+    if in_service {
+        match key {
+            "command" | "entrypoint" => {
+                *base = over;
+                return;
+            }
+            "test" if path.len() == 4 && path[2] == "healthcheck" => {
+                *base = over;
+                return;
+            }
+            "logging" if service_key => {
+                let driver = |v: &Value| v.get("driver").map(key_text);
+                if driver(&over).is_some() && driver(&over) != driver(base) {
+                    *base = over;
+                    return;
+                }
+            }
+            "environment" | "labels" | "sysctls" | "extra_hosts"
+                if service_key || (key == "labels" && path.len() == 4 && path[2] == "deploy") =>
+            {
+                let sep = if key == "extra_hosts" { ':' } else { '=' };
+                if let (Some(mut bm), Some(om)) =
+                    (as_pairs_map(base, sep), as_pairs_map(&over, sep))
+                {
+                    for (k, v) in om {
+                        bm.insert(k, v);
+                    }
+                    *base = Value::Mapping(bm);
+                } else {
+                    *base = over;
+                }
+                return;
+            }
+            "networks" if service_key => {
+                if let (Some(mut bm), Some(om)) = (networks_map(base), networks_map(&over)) {
+                    for (k, v) in om {
+                        match bm.get_mut(&k) {
+                            Some(existing) => {
+                                merge(existing, v, [path.clone(), vec![key_text(&k)]].concat())
+                            }
+                            None => {
+                                bm.insert(k, v);
+                            }
+                        }
+                    }
+                    *base = Value::Mapping(bm);
+                } else {
+                    *base = over;
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
     match (base, over) {
         (Value::Mapping(b), Value::Mapping(o)) => {
             for (k, v) in o {
-                let mut d = depth.clone();
-                d.push(key_text(&k));
+                let mut p = path.clone();
+                p.push(key_text(&k));
                 match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v, d),
+                    Some(existing) => merge(existing, v, p),
                     None => {
                         b.insert(k, v);
                     }
                 }
             }
         }
-        (b, o) if service_key => {
-            let key = depth[2].as_str();
-            match key {
-                "environment" | "labels" | "sysctls" | "extra_hosts" => {
-                    let sep = if key == "extra_hosts" { ':' } else { '=' };
-                    match (as_pairs_map(b, sep), as_pairs_map(&o, sep)) {
-                        (Some(mut bm), Some(om)) => {
-                            for (k, v) in om {
-                                bm.insert(k, v);
-                            }
-                            *b = Value::Mapping(bm);
-                        }
-                        _ => *b = o,
+        (Value::Sequence(bs), Value::Sequence(os)) if in_service => match key {
+            "ports" if service_key => {
+                for p in os {
+                    let k = published_key(&p);
+                    if k.is_some() {
+                        bs.retain(|x| published_key(x) != k);
+                    } else if bs.contains(&p) {
+                        continue;
+                    }
+                    bs.push(p);
+                }
+            }
+            "volumes" if service_key => {
+                for v in os {
+                    let t = volume_target(&v);
+                    bs.retain(|x| t.is_none() || volume_target(x) != t);
+                    bs.push(v);
+                }
+            }
+            _ => {
+                for v in os {
+                    if !bs.contains(&v) {
+                        bs.push(v);
                     }
                 }
-                "ports" => match (b, o) {
-                    (Value::Sequence(bs), Value::Sequence(os)) => {
-                        for p in os {
-                            if !bs.contains(&p) {
-                                bs.push(p);
-                            }
-                        }
-                    }
-                    (b, o) => *b = o,
-                },
-                "volumes" => match (b, o) {
-                    (Value::Sequence(bs), Value::Sequence(os)) => {
-                        for v in os {
-                            let t = volume_target(&v);
-                            bs.retain(|x| t.is_none() || volume_target(x) != t);
-                            bs.push(v);
-                        }
-                    }
-                    (b, o) => *b = o,
-                },
-                _ => *b = o,
             }
-        }
+        },
         (b, o) => *b = o,
     }
 }

@@ -103,12 +103,105 @@ volumes:
             ("C".to_string(), Some("4".to_string())),
         ]
     );
-    assert_eq!(w.ports.len(), 2, "ports are a union");
+    assert_eq!(w.ports.len(), 2, "different published ports are both kept");
     assert_eq!(w.volumes.len(), 2, "/data replaced by target");
     let d = w.deploy.as_ref().unwrap();
     assert_eq!(d.replicas, Some(5));
     assert!(d.labels.is_some(), "deploy merged key by key");
     assert!(l.file.volumes.contains_key("data") && l.file.volumes.contains_key("other"));
+}
+
+#[test]
+fn merging_follows_docker_clis_rules() {
+    let base = r#"
+services:
+  web:
+    image: web:1
+    ports: ["8080:80", "9000"]
+    cap_add: [NET_ADMIN]
+    networks: [front]
+    logging:
+      driver: syslog
+      options: {syslog-address: "udp://198.18.0.5:514"}
+    healthcheck:
+      test: ["CMD", "a"]
+      interval: 5s
+    deploy:
+      placement:
+        constraints: [node.role == worker]
+networks:
+  front:
+  back:
+"#;
+    let over = r#"
+services:
+  web:
+    ports: [{target: 81, published: 8080}]
+    cap_add: [SYS_TIME]
+    networks:
+      back:
+        aliases: [www]
+    logging:
+      driver: json-file
+      options: {max-size: 10m}
+    healthcheck:
+      test: ["CMD", "b"]
+    deploy:
+      placement:
+        constraints: [node.labels.zone == a]
+"#;
+    let l = load(&[src("a.yml", base), src("b.yml", over)], &env).unwrap();
+    let w = &l.file.services["web"];
+    assert_eq!(
+        w.ports.len(),
+        2,
+        "8080 replaced by the later file, 9000 kept"
+    );
+    assert!(
+        w.ports
+            .iter()
+            .any(|p| matches!(p, compose::Port::Long(l) if l.target == 81)),
+        "{:?}",
+        w.ports
+    );
+    assert_eq!(
+        w.cap_add.as_deref(),
+        Some(&["NET_ADMIN".to_string(), "SYS_TIME".to_string()][..])
+    );
+    let nets: Vec<String> = w
+        .networks
+        .as_ref()
+        .unwrap()
+        .entries()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(nets, ["back", "front"], "list and map forms merged by name");
+    let log = w.logging.as_ref().unwrap();
+    assert_eq!(log.driver.as_deref(), Some("json-file"));
+    assert!(
+        !log.options.contains_key("syslog-address"),
+        "a new driver drops the old options"
+    );
+    let hc = w.healthcheck.as_ref().unwrap();
+    assert!(
+        matches!(&hc.test, Some(compose::Words::List(t)) if t == &["CMD", "b"]),
+        "replaced"
+    );
+    assert_eq!(hc.interval.as_deref(), Some("5s"));
+    let c = &w
+        .deploy
+        .as_ref()
+        .unwrap()
+        .placement
+        .as_ref()
+        .unwrap()
+        .constraints;
+    assert_eq!(
+        c,
+        &["node.role == worker", "node.labels.zone == a"],
+        "appended"
+    );
 }
 
 #[test]
