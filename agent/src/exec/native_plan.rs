@@ -206,13 +206,21 @@ pub fn resolve_user(spec: &str) -> Result<(u32, u32, bool), String> {
                 .gid
                 .as_raw(),
         },
-        // A uid without a passwd entry gets group 0, as in Docker.
-        None => entry.as_ref().map(|e| e.gid.as_raw()).unwrap_or(0),
+        // A uid without a passwd entry: in a container Docker gives it group 0, but a
+        // native task runs on the node itself, where group 0 is the real root group; it
+        // gets nogroup (65534) instead, unless it is root.
+        None => entry
+            .as_ref()
+            .map(|e| e.gid.as_raw())
+            .unwrap_or(if uid == 0 { 0 } else { NOGROUP }),
     };
     // Supplementary groups from the group file only for a user it knows and no group given.
     let init_groups = entry.is_some() && group.is_none();
     Ok((uid, gid, init_groups))
 }
+
+/// The group a native task's unknown uid runs with.
+const NOGROUP: u32 = 65534;
 
 /// The plan for `task`; `sandboxed` says whether it gets its own namespaces (shoald is
 /// root), which mounts, users and sysctls need.
@@ -433,6 +441,14 @@ mod tests {
         t.spec.container_spec.mounts[0].source = "../escape".into();
         t.spec.container_spec.mounts[0].volume_options = None;
         assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+    }
+
+    #[test]
+    fn an_unknown_uid_gets_nogroup_not_root_group() {
+        // 4242424 is in no passwd file of these machines.
+        assert_eq!(resolve_user("4242424").unwrap(), (4242424, NOGROUP, false));
+        assert_eq!(resolve_user("4242424:7").unwrap(), (4242424, 7, false));
+        assert_eq!(resolve_user("0").unwrap().1, 0, "root keeps its group");
     }
 
     #[test]
