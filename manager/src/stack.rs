@@ -75,6 +75,18 @@ pub fn plan(
     Ok((commands, done))
 }
 
+/// The id of every service a deploy planned as `done` touches or leaves as it was, by name:
+/// where its registry credentials go.
+pub fn service_ids(state: &ClusterState, done: &StackDeployed) -> BTreeMap<String, String> {
+    let mut ids: BTreeMap<String, String> = state
+        .services
+        .values()
+        .map(|s| (s.spec.name.clone(), s.id.clone()))
+        .collect();
+    ids.extend(done.created_services.iter().cloned());
+    ids
+}
+
 /// A lookup failure for one of a service's networks, naming the service.
 fn in_service(service: &str, e: StoreError) -> StoreError {
     StoreError::Invalid {

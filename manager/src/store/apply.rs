@@ -81,6 +81,16 @@ impl ClusterState {
                 self.rollback_service(version, &id, &now, true, "manually requested rollback")
             }
             Command::RemoveService { id, now } => self.remove_service(version, &id, &now),
+            Command::SetRegistryAuth { service_id, sealed } => {
+                if !self.services.contains_key(&service_id) {
+                    return Err(StoreError::NotFound {
+                        kind: "service",
+                        name: service_id,
+                    });
+                }
+                self.registry_auth.insert(service_id, sealed);
+                Ok(Applied::Done)
+            }
             Command::All(commands) => self.apply_all(index, commands),
             Command::Tasks { ops, now } => {
                 for op in ops {
@@ -842,6 +852,7 @@ impl ClusterState {
     ) -> Result<Applied, StoreError> {
         let service = lookup(&self.services, id)?.clone();
         self.services.remove(&service.id);
+        self.registry_auth.remove(&service.id);
         let alloc = self.alloc()?;
         alloc.release_ports(&service.id, &service.endpoint.ports);
         for v in &service.endpoint.virtual_ips {
