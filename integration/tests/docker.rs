@@ -1074,6 +1074,8 @@ fn with_registry_auth_the_nodes_pull_from_a_private_registry() {
         }
     };
     let image = registry.push(IMAGE, "shxa/private:v1");
+    // Another repository for the stack: its manifest needs credentials too.
+    let stacked = registry.push(IMAGE, "shxa/stacked:v1");
     let docker_config = registry.docker_config.clone().unwrap();
     let root = tempfile::tempdir().unwrap();
     // Two managers: the second gets the cluster data key when it joins.
@@ -1138,6 +1140,28 @@ fn with_registry_auth_the_nodes_pull_from_a_private_registry() {
         !containers(&bed, &svc).is_empty()
             && shoal(&h, &["service", "ps", "private"]).contains("Running")
     });
+    // stack deploy: each service gets the credentials of its image's registry.
+    let compose = root.path().join("compose.yml");
+    std::fs::write(
+        &compose,
+        format!("services:\n  web:\n    image: {stacked}\n    command: [\"sleep\", \"100000\"]\n"),
+    )
+    .unwrap();
+    cli(
+        &[
+            "stack",
+            "deploy",
+            "--with-registry-auth",
+            "-c",
+            compose.to_str().unwrap(),
+            "shxa",
+        ],
+        Some(&docker_config),
+    );
+    eventually("the stack's private image running", || {
+        shoal(&h, &["service", "ps", "shxa_web"]).contains("Running")
+    });
+
     // Without credentials in the config the CLI says so and goes on.
     let stderr = cli(
         &[
@@ -1174,7 +1198,11 @@ fn with_registry_auth_the_nodes_pull_from_a_private_registry() {
     for n in &bed.nodes {
         let state = n.dir.join("state");
         let files = files_under(&state.join("raft"));
-        assert!(!files.is_empty(), "{}: a raft log", n.name);
+        assert!(
+            files.iter().any(|(_, b)| contains(b, b"SetRegistryAuth")),
+            "{}: the sealed credentials went through raft",
+            n.name
+        );
         for (path, bytes) in &files {
             for s in secrets {
                 assert!(

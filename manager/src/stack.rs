@@ -136,6 +136,33 @@ mod tests {
     }
 
     #[test]
+    fn registry_credentials_find_new_changed_and_unchanged_services_of_the_stack() {
+        let mut s = cluster((30000, 30010));
+        let svcs = |replicas| {
+            vec![
+                service_spec("shop_web", replicas, &[], &[]),
+                service_spec("shop_db", 1, &[], &[]),
+            ]
+        };
+        let (commands, done) = plan(&s, vec![], svcs(1), NOW).unwrap();
+        let ids = service_ids(&s, &done);
+        assert_eq!(ids.len(), 2, "both new services, by the ids they will get");
+        let mut commands = commands;
+        commands.push(Command::SetRegistryAuth {
+            service_id: ids["shop_web"].clone(),
+            sealed: "c2VhbGVk".into(),
+        });
+        apply(&mut s, 2, commands).unwrap();
+        let web = lookup(&s.services, "shop_web").unwrap().id.clone();
+        assert_eq!(s.registry_auth[&web], "c2VhbGVk");
+        // A redeploy that changes only shop_web still finds shop_db, which it leaves as is.
+        let (_, done) = plan(&s, vec![], svcs(2), NOW).unwrap();
+        let ids = service_ids(&s, &done);
+        assert_eq!(ids["shop_web"], web);
+        assert_eq!(ids["shop_db"], lookup(&s.services, "shop_db").unwrap().id);
+    }
+
+    #[test]
     fn an_unknown_network_names_the_service_and_plans_nothing() {
         let s = cluster((30000, 30010));
         let err = plan(
