@@ -102,8 +102,9 @@ impl ClusterState {
     }
 
     /// Applies `commands` to a copy and keeps it only if every one of them was taken. The
-    /// copy costs a clone of the state; this serves stack deploys, which are rare, and it
-    /// keeps each command's own checks the only checks.
+    /// copy costs a clone of the state; this serves stack deploys and creates or updates
+    /// with registry credentials, which are rare, and it keeps each command's own checks
+    /// the only checks.
     fn apply_all(&mut self, index: u64, commands: Vec<Command>) -> Result<Applied, StoreError> {
         let mut next = self.clone();
         for command in commands {
