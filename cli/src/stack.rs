@@ -37,7 +37,7 @@ pub enum StackCommand {
         /// Prune services that are no longer referenced
         #[arg(long)]
         prune: bool,
-        /// Send registry authentication details to Swarm agents (not carried yet: see README)
+        /// Send registry authentication details to Swarm agents
         #[arg(long)]
         with_registry_auth: bool,
         /// Query the registry to resolve image digest and supported platforms (accepted;
