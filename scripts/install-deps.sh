@@ -15,6 +15,8 @@ command -v bpftool >/dev/null 2>&1 || missing+=(bpftool)
 # A real registry for the Docker executor's image-pull test (started by the test itself on
 # 127.0.0.1; the package's own service is not needed).
 dpkg -s docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+# bcrypt htpasswd entries for the registry-auth test's password-protected registry.
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

@@ -7,13 +7,13 @@ use crate::session::{Agent, AgentConfig};
 use crate::tasks::TaskRunner;
 use shoal_api::control::ControlResponse;
 use shoal_api::dispatch::ManagerPeer;
-use shoal_api::join::{JoinRequest, JoinResponse, RenewRequest, RenewResponse};
+use shoal_api::join::{JoinRequest, JoinResponse, KeyText, RenewRequest, RenewResponse};
 use shoal_api::local::*;
 use shoal_api::now_rfc3339;
 use shoal_api::objects::*;
 use shoal_api::pb::{self, Frame};
 use shoal_api::wire::{ErrorKind, frame, unframe};
-use shoal_manager::ca::{self, JoinToken, RootCa};
+use shoal_manager::ca::{self, DataKey, JoinToken, RootCa};
 use shoal_manager::consensus::RaftConfig;
 use shoal_manager::ids::{new_id, new_raft_id};
 use shoal_manager::runtime::{ManagerConfig, ManagerRuntime};
@@ -259,6 +259,7 @@ impl Daemon {
         if !view_managers.is_empty() {
             identity.managers = view_managers;
         }
+        self.save_data_key(answer.data_key.as_ref())?;
         self.dir.save_certs(&certs).map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
         old.agent.stop();
@@ -266,8 +267,10 @@ impl Daemon {
             m.stop().await;
         }
         if demoted {
-            // No longer a raft member: a later promotion starts from an empty log.
+            // No longer a raft member: a later promotion starts from an empty log; and a
+            // worker keeps no cluster data key.
             let _ = std::fs::remove_dir_all(self.dir.raft_dir());
+            let _ = std::fs::remove_file(self.dir.data_key_path());
         }
         let runner = old.runner.clone();
         let running = match self
@@ -290,6 +293,13 @@ impl Daemon {
         Ok(())
     }
 
+    /// Keeps the cluster data key a join or renewal answer carried (managers only).
+    fn save_data_key(&self, key: Option<&KeyText>) -> Result<(), Status> {
+        let Some(key) = key else { return Ok(()) };
+        let key = DataKey::from_base64(&key.0).map_err(internal)?;
+        key.save(&self.dir.data_key_path()).map_err(internal)
+    }
+
     async fn start_node(
         &self,
         identity: Identity,
@@ -301,6 +311,12 @@ impl Daemon {
             let listen: SocketAddr = identity.listen_addr.parse().map_err(internal)?;
             let mut raft = RaftConfig::new(identity.raft_id);
             raft.tick = self.opts.raft_tick;
+            let data_key = DataKey::load(&self.dir.data_key_path()).map_err(internal)?;
+            if data_key.is_none() {
+                tracing::warn!(
+                    "this manager has no cluster data key (a swarm from before data keys): services can't carry registry credentials"
+                );
+            }
             let rt = ManagerRuntime::start(ManagerConfig {
                 raft_dir: self.dir.raft_dir(),
                 raft,
@@ -310,6 +326,7 @@ impl Daemon {
                 key_pem: certs.key_pem.clone(),
                 bootstrap,
                 peers: identity.managers.clone(),
+                data_key,
             })
             .await
             .map_err(|e| err(ErrorKind::Unavailable, e.to_string()))?;
@@ -449,6 +466,9 @@ impl Daemon {
                 format!("cannot listen on {listen}: {e}; choose another --listen-addr"),
             )
         })?);
+        DataKey::generate()
+            .save(&self.dir.data_key_path())
+            .map_err(internal)?;
         let running = self
             .start_node(identity.clone(), certs.clone(), true, None)
             .await?;
@@ -603,6 +623,7 @@ impl Daemon {
             grpc_addr: grpc.to_string(),
         };
         let answer: JoinResponse = unframe(client.join(frame(&request)).await?.get_ref())?;
+        self.save_data_key(answer.data_key.as_ref())?;
         let certs = Certs {
             ca_pem: answer.ca_pem,
             cert_pem: answer.cert_pem,

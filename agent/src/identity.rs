@@ -1,7 +1,8 @@
 //! What a node keeps in its state dir: who it is, its certificates and the managers it knows.
 //!
 //! Layout: `node.json`, `certificates/{swarm-root-ca.crt, swarm-node.crt, swarm-node.key}`,
-//! `raft/` on managers, `tasks/<id>/output.log`.
+//! `raft/` and `keys/swarm-data.key` (the cluster data key, 0600 in a 0700 dir) on
+//! managers, `tasks/<id>/output.log`.
 
 use serde::{Deserialize, Serialize};
 use shoal_api::dispatch::ManagerPeer;
@@ -91,6 +92,11 @@ impl StateDir {
         self.root.join("raft")
     }
 
+    /// The cluster data key, on managers only (`shoal_manager::ca::DataKey`).
+    pub fn data_key_path(&self) -> PathBuf {
+        self.root.join("keys").join("swarm-data.key")
+    }
+
     pub fn tasks_dir(&self) -> PathBuf {
         self.root.join("tasks")
     }
@@ -141,6 +147,7 @@ impl StateDir {
         for p in [
             self.node_file(),
             self.raft_dir(),
+            self.root.join("keys"),
             self.tasks_dir(),
             self.root.join("certificates"),
         ] {

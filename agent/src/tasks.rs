@@ -498,7 +498,12 @@ impl TaskRunner {
         };
         let prepared = self.prepared.lock().expect("lock").remove(&task.id);
         if !prepared {
-            match self.executor.prepare(task) {
+            let auth = view
+                .services
+                .iter()
+                .find(|s| s.service_id == task.service_id)
+                .and_then(|s| s.registry_auth.as_ref());
+            match self.executor.prepare(task, auth) {
                 Err(e) => return self.reject(&task.id, e.to_string()),
                 Ok(Some(prep)) => {
                     tracing::info!(task = %task.id, "{}", prep.message);
@@ -772,6 +777,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         pulls: Mutex<Vec<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+        /// The registry credentials each pull was given.
+        pull_auth: Mutex<Vec<Option<String>>>,
         started: Mutex<Vec<(String, TaskContext, String)>>,
         /// Kept so the started tasks run until the test ends.
         exits: Mutex<Vec<tokio::sync::oneshot::Sender<Exit>>>,
@@ -781,7 +788,15 @@ mod tests {
         fn name(&self) -> &'static str {
             "fake"
         }
-        fn prepare(&self, task: &Task) -> Result<Option<Preparation>, ExecError> {
+        fn prepare(
+            &self,
+            task: &Task,
+            auth: Option<&shoal_api::registry_auth::RegistryAuth>,
+        ) -> Result<Option<Preparation>, ExecError> {
+            self.pull_auth
+                .lock()
+                .unwrap()
+                .push(auth.map(|a| a.as_str().to_string()));
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.pulls.lock().unwrap().push(tx);
             let id = task.id.clone();
@@ -946,5 +961,37 @@ mod tests {
         assert!(fake.started.lock().unwrap().is_empty());
         let s = states(&r);
         assert_eq!(s.last().unwrap().1, TaskState::Shutdown);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pull_gets_the_credentials_of_the_tasks_service_only() {
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let r = TaskRunner::new(fake.clone(), dir.path().to_path_buf());
+        let mut v = view(&["t1"], "running");
+        v.services = vec![shoal_api::dispatch::ServiceAnnotations {
+            service_id: "other".into(),
+            name: "other".into(),
+            labels: Default::default(),
+            registry_auth: Some(shoal_api::registry_auth::RegistryAuth::from_encoded(
+                "b3RoZXI".into(),
+            )),
+        }];
+        r.reconcile(&v);
+        let mut w = view(&["t2"], "running");
+        w.services = vec![shoal_api::dispatch::ServiceAnnotations {
+            service_id: "s1".into(),
+            name: "web".into(),
+            labels: Default::default(),
+            registry_auth: Some(shoal_api::registry_auth::RegistryAuth::from_encoded(
+                "d2Vi".into(),
+            )),
+        }];
+        r.reconcile(&w);
+        assert_eq!(
+            *fake.pull_auth.lock().unwrap(),
+            [None, Some("d2Vi".to_string())],
+            "another service's credentials are not used"
+        );
     }
 }

@@ -164,6 +164,7 @@ mod tests {
             service_id: "s1".into(),
             name: "shop_web".into(),
             labels: [("tier".to_string(), "front".to_string())].into(),
+            registry_auth: None,
         }];
         let c = context(&task(), &v);
         assert_eq!(c.service.name, "shop_web", "no endpoint needed");

@@ -2,6 +2,7 @@
 //! serves them itself on a manager and refuses them on a worker, as Docker does.
 
 use crate::objects::*;
+use crate::registry_auth::RegistryAuth;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -26,6 +27,10 @@ pub enum ControlRequest {
     },
     ServiceCreate {
         spec: ServiceSpec,
+        /// `--with-registry-auth`: the CLI's credentials for the image's registry. The
+        /// manager seals them before they enter raft; only nodes with a task get them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registry_auth: Option<RegistryAuth>,
     },
     ServiceList,
     /// By id, id prefix or name.
@@ -37,6 +42,9 @@ pub enum ControlRequest {
         service: String,
         version: u64,
         spec: ServiceSpec,
+        /// As for create; `None` keeps the credentials the service has.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registry_auth: Option<RegistryAuth>,
     },
     /// Puts the previous spec back (`docker service rollback`, `service update --rollback`):
     /// spec and previous spec swap, and the tasks roll out with the rollback config.
@@ -64,6 +72,10 @@ pub enum ControlRequest {
     StackDeploy {
         networks: Vec<NetworkSpec>,
         services: Vec<ServiceSpec>,
+        /// `--with-registry-auth`: credentials by service name, for the services whose
+        /// image's registry the CLI has credentials for; the others keep theirs.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        registry_auth: BTreeMap<String, RegistryAuth>,
     },
     /// Tasks, optionally only one service's or one node's.
     TaskList {

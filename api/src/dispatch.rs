@@ -32,6 +32,10 @@ pub struct ServiceAnnotations {
     pub name: String,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The service's `--with-registry-auth` credentials, opened by the leader for the
+    /// nodes that run one of its tasks; the agent passes them to the image pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::registry_auth::RegistryAuth>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

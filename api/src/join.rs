@@ -25,6 +25,10 @@ pub struct JoinResponse {
     pub cert_pem: String,
     pub ca_pem: String,
     pub managers: Vec<ManagerPeer>,
+    /// The cluster data key (base64), for a node that joins as a manager; see
+    /// `shoal_manager::ca::DataKey`. Absent for workers and from clusters without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key: Option<KeyText>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -36,4 +40,19 @@ pub struct RenewRequest {
 pub struct RenewResponse {
     pub cert_pem: String,
     pub role: NodeRole,
+    /// The cluster data key (base64) when the new certificate's role is manager, so a
+    /// promoted node can open what the store keeps sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_key: Option<KeyText>,
+}
+
+/// Key material as text on the wire; its `Debug` shows nothing of it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct KeyText(pub String);
+
+impl std::fmt::Debug for KeyText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyText(..)")
+    }
 }

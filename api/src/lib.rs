@@ -8,6 +8,7 @@ pub mod join;
 pub mod local;
 pub mod logs;
 pub mod objects;
+pub mod registry_auth;
 pub mod template;
 pub mod wire;
 

@@ -18,6 +18,7 @@ pub mod listing;
 pub mod network;
 pub mod node;
 pub mod publish;
+pub mod registry_auth;
 pub mod resolve;
 pub mod service;
 pub mod stack;

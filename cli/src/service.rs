@@ -209,7 +209,7 @@ pub struct CreateArgs {
     /// Service name
     #[arg(long)]
     pub name: Option<String>,
-    /// Send registry authentication details to swarm agents (not carried yet: see README)
+    /// Send registry authentication details to swarm agents
     #[arg(long)]
     pub with_registry_auth: bool,
     /// Do not query the registry to resolve image digest (shoal never does; accepted)
@@ -303,7 +303,7 @@ pub struct UpdateArgs {
     /// Roll back to the previous specification
     #[arg(long)]
     pub rollback: bool,
-    /// Send registry authentication details to swarm agents (not carried yet: see README)
+    /// Send registry authentication details to swarm agents
     #[arg(long)]
     pub with_registry_auth: bool,
     /// Do not query the registry to resolve image digest (shoal never does; accepted)
@@ -433,14 +433,20 @@ pub fn create_options(args: &CreateArgs) -> Result<CreateOptions> {
 
 async fn create(args: CreateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     let mut plan = spec::create_plan(&create_options(&args)?, &lookup_env)?;
-    warn_registry_auth(args.with_registry_auth);
     if plan.spec.name.is_empty() {
         plan.spec.name = spec::random_name(now_nanos() as u64 ^ u64::from(std::process::id()));
     }
     let ids = resolve::network_ids(daemon, plan.networks.iter().map(|n| n.name.as_str())).await?;
     plan.spec.task_template.networks = spec::attachments(&plan.networks, &ids);
+    let registry_auth = registry_auth_for(
+        args.with_registry_auth,
+        &plan.spec.task_template.container_spec.image,
+    )?;
     let id = daemon
-        .created(ControlRequest::ServiceCreate { spec: plan.spec })
+        .created(ControlRequest::ServiceCreate {
+            spec: plan.spec,
+            registry_auth,
+        })
         .await?;
     print(out, &format!("{id}\n"))
 }
@@ -491,17 +497,19 @@ async fn rollback(service: &str, daemon: &mut Daemon, out: &mut Output) -> Resul
     print(out, &format!("{service}\n"))
 }
 
-pub(crate) fn warn_registry_auth(given: bool) {
-    if given {
-        eprintln!(
-            "WARNING: --with-registry-auth: shoal does not send registry credentials to the nodes yet; they pull without them"
-        );
+/// `--with-registry-auth`: the user's credentials for the registry of `image`, if any.
+pub(crate) fn registry_auth_for(
+    given: bool,
+    image: &str,
+) -> Result<Option<shoal_api::registry_auth::RegistryAuth>> {
+    if !given {
+        return Ok(None);
     }
+    Ok(crate::registry_auth::for_image(image)?)
 }
 
 async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     let ops = update_ops(&args)?;
-    warn_registry_auth(args.with_registry_auth);
     if args.rollback {
         if ops != UpdateOps::default() {
             anyhow::bail!(
@@ -513,11 +521,16 @@ async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Resu
     let view = daemon.service(&args.service).await?;
     let ids = resolve::network_ids(daemon, ops.network_names()).await?;
     let new_spec = spec::apply_update(&view, &ops, &ids)?;
+    let registry_auth = registry_auth_for(
+        args.with_registry_auth,
+        &new_spec.task_template.container_spec.image,
+    )?;
     daemon
         .done(ControlRequest::ServiceUpdate {
             service: view.service.id.clone(),
             version: view.service.version.index,
             spec: new_spec,
+            registry_auth,
         })
         .await?;
     print(out, &format!("{}\n", args.service))
@@ -542,6 +555,7 @@ async fn scale(scales: &[String], daemon: &mut Daemon, out: &mut Output) -> Resu
                 service: view.service.id.clone(),
                 version: view.service.version.index,
                 spec: new_spec,
+                registry_auth: None,
             })
             .await?;
         print(out, &format!("{name} scaled to {replicas}\n"))?;

@@ -37,7 +37,7 @@ pub enum StackCommand {
         /// Prune services that are no longer referenced
         #[arg(long)]
         prune: bool,
-        /// Send registry authentication details to Swarm agents (not carried yet: see README)
+        /// Send registry authentication details to Swarm agents
         #[arg(long)]
         with_registry_auth: bool,
         /// Query the registry to resolve image digest and supported platforms (accepted;
@@ -159,6 +159,7 @@ async fn deploy(
     files: &[String],
     stack: &str,
     prune: bool,
+    with_registry_auth: bool,
     daemon: &mut Daemon,
     out: &mut Output,
 ) -> Result<()> {
@@ -184,6 +185,16 @@ async fn deploy(
     }
     // One request: the manager applies the networks and services all together or refuses
     // the whole deploy, so a refused service never leaves the ones before it half-deployed.
+    // `--with-registry-auth`: each service gets the credentials for its own image's registry.
+    let mut registry_auth = BTreeMap::new();
+    if with_registry_auth {
+        for svc in &plan.services {
+            let image = &svc.spec.task_template.container_spec.image;
+            if let Some(auth) = crate::service::registry_auth_for(true, image)? {
+                registry_auth.insert(svc.spec.name.clone(), auth);
+            }
+        }
+    }
     let services = plan
         .services
         .into_iter()
@@ -203,6 +214,7 @@ async fn deploy(
         .stack_deploy(ControlRequest::StackDeploy {
             networks: plan.networks,
             services,
+            registry_auth,
         })
         .await?;
     for n in &done.created_networks {
@@ -295,10 +307,7 @@ pub async fn run(cmd: StackCommand, daemon: &mut Daemon, out: &mut Output) -> Re
             with_registry_auth,
             resolve_image: _,
             name,
-        } => {
-            crate::service::warn_registry_auth(with_registry_auth);
-            deploy(&compose_file, &name, prune, daemon, out).await
-        }
+        } => deploy(&compose_file, &name, prune, with_registry_auth, daemon, out).await,
         StackCommand::Ls { format } => {
             let ls = crate::listing::StackLs::new(format.as_deref())?;
             let services = daemon.services().await?;

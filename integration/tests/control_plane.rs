@@ -269,6 +269,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
     for req in [
         C::ServiceCreate {
             spec: spec("nope", 1, 0),
+            registry_auth: None,
         },
         C::JoinToken {
             role: NodeRole::Manager,
@@ -286,6 +287,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             3,
             C::ServiceCreate {
                 spec: spec("nope", 1, 0),
+                registry_auth: None,
             },
         )
         .await
@@ -302,6 +304,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             1,
             C::ServiceCreate {
                 spec: spec(&format!("svc{k}"), 1, published),
+                registry_auth: None,
             },
         )
         .await
@@ -313,6 +316,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             2,
             C::ServiceCreate {
                 spec: spec("clash", 1, 8001),
+                registry_auth: None,
             },
         )
         .await
@@ -358,6 +362,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
                     survivor,
                     C::ServiceCreate {
                         spec: spec(&format!("svc{k}"), 1, 0),
+                        registry_auth: None,
                     },
                 )
                 .await
@@ -463,6 +468,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         0,
         C::ServiceCreate {
             spec: spec("a", 0, 0),
+            registry_auth: None,
         },
     )
     .await
@@ -471,6 +477,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         0,
         C::ServiceCreate {
             spec: spec("b", 0, 0),
+            registry_auth: None,
         },
     )
     .await
@@ -480,6 +487,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             0,
             C::ServiceCreate {
                 spec: spec("c", 0, 0),
+                registry_auth: None,
             },
         )
         .await

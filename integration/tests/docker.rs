@@ -594,7 +594,10 @@ fn create_service(host: &str, spec: serde_json::Value) {
     let spec = serde_json::from_value(spec).expect("a service spec");
     control(
         host,
-        shoal_api::control::ControlRequest::ServiceCreate { spec },
+        shoal_api::control::ControlRequest::ServiceCreate {
+            spec,
+            registry_auth: None,
+        },
     )
     .expect("service create");
 }
@@ -809,12 +812,21 @@ struct Registry {
     child: std::process::Child,
     port: u16,
     tags: Vec<String>,
+    /// With basic auth: the Docker config dir (a temp one, never the host's ~/.docker)
+    /// that `docker login` wrote the credentials to, which pushes use.
+    docker_config: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     /// None (with the reason) when the package is missing.
     fn start() -> Result<Registry, String> {
+        Registry::start_with(None)
+    }
+
+    /// With `auth`, the registry wants that user and password (htpasswd, bcrypt), and a
+    /// temp Docker config holds them after a `docker login`.
+    fn start_with(auth: Option<(&str, &str)>) -> Result<Registry, String> {
         let bin = "/usr/bin/docker-registry";
         if !std::path::Path::new(bin).exists() {
             return Err(
@@ -822,6 +834,27 @@ impl Registry {
             );
         }
         let dir = tempfile::tempdir().unwrap();
+        let mut auth_config = String::new();
+        if let Some((user, password)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .map_err(|e| {
+                    format!("htpasswd (apache2-utils; scripts/install-deps.sh installs it): {e}")
+                })?;
+            if !out.status.success() {
+                return Err(format!(
+                    "htpasswd: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            auth_config = format!(
+                "auth:\n  htpasswd:\n    realm: shoal-test\n    path: {}\n",
+                file.display()
+            );
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -831,7 +864,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_config}",
                 dir.path().join("data").display()
             ),
         )
@@ -845,15 +878,43 @@ impl Registry {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting {bin}: {e}"))?;
+        let docker_config = auth.map(|_| dir.path().join("docker-config"));
         let reg = Registry {
             child,
             port,
             tags: Vec::new(),
+            docker_config,
             _dir: dir,
         };
         shoal_integration::wait_until("the registry listening", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        if let (Some((user, password)), Some(config)) = (auth, reg.docker_config.clone()) {
+            std::fs::create_dir_all(&config).unwrap();
+            let mut login = Command::new("docker")
+                .arg("--config")
+                .arg(&config)
+                .args(["login", &format!("127.0.0.1:{port}"), "-u", user])
+                .arg("--password-stdin")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            login
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(password.as_bytes())
+                .unwrap();
+            let out = login.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "docker login: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         Ok(reg)
     }
 
@@ -870,7 +931,11 @@ impl Registry {
             vec!["push", "-q", &name],
             vec!["rmi", &name],
         ] {
-            let out = Command::new("docker").args(&args).output().unwrap();
+            let mut docker = Command::new("docker");
+            if let Some(config) = &self.docker_config {
+                docker.arg("--config").arg(config);
+            }
+            let out = docker.args(&args).output().unwrap();
             assert!(
                 out.status.success(),
                 "docker {args:?}: {}",
@@ -966,4 +1031,196 @@ fn missing_images_are_pulled_and_a_failed_pull_says_why() {
         let ps = shoal(&h, &["service", "ps", "--no-trunc", "nope"]);
         ps.contains(&want) && ps.contains("manifest unknown")
     });
+}
+
+/// Every file under `dir`, as bytes (raft logs and snapshots are binary).
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p, bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn with_registry_auth_the_nodes_pull_from_a_private_registry() {
+    use base64::Engine;
+    use std::os::unix::fs::PermissionsExt;
+    let test = "with_registry_auth_the_nodes_pull_from_a_private_registry";
+    if !require_root(test) || !require_docker(test) {
+        return;
+    }
+    let (user, password) = ("shoal-tester", "Pa55-w0rd-only-in-this-test");
+    let mut registry = match Registry::start_with(Some((user, password))) {
+        Ok(r) => r,
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: {why}, and CI=true does not allow skipping")
+        }
+        Err(why) => {
+            eprintln!("skipping {test}: {why}");
+            return;
+        }
+    };
+    let image = registry.push(IMAGE, "shxa/private:v1");
+    // Another repository for the stack: its manifest needs credentials too.
+    let stacked = registry.push(IMAGE, "shxa/stacked:v1");
+    let docker_config = registry.docker_config.clone().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    // Two managers: the second gets the cluster data key when it joins.
+    let bed = Testbed::up_with("shxa", 2, 2, root.path(), &["--dataplane", "nftables"]).unwrap();
+    let h = bed.nodes[0].host();
+    let cli = |args: &[&str], config: Option<&std::path::Path>| {
+        let mut c = Command::new(shoal_integration::bin_dir().join("shoal"));
+        c.arg("-H").arg(&h).args(args);
+        match config {
+            Some(dir) => c.env("DOCKER_CONFIG", dir),
+            // Not the host's ~/.docker either: an empty config dir.
+            None => c.env("DOCKER_CONFIG", root.path()),
+        };
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "shoal {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    // Without the flag the nodes pull anonymously, and the registry says no.
+    cli(
+        &[
+            "service",
+            "create",
+            "--name",
+            "anon",
+            "--restart-condition",
+            "none",
+            &image,
+            "sleep",
+            "100000",
+        ],
+        None,
+    );
+    eventually("the anonymous pull refused", || {
+        let ps = shoal(&h, &["service", "ps", "--no-trunc", "anon"]);
+        ps.contains(&format!("pulling {image}: "))
+            && (ps.contains("no basic auth credentials") || ps.contains("unauthorized"))
+    });
+    shoal(&h, &["service", "rm", "anon"]);
+
+    // With it, the CLI's credentials for 127.0.0.1:PORT reach the node and the pull works.
+    let stderr = cli(
+        &[
+            "service",
+            "create",
+            "--name",
+            "private",
+            "--with-registry-auth",
+            &image,
+            "sleep",
+            "100000",
+        ],
+        Some(&docker_config),
+    );
+    assert!(!stderr.contains("no credentials"), "{stderr}");
+    let svc = service_id(&h, "private");
+    eventually("the private image's task running", || {
+        !containers(&bed, &svc).is_empty()
+            && shoal(&h, &["service", "ps", "private"]).contains("Running")
+    });
+    // stack deploy: each service gets the credentials of its image's registry.
+    let compose = root.path().join("compose.yml");
+    std::fs::write(
+        &compose,
+        format!("services:\n  web:\n    image: {stacked}\n    command: [\"sleep\", \"100000\"]\n"),
+    )
+    .unwrap();
+    cli(
+        &[
+            "stack",
+            "deploy",
+            "--with-registry-auth",
+            "-c",
+            compose.to_str().unwrap(),
+            "shxa",
+        ],
+        Some(&docker_config),
+    );
+    eventually("the stack's private image running", || {
+        shoal(&h, &["service", "ps", "shxa_web"]).contains("Running")
+    });
+
+    // Without credentials in the config the CLI says so and goes on.
+    let stderr = cli(
+        &[
+            "service",
+            "update",
+            "--with-registry-auth",
+            "--label-add",
+            "x=y",
+            "private",
+        ],
+        None,
+    );
+    assert!(
+        stderr.contains(&format!("no credentials for 127.0.0.1:{}", registry.port)),
+        "{stderr}"
+    );
+    let inspect = shoal(&h, &["service", "inspect", "private"]);
+
+    // Neither raft logs nor snapshots of any manager, nor inspect, hold the secret in any
+    // form the CLI sent it in.
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let header =
+        shoal_api::registry_auth::RegistryAuth::encode(&shoal_api::registry_auth::Credentials {
+            username: user.into(),
+            password: password.into(),
+            serveraddress: format!("127.0.0.1:{}", registry.port),
+            ..Default::default()
+        });
+    let secrets = [password, basic.as_str(), header.as_str()];
+    for s in secrets {
+        assert!(!inspect.contains(s), "service inspect shows {s}");
+    }
+    let mut keys = Vec::new();
+    for n in &bed.nodes {
+        let state = n.dir.join("state");
+        let files = files_under(&state.join("raft"));
+        assert!(
+            files.iter().any(|(_, b)| contains(b, b"SetRegistryAuth")),
+            "{}: the sealed credentials went through raft",
+            n.name
+        );
+        for (path, bytes) in &files {
+            for s in secrets {
+                assert!(
+                    !contains(bytes, s.as_bytes()),
+                    "{} holds a registry secret in the clear",
+                    path.display()
+                );
+            }
+        }
+        let key = state.join("keys").join("swarm-data.key");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600, "{}", key.display());
+        assert_eq!(mode(key.parent().unwrap()), 0o700);
+        keys.push(std::fs::read(&key).unwrap());
+    }
+    assert_eq!(
+        keys[0], keys[1],
+        "the joined manager got the cluster's data key"
+    );
+    let _ = Command::new("docker").args(["rmi", &image]).output();
 }

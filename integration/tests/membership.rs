@@ -123,6 +123,18 @@ async fn promote_demote_leave_and_node_down() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", c.log(1)));
 
+    // The cluster data key (which opens sealed registry credentials) went to the promoted
+    // node with its manager certificate, and to the manager that joined; never to a worker.
+    let key = |i: usize| std::fs::read(c.nodes[i].dir.join("state/keys/swarm-data.key")).ok();
+    assert!(key(0).is_some(), "swarm init made the data key");
+    assert_eq!(
+        key(1),
+        key(0),
+        "the promoted node-2 has the cluster's data key"
+    );
+    assert_eq!(key(3), key(0), "node-4, joined as a manager, has it");
+    assert_eq!(key(2), None, "the worker node-3 has none");
+
     // Demotion: node-4 stops being a manager and is refused cluster commands.
     ok(c.shoal(0, &["node", "demote", "node-4"]));
     eventually(Duration::from_secs(20), "node-4 a worker", || async {
@@ -131,6 +143,13 @@ async fn promote_demote_leave_and_node_down() {
         let refused = String::from_utf8_lossy(&out.stderr).contains("not a swarm manager");
         (!managers(&rows).contains(&"node-4".to_string()) && refused).then_some(())
     })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", c.log(3)));
+    eventually(
+        Duration::from_secs(20),
+        "node-4 without the data key",
+        || async { key(3).is_none().then_some(()) },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", c.log(3)));
 

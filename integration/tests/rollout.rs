@@ -151,7 +151,13 @@ async fn resources_pending_reason_and_automatic_rollback() {
     let mut huge = native("huge", 1, &["sleep", "600"]);
     huge.task_template.resources.reservations.memory_bytes = most + (1 << 30);
     let e = c
-        .control(0, C::ServiceCreate { spec: huge })
+        .control(
+            0,
+            C::ServiceCreate {
+                spec: huge,
+                registry_auth: None,
+            },
+        )
         .await
         .unwrap_err();
     assert!(
@@ -178,10 +184,26 @@ async fn resources_pending_reason_and_automatic_rollback() {
     let mut fill = native("fill", 3, &["sleep", "600"]);
     fill.task_template.resources.reservations.memory_bytes = share;
     fill.task_template.placement.max_replicas = 1;
-    c.control(0, C::ServiceCreate { spec: fill }).await.unwrap();
+    c.control(
+        0,
+        C::ServiceCreate {
+            spec: fill,
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap();
     let mut big = native("big", 1, &["sleep", "600"]);
     big.task_template.resources.reservations.memory_bytes = share;
-    c.control(0, C::ServiceCreate { spec: big }).await.unwrap();
+    c.control(
+        0,
+        C::ServiceCreate {
+            spec: big,
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap();
     let reason = eventually(Duration::from_secs(20), "a pending reason", || async {
         let t = tasks(&c, "big").await;
         let t = t.first()?;
@@ -225,9 +247,15 @@ async fn resources_pending_reason_and_automatic_rollback() {
         monitor: 5_000_000_000,
         ..Default::default()
     };
-    c.control(0, C::ServiceCreate { spec: web.clone() })
-        .await
-        .unwrap();
+    c.control(
+        0,
+        C::ServiceCreate {
+            spec: web.clone(),
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap();
     eventually(Duration::from_secs(30), "2 running web tasks", || async {
         let t = tasks(&c, "web").await;
         (t.iter()
@@ -247,6 +275,7 @@ async fn resources_pending_reason_and_automatic_rollback() {
             service: "web".into(),
             version: before.service.version.index,
             spec: broken,
+            registry_auth: None,
         },
     )
     .await

@@ -209,9 +209,15 @@ async fn native_tasks_get_local_volumes_dir_and_user() {
         &format!("echo written-$WHO > {t}/file; echo wrote; exec sleep 600"),
         volume.clone(),
     );
-    c.control(0, C::ServiceCreate { spec: writer })
-        .await
-        .unwrap();
+    c.control(
+        0,
+        C::ServiceCreate {
+            spec: writer,
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap();
     let out = task_outcome(&c, "writer", "wrote").await.unwrap();
     assert!(out.contains("wrote"), "{out}");
     let dir = c.nodes[0].dir.join("state/volumes/shxn-data");
@@ -232,9 +238,15 @@ async fn native_tasks_get_local_volumes_dir_and_user() {
         ),
         volume,
     );
-    c.control(0, C::ServiceCreate { spec: reader })
-        .await
-        .unwrap();
+    c.control(
+        0,
+        C::ServiceCreate {
+            spec: reader,
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap();
     let out = task_outcome(&c, "reader", "done").await.unwrap();
     assert!(
         out.contains("uid=65534 pwd=/tmp read=written-1"),
@@ -252,9 +264,15 @@ async fn native_tasks_get_local_volumes_dir_and_user() {
         serde_json::json!({"Type": "volume", "Source": "shxn-nfs", "Target": "/mnt/nfs",
             "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"type": "nfs"}}}}),
     );
-    c.control(0, C::ServiceCreate { spec: refused })
-        .await
-        .unwrap();
+    c.control(
+        0,
+        C::ServiceCreate {
+            spec: refused,
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap();
     let err = task_outcome(&c, "nfs", "never").await.unwrap_err();
     assert!(
         err.contains("volume shxn-nfs at /mnt/nfs") && err.contains("driver options"),

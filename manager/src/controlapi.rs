@@ -2,7 +2,7 @@
 //! raft. Business rules live in the store's `apply`; this layer only resolves names, fills in
 //! ids and timestamps, and shapes answers.
 
-use crate::ca::{JoinToken, RootCa};
+use crate::ca::{DataKey, JoinToken, RootCa};
 use crate::consensus::{ProposeError, RaftHandle};
 use crate::ids::new_id;
 use crate::scheduler::is_live;
@@ -10,6 +10,7 @@ use crate::store::{Applied, ClusterState, Command, StoreError, lookup};
 use shoal_api::control::*;
 use shoal_api::now_rfc3339;
 use shoal_api::objects::*;
+use shoal_api::registry_auth::RegistryAuth;
 use shoal_api::wire::ErrorKind;
 use tonic::Status;
 
@@ -30,11 +31,42 @@ pub fn propose_status(e: ProposeError) -> Status {
 #[derive(Clone)]
 pub struct ControlApi {
     raft: RaftHandle,
+    /// Seals `--with-registry-auth` credentials before they are proposed.
+    data_key: Option<DataKey>,
 }
 
 impl ControlApi {
-    pub fn new(raft: RaftHandle) -> Self {
-        ControlApi { raft }
+    pub fn new(raft: RaftHandle, data_key: Option<DataKey>) -> Self {
+        ControlApi { raft, data_key }
+    }
+
+    /// `command`, grouped with the service's credentials sealed under the data key when the
+    /// request carried some: raft only ever sees the sealed bytes.
+    fn with_registry_auth(
+        &self,
+        command: Command,
+        service_id: &str,
+        auth: Option<RegistryAuth>,
+    ) -> Result<Command, Status> {
+        match auth {
+            None => Ok(command),
+            Some(auth) => Ok(Command::All(vec![
+                command,
+                self.seal_registry_auth(service_id, &auth)?,
+            ])),
+        }
+    }
+
+    fn seal_registry_auth(&self, service_id: &str, auth: &RegistryAuth) -> Result<Command, Status> {
+        let key = self.data_key.as_ref().ok_or_else(|| {
+            ErrorKind::Precondition.status(
+                "--with-registry-auth: this manager has no cluster data key (the swarm was initialized before shoal had one), so it can't keep registry credentials; run without --with-registry-auth",
+            )
+        })?;
+        Ok(Command::SetRegistryAuth {
+            service_id: service_id.to_string(),
+            sealed: key.seal_text(service_id, auth.as_str()),
+        })
     }
 
     async fn propose(&self, command: Command) -> Result<Applied, Status> {
@@ -154,16 +186,20 @@ impl ControlApi {
                 self.propose(Command::RemoveNode { id, force }).await?;
                 Ok(ControlResponse::Done)
             }
-            R::ServiceCreate { spec } => {
+            R::ServiceCreate {
+                spec,
+                registry_auth,
+            } => {
                 templates_expand(&spec)?;
                 reservation_fits(&self.raft.state(), &spec)?;
                 let id = new_id();
-                self.propose(Command::CreateService {
+                let create = Command::CreateService {
                     id: id.clone(),
                     spec,
                     now: now_rfc3339(),
-                })
-                .await?;
+                };
+                self.propose(self.with_registry_auth(create, &id, registry_auth)?)
+                    .await?;
                 Ok(ControlResponse::Created { id })
             }
             R::ServiceList => {
@@ -184,17 +220,19 @@ impl ControlApi {
                 service,
                 version,
                 spec,
+                registry_auth,
             } => {
                 templates_expand(&spec)?;
                 reservation_fits(&self.raft.state(), &spec)?;
                 let id = self.resolve(|s| &s.services, &service)?;
-                self.propose(Command::UpdateService {
-                    id,
+                let update = Command::UpdateService {
+                    id: id.clone(),
                     version,
                     spec,
                     now: now_rfc3339(),
-                })
-                .await?;
+                };
+                self.propose(self.with_registry_auth(update, &id, registry_auth)?)
+                    .await?;
                 Ok(ControlResponse::Done)
             }
             R::ServiceRollback { service } => {
@@ -241,7 +279,11 @@ impl ControlApi {
                 self.propose(Command::RemoveNetwork { id }).await?;
                 Ok(ControlResponse::Done)
             }
-            R::StackDeploy { networks, services } => {
+            R::StackDeploy {
+                networks,
+                services,
+                registry_auth,
+            } => {
                 {
                     let state = self.raft.state();
                     for spec in &services {
@@ -249,9 +291,22 @@ impl ControlApi {
                         reservation_fits(&state, spec)?;
                     }
                 }
-                let (commands, done) =
-                    crate::stack::plan(&self.raft.state(), networks, services, &now_rfc3339())
-                        .map_err(|e| store_status(&e))?;
+                let (mut commands, done, ids) = {
+                    let state = self.raft.state();
+                    let (commands, done) =
+                        crate::stack::plan(&state, networks, services, &now_rfc3339())
+                            .map_err(|e| store_status(&e))?;
+                    let ids = crate::stack::service_ids(&state, &done);
+                    (commands, done, ids)
+                };
+                for (name, auth) in &registry_auth {
+                    let id = ids.get(name).ok_or_else(|| {
+                        ErrorKind::Invalid.status(format!(
+                            "registry credentials for service {name}, which is not in this stack"
+                        ))
+                    })?;
+                    commands.push(self.seal_registry_auth(id, auth)?);
+                }
                 if !commands.is_empty() {
                     self.propose(Command::All(commands)).await?;
                 }

@@ -1,6 +1,6 @@
 //! Admission of new nodes (join token in, node certificate out) and certificate renewal.
 
-use crate::ca::{JoinToken, NodeIdentity, RootCa};
+use crate::ca::{DataKey, JoinToken, NodeIdentity, RootCa};
 use crate::consensus::RaftHandle;
 use crate::controlapi::propose_status;
 use crate::ids::{new_id, new_raft_id};
@@ -38,7 +38,11 @@ fn secrets_equal(a: &str, b: &str) -> bool {
             == 0
 }
 
-pub async fn join(raft: &RaftHandle, req: JoinRequest) -> Result<JoinResponse, Status> {
+pub async fn join(
+    raft: &RaftHandle,
+    data_key: Option<&DataKey>,
+    req: JoinRequest,
+) -> Result<JoinResponse, Status> {
     let token = JoinToken::parse(&req.token)
         .map_err(|e| ErrorKind::Invalid.status(format!("invalid join token: {e}")))?;
     let (ca, cluster_id, validity) = signing_ca(raft)?;
@@ -107,6 +111,7 @@ pub async fn join(raft: &RaftHandle, req: JoinRequest) -> Result<JoinResponse, S
         cert_pem,
         ca_pem: ca.cert_pem().to_string(),
         managers: managers(raft),
+        data_key: key_for(role, data_key),
     })
 }
 
@@ -118,6 +123,7 @@ pub fn managers(raft: &RaftHandle) -> Vec<ManagerPeer> {
 /// and demotion reach the certificate at the next renewal).
 pub fn renew(
     raft: &RaftHandle,
+    data_key: Option<&DataKey>,
     caller: &NodeIdentity,
     req: RenewRequest,
 ) -> Result<RenewResponse, Status> {
@@ -135,5 +141,17 @@ pub fn renew(
     let cert_pem = ca
         .issue(&req.csr_pem, &caller.node_id, &cluster_id, role, validity)
         .map_err(|e| ErrorKind::Invalid.status(format!("certificate request refused: {e}")))?;
-    Ok(RenewResponse { cert_pem, role })
+    Ok(RenewResponse {
+        cert_pem,
+        role,
+        data_key: key_for(role, data_key),
+    })
+}
+
+/// The cluster data key goes to managers only (over the TLS of the join or renewal).
+fn key_for(role: NodeRole, data_key: Option<&DataKey>) -> Option<KeyText> {
+    (role == NodeRole::Manager)
+        .then_some(data_key)
+        .flatten()
+        .map(|k| KeyText(k.to_base64().to_string()))
 }

@@ -24,6 +24,9 @@ pub struct ManagerConfig {
     pub bootstrap: bool,
     /// Managers known from the join answer, before the store arrives.
     pub peers: Vec<ManagerPeer>,
+    /// The cluster data key from the state dir (`None`: a cluster made before data keys,
+    /// whose services then carry no registry credentials).
+    pub data_key: Option<crate::ca::DataKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +61,8 @@ impl ManagerRuntime {
             transport.add_bootstrap_peer(p.raft_id, p.addr.clone());
         }
         let raft = RaftHandle::start(cfg.raft, &cfg.raft_dir, cfg.bootstrap, transport.clone())?;
-        let control = ControlApi::new(raft.clone());
-        let (dispatcher, dispatcher_loops) = Dispatcher::start(raft.clone());
+        let control = ControlApi::new(raft.clone(), cfg.data_key.clone());
+        let (dispatcher, dispatcher_loops) = Dispatcher::start(raft.clone(), cfg.data_key.clone());
         let listener = tokio::net::TcpListener::bind(cfg.listen_addr)
             .await
             .map_err(|source| ManagerError::Listen {
@@ -89,6 +92,7 @@ impl ManagerRuntime {
             ))
             .add_service(pb::ca_server::CaServer::new(CaService {
                 raft: raft.clone(),
+                data_key: cfg.data_key.clone(),
             }));
         let addr = cfg.listen_addr;
         let mut tasks = vec![

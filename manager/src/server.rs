@@ -164,20 +164,22 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
 
 pub struct CaService {
     pub raft: RaftHandle,
+    /// Handed to managers that join or are promoted.
+    pub data_key: Option<crate::ca::DataKey>,
 }
 
 #[tonic::async_trait]
 impl pb::ca_server::Ca for CaService {
     async fn join(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
         let request = unframe(req.get_ref())?;
-        let answer = crate::join::join(&self.raft, request).await?;
+        let answer = crate::join::join(&self.raft, self.data_key.as_ref(), request).await?;
         Ok(Response::new(frame(&answer)))
     }
 
     async fn renew(&self, req: Request<Frame>) -> Result<Response<Frame>, Status> {
         let id = caller(&req)?;
         let request = unframe(req.get_ref())?;
-        let answer = crate::join::renew(&self.raft, &id, request)?;
+        let answer = crate::join::renew(&self.raft, self.data_key.as_ref(), &id, request)?;
         Ok(Response::new(frame(&answer)))
     }
 }

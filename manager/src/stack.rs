@@ -75,6 +75,18 @@ pub fn plan(
     Ok((commands, done))
 }
 
+/// The id of every service a deploy planned as `done` touches or leaves as it was, by name:
+/// where its registry credentials go.
+pub fn service_ids(state: &ClusterState, done: &StackDeployed) -> BTreeMap<String, String> {
+    let mut ids: BTreeMap<String, String> = state
+        .services
+        .values()
+        .map(|s| (s.spec.name.clone(), s.id.clone()))
+        .collect();
+    ids.extend(done.created_services.iter().cloned());
+    ids
+}
+
 /// A lookup failure for one of a service's networks, naming the service.
 fn in_service(service: &str, e: StoreError) -> StoreError {
     StoreError::Invalid {
@@ -121,6 +133,33 @@ mod tests {
         assert_eq!(done.updated_services[0].0, "shop_web");
         assert!(done.created_services.is_empty() && done.created_networks.is_empty());
         apply(&mut s, 3, commands).unwrap();
+    }
+
+    #[test]
+    fn registry_credentials_find_new_changed_and_unchanged_services_of_the_stack() {
+        let mut s = cluster((30000, 30010));
+        let svcs = |replicas| {
+            vec![
+                service_spec("shop_web", replicas, &[], &[]),
+                service_spec("shop_db", 1, &[], &[]),
+            ]
+        };
+        let (commands, done) = plan(&s, vec![], svcs(1), NOW).unwrap();
+        let ids = service_ids(&s, &done);
+        assert_eq!(ids.len(), 2, "both new services, by the ids they will get");
+        let mut commands = commands;
+        commands.push(Command::SetRegistryAuth {
+            service_id: ids["shop_web"].clone(),
+            sealed: "c2VhbGVk".into(),
+        });
+        apply(&mut s, 2, commands).unwrap();
+        let web = lookup(&s.services, "shop_web").unwrap().id.clone();
+        assert_eq!(s.registry_auth[&web], "c2VhbGVk");
+        // A redeploy that changes only shop_web still finds shop_db, which it leaves as is.
+        let (_, done) = plan(&s, vec![], svcs(2), NOW).unwrap();
+        let ids = service_ids(&s, &done);
+        assert_eq!(ids["shop_web"], web);
+        assert_eq!(ids["shop_db"], lookup(&s.services, "shop_db").unwrap().id);
     }
 
     #[test]

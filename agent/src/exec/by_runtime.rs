@@ -6,6 +6,7 @@ use super::native::NativeExecutor;
 use super::{ExecError, Executor, Preparation, Setup, Started, TaskContext};
 use nix::sys::signal::Signal;
 use shoal_api::objects::{Runtime, Task};
+use shoal_api::registry_auth::RegistryAuth;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
@@ -38,9 +39,13 @@ impl Executor for ByRuntime {
         }
     }
 
-    fn prepare(&self, task: &Task) -> Result<Option<Preparation>, ExecError> {
+    fn prepare(
+        &self,
+        task: &Task,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Option<Preparation>, ExecError> {
         match (task.spec.runtime, &self.docker) {
-            (Runtime::Docker, Some(d)) => d.prepare(task),
+            (Runtime::Docker, Some(d)) => d.prepare(task, auth),
             // A missing engine is reported by `start`.
             _ => Ok(None),
         }

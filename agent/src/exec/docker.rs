@@ -23,6 +23,7 @@ use bollard::query_parameters::{
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use shoal_api::objects::Task;
+use shoal_api::registry_auth::RegistryAuth;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -96,6 +97,20 @@ fn engine_message(e: &bollard::errors::Error) -> String {
         E::DockerResponseServerError { message, .. } => message.clone(),
         E::DockerStreamError { error } => error.clone(),
         e => e.to_string(),
+    }
+}
+
+/// The engine's form of X-Registry-Auth credentials.
+fn docker_credentials(
+    c: shoal_api::registry_auth::Credentials,
+) -> bollard::auth::DockerCredentials {
+    let some = |s: String| (!s.is_empty()).then_some(s);
+    bollard::auth::DockerCredentials {
+        username: some(c.username),
+        password: some(c.password),
+        identitytoken: some(c.identitytoken),
+        serveraddress: some(c.serveraddress),
+        ..Default::default()
     }
 }
 
@@ -472,9 +487,13 @@ impl DockerExecutor {
         }
     }
 
-    /// A task whose image is not on the node pulls it first (no registry credentials yet:
-    /// `--with-registry-auth` waits for secrets, so they are never in raft in the clear).
-    pub fn prepare(&self, task: &Task) -> Result<Option<Preparation>, ExecError> {
+    /// A task whose image is not on the node pulls it first, with the service's
+    /// `--with-registry-auth` credentials when it has some.
+    pub fn prepare(
+        &self,
+        task: &Task,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<Option<Preparation>, ExecError> {
         let image = task.spec.container_spec.image.clone();
         match block_on(self.docker.inspect_image(&image)) {
             Ok(_) => return Ok(None),
@@ -489,6 +508,14 @@ impl DockerExecutor {
             }
         }
         let reference = pull_reference(&image);
+        let credentials = match auth.map(RegistryAuth::decode) {
+            None => None,
+            Some(Ok(c)) => Some(docker_credentials(c)),
+            Some(Err(e)) => {
+                tracing::warn!(task = %task.id, error = %e, "pulling without the service's registry credentials");
+                None
+            }
+        };
         let docker = self.docker.clone();
         let task_id = task.id.clone();
         let message = format!("pulling image {reference}");
@@ -497,7 +524,7 @@ impl DockerExecutor {
                 let opts = CreateImageOptionsBuilder::new()
                     .from_image(&reference)
                     .build();
-                let mut stream = docker.create_image(Some(opts), None, None);
+                let mut stream = docker.create_image(Some(opts), None, credentials);
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(info) => {

@@ -8,6 +8,7 @@ pub mod native;
 pub mod native_plan;
 
 use shoal_api::objects::Task;
+use shoal_api::registry_auth::RegistryAuth;
 use std::path::Path;
 
 /// What a task is beyond its spec, for Swarm's container labels and for service templates
@@ -96,8 +97,12 @@ pub struct Started {
 pub trait Executor: Send + Sync {
     fn name(&self) -> &'static str;
     /// What must happen before `start` that may take long (an image pull); `None` when the
-    /// task can start at once.
-    fn prepare(&self, _task: &Task) -> Result<Option<Preparation>, ExecError> {
+    /// task can start at once. `auth`: the service's `--with-registry-auth` credentials.
+    fn prepare(
+        &self,
+        _task: &Task,
+        _auth: Option<&RegistryAuth>,
+    ) -> Result<Option<Preparation>, ExecError> {
         Ok(None)
     }
     /// Starts a task, writing its output to `log`. `setup` runs once the task's network

@@ -135,6 +135,7 @@ async fn create_many(
             for n in (k..total).step_by(clients) {
                 let req = LocalRequest::Control(C::ServiceCreate {
                     spec: spec(&format!("{prefix}{n}"), &network),
+                    registry_auth: None,
                 });
                 let t = Instant::now();
                 shoal_api::client::call_local(&mut client, &req)
@@ -198,6 +199,7 @@ async fn failover_once(c: &mut LocalCluster, network: &str, run: usize) -> Resul
             attempt += 1;
             let req = C::ServiceCreate {
                 spec: spec(&format!("failover{run}-{attempt}"), network),
+                registry_auth: None,
             };
             if tokio::time::timeout(Duration::from_millis(300), c.control(i, req))
                 .await

@@ -5,9 +5,11 @@
 //! (`swarm-manager`/`swarm-worker`), O = cluster id. Managers also hold the root key and sign
 //! certificate requests; workers hold only the root certificate, enough to verify peers.
 
+pub mod datakey;
 pub mod tls;
 mod token;
 
+pub use datakey::{DataKey, DataKeyError};
 pub use tls::peer_identity;
 pub use token::{JoinToken, TokenError};
 

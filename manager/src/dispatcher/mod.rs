@@ -50,6 +50,9 @@ const VIEW_COALESCE: Duration = Duration::from_millis(10);
 #[derive(Clone)]
 pub struct Dispatcher {
     raft: RaftHandle,
+    /// Opens the sealed registry credentials the views carry; `None` on a manager of a
+    /// cluster made before data keys existed.
+    data_key: Option<crate::ca::DataKey>,
     last_seen: Arc<Mutex<HashMap<String, Instant>>>,
     statuses: mpsc::UnboundedSender<TaskStatusUpdate>,
     /// Messages to put into each node's open session (log subscriptions), keyed by node.
@@ -62,10 +65,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the dispatcher and returns its background loops, for the caller to stop.
-    pub fn start(raft: RaftHandle) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+    pub fn start(
+        raft: RaftHandle,
+        data_key: Option<crate::ca::DataKey>,
+    ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let d = Dispatcher {
             raft,
+            data_key,
             last_seen: Arc::default(),
             statuses: tx,
             sessions: Arc::default(),
@@ -148,7 +155,7 @@ impl Dispatcher {
         // Versions carry the session number, so a late acknowledgement from an earlier
         // session of the node is never taken for one of this session.
         let mut version = drain::first_version(session);
-        let mut last = view::node_view(&self.raft.state(), &node_id);
+        let mut last = view::node_view(&self.raft.state(), &node_id, self.data_key.as_ref());
         self.programmed.open(&node_id, session, version, &last);
         let _forget = drain::Forget {
             programmed: self.programmed.clone(),
@@ -192,7 +199,7 @@ impl Dispatcher {
                     .await;
                 return;
             }
-            let next = view::node_view(&self.raft.state(), &node_id);
+            let next = view::node_view(&self.raft.state(), &node_id, self.data_key.as_ref());
             if next.node.is_none() {
                 let _ = tx
                     .send(Err(

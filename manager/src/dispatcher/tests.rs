@@ -103,7 +103,7 @@ fn setup() -> ClusterState {
 #[test]
 fn a_view_holds_the_nodes_tasks_networks_peers_and_endpoints() {
     let s = setup();
-    let v = node_view(&s, "n1");
+    let v = node_view(&s, "n1", None);
     assert_eq!(
         v.tasks.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
         ["t1"]
@@ -139,7 +139,7 @@ fn a_view_holds_the_nodes_tasks_networks_peers_and_endpoints() {
     assert!(web.backends.iter().all(|b| b.state == TaskState::Running));
 
     // n3 has no task on app: it gets neither the network nor its services.
-    let v3 = node_view(&s, "n3");
+    let v3 = node_view(&s, "n3", None);
     assert!(v3.tasks.is_empty());
     assert!(v3.networks.iter().all(|n| n.network.spec.ingress));
     assert!(v3.endpoints.is_empty());
@@ -148,7 +148,7 @@ fn a_view_holds_the_nodes_tasks_networks_peers_and_endpoints() {
 #[test]
 fn deltas_rebuild_the_new_view_exactly() {
     let mut s = setup();
-    let before = node_view(&s, "n1");
+    let before = node_view(&s, "n1", None);
     // t2 fails: it leaves the backends; a replacement lands on n1.
     let t3 = task("t3", "web", 2, "n1", &s);
     s.apply(
@@ -169,7 +169,7 @@ fn deltas_rebuild_the_new_view_exactly() {
         },
     )
     .unwrap();
-    let after = node_view(&s, "n1");
+    let after = node_view(&s, "n1", None);
     let changes = diff(&before, &after);
     assert!(!changes.is_empty());
     let mut rebuilt = before.clone();
@@ -182,4 +182,44 @@ fn deltas_rebuild_the_new_view_exactly() {
         .unwrap();
     assert_eq!(web.backends.len(), 1, "the failed task is no backend");
     assert!(diff(&after, &after).is_empty());
+}
+
+#[test]
+fn registry_credentials_go_opened_only_to_nodes_with_a_task_of_the_service() {
+    use crate::ca::DataKey;
+    let mut s = setup();
+    let key = DataKey::generate();
+    let sealed = key.seal_text("web", "eyJ1c2VybmFtZSI6InUifQ==");
+    s.apply(
+        5,
+        Command::SetRegistryAuth {
+            service_id: "web".into(),
+            sealed,
+        },
+    )
+    .unwrap();
+    let auth_of = |v: &shoal_api::dispatch::NodeView| {
+        v.services
+            .iter()
+            .find(|a| a.service_id == "web")
+            .and_then(|a| a.registry_auth.clone())
+            .map(|a| a.as_str().to_string())
+    };
+    let v1 = node_view(&s, "n1", Some(&key));
+    assert_eq!(auth_of(&v1).as_deref(), Some("eyJ1c2VybmFtZSI6InUifQ=="));
+    assert!(
+        node_view(&s, "n3", Some(&key)).services.is_empty(),
+        "no task on n3"
+    );
+    // Without the key (a cluster from before data keys) or with another one: none.
+    assert_eq!(auth_of(&node_view(&s, "n1", None)), None);
+    assert_eq!(
+        auth_of(&node_view(&s, "n1", Some(&DataKey::generate()))),
+        None
+    );
+    // A new view with the credentials reaches the node as a service upsert.
+    let d = diff(&node_view(&s, "n1", None), &v1);
+    assert!(d.iter().any(
+        |c| matches!(c, shoal_api::dispatch::Change::ServiceUpsert(a) if a.registry_auth.is_some())
+    ));
 }

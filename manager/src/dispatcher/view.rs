@@ -1,9 +1,11 @@
 //! What one node needs to know, computed from the cluster state, and the difference between
 //! two such views, which is what a session streams after its first snapshot.
 
+use crate::ca::DataKey;
 use crate::store::ClusterState;
 use shoal_api::dispatch::*;
 use shoal_api::objects::*;
+use shoal_api::registry_auth::RegistryAuth;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Tasks a node must act on: the ones it should run, and the ones it should stop.
@@ -14,7 +16,9 @@ fn node_tasks<'a>(state: &'a ClusterState, node_id: &'a str) -> impl Iterator<It
     })
 }
 
-pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
+/// `data_key` opens the registry credentials of the services with a task on the node; only
+/// those services' credentials go into the node's view.
+pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>) -> NodeView {
     let tasks: Vec<Task> = node_tasks(state, node_id).cloned().collect();
     let ingress_id = state.ingress().map(|n| n.id.clone());
     let mut network_ids: BTreeSet<String> = tasks
@@ -140,6 +144,10 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
             service_id: s.id.clone(),
             name: s.spec.name.clone(),
             labels: s.spec.labels.clone(),
+            registry_auth: state
+                .registry_auth
+                .get(&s.id)
+                .and_then(|sealed| open_registry_auth(data_key, &s.id, &s.spec.name, sealed)),
         })
         .collect();
     let managers = state.manager_peers();
@@ -155,6 +163,36 @@ pub fn node_view(state: &ClusterState, node_id: &str) -> NodeView {
             .unwrap_or(5_000_000_000),
         data_path_port: cluster.map(|c| c.data_path_port).unwrap_or(4789),
         services,
+    }
+}
+
+/// A service's sealed credentials, opened; `None`, logged once per manager, when this
+/// manager has no data key or the value does not open under it.
+fn open_registry_auth(
+    data_key: Option<&DataKey>,
+    service_id: &str,
+    service: &str,
+    sealed: &str,
+) -> Option<RegistryAuth> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let warn_once = |why: &str| {
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(service = %service, service_id = %service_id, "{why}; its nodes pull the image without registry credentials");
+        }
+    };
+    let Some(key) = data_key else {
+        warn_once(
+            "service has registry credentials but this manager has no cluster data key (a cluster made before data keys)",
+        );
+        return None;
+    };
+    match key.open_text(service_id, sealed) {
+        Ok(plain) => Some(RegistryAuth::from_encoded(plain.to_string())),
+        Err(e) => {
+            warn_once(&e.to_string());
+            None
+        }
     }
 }
 

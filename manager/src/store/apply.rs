@@ -81,6 +81,16 @@ impl ClusterState {
                 self.rollback_service(version, &id, &now, true, "manually requested rollback")
             }
             Command::RemoveService { id, now } => self.remove_service(version, &id, &now),
+            Command::SetRegistryAuth { service_id, sealed } => {
+                if !self.services.contains_key(&service_id) {
+                    return Err(StoreError::NotFound {
+                        kind: "service",
+                        name: service_id,
+                    });
+                }
+                self.registry_auth.insert(service_id, sealed);
+                Ok(Applied::Done)
+            }
             Command::All(commands) => self.apply_all(index, commands),
             Command::Tasks { ops, now } => {
                 for op in ops {
@@ -92,8 +102,9 @@ impl ClusterState {
     }
 
     /// Applies `commands` to a copy and keeps it only if every one of them was taken. The
-    /// copy costs a clone of the state; this serves stack deploys, which are rare, and it
-    /// keeps each command's own checks the only checks.
+    /// copy costs a clone of the state; this serves stack deploys and creates or updates
+    /// with registry credentials, which are rare, and it keeps each command's own checks
+    /// the only checks.
     fn apply_all(&mut self, index: u64, commands: Vec<Command>) -> Result<Applied, StoreError> {
         let mut next = self.clone();
         for command in commands {
@@ -842,6 +853,7 @@ impl ClusterState {
     ) -> Result<Applied, StoreError> {
         let service = lookup(&self.services, id)?.clone();
         self.services.remove(&service.id);
+        self.registry_auth.remove(&service.id);
         let alloc = self.alloc()?;
         alloc.release_ports(&service.id, &service.endpoint.ports);
         for v in &service.endpoint.virtual_ips {

@@ -72,6 +72,12 @@ pub enum Command {
         id: String,
         now: String,
     },
+    /// A service's registry credentials, sealed by the proposer (never in the clear here);
+    /// proposed in a group with the create or update that carried them.
+    SetRegistryAuth {
+        service_id: String,
+        sealed: String,
+    },
     /// Several commands applied in order, all or none: a stack deploy. The first refusal
     /// leaves the state as it was before the first of them.
     All(Vec<Command>),

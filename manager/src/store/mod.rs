@@ -122,6 +122,12 @@ pub struct ClusterState {
     /// start as a failure. Kept beside the tasks because Docker's task has no such field.
     #[serde(default)]
     pub task_times: BTreeMap<String, TaskTimes>,
+    /// `--with-registry-auth` credentials by service id, sealed under the cluster data key
+    /// (`ca::DataKey::seal_text`, the service id as associated data): the log and snapshots
+    /// never hold them in the clear. Beside the services, not in `Service`, so inspect never
+    /// shows them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_auth: BTreeMap<String, String>,
 }
 
 /// See [`ClusterState::task_times`]. RFC 3339, empty until it happened.

@@ -678,3 +678,58 @@ fn state_and_nodes_written_before_these_fields_still_decode() {
     assert!(old.task_times.is_empty());
     assert_eq!(old.nodes["n1"].description.resources, Resources::default());
 }
+
+#[test]
+fn registry_credentials_stay_through_updates_and_go_with_the_service() {
+    let mut s = cluster((30000, 32767));
+    let set = |id: &str| Command::SetRegistryAuth {
+        service_id: id.into(),
+        sealed: "c2VhbGVk".into(),
+    };
+    assert!(
+        s.apply(2, set("a")).is_err(),
+        "no credentials for a service that does not exist"
+    );
+    // Created together with its credentials, all or nothing.
+    s.apply(
+        3,
+        Command::All(vec![
+            Command::CreateService {
+                id: "a".into(),
+                spec: service_spec("a", 1, &[], &[]),
+                now: NOW.into(),
+            },
+            set("a"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.registry_auth["a"], "c2VhbGVk");
+    let mut spec = s.services["a"].spec.clone();
+    spec.labels.insert("x".into(), "y".into());
+    let version = s.services["a"].version.index;
+    s.apply(
+        4,
+        Command::UpdateService {
+            id: "a".into(),
+            version,
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.registry_auth["a"], "c2VhbGVk",
+        "an update without credentials keeps them"
+    );
+    let json = serde_json::to_string(&s.services["a"]).unwrap();
+    assert!(!json.contains("c2VhbGVk"), "not part of the service");
+    s.apply(
+        5,
+        Command::RemoveService {
+            id: "a".into(),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert!(s.registry_auth.is_empty());
+}
