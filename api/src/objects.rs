@@ -894,6 +894,9 @@ pub struct IpamConfig {
     pub subnet: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub gateway: String,
+    /// Docker's `IPRange`: task addresses and VIPs come from this part of the subnet only.
+    #[serde(rename = "IPRange", default, skip_serializing_if = "String::is_empty")]
+    pub ip_range: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]

@@ -58,6 +58,9 @@ pub struct CreateArgs {
     /// Gateway of the subnet
     #[arg(long, value_name = "IP")]
     pub gateway: Vec<String>,
+    /// Allocate task addresses and VIPs from a sub-range of the subnet
+    #[arg(long, value_name = "CIDR")]
+    pub ip_range: Vec<String>,
     /// Let standalone tasks attach to the network
     #[arg(long)]
     pub attachable: bool,
@@ -140,6 +143,7 @@ pub fn network_spec(args: &CreateArgs) -> Result<NetworkSpec> {
         .map(|(s, _)| IpamConfig {
             subnet: s.to_string(),
             gateway: String::new(),
+            ip_range: String::new(),
         })
         .collect();
     for g in &args.gateway {
@@ -158,6 +162,23 @@ pub fn network_spec(args: &CreateArgs) -> Result<NetworkSpec> {
             );
         }
         configs[i].gateway = g.clone();
+    }
+    for r in &args.ip_range {
+        let range = Cidr::parse("--ip-range", r)?;
+        let Some(i) = subnets
+            .iter()
+            .position(|(_, c)| c.contains(range.addr) && c.prefix <= range.prefix)
+        else {
+            bail!("invalid --ip-range {r:?}: it must lie inside one of the given --subnet values");
+        };
+        if !configs[i].ip_range.is_empty() {
+            bail!(
+                "invalid --ip-range {r:?}: subnet {} already has ip range {}",
+                configs[i].subnet,
+                configs[i].ip_range
+            );
+        }
+        configs[i].ip_range = r.clone();
     }
     let mut labels = BTreeMap::new();
     for l in &args.label {
@@ -233,6 +254,7 @@ mod tests {
         let mut a = args("backend");
         a.subnet = vec!["198.19.10.0/24".into()];
         a.gateway = vec!["198.19.10.1".into()];
+        a.ip_range = vec!["198.19.10.128/25".into()];
         a.attachable = true;
         a.label = vec!["team=web".into()];
         let spec = network_spec(&a).unwrap();
@@ -243,7 +265,8 @@ mod tests {
             spec.ipam_options.configs,
             vec![IpamConfig {
                 subnet: "198.19.10.0/24".into(),
-                gateway: "198.19.10.1".into()
+                gateway: "198.19.10.1".into(),
+                ip_range: "198.19.10.128/25".into(),
             }]
         );
         assert_eq!(spec.labels.get("team").map(String::as_str), Some("web"));
@@ -288,6 +311,14 @@ mod tests {
                     ..args("n")
                 },
                 r#"invalid --gateway "x": not an IP address"#,
+            ),
+            (
+                CreateArgs {
+                    subnet: vec!["198.19.10.0/24".into()],
+                    ip_range: vec!["198.19.11.0/25".into()],
+                    ..args("n")
+                },
+                r#"invalid --ip-range "198.19.11.0/25": it must lie inside one of the given --subnet values"#,
             ),
         ];
         for (a, want) in cases {

@@ -511,6 +511,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
             configs: vec![IpamConfig {
                 subnet: subnet.into(),
                 gateway: String::new(),
+                ip_range: String::new(),
             }],
         },
     };

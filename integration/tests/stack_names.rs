@@ -47,6 +47,7 @@ networks:
     ipam:
       config:
         - subnet: 198.19.72.0/24
+          ip_range: 198.19.72.128/25
 "#
     )
 }
@@ -204,6 +205,16 @@ fn stack_services_reach_each_other_by_short_name() {
         back_tasks.matches("198.19.72.").count() == 2 && !back_tasks.contains("198.19.71."),
         "{back_tasks}"
     );
+    // back's ip_range holds its VIPs and task addresses (198.19.72.128/25).
+    for addr in back_tasks
+        .trim_matches(['[', ']'])
+        .split(", ")
+        .map(|a| a.trim_matches('\''))
+        .chain(std::iter::once(agent_back.as_str()))
+    {
+        let last: u8 = addr.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(last >= 128, "{addr} is outside back's ip_range");
+    }
     // A declared alias and the Compose name both answer, on back only.
     eventually("hermit resolves from agent's side of back", || {
         resolve("sleep 900921", "hermit").contains("198.19.72.")

@@ -637,18 +637,27 @@ fn network_spec(stack: &str, key: &str, n: &compose::Network) -> Result<NetworkS
             bail!("network {key}: ipam driver {d:?} is not supported; use the default");
         }
         for c in &ipam.config {
-            if c.ip_range.is_some() || c.aux_addresses.is_some() {
+            if c.aux_addresses.is_some() {
                 bail!(
-                    "network {key}: ipam ip_range and aux_addresses are not supported; give the subnet (and gateway) only"
+                    "network {key}: ipam aux_addresses are not supported; give the subnet, gateway and ip_range only"
                 );
             }
             let Some(s) = &c.subnet else {
                 bail!("network {key}: an ipam config needs a subnet");
             };
-            Cidr::parse("ipam.config.subnet", s).with_context(|| format!("network {key}"))?;
+            let subnet =
+                Cidr::parse("ipam.config.subnet", s).with_context(|| format!("network {key}"))?;
+            if let Some(r) = &c.ip_range {
+                let range = Cidr::parse("ipam.config.ip_range", r)
+                    .with_context(|| format!("network {key}"))?;
+                if !subnet.contains(range.addr) || range.prefix < subnet.prefix {
+                    bail!("network {key}: ip_range {r} is not inside subnet {s}");
+                }
+            }
             configs.push(IpamConfig {
                 subnet: s.clone(),
                 gateway: c.gateway.clone().unwrap_or_default(),
+                ip_range: c.ip_range.clone().unwrap_or_default(),
             });
         }
     }

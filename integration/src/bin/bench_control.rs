@@ -96,6 +96,7 @@ async fn form(c: &LocalCluster, managers: usize) -> Result<String> {
             configs: vec![IpamConfig {
                 subnet: "198.19.128.0/17".into(),
                 gateway: String::new(),
+                ip_range: String::new(),
             }],
         },
     };

@@ -35,6 +35,27 @@ impl Ipv4Pool {
         Self { subnet, space }
     }
 
+    /// A pool that hands out only the addresses of `range` (Docker's `--ip-range`), a part
+    /// of `subnet`; the subnet's own reserved addresses stay out of it.
+    pub fn with_range(subnet: Ipv4Net, range: Ipv4Net) -> Self {
+        let mut pool = Self::new(subnet);
+        let range = range.trunc();
+        let (r_lo, r_hi) = (u32::from(range.network()), u32::from(range.broadcast()));
+        // The subnet's hosts that the range holds: the space is contiguous, so the gateway,
+        // network and broadcast addresses stay outside it as before.
+        let lo = (u32::from(pool.subnet.network()) + 2).max(r_lo);
+        let hi = u32::from(pool.subnet.broadcast())
+            .saturating_sub(1)
+            .min(r_hi);
+        pool.space = SerialSpace::new(&format!("addresses of {range} in {}", pool.subnet), lo, hi);
+        pool
+    }
+
+    /// Whether `ip` is one this pool can hand out (inside its range).
+    pub fn in_range(&self, ip: Ipv4Addr) -> bool {
+        self.space.contains(u32::from(ip))
+    }
+
     pub fn subnet(&self) -> Ipv4Net {
         self.subnet
     }
@@ -159,6 +180,31 @@ mod tests {
         assert!(!p.release(&p.gateway()), "the gateway is not released");
         p.allocate_specific(ip("198.19.1.254")).unwrap();
         assert_eq!(p.in_use(), 2);
+    }
+
+    #[test]
+    fn an_ip_range_limits_what_is_handed_out() {
+        let mut p = Ipv4Pool::with_range(
+            "198.19.1.0/24".parse().unwrap(),
+            "198.19.1.128/30".parse().unwrap(),
+        );
+        assert_eq!(p.gateway(), ip("198.19.1.1"), "the gateway is the subnet's");
+        assert_eq!(p.capacity(), 4);
+        let got: Vec<Ipv4Addr> = (0..4).map(|_| p.allocate_next().unwrap()).collect();
+        assert_eq!(got[0], ip("198.19.1.128"));
+        assert_eq!(got[3], ip("198.19.1.131"));
+        assert!(
+            p.allocate_next().is_err(),
+            "the range is exhausted, not the subnet"
+        );
+        assert!(!p.in_range(ip("198.19.1.2")));
+        // A range at the subnet's edges keeps its reserved addresses out.
+        let q = Ipv4Pool::with_range(
+            "198.19.2.0/24".parse().unwrap(),
+            "198.19.2.0/24".parse().unwrap(),
+        );
+        assert_eq!(q.capacity(), 253);
+        assert!(!q.in_range(ip("198.19.2.1")) && !q.in_range(ip("198.19.2.255")));
     }
 
     #[test]

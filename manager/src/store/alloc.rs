@@ -87,10 +87,10 @@ impl Allocations {
         &mut self,
         id: &str,
         name: &str,
-        requested: Option<(Ipv4Net, Option<Ipv4Addr>)>,
+        requested: Option<(Ipv4Net, Option<Ipv4Addr>, Option<Ipv4Net>)>,
     ) -> Result<(Ipv4Net, Ipv4Addr, u32), StoreError> {
         let subnet = match requested {
-            Some((net, _)) => {
+            Some((net, _, _)) => {
                 let net = net.trunc();
                 self.subnets.allocate_specific(net).map_err(|e| match e {
                     AllocError::Overlaps { other, .. } => StoreError::invalid(
@@ -121,10 +121,15 @@ impl Allocations {
                 });
             }
         };
-        let mut pool = Ipv4Pool::new(subnet);
+        let mut pool = match requested {
+            Some((_, _, Some(range))) => Ipv4Pool::with_range(subnet, range),
+            _ => Ipv4Pool::new(subnet),
+        };
         let mut gateway = pool.gateway();
-        if let Some((_, Some(gw))) = requested
+        // A gateway outside the range is never handed out, so it needs no reservation.
+        if let Some((_, Some(gw), range)) = requested
             && gw != gateway
+            && (range.is_none() || pool.in_range(gw))
         {
             if let Err(e) = pool.allocate_specific(gw) {
                 self.subnets.release(&subnet);
@@ -134,6 +139,8 @@ impl Allocations {
                     format!("gateway {gw}: {e}"),
                 ));
             }
+            gateway = gw;
+        } else if let Some((_, Some(gw), Some(_))) = requested {
             gateway = gw;
         }
         self.addresses.insert(id.to_string(), pool);

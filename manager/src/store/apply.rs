@@ -360,7 +360,31 @@ impl ClusterState {
                     }
                     Some(gw)
                 };
-                Some((net, gw))
+                let range = if c.ip_range.is_empty() {
+                    None
+                } else {
+                    let r: Ipv4Net = c.ip_range.parse().map_err(|_| {
+                        StoreError::invalid(
+                            format!("network {}", spec.name),
+                            format!(
+                                "ip range {:?} is not an IPv4 CIDR like 198.19.5.128/25",
+                                c.ip_range
+                            ),
+                        )
+                    })?;
+                    let r = r.trunc();
+                    if !net.trunc().contains(&r) || r.prefix_len() > 30 {
+                        return Err(StoreError::invalid(
+                            format!("network {}", spec.name),
+                            format!(
+                                "ip range {r} must be a /30 or larger inside subnet {}",
+                                net.trunc()
+                            ),
+                        ));
+                    }
+                    Some(r)
+                };
+                Some((net, gw, range))
             }
             _ => {
                 return Err(StoreError::invalid(
@@ -369,6 +393,10 @@ impl ClusterState {
                 ));
             }
         };
+        let ip_range = requested
+            .and_then(|(_, _, r)| r)
+            .map(|r| r.to_string())
+            .unwrap_or_default();
         let (subnet, gateway, vni) = self.alloc()?.create_network(&id, &spec.name, requested)?;
         let mut options = BTreeMap::new();
         options.insert(VXLAN_ID_OPTION.to_string(), vni.to_string());
@@ -386,6 +414,7 @@ impl ClusterState {
                 configs: vec![IpamConfig {
                     subnet: subnet.to_string(),
                     gateway: gateway.to_string(),
+                    ip_range,
                 }],
             },
         };

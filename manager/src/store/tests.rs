@@ -79,6 +79,7 @@ pub(crate) fn net_spec(name: &str, ingress: bool, subnet: Option<&str>) -> Netwo
                     vec![IpamConfig {
                         subnet: s.into(),
                         gateway: String::new(),
+                        ip_range: String::new(),
                     }]
                 })
                 .unwrap_or_default(),
@@ -300,6 +301,54 @@ fn overlapping_subnet_is_refused() {
     assert!(
         err.to_string().contains("overlaps 198.19.100.0/24"),
         "{err}"
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn an_ip_range_bounds_vips_and_task_addresses() {
+    let mut s = cluster((30000, 32767));
+    let mut spec = net_spec("ranged", false, Some("198.19.210.0/24"));
+    spec.ipam_options.configs[0].ip_range = "198.19.210.64/29".into();
+    s.apply(
+        2,
+        Command::CreateNetwork {
+            id: "n1".into(),
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.networks["n1"].ipam_options.configs[0].ip_range,
+        "198.19.210.64/29"
+    );
+    // 8 addresses: a VIP and seven tasks fit, an eighth task does not.
+    let err = create(&mut s, 3, "a", service_spec("a", 8, &[], &["n1"])).unwrap_err();
+    assert!(err.to_string().contains("needs 9 addresses"), "{err}");
+    create(&mut s, 4, "a", service_spec("a", 7, &[], &["n1"])).unwrap();
+    let vip = &s.services["a"].endpoint.virtual_ips[0].addr;
+    assert!(
+        vip.starts_with("198.19.210.6") || vip.starts_with("198.19.210.7"),
+        "{vip}"
+    );
+    // A range outside the subnet is refused, naming both.
+    let mut bad = net_spec("bad", false, Some("198.19.211.0/24"));
+    bad.ipam_options.configs[0].ip_range = "198.19.212.0/25".into();
+    let before = s.clone();
+    let err = s
+        .apply(
+            5,
+            Command::CreateNetwork {
+                id: "n2".into(),
+                spec: bad,
+                now: NOW.into(),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "network bad: ip range 198.19.212.0/25 must be a /30 or larger inside subnet 198.19.211.0/24"
     );
     assert_eq!(s, before);
 }
