@@ -517,6 +517,21 @@ impl TaskRunner {
                     self.preparing.lock().expect("lock").insert(task.id.clone());
                     let me = self.clone();
                     let id = task.id.clone();
+                    if let Some(mut progress) = prep.progress {
+                        let me = self.clone();
+                        let id = id.clone();
+                        // Ends when the preparation drops its sender (the pull is over).
+                        tokio::spawn(async move {
+                            while progress.changed().await.is_ok() {
+                                let message = progress.borrow_and_update().clone();
+                                if !me.preparing.lock().expect("lock").contains(&id) {
+                                    break;
+                                }
+                                me.report(&id, TaskState::Preparing, &message, String::new(), None);
+                                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            }
+                        });
+                    }
                     tokio::spawn(async move {
                         let result = prep.done.await;
                         me.preparing.lock().expect("lock").remove(&id);
@@ -779,6 +794,8 @@ mod tests {
         pulls: Mutex<Vec<tokio::sync::oneshot::Sender<Result<(), String>>>>,
         /// The registry credentials each pull was given.
         pull_auth: Mutex<Vec<Option<String>>>,
+        /// Each pull's progress messages, sent by the test.
+        progress: Mutex<Vec<tokio::sync::watch::Sender<String>>>,
         started: Mutex<Vec<(String, TaskContext, String)>>,
         /// Kept so the started tasks run until the test ends.
         exits: Mutex<Vec<tokio::sync::oneshot::Sender<Exit>>>,
@@ -800,8 +817,11 @@ mod tests {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.pulls.lock().unwrap().push(tx);
             let id = task.id.clone();
+            let (progress_tx, progress) = tokio::sync::watch::channel(String::new());
+            self.progress.lock().unwrap().push(progress_tx);
             Ok(Some(Preparation {
                 message: "pulling image img:latest".into(),
+                progress: Some(progress),
                 done: Box::pin(async move {
                     rx.await
                         .unwrap_or(Ok(()))
@@ -912,6 +932,30 @@ mod tests {
             .filter(|s| *s != TaskState::Preparing)
             .collect();
         assert_eq!(s, [TaskState::Starting, TaskState::Running]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pull_progress_is_reported_while_preparing() {
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let r = TaskRunner::new(fake.clone(), dir.path().to_path_buf());
+        r.reconcile(&view(&["t1"], "running"));
+        states(&r);
+        let tx = fake.progress.lock().unwrap().pop().unwrap();
+        tx.send("pulling image img:latest: 1 of 3 layers".into())
+            .unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let s = states(&r);
+                if let Some(m) = s.into_iter().find(|s| s.1 == TaskState::Preparing) {
+                    return m.2;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen, "pulling image img:latest: 1 of 3 layers");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

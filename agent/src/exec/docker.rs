@@ -41,6 +41,43 @@ const ENGINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an image pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// The layers of a pull as the engine's progress stream names them, for the task's status
+/// message ("3 of 5 layers").
+#[derive(Default, Debug)]
+pub struct PullProgress {
+    /// Layer id -> whether it is on the node (pulled, or there already).
+    layers: std::collections::BTreeMap<String, bool>,
+}
+
+impl PullProgress {
+    /// Takes one progress line; says whether the summary changed. Lines about the
+    /// reference itself ("Pulling from library/x", "Digest: ...") name no layer.
+    pub fn note(&mut self, id: &str, status: &str) -> bool {
+        let layer_status = matches!(
+            status,
+            "Pulling fs layer"
+                | "Waiting"
+                | "Downloading"
+                | "Verifying Checksum"
+                | "Download complete"
+                | "Extracting"
+                | "Pull complete"
+                | "Already exists"
+        );
+        if !layer_status {
+            return false;
+        }
+        let done = matches!(status, "Pull complete" | "Already exists");
+        let before = self.layers.insert(id.to_string(), done);
+        before != Some(done)
+    }
+
+    pub fn summary(&self) -> String {
+        let done = self.layers.values().filter(|d| **d).count();
+        format!("{done} of {} layers", self.layers.len())
+    }
+}
+
 pub struct DockerExecutor {
     docker: Docker,
     /// The state dir's tasks directory, where each task's output.log lives.
@@ -519,17 +556,27 @@ impl DockerExecutor {
         let docker = self.docker.clone();
         let task_id = task.id.clone();
         let message = format!("pulling image {reference}");
+        let (progress_tx, progress) = tokio::sync::watch::channel(message.clone());
         let done = Box::pin(async move {
             let pull = async {
                 let opts = CreateImageOptionsBuilder::new()
                     .from_image(&reference)
                     .build();
                 let mut stream = docker.create_image(Some(opts), None, credentials);
+                let mut layers = PullProgress::default();
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(info) => {
                             if let Some(e) = info.error_detail.and_then(|d| d.message) {
                                 return Err(e);
+                            }
+                            if let (Some(id), Some(status)) = (&info.id, &info.status)
+                                && layers.note(id, status)
+                            {
+                                let _ = progress_tx.send(format!(
+                                    "pulling image {reference}: {}",
+                                    layers.summary()
+                                ));
                             }
                         }
                         Err(e) => return Err(engine_message(&e)),
@@ -550,7 +597,11 @@ impl DockerExecutor {
                 reason,
             })
         });
-        Ok(Some(Preparation { message, done }))
+        Ok(Some(Preparation {
+            message,
+            progress: Some(progress),
+            done,
+        }))
     }
 
     async fn remove(&self, id: &str) {
@@ -1034,6 +1085,21 @@ mod tests {
             "127.0.0.1:5000/app:v2"
         );
         assert_eq!(pull_reference("app@sha256:abcd"), "app@sha256:abcd");
+    }
+
+    #[test]
+    fn pull_progress_counts_layers_from_the_engines_stream() {
+        let mut p = PullProgress::default();
+        assert!(
+            !p.note("latest", "Pulling from library/redis"),
+            "not a layer"
+        );
+        assert!(p.note("a1", "Pulling fs layer"));
+        assert!(p.note("b2", "Already exists"));
+        assert!(!p.note("a1", "Downloading"), "no change in the count");
+        assert_eq!(p.summary(), "1 of 2 layers");
+        assert!(p.note("a1", "Pull complete"));
+        assert_eq!(p.summary(), "2 of 2 layers");
     }
 
     #[test]

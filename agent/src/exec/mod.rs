@@ -20,6 +20,9 @@ pub use shoal_api::template::Context as TaskContext;
 pub struct Preparation {
     /// What the task's status says meanwhile ("pulling image busybox:latest").
     pub message: String,
+    /// Newer status messages while the work goes on ("pulling image X: 2 of 5 layers");
+    /// the runner reports the latest at most once a second.
+    pub progress: Option<tokio::sync::watch::Receiver<String>>,
     pub done: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ExecError>> + Send>>,
 }
 

@@ -941,8 +941,10 @@ impl ClusterState {
             }
             TaskOp::Status { id, status: st } => {
                 if let Some(t) = self.tasks.get_mut(&id) {
+                    // The same state with news: why a task is pending, or how far its
+                    // image pull has come.
                     let pending_message = st.state == t.status.state
-                        && st.state < TaskState::Assigned
+                        && (st.state < TaskState::Assigned || st.state == TaskState::Preparing)
                         && (st.message != t.status.message || st.err != t.status.err);
                     if t.status.state.can_move_to(st.state) || pending_message {
                         let terminal = st.state.is_terminal();

@@ -459,6 +459,71 @@ fn task_states_never_move_backwards() {
 }
 
 #[test]
+fn a_preparing_task_takes_newer_pull_progress() {
+    let mut s = cluster((30000, 32767));
+    create(&mut s, 2, "a", service_spec("a", 1, &[], &[])).unwrap();
+    let task = Task {
+        id: "t1".into(),
+        version: Version::default(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        service_id: "a".into(),
+        slot: 1,
+        node_id: String::new(),
+        spec: s.services["a"].spec.task_template.clone(),
+        spec_version: s.services["a"].spec_version,
+        status: TaskStatus::default(),
+        desired_state: TaskState::Running,
+        networks_attachments: vec![],
+        restart_count: 0,
+    };
+    let st = |state, message: &str| TaskOp::Status {
+        id: "t1".into(),
+        status: TaskStatus {
+            state,
+            message: message.into(),
+            timestamp: NOW.into(),
+            ..Default::default()
+        },
+    };
+    s.apply(
+        3,
+        Command::Tasks {
+            ops: vec![
+                TaskOp::Create(Box::new(task)),
+                TaskOp::Assign {
+                    id: "t1".into(),
+                    node_id: "n1".into(),
+                },
+                st(TaskState::Preparing, "pulling image x"),
+                st(TaskState::Preparing, "pulling image x: 1 of 2 layers"),
+            ],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.tasks["t1"].status.message,
+        "pulling image x: 1 of 2 layers"
+    );
+    s.apply(
+        4,
+        Command::Tasks {
+            ops: vec![
+                st(TaskState::Running, "started"),
+                st(TaskState::Running, "a later message"),
+            ],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.tasks["t1"].status.message, "started",
+        "past preparing, a state moves on or nothing"
+    );
+}
+
+#[test]
 fn every_node_gets_its_own_ingress_address_and_frees_it_when_removed() {
     let mut s = cluster((30000, 32767));
     s.apply(2, Command::AddNode(Box::new(node("n2", NodeRole::Worker))))
