@@ -6,7 +6,6 @@
 use shoal_api::dispatch::NodeView;
 use shoal_api::objects::{ContainerSpec, Task};
 use shoal_api::template::{Context, PlatformContext, TemplateError, render};
-use std::collections::BTreeMap;
 
 /// A template in one field of a task's spec that cannot be expanded.
 #[derive(Debug, thiserror::Error)]
@@ -63,46 +62,16 @@ pub fn context(task: &Task, view: &NodeView) -> Context {
     ctx
 }
 
-fn field(name: impl Into<String>, text: &str, ctx: &Context) -> Result<String, ExpandError> {
-    render(text, ctx).map_err(|source| ExpandError {
-        field: name.into(),
-        source,
-    })
-}
-
-fn map(
-    what: &str,
-    m: &BTreeMap<String, String>,
-    ctx: &Context,
-) -> Result<BTreeMap<String, String>, ExpandError> {
-    m.iter()
-        .map(|(k, v)| Ok((k.clone(), field(format!("{what} {k}"), v, ctx)?)))
-        .collect()
-}
-
 /// `cs` with its templates expanded for one task; everything else is kept as it is.
 pub fn expand(cs: &ContainerSpec, ctx: &Context) -> Result<ContainerSpec, ExpandError> {
     let mut out = cs.clone();
-    out.hostname = field("hostname", &cs.hostname, ctx)?;
-    out.env = cs
-        .env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => Ok(format!("{k}={}", field(format!("env {k}"), v, ctx)?)),
-            None => Ok(kv.clone()),
-        })
-        .collect::<Result<_, _>>()?;
-    for m in &mut out.mounts {
-        let target = m.target.clone();
-        m.source = field(format!("mount {target} source"), &m.source, ctx)?;
-        m.target = field(format!("mount {target} target"), &m.target, ctx)?;
-        if let Some(vo) = &mut m.volume_options {
-            vo.labels = map(&format!("mount {target} volume label"), &vo.labels, ctx)?;
-            if let Some(d) = &mut vo.driver_config {
-                d.options = map(&format!("mount {target} driver option"), &d.options, ctx)?;
-            }
-        }
-    }
+    shoal_api::template::for_each_field(&mut out, |f, text| {
+        *text = render(text, ctx).map_err(|source| ExpandError {
+            field: f.name(),
+            source,
+        })?;
+        Ok(())
+    })?;
     Ok(out)
 }
 

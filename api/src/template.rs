@@ -8,7 +8,7 @@
 //! `check` is for the CLI and the manager, which can refuse a malformed template when a
 //! service is created instead of letting every task fail on its node.
 
-use crate::objects::Task;
+use crate::objects::{ContainerSpec, Task};
 use gtmpl::{FuncError, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -218,6 +218,99 @@ pub fn render(text: &str, ctx: &Context) -> Result<String, TemplateError> {
     run(text, ctx.value(true))
 }
 
+/// One field of a container spec that may hold a service template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Hostname,
+    /// An env value, by its key.
+    Env(String),
+    /// A mount's source or target, by the mount's target as written.
+    MountSource(String),
+    MountTarget(String),
+    /// A volume label or driver option of a mount, by mount target and key.
+    VolumeLabel(String, String),
+    DriverOption(String, String),
+}
+
+impl Field {
+    /// As an operator names it in a task error ("env GREETING", "mount /data source").
+    pub fn name(&self) -> String {
+        match self {
+            Field::Hostname => "hostname".into(),
+            Field::Env(k) => format!("env {k}"),
+            Field::MountSource(t) => format!("mount {t} source"),
+            Field::MountTarget(t) => format!("mount {t} target"),
+            Field::VolumeLabel(t, k) => format!("mount {t} volume label {k}"),
+            Field::DriverOption(t, k) => format!("mount {t} driver option {k}"),
+        }
+    }
+
+    /// The `service create` flag that sets it.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Field::Hostname => "--hostname",
+            Field::Env(_) => "--env",
+            Field::MountSource(_) => "--mount source",
+            Field::MountTarget(_) => "--mount target",
+            Field::VolumeLabel(..) => "--mount volume-label",
+            Field::DriverOption(..) => "--mount volume-opt",
+        }
+    }
+
+    /// Docker's spec field, with its flag.
+    pub fn spec_field(&self) -> &'static str {
+        match self {
+            Field::Hostname => "ContainerSpec.Hostname (--hostname)",
+            Field::Env(_) => "ContainerSpec.Env (--env)",
+            Field::MountSource(_) => "ContainerSpec.Mounts.Source (--mount)",
+            Field::MountTarget(_) => "ContainerSpec.Mounts.Target (--mount)",
+            Field::VolumeLabel(..) => "ContainerSpec.Mounts.VolumeOptions.Labels (--mount)",
+            Field::DriverOption(..) => {
+                "ContainerSpec.Mounts.VolumeOptions.DriverConfig.Options (--mount)"
+            }
+        }
+    }
+}
+
+/// Calls `f` on every field of `cs` that service templates may fill, in place: the one
+/// list of those fields, shared by the agent's expansion and the create-time check.
+pub fn for_each_field<E>(
+    cs: &mut ContainerSpec,
+    mut f: impl FnMut(Field, &mut String) -> Result<(), E>,
+) -> Result<(), E> {
+    f(Field::Hostname, &mut cs.hostname)?;
+    for kv in &mut cs.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            let (k, mut v) = (k.to_string(), v.to_string());
+            f(Field::Env(k.clone()), &mut v)?;
+            *kv = format!("{k}={v}");
+        }
+    }
+    for m in &mut cs.mounts {
+        let target = m.target.clone();
+        f(Field::MountSource(target.clone()), &mut m.source)?;
+        f(Field::MountTarget(target.clone()), &mut m.target)?;
+        if let Some(vo) = &mut m.volume_options {
+            for (k, v) in vo.labels.iter_mut() {
+                f(Field::VolumeLabel(target.clone(), k.clone()), v)?;
+            }
+            if let Some(d) = &mut vo.driver_config {
+                for (k, v) in d.options.iter_mut() {
+                    f(Field::DriverOption(target.clone(), k.clone()), v)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks every templated field of `cs` (see `for_each_field`); the first bad one is
+/// returned with its field.
+pub fn check_container_spec(cs: &ContainerSpec) -> Result<(), (Field, TemplateError)> {
+    let mut copy = cs.clone();
+    for_each_field(&mut copy, |field, text| check(text).map_err(|e| (field, e)))
+}
+
 /// Whether `text` is a template the agent can expand: it parses and names only fields that
 /// exist (labels are not known before a task runs, so any label is accepted).
 pub fn check(text: &str) -> Result<(), TemplateError> {
@@ -323,6 +416,30 @@ mod tests {
         assert!(check("{{.Task.Slot").is_err());
         assert!(check("{{.Task.Nope}}").is_err());
         assert!(check("{{nosuchfunc .Task.ID}}").is_err());
+    }
+
+    #[test]
+    fn the_create_time_check_covers_every_field_the_agent_expands() {
+        let mut cs: ContainerSpec = serde_json::from_value(serde_json::json!({
+            "Hostname": "{{.Task.Slot}}",
+            "Env": ["A={{.Node.ID}}", "BARE"],
+            "Mounts": [{"Type": "volume", "Source": "d-{{.Task.Slot}}", "Target": "/d",
+                "VolumeOptions": {"DriverConfig": {"Name": "local", "Options": {"device": "/x"}}}}]
+        }))
+        .unwrap();
+        assert_eq!(check_container_spec(&cs), Ok(()));
+        cs.mounts[0]
+            .volume_options
+            .as_mut()
+            .unwrap()
+            .driver_config
+            .as_mut()
+            .unwrap()
+            .options
+            .insert("o".into(), "{{.Task.Nope}}".into());
+        let (field, _) = check_container_spec(&cs).unwrap_err();
+        assert_eq!(field, Field::DriverOption("/d".into(), "o".into()));
+        assert_eq!(field.name(), "mount /d driver option o");
     }
 
     #[test]

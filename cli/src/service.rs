@@ -9,14 +9,12 @@ use crate::daemon::Daemon;
 use crate::duration;
 use crate::format::now_nanos;
 use crate::resolve;
-use crate::tasks;
 use crate::{Output, print};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::control::ControlRequest;
 use shoal_api::objects::{EndpointMode, RestartCondition, UpdateOrder};
 use spec::{CreateOptions, UpdateFlags, UpdateOps};
-use std::collections::BTreeMap;
 
 #[derive(Subcommand, Debug)]
 pub enum ServiceCommand {
@@ -583,18 +581,6 @@ pub(crate) async fn ps(
         views.push(view);
     }
     print(out, &ps.render(daemon, &all, &views, now_nanos()).await?)
-}
-
-/// `node ps` shares the task table; it needs the services' host ports too.
-pub async fn host_ports_of_all(
-    daemon: &mut Daemon,
-) -> Result<BTreeMap<String, Vec<shoal_api::objects::PortConfig>>> {
-    Ok(daemon
-        .services()
-        .await?
-        .iter()
-        .map(|v| (v.service.id.clone(), tasks::host_ports(v)))
-        .collect())
 }
 
 /// `--tail`: a count or "all".

@@ -142,6 +142,36 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// The local test image the Docker tests run (scripts/test-image.sh builds it).
+pub const TEST_IMAGE: &str = "shoal-test-busybox:latest";
+
+/// Whether a Docker engine answers and holds the test image; tests skip without them,
+/// except under CI, where their absence is a failure.
+pub fn require_docker(test: &str) -> bool {
+    let engine = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let image = engine
+        && Command::new("docker")
+            .args(["image", "inspect", TEST_IMAGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if image {
+        return true;
+    }
+    let why = if engine {
+        format!("the image {TEST_IMAGE} is missing (bash scripts/test-image.sh builds it)")
+    } else {
+        "no Docker engine answers".to_string()
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}, and CI=true does not allow skipping");
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
 pub struct TestbedNode {
     pub name: String,
     pub netns: String,

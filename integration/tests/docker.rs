@@ -8,41 +8,13 @@
 //! real one on 127.0.0.1), and a failed pull names the image and the registry's answer.
 
 use shoal_integration::shoal_ok as shoal;
-use shoal_integration::testbed::{Testbed, require_root};
+use shoal_integration::testbed::{TEST_IMAGE as IMAGE, Testbed, require_docker, require_root};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "shoal-test-busybox:latest";
-
-/// Whether the engine and the test image are here; under CI=true their absence fails.
 /// The test image with `STOPSIGNAL SIGUSR1` (scripts/test-image.sh builds both).
 const STOPSIGNAL_IMAGE: &str = "shoal-test-busybox:stopsignal";
-
-fn require_docker(test: &str) -> bool {
-    let engine = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let image = engine
-        && Command::new("docker")
-            .args(["image", "inspect", IMAGE])
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if image {
-        return true;
-    }
-    let why = if engine {
-        format!("the image {IMAGE} is missing (bash scripts/test-image.sh builds it)")
-    } else {
-        "no Docker engine answers".to_string()
-    };
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}, and CI=true does not allow skipping");
-    }
-    eprintln!("skipping {test}: {why}");
-    false
-}
 
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker").args(args).output().unwrap();

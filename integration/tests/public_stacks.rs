@@ -7,27 +7,10 @@
 
 use serde_json::Value;
 use shoal_integration::shoal_ok as shoal;
-use shoal_integration::testbed::{Testbed, require_root};
+use shoal_integration::testbed::{TEST_IMAGE as IMAGE, Testbed, require_docker, require_root};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-const IMAGE: &str = "shoal-test-busybox:latest";
-
-fn require_docker(test: &str) -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let why = format!("no Docker engine with {IMAGE} (bash scripts/install-deps.sh)");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: {why}, and CI=true does not allow skipping");
-        }
-        eprintln!("skipping {test}: {why}");
-    }
-    ok
-}
 
 /// Tags and volumes the test made on the machine's engine, removed on drop.
 struct EngineObjects {

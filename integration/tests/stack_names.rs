@@ -6,7 +6,7 @@
 //! 127.0.0.11.
 
 use shoal_integration::shoal_ok as shoal;
-use shoal_integration::testbed::{Testbed, require_root};
+use shoal_integration::testbed::{Testbed, require_docker, require_root};
 use std::process::Command;
 use std::time::Duration;
 
@@ -58,23 +58,6 @@ fn in_task(marker: &str, code: &str) -> String {
 
 fn resolve(marker: &str, name: &str) -> String {
     shoal_integration::resolve_in_task(marker, name)
-}
-
-/// Whether the Docker part can run: the local test image on a running engine (under
-/// CI=true it must).
-fn has_test_image() -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "shoal-test-busybox:latest"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
-            "no Docker engine with shoal-test-busybox:latest, and CI=true does not allow skipping"
-        );
-        eprintln!("skipping the container checks: no Docker engine with the test image");
-    }
-    ok
 }
 
 fn eventually(what: &str, f: impl FnMut() -> bool) {
@@ -156,7 +139,7 @@ fn stack_services_reach_each_other_by_short_name() {
             .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
             .unwrap_or_default()
     };
-    if has_test_image() {
+    if require_docker("stack_services_reach_each_other_by_short_name (containers)") {
         let mut container = String::new();
         eventually("the box container runs", || {
             container = docker(&[

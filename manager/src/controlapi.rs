@@ -403,29 +403,19 @@ impl ControlApi {
     }
 }
 
-/// Refuses service templates the agents could not expand (hostname, env values, mount
-/// sources). Checked here, before proposing, not in the store's apply: an entry committed
+/// Refuses service templates the agents could not expand (every field
+/// `shoal_api::template::for_each_field` names). Checked here, before proposing, not in the store's apply: an entry committed
 /// by an older version (when `{{` in an env value meant nothing) must replay the same.
 pub fn templates_expand(spec: &ServiceSpec) -> Result<(), Status> {
-    let cs = &spec.task_template.container_spec;
-    let texts = std::iter::once(("ContainerSpec.Hostname (--hostname)", cs.hostname.as_str()))
-        .chain(cs.env.iter().map(|e| {
-            (
-                "ContainerSpec.Env (--env)",
-                e.split_once('=').map_or("", |(_, v)| v),
-            )
-        }))
-        .chain(
-            cs.mounts
-                .iter()
-                .map(|m| ("ContainerSpec.Mounts.Source (--mount)", m.source.as_str())),
-        );
-    for (field, text) in texts {
-        shoal_api::template::check(text).map_err(|e| {
-            ErrorKind::Invalid.status(format!("service {}: {field}: {e}", spec.name))
-        })?;
-    }
-    Ok(())
+    shoal_api::template::check_container_spec(&spec.task_template.container_spec).map_err(
+        |(field, e)| {
+            ErrorKind::Invalid.status(format!(
+                "service {}: {}: {e}",
+                spec.name,
+                field.spec_field()
+            ))
+        },
+    )
 }
 
 /// Refuses a spec whose reservation is more than any node of the cluster has in all: its
@@ -454,7 +444,7 @@ pub fn reservation_fits(state: &ClusterState, spec: &ServiceSpec) -> Result<(), 
     {
         return Ok(());
     }
-    let cpus = |n: i64| format!("{} CPUs", n as f64 / 1e9);
+    let cpus = |n: i64| format!("{} CPUs", crate::store::cpus(n));
     let gib = |b: i64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
     let largest_cpu = sizes.iter().map(|r| r.nano_cpus).max().unwrap_or(0);
     let largest_mem = sizes.iter().map(|r| r.memory_bytes).max().unwrap_or(0);

@@ -405,24 +405,15 @@ pub fn create_plan(
     Ok(CreatePlan { spec, networks })
 }
 
-/// Refuses a malformed service template where the agent expands them (hostname, env
-/// values, mount sources), before anything is sent.
+/// Refuses a malformed service template in any field the agent expands, before anything
+/// is sent.
 pub fn check_templates(spec: &ServiceSpec) -> Result<(), SpecError> {
-    let cs = &spec.task_template.container_spec;
-    let check = |field: &'static str, text: &str| {
-        shoal_api::template::check(text).map_err(|e| SpecError::Template {
-            field,
+    shoal_api::template::check_container_spec(&spec.task_template.container_spec).map_err(
+        |(field, e)| SpecError::Template {
+            field: field.flag(),
             reason: e.to_string(),
-        })
-    };
-    check("--hostname", &cs.hostname)?;
-    for e in &cs.env {
-        check("--env", e.split_once('=').map_or("", |(_, v)| v))?;
-    }
-    for m in &cs.mounts {
-        check("--mount source", &m.source)?;
-    }
-    Ok(())
+        },
+    )
 }
 
 /// Network attachments with names replaced by the resolved ids.

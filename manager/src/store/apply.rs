@@ -1196,7 +1196,7 @@ fn check_deploy_settings(spec: &ServiceSpec) -> Result<(), String> {
 }
 
 /// Nano-CPUs as CPUs, like Docker prints them: 1500000000 is "1.5".
-fn cpus(nano: i64) -> String {
+pub(crate) fn cpus(nano: i64) -> String {
     let s = format!("{:.9}", nano as f64 / 1e9);
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

@@ -6,6 +6,7 @@ mod apply;
 pub mod command;
 
 pub use alloc::Allocations;
+pub(crate) use apply::cpus;
 pub use apply::{Applied, GRPC_ADDR_LABEL};
 pub use command::{Command, InitCluster, Proposal, TaskOp};
 

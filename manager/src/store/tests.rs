@@ -380,6 +380,25 @@ fn dnsrr_with_ingress_port_is_refused() {
     assert!(err.to_string().contains("can't be used with dnsrr mode"));
 }
 
+/// A new task of `service`, slot 1, from its current spec.
+fn new_task(s: &ClusterState, id: &str, service: &str) -> Task {
+    Task {
+        id: id.into(),
+        version: Version::default(),
+        created_at: String::new(),
+        updated_at: String::new(),
+        service_id: service.into(),
+        slot: 1,
+        node_id: String::new(),
+        spec: s.services[service].spec.task_template.clone(),
+        spec_version: s.services[service].spec_version,
+        status: TaskStatus::default(),
+        desired_state: TaskState::Running,
+        networks_attachments: vec![],
+        restart_count: 0,
+    }
+}
+
 #[test]
 fn task_states_never_move_backwards() {
     let mut s = cluster((30000, 32767));
@@ -393,21 +412,7 @@ fn task_states_never_move_backwards() {
     )
     .unwrap();
     create(&mut s, 3, "a", service_spec("a", 1, &[], &["n1"])).unwrap();
-    let task = Task {
-        id: "t1".into(),
-        version: Version::default(),
-        created_at: String::new(),
-        updated_at: String::new(),
-        service_id: "a".into(),
-        slot: 1,
-        node_id: String::new(),
-        spec: s.services["a"].spec.task_template.clone(),
-        spec_version: s.services["a"].spec_version,
-        status: TaskStatus::default(),
-        desired_state: TaskState::Running,
-        networks_attachments: vec![],
-        restart_count: 0,
-    };
+    let task = new_task(&s, "t1", "a");
     let st = |state| TaskOp::Status {
         id: "t1".into(),
         status: TaskStatus {
@@ -462,21 +467,7 @@ fn task_states_never_move_backwards() {
 fn a_preparing_task_takes_newer_pull_progress() {
     let mut s = cluster((30000, 32767));
     create(&mut s, 2, "a", service_spec("a", 1, &[], &[])).unwrap();
-    let task = Task {
-        id: "t1".into(),
-        version: Version::default(),
-        created_at: String::new(),
-        updated_at: String::new(),
-        service_id: "a".into(),
-        slot: 1,
-        node_id: String::new(),
-        spec: s.services["a"].spec.task_template.clone(),
-        spec_version: s.services["a"].spec_version,
-        status: TaskStatus::default(),
-        desired_state: TaskState::Running,
-        networks_attachments: vec![],
-        restart_count: 0,
-    };
+    let task = new_task(&s, "t1", "a");
     let st = |state, message: &str| TaskOp::Status {
         id: "t1".into(),
         status: TaskStatus {
