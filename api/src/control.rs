@@ -3,6 +3,7 @@
 
 use crate::objects::*;
 use crate::registry_auth::RegistryAuth;
+use crate::secrets::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -76,6 +77,39 @@ pub enum ControlRequest {
         /// image's registry the CLI has credentials for; the others keep theirs.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         registry_auth: BTreeMap<String, RegistryAuth>,
+        /// The stack's secrets (`<stack>_<name>`): created when missing, kept when one of
+        /// that name holds the same data, refused when its data differs (secrets are
+        /// immutable, as in Docker).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        secrets: Vec<StackSecret>,
+        /// The same for configs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        configs: Vec<ConfigSpec>,
+    },
+    /// `secret create`: the data travels to the manager only, which seals it before it
+    /// enters raft.
+    SecretCreate {
+        spec: SecretSpec,
+        data: SensitiveBytes,
+    },
+    SecretList,
+    /// By id, id prefix or name.
+    SecretInspect {
+        secret: String,
+    },
+    /// Refused while a service references it.
+    SecretRemove {
+        secret: String,
+    },
+    ConfigCreate {
+        spec: ConfigSpec,
+    },
+    ConfigList,
+    ConfigInspect {
+        config: String,
+    },
+    ConfigRemove {
+        config: String,
     },
     /// Tasks, optionally only one service's or one node's.
     TaskList {
@@ -115,6 +149,17 @@ pub enum ControlResponse {
     Network(Box<Network>),
     Tasks(Vec<TaskView>),
     Stack(StackDeployed),
+    Secrets(Vec<Secret>),
+    Secret(Box<Secret>),
+    Configs(Vec<Config>),
+    Config(Box<Config>),
+}
+
+/// A secret of a stack deploy, with its data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StackSecret {
+    pub spec: SecretSpec,
+    pub data: SensitiveBytes,
 }
 
 /// What a stack deploy changed, by name.
@@ -126,6 +171,10 @@ pub struct StackDeployed {
     pub created_services: Vec<(String, String)>,
     /// Name and id.
     pub updated_services: Vec<(String, String)>,
+    #[serde(default)]
+    pub created_secrets: Vec<String>,
+    #[serde(default)]
+    pub created_configs: Vec<String>,
 }
 
 /// A service with the task counts `service ls` shows.

@@ -24,6 +24,13 @@ pub struct NodeView {
     /// on containers (swarmkit's task annotations).
     #[serde(default)]
     pub services: Vec<ServiceAnnotations>,
+    /// Secrets used by this node's tasks that run or are about to, opened; nothing else.
+    /// A secret leaves the view when its last such task ends.
+    #[serde(default)]
+    pub secrets: Vec<crate::secrets::SecretPayload>,
+    /// Configs used by those tasks.
+    #[serde(default)]
+    pub configs: Vec<crate::secrets::Config>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -114,6 +121,10 @@ pub enum Change {
     HeartbeatPeriod(u64),
     ServiceUpsert(ServiceAnnotations),
     ServiceRemove(String),
+    SecretUpsert(Box<crate::secrets::SecretPayload>),
+    SecretRemove(String),
+    ConfigUpsert(Box<crate::secrets::Config>),
+    ConfigRemove(String),
 }
 
 impl NodeView {
@@ -144,6 +155,10 @@ impl NodeView {
                     upsert(&mut self.services, s, |a, b| a.service_id == b.service_id)
                 }
                 Change::ServiceRemove(id) => self.services.retain(|s| s.service_id != id),
+                Change::SecretUpsert(s) => upsert(&mut self.secrets, *s, |a, b| a.id == b.id),
+                Change::SecretRemove(id) => self.secrets.retain(|s| s.id != id),
+                Change::ConfigUpsert(c) => upsert(&mut self.configs, *c, |a, b| a.id == b.id),
+                Change::ConfigRemove(id) => self.configs.retain(|c| c.id != id),
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod local;
 pub mod logs;
 pub mod objects;
 pub mod registry_auth;
+pub mod secrets;
 pub mod template;
 pub mod wire;
 

@@ -373,6 +373,12 @@ pub struct ContainerSpec {
     pub capability_drop: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<Ulimit>,
+    /// `--secret`: files under `/run/secrets` (or an absolute target), from memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secrets::SecretReference>,
+    /// `--config`: files at their target (default `/<name>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<crate::secrets::ConfigReference>,
 }
 
 fn is_false(b: &bool) -> bool {

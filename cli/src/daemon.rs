@@ -243,5 +243,9 @@ fn control_kind(resp: &ControlResponse) -> &'static str {
         ControlResponse::Network(_) => "Network",
         ControlResponse::Tasks(_) => "Tasks",
         ControlResponse::Stack(_) => "Stack",
+        ControlResponse::Secrets(_) => "Secrets",
+        ControlResponse::Secret(_) => "Secret",
+        ControlResponse::Configs(_) => "Configs",
+        ControlResponse::Config(_) => "Config",
     }
 }

@@ -215,6 +215,8 @@ async fn deploy(
             networks: plan.networks,
             services,
             registry_auth,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         })
         .await?;
     for n in &done.created_networks {

@@ -279,11 +279,75 @@ impl ControlApi {
                 self.propose(Command::RemoveNetwork { id }).await?;
                 Ok(ControlResponse::Done)
             }
+            R::SecretCreate { spec, data } => {
+                check_secret_create(&spec, data.len())?;
+                let key = self.secret_key(&spec.name)?;
+                let id = new_id();
+                self.propose(Command::CreateSecret {
+                    sealed: key.seal_b64(&id, data.as_slice()),
+                    id: id.clone(),
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Created { id })
+            }
+            R::SecretList => {
+                let state = self.raft.state();
+                Ok(ControlResponse::Secrets(
+                    state.secrets.values().cloned().collect(),
+                ))
+            }
+            R::SecretInspect { secret } => {
+                let state = self.raft.state();
+                let s = lookup(&state.secrets, &secret).map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Secret(Box::new(s.clone())))
+            }
+            R::SecretRemove { secret } => {
+                let id = self.resolve(|s| &s.secrets, &secret)?;
+                self.propose(Command::RemoveSecret { id }).await?;
+                Ok(ControlResponse::Done)
+            }
+            R::ConfigCreate { spec } => {
+                check_config_create(&spec)?;
+                let id = new_id();
+                self.propose(Command::CreateConfig {
+                    id: id.clone(),
+                    spec,
+                    now: now_rfc3339(),
+                })
+                .await?;
+                Ok(ControlResponse::Created { id })
+            }
+            R::ConfigList => {
+                let state = self.raft.state();
+                Ok(ControlResponse::Configs(
+                    state.configs.values().cloned().collect(),
+                ))
+            }
+            R::ConfigInspect { config } => {
+                let state = self.raft.state();
+                let c = lookup(&state.configs, &config).map_err(|e| store_status(&e))?;
+                Ok(ControlResponse::Config(Box::new(c.clone())))
+            }
+            R::ConfigRemove { config } => {
+                let id = self.resolve(|s| &s.configs, &config)?;
+                self.propose(Command::RemoveConfig { id }).await?;
+                Ok(ControlResponse::Done)
+            }
             R::StackDeploy {
                 networks,
                 services,
                 registry_auth,
+                secrets,
+                configs,
             } => {
+                for s in &secrets {
+                    check_secret_create(&s.spec, s.data.len())?;
+                }
+                for c in &configs {
+                    check_config_create(c)?;
+                }
                 {
                     let state = self.raft.state();
                     for spec in &services {
@@ -293,9 +357,37 @@ impl ControlApi {
                 }
                 let (mut commands, done, ids) = {
                     let state = self.raft.state();
-                    let (commands, done) =
-                        crate::stack::plan(&state, networks, services, &now_rfc3339())
-                            .map_err(|e| store_status(&e))?;
+                    let key = self.data_key.clone();
+                    let same = |id: &str, data: &[u8]| {
+                        let sealed = state.secret_data.get(id);
+                        match (&key, sealed) {
+                            (Some(k), Some(sealed)) => k
+                                .open_b64(id, sealed)
+                                .is_ok_and(|plain| plain.as_slice() == data),
+                            _ => false,
+                        }
+                    };
+                    let seal = |id: &str, data: &[u8]| {
+                        key.as_ref()
+                            .map(|k| k.seal_b64(id, data))
+                            .unwrap_or_default()
+                    };
+                    let files = crate::stack::Files {
+                        secrets,
+                        configs,
+                        same_secret_data: Some(&same),
+                        seal: key
+                            .is_some()
+                            .then_some(&seal as &dyn Fn(&str, &[u8]) -> String),
+                    };
+                    let (commands, done) = crate::stack::plan_with_files(
+                        &state,
+                        files,
+                        networks,
+                        services,
+                        &now_rfc3339(),
+                    )
+                    .map_err(|e| store_status(&e))?;
                     let ids = crate::stack::service_ids(&state, &done);
                     (commands, done, ids)
                 };
@@ -342,6 +434,15 @@ impl ControlApi {
                 Ok(ControlResponse::Tasks(tasks))
             }
         }
+    }
+
+    /// The data key secrets are sealed under; refused clearly on a cluster without one.
+    fn secret_key(&self, name: &str) -> Result<&DataKey, Status> {
+        self.data_key.as_ref().ok_or_else(|| {
+            ErrorKind::Precondition.status(format!(
+                "secret {name}: this manager has no cluster data key (the swarm was initialized before shoal had one), so it can't keep secrets; initialize a new swarm to use secrets"
+            ))
+        })
     }
 
     /// The id of the object `key` names (id, name or id prefix) in one of the state's maps.
@@ -401,6 +502,31 @@ impl ControlApi {
         }
         n
     }
+}
+
+/// Docker's checks of a new secret, before its data is sealed.
+fn check_secret_create(spec: &shoal_api::secrets::SecretSpec, len: usize) -> Result<(), Status> {
+    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name};
+    check_name(Kind::Secret, &spec.name)
+        .and_then(|()| check_data(Kind::Secret, &spec.name, len))
+        .and_then(|()| {
+            check_drivers(
+                Kind::Secret,
+                &spec.name,
+                spec.driver.as_ref(),
+                spec.templating.as_ref(),
+            )
+        })
+        .map_err(|e| ErrorKind::Invalid.status(e))
+}
+
+/// Docker's checks of a new config; a templated one must parse as a service template.
+fn check_config_create(spec: &shoal_api::secrets::ConfigSpec) -> Result<(), Status> {
+    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name};
+    check_name(Kind::Config, &spec.name)
+        .and_then(|()| check_data(Kind::Config, &spec.name, spec.data.len()))
+        .and_then(|()| check_drivers(Kind::Config, &spec.name, None, spec.templating.as_ref()))
+        .map_err(|e| ErrorKind::Invalid.status(e))
 }
 
 /// Refuses service templates the agents could not expand (every field

@@ -3,9 +3,10 @@
 //! so a refusal anywhere leaves the cluster as it was.
 
 use crate::ids::new_id;
-use crate::store::{ClusterState, Command, StoreError, lookup};
-use shoal_api::control::StackDeployed;
+use crate::store::{ClusterState, Command, PendingNames, StoreError, lookup};
+use shoal_api::control::{StackDeployed, StackSecret};
 use shoal_api::objects::{NetworkSpec, ServiceSpec};
+use shoal_api::secrets::ConfigSpec;
 use std::collections::BTreeMap;
 
 /// The commands for a stack deploy against `state`, and what they will do by name.
@@ -19,8 +20,76 @@ pub fn plan(
     services: Vec<ServiceSpec>,
     now: &str,
 ) -> Result<(Vec<Command>, StackDeployed), StoreError> {
+    plan_with_files(state, Files::default(), networks, services, now)
+}
+
+/// A stack's secrets and configs: the ones to create, and for secrets that exist by name,
+/// whether they hold the same data (only the caller, with the data key, can tell).
+#[derive(Default)]
+pub struct Files<'a> {
+    pub secrets: Vec<StackSecret>,
+    pub configs: Vec<ConfigSpec>,
+    pub same_secret_data: Option<&'a dyn Fn(&str, &[u8]) -> bool>,
+    /// Seals a new secret's data for its id.
+    pub seal: Option<&'a dyn Fn(&str, &[u8]) -> String>,
+}
+
+/// [`plan`] with the stack's secrets and configs, created first in the same group. One that
+/// exists by name is kept when its content is the same and refused when it differs: both
+/// are immutable, so a changed file needs a new name (Docker refuses the same way).
+pub fn plan_with_files(
+    state: &ClusterState,
+    files: Files<'_>,
+    networks: Vec<NetworkSpec>,
+    services: Vec<ServiceSpec>,
+    now: &str,
+) -> Result<(Vec<Command>, StackDeployed), StoreError> {
     let mut commands = Vec::new();
     let mut done = StackDeployed::default();
+    let mut pending = PendingNames::default();
+    for secret in files.secrets {
+        let name = secret.spec.name.clone();
+        if let Some(existing) = state.secrets.values().find(|s| s.spec.name == name) {
+            let same = files
+                .same_secret_data
+                .is_some_and(|same| same(&existing.id, secret.data.as_slice()));
+            if !same {
+                return Err(immutable("secret", &name));
+            }
+            continue;
+        }
+        let Some(seal) = files.seal else {
+            return Err(StoreError::precondition(
+                format!("secret {name}"),
+                "this manager has no cluster data key, so it can't keep secrets",
+            ));
+        };
+        let id = new_id();
+        pending.secrets.insert(name.clone(), id.clone());
+        done.created_secrets.push(name);
+        commands.push(Command::CreateSecret {
+            sealed: seal(&id, secret.data.as_slice()),
+            id,
+            spec: secret.spec,
+            now: now.to_string(),
+        });
+    }
+    for spec in files.configs {
+        if let Some(existing) = state.configs.values().find(|c| c.spec.name == spec.name) {
+            if existing.spec.data != spec.data || existing.spec.templating != spec.templating {
+                return Err(immutable("config", &spec.name));
+            }
+            continue;
+        }
+        let id = new_id();
+        pending.configs.insert(spec.name.clone(), id.clone());
+        done.created_configs.push(spec.name.clone());
+        commands.push(Command::CreateConfig {
+            id,
+            spec,
+            now: now.to_string(),
+        });
+    }
     // Networks of this request by name, with the id they will get.
     let mut new_ids: BTreeMap<String, String> = BTreeMap::new();
     for spec in networks {
@@ -49,6 +118,10 @@ pub fn plan(
                     .clone(),
             };
         }
+        // Ids as the store will fill them in, so that an unchanged service compares equal;
+        // an unknown name is left for the store to refuse with its message.
+        let name = spec.name.clone();
+        let _ = state.resolve_file_refs(&name, &mut spec.task_template.container_spec, &pending);
         match state.services.values().find(|s| s.spec.name == spec.name) {
             Some(s) if s.spec == spec => {}
             Some(s) => {
@@ -85,6 +158,15 @@ pub fn service_ids(state: &ClusterState, done: &StackDeployed) -> BTreeMap<Strin
         .collect();
     ids.extend(done.created_services.iter().cloned());
     ids
+}
+
+fn immutable(kind: &str, name: &str) -> StoreError {
+    StoreError::precondition(
+        format!("{kind} {name}"),
+        format!(
+            "it exists with other content, and {kind}s can't be changed; give the changed {kind} a new name in the stack file (or remove the old one first)"
+        ),
+    )
 }
 
 /// A lookup failure for one of a service's networks, naming the service.

@@ -158,15 +158,25 @@ impl DataKey {
 
     /// [`seal`](Self::seal) as base64 text, the form the store keeps.
     pub fn seal_text(&self, aad: &str, plaintext: &str) -> String {
-        B64.encode(self.seal(aad, plaintext.as_bytes()))
+        self.seal_b64(aad, plaintext.as_bytes())
+    }
+
+    /// [`seal`](Self::seal) of any bytes, as base64 text.
+    pub fn seal_b64(&self, aad: &str, plaintext: &[u8]) -> String {
+        B64.encode(self.seal(aad, plaintext))
+    }
+
+    /// Opens what [`seal_b64`](Self::seal_b64) made.
+    pub fn open_b64(&self, aad: &str, sealed: &str) -> Result<Zeroizing<Vec<u8>>, DataKeyError> {
+        let bytes = B64.decode(sealed).map_err(|_| DataKeyError::Open {
+            aad: aad.to_string(),
+        })?;
+        self.open(aad, &bytes)
     }
 
     /// Opens what [`seal_text`](Self::seal_text) made.
     pub fn open_text(&self, aad: &str, sealed: &str) -> Result<Zeroizing<String>, DataKeyError> {
-        let bytes = B64.decode(sealed).map_err(|_| DataKeyError::Open {
-            aad: aad.to_string(),
-        })?;
-        let plain = self.open(aad, &bytes)?;
+        let plain = self.open_b64(aad, sealed)?;
         String::from_utf8(plain.to_vec())
             .map(Zeroizing::new)
             .map_err(|_| DataKeyError::Open {

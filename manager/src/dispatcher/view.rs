@@ -6,6 +6,7 @@ use crate::store::ClusterState;
 use shoal_api::dispatch::*;
 use shoal_api::objects::*;
 use shoal_api::registry_auth::RegistryAuth;
+use shoal_api::secrets::{Config, SecretPayload, SensitiveBytes};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Tasks a node must act on: the ones it should run, and the ones it should stop.
@@ -150,6 +151,7 @@ pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>
                 .and_then(|sealed| open_registry_auth(data_key, &s.id, &s.spec.name, sealed)),
         })
         .collect();
+    let (secrets, configs) = files_for(state, &tasks, data_key);
     let managers = state.manager_peers();
     let cluster = state.cluster.as_ref().map(|c| &c.cluster);
     NodeView {
@@ -163,7 +165,57 @@ pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>
             .unwrap_or(5_000_000_000),
         data_path_port: cluster.map(|c| c.data_path_port).unwrap_or(4789),
         services,
+        secrets,
+        configs,
     }
+}
+
+/// The secrets (opened) and configs that the node's tasks which run or are about to run
+/// use; nothing for tasks that are stopping or ended, so a node holds a secret only while
+/// it needs it. A secret that does not open here is left out and logged: the task then
+/// fails on the node with a message that names it.
+fn files_for(
+    state: &ClusterState,
+    tasks: &[Task],
+    data_key: Option<&DataKey>,
+) -> (Vec<SecretPayload>, Vec<Config>) {
+    let mut secret_ids = BTreeSet::new();
+    let mut config_ids = BTreeSet::new();
+    for t in tasks
+        .iter()
+        .filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal())
+    {
+        let c = &t.spec.container_spec;
+        secret_ids.extend(c.secrets.iter().map(|r| r.secret_id.as_str()));
+        config_ids.extend(c.configs.iter().map(|r| r.config_id.as_str()));
+    }
+    let secrets = secret_ids
+        .into_iter()
+        .filter_map(|id| {
+            let secret = state.secrets.get(id)?;
+            let sealed = state.secret_data.get(id)?;
+            let Some(key) = data_key else {
+                tracing::warn!(secret = %secret.spec.name, "a task needs this secret but this manager has no cluster data key");
+                return None;
+            };
+            match key.open_b64(id, sealed) {
+                Ok(plain) => Some(SecretPayload {
+                    id: id.to_string(),
+                    spec: secret.spec.clone(),
+                    data: SensitiveBytes(plain),
+                }),
+                Err(e) => {
+                    tracing::warn!(secret = %secret.spec.name, "{e}");
+                    None
+                }
+            }
+        })
+        .collect();
+    let configs = config_ids
+        .into_iter()
+        .filter_map(|id| state.configs.get(id).cloned())
+        .collect();
+    (secrets, configs)
 }
 
 /// A service's sealed credentials, opened; `None`, logged once per manager, when this
@@ -235,6 +287,22 @@ pub fn diff(old: &NodeView, new: &NodeView) -> Vec<Change> {
         &mut changes,
         |s| Change::ServiceUpsert(s.clone()),
         Change::ServiceRemove,
+    );
+    diff_lists(
+        &old.secrets,
+        &new.secrets,
+        |s| &s.id,
+        &mut changes,
+        |s| Change::SecretUpsert(Box::new(s.clone())),
+        Change::SecretRemove,
+    );
+    diff_lists(
+        &old.configs,
+        &new.configs,
+        |c| &c.id,
+        &mut changes,
+        |c| Change::ConfigUpsert(Box::new(c.clone())),
+        Change::ConfigRemove,
     );
     if old.managers != new.managers {
         changes.push(Change::Managers(new.managers.clone()));

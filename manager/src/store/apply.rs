@@ -91,6 +91,15 @@ impl ClusterState {
                 self.registry_auth.insert(service_id, sealed);
                 Ok(Applied::Done)
             }
+            Command::CreateSecret {
+                id,
+                spec,
+                sealed,
+                now,
+            } => self.create_secret(version, id, spec, sealed, now),
+            Command::RemoveSecret { id } => self.remove_secret(&id),
+            Command::CreateConfig { id, spec, now } => self.create_config(version, id, spec, now),
+            Command::RemoveConfig { id } => self.remove_config(&id),
             Command::All(commands) => self.apply_all(index, commands),
             Command::Tasks { ops, now } => {
                 for op in ops {
@@ -116,6 +125,8 @@ impl ClusterState {
                     ));
                 }
                 Command::CreateNetwork { spec, .. } => format!("network {}", spec.name),
+                Command::CreateSecret { spec, .. } => format!("secret {}", spec.name),
+                Command::CreateConfig { spec, .. } => format!("config {}", spec.name),
                 Command::CreateService { spec, .. } | Command::UpdateService { spec, .. } => {
                     format!("service {}", spec.name)
                 }
@@ -637,10 +648,15 @@ impl ClusterState {
         &mut self,
         version: Version,
         id: String,
-        spec: ServiceSpec,
+        mut spec: ServiceSpec,
         now: String,
     ) -> Result<Applied, StoreError> {
         self.record()?;
+        self.resolve_file_refs(
+            &spec.name,
+            &mut spec.task_template.container_spec,
+            &Default::default(),
+        )?;
         let nets = self.check_service_spec(&id, &spec)?;
         self.check_capacity(&spec, &nets, None)?;
         let endpoint = self.allocate_endpoint(&id, &spec, &nets, None)?;
@@ -815,9 +831,14 @@ impl ClusterState {
         &mut self,
         version: Version,
         current: &Service,
-        spec: ServiceSpec,
+        mut spec: ServiceSpec,
         now: &str,
     ) -> Result<bool, StoreError> {
+        self.resolve_file_refs(
+            &current.spec.name,
+            &mut spec.task_template.container_spec,
+            &Default::default(),
+        )?;
         if matches!(current.spec.mode, ServiceMode::Global {})
             != matches!(spec.mode, ServiceMode::Global {})
         {

@@ -78,6 +78,25 @@ pub enum Command {
         service_id: String,
         sealed: String,
     },
+    /// `secret create`: the data sealed by the proposer under the cluster data key (the id
+    /// as associated data); the log never holds it in the clear.
+    CreateSecret {
+        id: String,
+        spec: shoal_api::secrets::SecretSpec,
+        sealed: String,
+        now: String,
+    },
+    RemoveSecret {
+        id: String,
+    },
+    CreateConfig {
+        id: String,
+        spec: shoal_api::secrets::ConfigSpec,
+        now: String,
+    },
+    RemoveConfig {
+        id: String,
+    },
     /// Several commands applied in order, all or none: a stack deploy. The first refusal
     /// leaves the state as it was before the first of them.
     All(Vec<Command>),

@@ -4,11 +4,13 @@
 mod alloc;
 mod apply;
 pub mod command;
+mod secrets;
 
 pub use alloc::Allocations;
 pub(crate) use apply::cpus;
 pub use apply::{Applied, GRPC_ADDR_LABEL};
 pub use command::{Command, InitCluster, Proposal, TaskOp};
+pub use secrets::PendingNames;
 
 use serde::{Deserialize, Serialize};
 use shoal_api::objects::*;
@@ -129,6 +131,14 @@ pub struct ClusterState {
     /// shows them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub registry_auth: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, shoal_api::secrets::Secret>,
+    /// Each secret's data by secret id, sealed under the cluster data key with the id as
+    /// associated data; beside the secrets so that nothing that shows a secret shows it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_data: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, shoal_api::secrets::Config>,
 }
 
 /// See [`ClusterState::task_times`]. RFC 3339, empty until it happened.
@@ -159,6 +169,26 @@ impl Named for Service {
 
 impl Named for Network {
     const KIND: &'static str = "network";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl Named for shoal_api::secrets::Secret {
+    const KIND: &'static str = "secret";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl Named for shoal_api::secrets::Config {
+    const KIND: &'static str = "config";
     fn id(&self) -> &str {
         &self.id
     }
