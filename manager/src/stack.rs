@@ -23,15 +23,20 @@ pub fn plan(
     plan_with_files(state, Files::default(), networks, services, now)
 }
 
+/// Whether the stored secret `id` holds these bytes.
+pub type SameData<'a> = &'a dyn Fn(&str, &[u8]) -> bool;
+/// Seals a new secret's bytes for its id.
+pub type Seal<'a> = &'a dyn Fn(&str, &[u8]) -> String;
+
 /// A stack's secrets and configs: the ones to create, and for secrets that exist by name,
 /// whether they hold the same data (only the caller, with the data key, can tell).
 #[derive(Default)]
 pub struct Files<'a> {
     pub secrets: Vec<StackSecret>,
     pub configs: Vec<ConfigSpec>,
-    pub same_secret_data: Option<&'a dyn Fn(&str, &[u8]) -> bool>,
+    pub same_secret_data: Option<SameData<'a>>,
     /// Seals a new secret's data for its id.
-    pub seal: Option<&'a dyn Fn(&str, &[u8]) -> String>,
+    pub seal: Option<Seal<'a>>,
 }
 
 /// [`plan`] with the stack's secrets and configs, created first in the same group. One that
@@ -287,5 +292,67 @@ mod tests {
         let err = apply(&mut s, 3, commands).unwrap_err().to_string();
         assert!(err.contains("8080") && err.contains("other"), "{err}");
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn stack_files_are_created_first_kept_when_equal_and_refused_when_changed() {
+        use shoal_api::secrets::*;
+        let mut s = cluster((30000, 30010));
+        let seal = |id: &str, data: &[u8]| format!("{id}:{}", String::from_utf8_lossy(data));
+        // The stored secret holds "pw1".
+        let same = |_: &str, data: &[u8]| data == b"pw1";
+        let secret = |data: &str| StackSecret {
+            spec: SecretSpec {
+                name: "shop_db_pw".into(),
+                ..Default::default()
+            },
+            data: SensitiveBytes::new(data.as_bytes().to_vec()),
+        };
+        let config = |data: &str| ConfigSpec {
+            name: "shop_site".into(),
+            data: data.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let svc = || {
+            let mut spec = service_spec("shop_web", 1, &[], &[]);
+            spec.task_template.container_spec.secrets = vec![SecretReference {
+                file: Some(FileTarget::new("db_pw")),
+                secret_id: String::new(),
+                secret_name: "shop_db_pw".into(),
+            }];
+            spec.task_template.container_spec.configs = vec![ConfigReference {
+                file: Some(FileTarget::new("/etc/site.conf")),
+                config_id: String::new(),
+                config_name: "shop_site".into(),
+            }];
+            vec![spec]
+        };
+        let files = |pw: &str, site: &str| Files {
+            secrets: vec![secret(pw)],
+            configs: vec![config(site)],
+            same_secret_data: Some(&same),
+            seal: Some(&seal),
+        };
+        let (commands, done) = plan_with_files(&s, files("pw1", "a"), vec![], svc(), NOW).unwrap();
+        assert_eq!(done.created_secrets, ["shop_db_pw"]);
+        assert_eq!(done.created_configs, ["shop_site"]);
+        apply(&mut s, 2, commands).unwrap();
+        let web = lookup(&s.services, "shop_web").unwrap();
+        let id = &web.spec.task_template.container_spec.secrets[0].secret_id;
+        assert_eq!(s.secrets[id].spec.name, "shop_db_pw");
+        assert_eq!(s.secret_data[id], format!("{id}:pw1"));
+        // The same files again: nothing to do, the service included.
+        let (commands, _) = plan_with_files(&s, files("pw1", "a"), vec![], svc(), NOW).unwrap();
+        assert!(commands.is_empty(), "{commands:?}");
+        // Changed content: refused, naming the object and the way out.
+        for (pw, site, what) in [
+            ("pw2", "a", "secret shop_db_pw"),
+            ("pw1", "b", "config shop_site"),
+        ] {
+            let err = plan_with_files(&s, files(pw, site), vec![], svc(), NOW)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what) && err.contains("new name"), "{err}");
+        }
     }
 }

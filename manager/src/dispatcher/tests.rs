@@ -223,3 +223,106 @@ fn registry_credentials_go_opened_only_to_nodes_with_a_task_of_the_service() {
         |c| matches!(c, shoal_api::dispatch::Change::ServiceUpsert(a) if a.registry_auth.is_some())
     ));
 }
+
+#[test]
+fn a_secret_reaches_only_nodes_whose_live_tasks_use_it_and_leaves_when_they_end() {
+    use crate::ca::DataKey;
+    use shoal_api::dispatch::Change;
+    use shoal_api::secrets::*;
+    let mut s = setup();
+    let key = DataKey::generate();
+    s.apply(
+        5,
+        Command::CreateSecret {
+            id: "sec".into(),
+            spec: SecretSpec {
+                name: "db".into(),
+                ..Default::default()
+            },
+            sealed: key.seal_b64("sec", b"hunter2"),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    s.apply(
+        6,
+        Command::CreateSecret {
+            id: "other".into(),
+            spec: SecretSpec {
+                name: "unused".into(),
+                ..Default::default()
+            },
+            sealed: key.seal_b64("other", b"nobody-needs-this"),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let mut spec = s.services["web"].spec.clone();
+    spec.task_template.container_spec.secrets = vec![SecretReference {
+        file: Some(FileTarget::new("db")),
+        secret_id: String::new(),
+        secret_name: "db".into(),
+    }];
+    let version = s.services["web"].version.index;
+    s.apply(
+        7,
+        Command::UpdateService {
+            id: "web".into(),
+            version,
+            spec,
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    // The rollout's new task on n1; n2 keeps its task of the old spec, n3 has none.
+    let mut t3 = task("t3", "web", 1, "n1", &s);
+    t3.desired_state = TaskState::Running;
+    s.apply(
+        8,
+        Command::Tasks {
+            ops: vec![TaskOp::Create(Box::new(t3))],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let before = node_view(&s, "n1", Some(&key));
+    assert_eq!(before.secrets.len(), 1);
+    assert_eq!(before.secrets[0].id, "sec");
+    assert_eq!(before.secrets[0].data.as_slice(), b"hunter2");
+    for n in ["n2", "n3"] {
+        assert!(node_view(&s, n, Some(&key)).secrets.is_empty(), "{n}");
+    }
+    // Another key (or none) opens nothing: the node gets no secret rather than garbage.
+    assert!(
+        node_view(&s, "n1", Some(&DataKey::generate()))
+            .secrets
+            .is_empty()
+    );
+    assert!(node_view(&s, "n1", None).secrets.is_empty());
+
+    // The task stops: the secret leaves n1's view, as a removal in the delta.
+    s.apply(
+        9,
+        Command::Tasks {
+            ops: vec![TaskOp::SetDesired {
+                id: "t3".into(),
+                state: TaskState::Shutdown,
+            }],
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    let after = node_view(&s, "n1", Some(&key));
+    assert!(after.secrets.is_empty());
+    let changes = diff(&before, &after);
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::SecretRemove(id) if id == "sec"))
+    );
+    let mut rebuilt = before.clone();
+    rebuilt.apply(changes);
+    assert_eq!(rebuilt, after);
+    // Nothing in a view's debug output shows the data.
+    assert!(!format!("{before:?}").contains("hunter2"));
+}

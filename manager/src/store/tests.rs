@@ -838,3 +838,249 @@ fn registry_credentials_stay_through_updates_and_go_with_the_service() {
     .unwrap();
     assert!(s.registry_auth.is_empty());
 }
+
+mod files {
+    //! Secrets and configs: immutable, referenced by id, removable only when unused.
+    use super::*;
+    use shoal_api::secrets::*;
+
+    pub(crate) fn secret_spec(name: &str) -> SecretSpec {
+        SecretSpec {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn add_secret(s: &mut ClusterState, index: u64, id: &str, name: &str) {
+        s.apply(
+            index,
+            Command::CreateSecret {
+                id: id.into(),
+                spec: secret_spec(name),
+                sealed: "c2VhbGVk".into(),
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+    }
+
+    fn add_config(s: &mut ClusterState, index: u64, id: &str, name: &str) {
+        s.apply(
+            index,
+            Command::CreateConfig {
+                id: id.into(),
+                spec: ConfigSpec {
+                    name: name.into(),
+                    data: b"port=80\n".to_vec(),
+                    ..Default::default()
+                },
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+    }
+
+    fn with_files(secrets: &[(&str, &str)], configs: &[(&str, &str)]) -> ServiceSpec {
+        let mut spec = service_spec("web", 1, &[], &[]);
+        let c = &mut spec.task_template.container_spec;
+        c.secrets = secrets
+            .iter()
+            .map(|(name, target)| SecretReference {
+                file: Some(FileTarget::new(*target)),
+                secret_id: String::new(),
+                secret_name: (*name).into(),
+            })
+            .collect();
+        c.configs = configs
+            .iter()
+            .map(|(name, target)| ConfigReference {
+                file: Some(FileTarget::new(*target)),
+                config_id: String::new(),
+                config_name: (*name).into(),
+            })
+            .collect();
+        spec
+    }
+
+    #[test]
+    fn names_are_unique_and_the_log_keeps_only_sealed_data() {
+        let mut s = cluster((30000, 30010));
+        add_secret(&mut s, 2, "s1", "db_password");
+        assert_eq!(s.secrets["s1"].spec.name, "db_password");
+        assert_eq!(s.secret_data["s1"], "c2VhbGVk");
+        let json = serde_json::to_string(&s.secrets["s1"]).unwrap();
+        assert!(
+            !json.contains("c2VhbGVk"),
+            "a secret object never shows its data"
+        );
+        let before = s.clone();
+        let err = s
+            .apply(
+                3,
+                Command::CreateSecret {
+                    id: "s2".into(),
+                    spec: secret_spec("db_password"),
+                    sealed: "eA==".into(),
+                    now: NOW.into(),
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NameTaken { .. }), "{err}");
+        let err = s
+            .apply(
+                3,
+                Command::CreateSecret {
+                    id: "s2".into(),
+                    spec: secret_spec("bad name"),
+                    sealed: "eA==".into(),
+                    now: NOW.into(),
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid secret name"), "{err}");
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn references_get_ids_and_unknown_names_are_refused() {
+        let mut s = cluster((30000, 30010));
+        add_secret(&mut s, 2, "s1", "db");
+        add_config(&mut s, 3, "c1", "site");
+        create(
+            &mut s,
+            4,
+            "web",
+            with_files(&[("db", "db")], &[("site", "/etc/site.conf")]),
+        )
+        .unwrap();
+        let c = &s.services["web"].spec.task_template.container_spec;
+        assert_eq!(c.secrets[0].secret_id, "s1");
+        assert_eq!(c.configs[0].config_id, "c1");
+
+        let before = s.clone();
+        let mut spec = with_files(&[("nope", "nope")], &[]);
+        spec.name = "other".into();
+        let err = create(&mut s, 5, "other", spec).unwrap_err().to_string();
+        assert!(
+            err.contains("service other") && err.contains("secret nope not found"),
+            "{err}"
+        );
+        let mut spec = with_files(&[("db", "../../etc/shadow")], &[]);
+        spec.name = "other".into();
+        let err = create(&mut s, 5, "other", spec).unwrap_err().to_string();
+        assert!(err.contains("climbs out of /run/secrets"), "{err}");
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn an_object_in_use_is_not_removed_and_rotation_frees_the_old_one() {
+        let mut s = cluster((30000, 30010));
+        add_secret(&mut s, 2, "s1", "db_v1");
+        add_secret(&mut s, 3, "s2", "db_v2");
+        create(&mut s, 4, "web", with_files(&[("db_v1", "db")], &[])).unwrap();
+        let err = s
+            .apply(5, Command::RemoveSecret { id: "db_v1".into() })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secret db_v1") && err.contains("in use by the following service: web"),
+            "{err}"
+        );
+        // Rotation: same target, new secret; the service no longer names the old one, but
+        // its task still runs with it until the rollout replaces it.
+        let mut t = new_task(&s, "t1", "web");
+        t.node_id = "n1".into();
+        s.apply(
+            6,
+            Command::Tasks {
+                ops: vec![TaskOp::Create(Box::new(t))],
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+        let version = s.services["web"].version.index;
+        s.apply(
+            7,
+            Command::UpdateService {
+                id: "web".into(),
+                version,
+                spec: with_files(&[("db_v2", "db")], &[]),
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+        let err = s
+            .apply(8, Command::RemoveSecret { id: "s1".into() })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("task t1 still uses it"), "{err}");
+        s.apply(
+            9,
+            Command::Tasks {
+                ops: vec![TaskOp::Status {
+                    id: "t1".into(),
+                    status: TaskStatus {
+                        state: TaskState::Shutdown,
+                        timestamp: NOW.into(),
+                        ..Default::default()
+                    },
+                }],
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+        s.apply(10, Command::RemoveSecret { id: "s1".into() })
+            .unwrap();
+        assert!(!s.secrets.contains_key("s1") && !s.secret_data.contains_key("s1"));
+        // A rollback to the spec that named the removed secret is refused.
+        let err = s
+            .apply(
+                11,
+                Command::RollbackService {
+                    id: "web".into(),
+                    now: NOW.into(),
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("db_v1 (s1) no longer exists"), "{err}");
+    }
+
+    #[test]
+    fn configs_are_checked_and_removable_once_unused() {
+        let mut s = cluster((30000, 30010));
+        let err = s
+            .apply(
+                2,
+                Command::CreateConfig {
+                    id: "c1".into(),
+                    spec: ConfigSpec {
+                        name: "big".into(),
+                        data: vec![b'x'; MAX_DATA_SIZE],
+                        ..Default::default()
+                    },
+                    now: NOW.into(),
+                },
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("500 KiB"), "{err}");
+        add_config(&mut s, 3, "c1", "site");
+        create(&mut s, 4, "web", with_files(&[], &[("site", "site.conf")])).unwrap();
+        assert!(
+            s.apply(5, Command::RemoveConfig { id: "site".into() })
+                .is_err()
+        );
+        s.apply(
+            6,
+            Command::RemoveService {
+                id: "web".into(),
+                now: NOW.into(),
+            },
+        )
+        .unwrap();
+        s.apply(7, Command::RemoveConfig { id: "site".into() })
+            .unwrap();
+        assert!(s.configs.is_empty());
+    }
+}
