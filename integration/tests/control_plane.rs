@@ -265,7 +265,22 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
     );
 
     // A worker's certificate is refused by the managers' cluster API itself, not only by
-    // its own shoald: it can neither create a service nor read a join token.
+    // its own shoald: it can neither create a service, read a join token, nor ask for a
+    // secret (it has no task using it; a node gets secrets only in its own view).
+    let created = c
+        .control(
+            0,
+            C::SecretCreate {
+                spec: shoal_api::secrets::SecretSpec {
+                    name: "db_password".into(),
+                    ..Default::default()
+                },
+                data: shoal_api::secrets::SensitiveBytes::new(b"s3cr3t-pw".to_vec()),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("secret create: {}", e.message()));
+    assert!(matches!(created, R::Created { .. }), "{created:?}");
     for req in [
         C::ServiceCreate {
             spec: spec("nope", 1, 0),
@@ -275,6 +290,10 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             role: NodeRole::Manager,
             rotate: false,
         },
+        C::SecretInspect {
+            secret: "db_password".into(),
+        },
+        C::SecretList,
     ] {
         let e = worker_grpc_call(&c, 3, &m1, &req).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{}", e.message());

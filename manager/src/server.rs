@@ -33,6 +33,9 @@ fn require_manager<T>(raft: &RaftHandle, req: &Request<T>) -> Result<NodeIdentit
         .get(&id.node_id)
         .is_some_and(|n| n.spec.role == NodeRole::Manager);
     if id.role != NodeRole::Manager || !is_manager {
+        // Logged: a worker certificate asking for cluster state (secrets among it) is either
+        // a bug or an attempt worth an operator's attention.
+        tracing::warn!(node = %id.node_id, "refused a cluster API call from a worker certificate");
         return Err(ErrorKind::Permission.status(format!(
             "node {} is a worker: only managers may change or read cluster state",
             id.node_id
