@@ -1,10 +1,12 @@
-//! `shoal stack deploy|ls|services|ps|rm`: a Compose file as a set of services and overlay
-//! networks named `<stack>_<name>` and labelled with the stack, like Docker does. The whole
-//! file is read and every service checked before anything is sent; a redeploy updates only
-//! the services whose spec changed.
+//! `shoal stack deploy|ls|services|ps|rm`: a Compose file as a set of services, overlay
+//! networks, secrets and configs named `<stack>_<name>` and labelled with the stack, like
+//! Docker does. The whole file is read, every service checked and every secret's and
+//! config's data read before anything is sent; a redeploy updates only the services whose
+//! spec changed.
 
 pub mod compose;
 pub mod convert;
+pub mod files;
 pub mod interpolate;
 pub mod load;
 
@@ -14,8 +16,9 @@ use crate::table::Table;
 use crate::{Output, print};
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
-use shoal_api::control::{ControlRequest, ServiceView};
+use shoal_api::control::{ControlRequest, ControlResponse, ServiceView, StackSecret};
 use shoal_api::objects::*;
+use shoal_api::secrets::ConfigSpec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -83,13 +86,17 @@ pub enum StackCommand {
     },
 }
 
-/// What a Compose file asks for, checked: networks to create and services to create or update.
+/// What a Compose file asks for, checked: networks, secrets and configs to create, and
+/// services to create or update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackPlan {
     pub networks: Vec<NetworkSpec>,
     /// External networks the services use, by their own names.
     pub external: Vec<String>,
     pub services: Vec<CreatePlan>,
+    /// With their data, read and size-checked.
+    pub secrets: Vec<StackSecret>,
+    pub configs: Vec<ConfigSpec>,
 }
 
 fn in_stack<'a>(services: &'a [ServiceView], stack: &str) -> Vec<&'a ServiceView> {
@@ -129,6 +136,17 @@ pub fn plan_files(
     sources: &[load::Source],
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(StackPlan, Vec<String>)> {
+    plan_files_reading(stack, sources, lookup, &|p| std::fs::read(p))
+}
+
+/// [`plan_files`] with the files the stack names (env files, secret and config data) read
+/// through `read`.
+pub fn plan_files_reading(
+    stack: &str,
+    sources: &[load::Source],
+    lookup: &dyn Fn(&str) -> Option<String>,
+    read: &dyn Fn(&std::path::Path) -> std::io::Result<Vec<u8>>,
+) -> Result<(StackPlan, Vec<String>)> {
     let loaded = load::load(sources, lookup).map_err(anyhow::Error::msg)?;
     // Docker takes relative paths from the first file's directory (stdin: the current one).
     let workdir = match sources.first().map(|s| s.name.as_str()) {
@@ -148,7 +166,7 @@ pub fn plan_files(
         stack,
         workdir: &workdir,
         lookup,
-        read: &|p| std::fs::read_to_string(p),
+        read,
     };
     let first = sources.first().map(|s| s.name.clone()).unwrap_or_default();
     let plan = convert::plan(&env, &loaded.file).map_err(|e| anyhow!("{first}: {e}"))?;
@@ -215,12 +233,19 @@ async fn deploy(
             networks: plan.networks,
             services,
             registry_auth,
-            secrets: Vec::new(),
-            configs: Vec::new(),
+            secrets: plan.secrets,
+            configs: plan.configs,
         })
         .await?;
+    // In docker/cli's order: networks, secrets, configs, then services.
     for n in &done.created_networks {
         print(out, &format!("Creating network {n}\n"))?;
+    }
+    for n in &done.created_secrets {
+        print(out, &format!("Creating secret {n}\n"))?;
+    }
+    for n in &done.created_configs {
+        print(out, &format!("Creating config {n}\n"))?;
     }
     for (name, id) in &done.updated_services {
         print(out, &format!("Updating service {name} (id: {id})\n"))?;
@@ -259,44 +284,106 @@ fn render_stacks(services: &[ServiceView]) -> String {
     t.render()
 }
 
+fn labelled(labels: &BTreeMap<String, String>, stack: &str) -> bool {
+    labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(stack)
+}
+
+/// The stack's secrets and configs, as (name, id).
+async fn stack_files(
+    stack: &str,
+    daemon: &mut Daemon,
+) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+    let secrets = match daemon.control(ControlRequest::SecretList).await? {
+        ControlResponse::Secrets(list) => list
+            .into_iter()
+            .filter(|s| labelled(&s.spec.labels, stack))
+            .map(|s| (s.spec.name, s.id))
+            .collect(),
+        _ => bail!("the daemon answered the secret list with something else"),
+    };
+    let configs = match daemon.control(ControlRequest::ConfigList).await? {
+        ControlResponse::Configs(list) => list
+            .into_iter()
+            .filter(|c| labelled(&c.spec.labels, stack))
+            .map(|c| (c.spec.name, c.id))
+            .collect(),
+        _ => bail!("the daemon answered the config list with something else"),
+    };
+    Ok((secrets, configs))
+}
+
+/// Sends a removal, retrying for a while as long as the manager says a stopping task still
+/// uses the object: removed services leave tasks behind that take a moment to stop.
+async fn remove_when_free(daemon: &mut Daemon, req: ControlRequest) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match daemon.done(req.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.to_string().contains("still uses it") => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `stack rm` as docker/cli's: services, then secrets, configs and networks labelled with
+/// the stack. A failure is reported and the rest still removed; the command then fails.
 async fn remove(stack: &str, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
     let services = daemon.services().await?;
-    let mine: Vec<&ServiceView> = in_stack(&services, stack);
+    let mut mine: Vec<&ServiceView> = in_stack(&services, stack);
+    mine.sort_by(|a, b| a.service.spec.name.cmp(&b.service.spec.name));
     let networks: Vec<Network> = daemon
         .networks()
         .await?
         .into_iter()
-        .filter(|n| n.spec.labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(stack))
+        .filter(|n| labelled(&n.spec.labels, stack))
         .collect();
-    if mine.is_empty() && networks.is_empty() {
+    let (secrets, configs) = stack_files(stack, daemon).await?;
+    if mine.is_empty() && networks.is_empty() && secrets.is_empty() && configs.is_empty() {
         bail!("nothing found in stack {stack}");
     }
+    let mut failed = false;
+    let mut report = |what: &str, name: &str, e: anyhow::Error| {
+        eprintln!("Failed to remove {what} {name}: {e:#}");
+        failed = true;
+    };
     for v in mine {
-        print(out, &format!("Removing service {}\n", v.service.spec.name))?;
-        daemon
-            .done(ControlRequest::ServiceRemove {
-                service: v.service.id.clone(),
-            })
-            .await?;
+        let name = &v.service.spec.name;
+        print(out, &format!("Removing service {name}\n"))?;
+        let req = ControlRequest::ServiceRemove {
+            service: v.service.id.clone(),
+        };
+        if let Err(e) = daemon.done(req).await {
+            report("service", name, e.into());
+        }
+    }
+    for (name, id) in secrets {
+        print(out, &format!("Removing secret {name}\n"))?;
+        if let Err(e) = remove_when_free(daemon, ControlRequest::SecretRemove { secret: id }).await
+        {
+            report("secret", &name, e);
+        }
+    }
+    for (name, id) in configs {
+        print(out, &format!("Removing config {name}\n"))?;
+        if let Err(e) = remove_when_free(daemon, ControlRequest::ConfigRemove { config: id }).await
+        {
+            report("config", &name, e);
+        }
     }
     // A network goes once its tasks have stopped.
     for n in networks {
         print(out, &format!("Removing network {}\n", n.spec.name))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match daemon
-                .done(ControlRequest::NetworkRemove {
-                    network: n.id.clone(),
-                })
-                .await
-            {
-                Ok(()) => break,
-                Err(e) if Instant::now() < deadline && e.to_string().contains("still uses it") => {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let req = ControlRequest::NetworkRemove {
+            network: n.id.clone(),
+        };
+        if let Err(e) = remove_when_free(daemon, req).await {
+            report("network", &n.spec.name, e);
         }
+    }
+    if failed {
+        bail!("failed to remove some resources from stack: {stack}");
     }
     Ok(())
 }

@@ -22,6 +22,10 @@ pub struct ComposeFile {
     pub networks: BTreeMap<String, Option<Network>>,
     #[serde(default)]
     pub volumes: BTreeMap<String, Option<Volume>>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Option<SecretDef>>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, Option<ConfigDef>>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -64,6 +68,10 @@ pub struct Service {
     pub restart: Option<String>,
     /// Paths mounted as tmpfs (`/run`, or `/run:size=64m,mode=1777`).
     pub tmpfs: Option<OneOrMany>,
+    #[serde(default)]
+    pub secrets: Vec<FileRef>,
+    #[serde(default)]
+    pub configs: Vec<FileRef>,
 }
 
 /// A command as a list, or as one string split like a shell would.
@@ -485,6 +493,86 @@ impl External {
             None | Some(External::Flag(false)) => (false, None),
             Some(External::Flag(true)) => (true, None),
             Some(External::Named { name }) => (true, Some(name.clone())),
+        }
+    }
+}
+
+/// A top-level `secrets:` entry (docker/cli `SecretConfig`): data from a file, or from a
+/// variable of the deploying shell (`environment:`, the Compose Specification's addition),
+/// or an existing secret (`external:`).
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDef {
+    pub name: Option<String>,
+    pub file: Option<String>,
+    pub environment: Option<String>,
+    pub external: Option<External>,
+    pub labels: Option<Pairs>,
+    /// An external secret store; shoal has none, so the converter refuses it.
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub driver_opts: BTreeMap<String, Scalar>,
+    pub template_driver: Option<String>,
+}
+
+/// A top-level `configs:` entry (docker/cli `ConfigObjConfig`); like a secret without a
+/// driver. `content:` is the Compose Specification's inline form, which `docker stack
+/// deploy` does not take: it is read so that the converter can say so.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDef {
+    pub name: Option<String>,
+    pub file: Option<String>,
+    pub environment: Option<String>,
+    pub content: Option<String>,
+    pub external: Option<External>,
+    pub labels: Option<Pairs>,
+    pub template_driver: Option<String>,
+}
+
+/// A service's `secrets:` or `configs:` entry: `- NAME`, or the long form.
+#[derive(Debug, Clone)]
+pub enum FileRef {
+    Short(String),
+    Long(LongFileRef),
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LongFileRef {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub uid: Option<Scalar>,
+    pub gid: Option<Scalar>,
+    /// A number; YAML's `0440` arrives as text and is read as octal, as Go's YAML does.
+    pub mode: Option<Scalar>,
+}
+
+impl FileRef {
+    pub fn long(&self) -> LongFileRef {
+        match self {
+            FileRef::Short(s) => LongFileRef {
+                source: Some(s.clone()),
+                ..Default::default()
+            },
+            FileRef::Long(l) => l.clone(),
+        }
+    }
+}
+
+// By hand rather than `untagged`, so that an unknown key in the long form is reported as
+// such (with its path) instead of "did not match any variant".
+impl<'de> Deserialize<'de> for FileRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_norway::Value::deserialize(d)? {
+            serde_norway::Value::String(s) => Ok(FileRef::Short(s)),
+            v @ serde_norway::Value::Mapping(_) => LongFileRef::deserialize(v)
+                .map(FileRef::Long)
+                .map_err(D::Error::custom),
+            _ => Err(D::Error::custom(
+                "use a name, or a mapping with source, target, uid, gid and mode",
+            )),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! (`cli/compose/convert`) does: objects named `<stack>_<name>` and labelled with the stack,
 //! each service's Compose name an alias on every one of its networks, named volumes scoped
 //! to the stack with their driver options, relative bind sources resolved against the
-//! directory of the first Compose file. Pure but for reading `env_file`s through `read`.
+//! directory of the first Compose file, secrets and configs as `files.rs` makes them. Pure
+//! but for reading `env_file`s and secret and config data through `read`.
 
 use super::compose::{self, ComposeFile, External, Scalar};
+use super::files;
 use super::{NAMESPACE_LABEL, StackPlan};
 use crate::addr::Cidr;
 use crate::duration;
@@ -21,7 +23,8 @@ pub struct Env<'a> {
     /// Directory relative paths (bind sources, env files) are taken from.
     pub workdir: &'a Path,
     pub lookup: &'a dyn Fn(&str) -> Option<String>,
-    pub read: &'a dyn Fn(&Path) -> std::io::Result<String>,
+    /// Reads a file the stack names (an env file, a secret's or config's data).
+    pub read: &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>,
 }
 
 fn check_name(stack: &str) -> Result<()> {
@@ -41,7 +44,10 @@ fn nanos(what: &str, s: &Option<String>) -> Result<Option<u64>> {
         .transpose()
 }
 
-fn with_stack_label(stack: &str, labels: &Option<compose::Pairs>) -> BTreeMap<String, String> {
+pub(super) fn with_stack_label(
+    stack: &str,
+    labels: &Option<compose::Pairs>,
+) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = labels
         .as_ref()
         .map(|l| {
@@ -212,8 +218,13 @@ fn host_path(env: &Env<'_>, p: &str) -> String {
     if p.starts_with('/') {
         return p.to_string();
     }
-    let joined: PathBuf = env.workdir.join(p);
-    // `./data` and `../x` as Docker resolves them: lexically, without touching the disk.
+    lexical_join(env.workdir, p).display().to_string()
+}
+
+/// `p` against `base` as Docker's `filepath.Join` resolves `./data` and `../x`: lexically,
+/// without touching the disk (an absolute `p` replaces `base`).
+pub(super) fn lexical_join(base: &Path, p: &str) -> PathBuf {
+    let joined: PathBuf = base.join(p);
     let mut out = PathBuf::new();
     for c in joined.components() {
         match c {
@@ -224,7 +235,7 @@ fn host_path(env: &Env<'_>, p: &str) -> String {
             other => out.push(other),
         }
     }
-    out.display().to_string()
+    out
 }
 
 fn is_path(s: &str) -> bool {
@@ -356,7 +367,8 @@ fn environment(env: &Env<'_>, svc: &compose::Service) -> Result<Vec<String>> {
     for (path, required) in svc.env_file.iter().flat_map(|e| e.entries()) {
         let full = PathBuf::from(host_path(env, &path));
         let text = match (env.read)(&full) {
-            Ok(t) => t,
+            Ok(t) => String::from_utf8(t)
+                .map_err(|_| anyhow!("env_file {}: is not UTF-8 text", full.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
             Err(e) => bail!("env_file {}: {e}", full.display()),
         };
@@ -724,17 +736,26 @@ pub fn plan(env: &Env<'_>, file: &ComposeFile) -> Result<StackPlan> {
         stack,
         declared: &file.volumes,
     };
+    // Every declared secret and config is made, used or not, as docker/cli does.
+    let files = files::declared(env, file)?;
     let mut services = Vec::new();
     for (name, svc) in &file.services {
-        let opts = service_options(env, name, svc, &names, &vols)
-            .map_err(|e| anyhow!("service {name}: {e}"))?;
-        let plan =
-            spec::create_plan(&opts, env.lookup).map_err(|e| anyhow!("service {name}: {e}"))?;
+        let in_service = |e: anyhow::Error| anyhow!("service {name}: {e}");
+        let opts = service_options(env, name, svc, &names, &vols).map_err(in_service)?;
+        let mut plan = spec::create_plan(&opts, env.lookup).map_err(|e| in_service(e.into()))?;
+        let (secrets, configs) = files
+            .references(&svc.secrets, &svc.configs)
+            .map_err(in_service)?;
+        let cs = &mut plan.spec.task_template.container_spec;
+        cs.secrets = secrets;
+        cs.configs = configs;
         services.push(plan);
     }
     Ok(StackPlan {
         networks,
         external,
         services,
+        secrets: files.secrets,
+        configs: files.configs,
     })
 }

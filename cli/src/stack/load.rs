@@ -4,10 +4,10 @@
 //! and then the strict typed read of `compose.rs`, whose errors are mapped back to the file,
 //! line and column of the offending key.
 
-use super::compose::ComposeFile;
+use super::compose::{ComposeFile, External};
 use super::interpolate::{self, InterpolationError};
 use serde_norway::{Mapping, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One `-c` argument: its name (a path, or `-` for standard input) and its text.
 #[derive(Debug, Clone)]
@@ -70,7 +70,15 @@ const INTS: &[&str] = &[
     "services.*.ulimits.*.soft",
     "services.*.ulimits.*.hard",
     "services.*.volumes.*.tmpfs.mode",
+    "services.*.secrets.*.mode",
+    "services.*.configs.*.mode",
 ];
+
+/// File modes of secret and config references. Go's YAML reads a literal `0440` as octal,
+/// which arrives here as the text "0440" and is read as octal by the converter; a mode that
+/// comes from a variable is cast as a decimal number, as docker/cli's `toInt` does.
+const MODES: &[&str] = &["services.*.secrets.*.mode", "services.*.configs.*.mode"];
+
 const FLOATS: &[&str] = &[
     "services.*.deploy.update_config.max_failure_ratio",
     "services.*.deploy.rollback_config.max_failure_ratio",
@@ -89,6 +97,8 @@ const BOOLS: &[&str] = &[
     "networks.*.enable_ipv6",
     "networks.*.external",
     "volumes.*.external",
+    "secrets.*.external",
+    "configs.*.external",
 ];
 
 fn key_text(k: &Value) -> String {
@@ -148,9 +158,14 @@ impl Walk<'_> {
                 }
             }
             Value::String(s) => {
+                let literal = !s.contains('$');
                 let done = interpolate::substitute(&path.join("."), s, self.lookup)?;
                 self.unset.extend(done.unset);
-                *v = cast(path, done.text);
+                *v = if literal && MODES.iter().any(|p| matches(p, path)) {
+                    Value::String(done.text)
+                } else {
+                    cast(path, done.text)
+                };
             }
             _ => {}
         }
@@ -208,41 +223,6 @@ fn read_one(src: &Source) -> Result<Mapping, String> {
             src.name
         )),
     }
-}
-
-/// Secrets and configs are refused by name until shoal has them, rather than silently
-/// deploying services that would miss their files.
-fn refuse_secrets(src: &Source, root: &Mapping) -> Result<(), String> {
-    for key in ["secrets", "configs"] {
-        if root.contains_key(key) {
-            return Err(located(
-                std::slice::from_ref(src),
-                &[key.to_string()],
-                &format!(
-                    "{key}: Swarm {key} are not supported by shoal yet; remove them and pass the values another way (environment, bind mounts)"
-                ),
-            ));
-        }
-    }
-    let Some(Value::Mapping(services)) = root.get("services") else {
-        return Ok(());
-    };
-    for (name, svc) in services {
-        let Value::Mapping(svc) = svc else { continue };
-        for key in ["secrets", "configs"] {
-            if svc.contains_key(key) {
-                return Err(located(
-                    std::slice::from_ref(src),
-                    &["services".into(), key_text(name), key.to_string()],
-                    &format!(
-                        "services.{}.{key}: Swarm {key} are not supported by shoal yet",
-                        key_text(name)
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Where a key path is in the first source that has it: `file:line:column: message`.
@@ -374,17 +354,37 @@ fn networks_map(v: &Value) -> Option<Mapping> {
     }
 }
 
+/// The secret or config a service's `secrets:`/`configs:` entry names (`- NAME` or
+/// `source: NAME`).
+fn ref_source(v: &Value) -> String {
+    match v {
+        Value::Mapping(m) => m.get("source").map(key_text).unwrap_or_default(),
+        other => key_text(other),
+    }
+}
+
 /// Merges `over` into `base` as `docker stack deploy -c a -c b` does (docker/cli
 /// `cli/compose/loader/merge.go`): mappings merge key by key and a later scalar wins; inside
 /// a service, lists are appended (`cap_add`, `dns`, `placement.constraints`, ...) except
 /// `command`, `entrypoint` and `healthcheck.test`, which are replaced, `ports`, merged by
 /// published port, `volumes`, by target, `networks`, `environment`, `labels`,
-/// `extra_hosts` and `sysctls`, by key in list or map form, and `logging`, whose options
-/// are dropped when the driver changes.
+/// `extra_hosts` and `sysctls`, by key in list or map form, `secrets` and `configs`, by
+/// source and sorted by it, and `logging`, whose options are dropped when the driver
+/// changes. A top-level secret or config of a later file replaces the earlier one whole
+/// (mergo's map override), rather than key by key.
 fn merge(base: &mut Value, over: Value, path: Vec<String>) {
     let in_service = path.len() >= 3 && path[0] == "services";
     let key = path.last().map(String::as_str).unwrap_or("");
     let service_key = path.len() == 3 && path[0] == "services";
+    if path.len() == 1
+        && (key == "secrets" || key == "configs")
+        && let (Value::Mapping(b), Value::Mapping(o)) = (&mut *base, &over)
+    {
+        for (k, v) in o {
+            b.insert(k.clone(), v.clone());
+        }
+        return;
+    }
     if in_service {
         match key {
             "command" | "entrypoint" => {
@@ -464,6 +464,13 @@ fn merge(base: &mut Value, over: Value, path: Vec<String>) {
                     bs.push(p);
                 }
             }
+            "secrets" | "configs" if service_key => {
+                let mut by_source: BTreeMap<String, Value> = BTreeMap::new();
+                for v in bs.drain(..).chain(os) {
+                    by_source.insert(ref_source(&v), v);
+                }
+                bs.extend(by_source.into_values());
+            }
             "volumes" if service_key => {
                 for v in os {
                     let t = volume_target(&v);
@@ -525,6 +532,38 @@ fn explain(sources: &[Source], err: &serde_norway::Error) -> String {
     located(sources, &segs, &text)
 }
 
+/// docker/cli's warning for a secret or config named by `external: {name: N}` in format
+/// 3.5 and later (a missing version or "3" is the newest format).
+fn deprecated_external_names(file: &ComposeFile) -> Vec<String> {
+    let version = file.version.as_ref().map(|v| v.text()).unwrap_or_default();
+    let recent = match version.split_once('.') {
+        None => true,
+        Some((major, minor)) => major != "3" || minor.parse::<u32>().map_or(true, |m| m >= 5),
+    };
+    if !recent {
+        return vec![];
+    }
+    let named = |e: &Option<External>| matches!(e, Some(External::Named { .. }));
+    let secrets = file
+        .secrets
+        .iter()
+        .filter(|(_, d)| d.as_ref().is_some_and(|d| named(&d.external)))
+        .map(|(k, _)| ("secret", k));
+    let configs = file
+        .configs
+        .iter()
+        .filter(|(_, d)| d.as_ref().is_some_and(|d| named(&d.external)))
+        .map(|(k, _)| ("config", k));
+    secrets
+        .chain(configs)
+        .map(|(kind, key)| {
+            format!(
+                "WARN: {kind} {key}: {kind}.external.name is deprecated in favor of {kind}.name"
+            )
+        })
+        .collect()
+}
+
 /// Loads the files in order, merged, checked and with variables substituted.
 pub fn load(sources: &[Source], lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, String> {
     if sources.is_empty() {
@@ -551,7 +590,6 @@ pub fn load(sources: &[Source], lookup: &dyn Fn(&str) -> Option<String>) -> Resu
                 ));
             }
         }
-        refuse_secrets(src, &root)?;
         for (_, svc) in services_mut(&mut root) {
             for key in IGNORED {
                 if svc.remove(key).is_some() {
@@ -584,6 +622,7 @@ pub fn load(sources: &[Source], lookup: &dyn Fn(&str) -> Option<String>) -> Resu
     // key in the original files.
     let text = serde_norway::to_string(&merged).map_err(|e| e.to_string())?;
     let file: ComposeFile = serde_norway::from_str(&text).map_err(|e| explain(sources, &e))?;
+    warnings.extend(deprecated_external_names(&file));
     Ok(Loaded { file, warnings })
 }
 

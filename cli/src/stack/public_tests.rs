@@ -1,7 +1,7 @@
 //! Well-known public stack files, byte for byte as published (sources, commits and licences
 //! in `integration/tests/stacks/SOURCES.md`), read and converted as `docker stack deploy`
 //! would: the specs carry Docker's fields for their restart policies, labels, mounts with
-//! volume options, grace periods, aliases and resources.
+//! volume options, grace periods, aliases, resources, and the secrets and configs they name.
 
 use super::*;
 
@@ -273,18 +273,125 @@ fn dockerswarm_rocks_traefik_and_portainer() {
     );
 }
 
+/// The files swarmprom's configs name, as its repository has them beside the stack file
+/// (stefanprodan/swarmprom at the commit in SOURCES.md: caddy/Caddyfile,
+/// dockerd-exporter/Caddyfile, prometheus/rules/swarm_node.rules.yml and
+/// swarm_task.rules.yml). They are not copied here; stand-ins are enough to convert, and the
+/// end-to-end deploy brings the real ones.
+fn swarmprom_files(p: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let p = p.display().to_string();
+    for name in [
+        "stacks/caddy/Caddyfile",
+        "stacks/dockerd-exporter/Caddyfile",
+        "stacks/prometheus/rules/swarm_node.rules.yml",
+        "stacks/prometheus/rules/swarm_task.rules.yml",
+    ] {
+        if p.ends_with(name) {
+            return Ok(format!("# stand-in for {name}\n").into_bytes());
+        }
+    }
+    Err(std::io::ErrorKind::NotFound.into())
+}
+
 #[test]
-fn stacks_with_secrets_or_configs_are_refused_by_name() {
-    let err = plan_files("shop", &[stack_file!("atsea-shop.yml")], &env)
-        .unwrap_err()
-        .to_string();
-    assert!(err.starts_with("stacks/atsea-shop.yml:"), "{err}");
-    assert!(
-        err.contains("secrets: Swarm secrets are not supported by shoal yet"),
-        "{err}"
+fn swarmprom_configs_from_files_beside_the_stack() {
+    let (p, _) = plan_files_reading(
+        "mon",
+        &[stack_file!("swarmprom.yml")],
+        &env,
+        &swarmprom_files,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let names: Vec<&str> = p.configs.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "mon_caddy_config",
+            "mon_dockerd_config",
+            "mon_node_rules",
+            "mon_task_rules"
+        ]
     );
+    assert!(p.configs.iter().all(|c| c.labels[NAMESPACE_LABEL] == "mon"));
+    assert_eq!(
+        p.configs[0].data,
+        b"# stand-in for stacks/caddy/Caddyfile\n"
+    );
+    assert!(p.secrets.is_empty());
+    let targets = |svc: &str| -> Vec<(String, String, u32)> {
+        service(&p, svc)
+            .spec
+            .task_template
+            .container_spec
+            .configs
+            .iter()
+            .map(|r| {
+                let f = r.file.as_ref().unwrap();
+                (r.config_name.clone(), f.name.clone(), f.mode)
+            })
+            .collect()
+    };
+    assert_eq!(
+        targets("mon_caddy"),
+        [(
+            "mon_caddy_config".to_string(),
+            "/etc/caddy/Caddyfile".to_string(),
+            0o444
+        )]
+    );
+    let prom: Vec<String> = targets("mon_prometheus")
+        .into_iter()
+        .map(|(n, t, _)| format!("{n} {t}"))
+        .collect();
+    assert_eq!(
+        prom,
+        [
+            "mon_node_rules /etc/prometheus/swarm_node.rules.yml",
+            "mon_task_rules /etc/prometheus/swarm_task.rules.yml"
+        ]
+    );
+    // Without the files, deploy stops at the first one, naming it and the stack file.
     let err = plan_files("mon", &[stack_file!("swarmprom.yml")], &env)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("configs"), "{err}");
+    assert!(
+        err.starts_with("stacks/swarmprom.yml: config caddy_config: file /"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stacks/caddy/Caddyfile: No such file or directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn atsea_shop_uses_external_secrets_by_their_own_names() {
+    let (p, _) = deploy("atsea", stack_file!("atsea-shop.yml"));
+    assert!(p.secrets.is_empty(), "external secrets are not created");
+    let refs = |svc: &str| -> Vec<String> {
+        service(&p, svc)
+            .spec
+            .task_template
+            .container_spec
+            .secrets
+            .iter()
+            .map(|r| format!("{} {}", r.secret_name, r.file.as_ref().unwrap().name))
+            .collect()
+    };
+    assert_eq!(
+        refs("atsea_reverse_proxy"),
+        ["revprox_cert revprox_cert", "revprox_key revprox_key"]
+    );
+    assert_eq!(
+        refs("atsea_database"),
+        ["postgres_password postgres_password"]
+    );
+    assert_eq!(
+        refs("atsea_appserver"),
+        ["postgres_password postgres_password"]
+    );
+    assert_eq!(
+        refs("atsea_payment_gateway"),
+        ["staging_token payment_token"]
+    );
 }

@@ -130,9 +130,12 @@ fn unknown_keys_are_refused_with_their_line() {
         "{err}"
     );
     assert!(err.contains("allowed here: mode, replicas"), "{err}");
-    let text = "services:\n  web:\n    image: x\nsecrets:\n  s: {}\n";
+    let text = "services:\n  web:\n    image: x\nsecrets:\n  s:\n    filee: s.txt\n";
     let err = planned(text).unwrap_err().to_string();
-    assert!(err.contains("/srv/shop/stack.yml:4:1: secrets"), "{err}");
+    assert!(
+        err.starts_with("/srv/shop/stack.yml:6:5: unknown key \"filee\" in secrets.s"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -518,4 +521,307 @@ fn refusals_name_the_key_and_the_fix() {
         let err = planned(text).unwrap_err().to_string();
         assert!(err.contains(want), "{text}: {err}");
     }
+}
+
+const FILES: &str = r#"
+version: "3.8"
+services:
+  web:
+    image: nginx
+    secrets:
+      - db_password
+      - source: tls_key
+        target: /etc/ssl/key.pem
+        uid: '101'
+        gid: '101'
+        mode: 0400
+      - source: token
+        target: api_token
+    configs:
+      - site
+      - source: app_conf
+        target: /etc/app/app.conf
+        mode: ${CONF_MODE}
+  worker:
+    command: ["sleep", "1000"]
+    secrets: [legacy]
+secrets:
+  db_password:
+    file: ./db_password.txt
+    labels:
+      com.example.kind: password
+  tls_key:
+    file: certs/../certs/key.pem
+    name: shared_tls_key
+  token:
+    environment: API_TOKEN
+  legacy:
+    external:
+      name: old_secret
+  spare:
+    external: true
+configs:
+  site:
+    file: ${CONF_DIR}/site.conf
+    template_driver: golang
+  app_conf:
+    external: true
+    name: app-conf-v2
+"#;
+
+fn files_env(k: &str) -> Option<String> {
+    match k {
+        "API_TOKEN" => Some("t0ken".into()),
+        // docker/cli casts a mode from a variable as a decimal number: 288 is 0440.
+        "CONF_MODE" => Some("288".into()),
+        "CONF_DIR" => Some("./conf".into()),
+        _ => None,
+    }
+}
+
+/// A stack file in a fresh directory with the files it names.
+fn stack_dir(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    dir
+}
+
+fn planned_in(
+    dir: &tempfile::TempDir,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(StackPlan, Vec<String>)> {
+    let src = load::Source {
+        name: dir.path().join("stack.yml").display().to_string(),
+        text: text.into(),
+    };
+    plan_files("shop", &[src], env)
+}
+
+#[test]
+fn secrets_and_configs_convert_as_docker_stack_deploy_does() {
+    let dir = stack_dir(&[
+        ("db_password.txt", b"hunter2\n"),
+        ("certs/key.pem", b"-----BEGIN KEY-----\n"),
+        ("conf/site.conf", b"server_name {{.Service.Name}};\n"),
+    ]);
+    let (p, warnings) = planned_in(&dir, FILES, &files_env).unwrap();
+    assert_eq!(
+        warnings,
+        ["WARN: secret legacy: secret.external.name is deprecated in favor of secret.name"]
+    );
+    // Every declared secret that is not external is made, named `<stack>_<key>` unless
+    // `name:` says otherwise, labelled with the stack; external ones are not.
+    let made: Vec<(&str, &[u8])> = p
+        .secrets
+        .iter()
+        .map(|s| (s.spec.name.as_str(), s.data.as_slice()))
+        .collect();
+    assert_eq!(
+        made,
+        [
+            ("shop_db_password", &b"hunter2\n"[..]),
+            ("shared_tls_key", b"-----BEGIN KEY-----\n"),
+            ("shop_token", b"t0ken"),
+        ]
+    );
+    let db = &p.secrets[0].spec;
+    assert_eq!(db.labels["com.example.kind"], "password");
+    assert_eq!(db.labels[NAMESPACE_LABEL], "shop");
+    assert_eq!(p.secrets[1].spec.labels[NAMESPACE_LABEL], "shop");
+    assert_eq!(p.configs.len(), 1);
+    let site = &p.configs[0];
+    assert_eq!(site.name, "shop_site");
+    assert_eq!(site.data, b"server_name {{.Service.Name}};\n");
+    assert_eq!(site.templating.as_ref().unwrap().name, "golang");
+    assert_eq!(site.labels[NAMESPACE_LABEL], "shop");
+
+    let web = &p
+        .services
+        .iter()
+        .find(|s| s.spec.name == "shop_web")
+        .unwrap()
+        .spec
+        .task_template
+        .container_spec;
+    let secrets: Vec<(&str, &str, &str, &str, u32)> = web
+        .secrets
+        .iter()
+        .map(|r| {
+            let f = r.file.as_ref().unwrap();
+            (
+                r.secret_name.as_str(),
+                f.name.as_str(),
+                f.uid.as_str(),
+                f.gid.as_str(),
+                f.mode,
+            )
+        })
+        .collect();
+    // Sorted by name, as docker/cli sends them; target defaults to the key, owner 0:0,
+    // mode 0444; a literal 0400 is octal, as Go's YAML reads it.
+    assert_eq!(
+        secrets,
+        [
+            ("shared_tls_key", "/etc/ssl/key.pem", "101", "101", 0o400),
+            ("shop_db_password", "db_password", "0", "0", 0o444),
+            ("shop_token", "api_token", "0", "0", 0o444),
+        ]
+    );
+    assert!(web.secrets.iter().all(|r| r.secret_id.is_empty()));
+    let configs: Vec<(&str, &str, u32)> = web
+        .configs
+        .iter()
+        .map(|r| {
+            let f = r.file.as_ref().unwrap();
+            (r.config_name.as_str(), f.name.as_str(), f.mode)
+        })
+        .collect();
+    assert_eq!(
+        configs,
+        [
+            ("app-conf-v2", "/etc/app/app.conf", 0o440),
+            // docker/cli's default target is the key itself; the task finds it at /site.
+            ("shop_site", "site", 0o444),
+        ]
+    );
+    let worker = &p
+        .services
+        .iter()
+        .find(|s| s.spec.name == "shop_worker")
+        .unwrap()
+        .spec
+        .task_template
+        .container_spec;
+    assert_eq!(worker.secrets[0].secret_name, "old_secret");
+    assert_eq!(worker.secrets[0].file.as_ref().unwrap().name, "legacy");
+}
+
+#[test]
+fn secret_and_config_mistakes_are_one_line_naming_the_object() {
+    let base = "services:\n  web:\n    image: x\n";
+    let with = |svc: &str, top: &str| format!("{base}{svc}{top}");
+    let dir = stack_dir(&[("s.txt", b"data"), ("empty.txt", b"")]);
+    let stack = dir.path().join("stack.yml").display().to_string();
+    let cases: Vec<(String, String)> = vec![
+        (
+            with("    secrets: [nope]\n", ""),
+            "service web: undefined secret \"nope\": declare it under the file's top-level secrets:".into(),
+        ),
+        (
+            with("    configs: [nope]\n", "secrets:\n  nope:\n    file: s.txt\n"),
+            "service web: undefined config \"nope\"".into(),
+        ),
+        (
+            with("", "secrets:\n  db:\n    file: ./missing.txt\n"),
+            format!(
+                "{stack}: secret db: file {}: No such file or directory",
+                dir.path().join("missing.txt").display()
+            ),
+        ),
+        (
+            with("", "secrets:\n  db:\n    file: empty.txt\n"),
+            "secret db: file".into(),
+        ),
+        (
+            with("", "secrets:\n  db:\n    environment: NOT_SET\n"),
+            "secret db: environment variable NOT_SET is not set".into(),
+        ),
+        (
+            with("", "secrets:\n  db:\n    file: s.txt\n    environment: X\n"),
+            "secret db: give file: or environment:, not both".into(),
+        ),
+        (
+            with("", "secrets:\n  db: {}\n"),
+            "secret db: give file:".into(),
+        ),
+        (
+            with("", "secrets:\n  db:\n"),
+            "secret db: give file:".into(),
+        ),
+        (
+            with("", "secrets:\n  db:\n    driver: vault\n"),
+            "secret db: driver \"vault\": shoal has no external secret drivers".into(),
+        ),
+        (
+            with("", "configs:\n  c:\n    content: |\n      port=80\n"),
+            "config c: content: is not supported by docker stack deploy".into(),
+        ),
+        (
+            with("", "configs:\n  c:\n    file: s.txt\n    template_driver: jinja\n"),
+            "config c: template driver \"jinja\" is unknown; the only one is \"golang\"".into(),
+        ),
+        (
+            with(
+                "",
+                "secrets:\n  db:\n    name: db\n    external:\n      name: other\n",
+            ),
+            "secret db: secret.external.name and secret.name conflict; only use secret.name".into(),
+        ),
+        (
+            with("", "secrets:\n  db:\n    name: -db\n    file: s.txt\n"),
+            "secret db: invalid secret name \"-db\"".into(),
+        ),
+        (
+            with(
+                "",
+                "secrets:\n  a:\n    name: same\n    file: s.txt\n  b:\n    name: same\n    file: s.txt\n",
+            ),
+            "two secrets of the file have the name same".into(),
+        ),
+        (
+            with(
+                "    secrets:\n      - a\n      - source: b\n        target: a\n",
+                "secrets:\n  a:\n    file: s.txt\n  b:\n    file: s.txt\n",
+            ),
+            "service web: secret shop_b and shop_a both target /run/secrets/a".into(),
+        ),
+        (
+            with(
+                "    secrets:\n      - source: a\n        target: ../../etc/passwd\n",
+                "secrets:\n  a:\n    file: s.txt\n",
+            ),
+            "climbs out of /run/secrets".into(),
+        ),
+        (
+            with(
+                "    secrets:\n      - source: a\n        mode: 0999\n",
+                "secrets:\n  a:\n    file: s.txt\n",
+            ),
+            "service web: secret a: mode 0999: give permission bits in octal".into(),
+        ),
+    ];
+    for (text, want) in cases {
+        let err = planned_in(&dir, &text, &|_| None).unwrap_err().to_string();
+        assert!(err.contains(&want), "{text}\nwant: {want}\n got: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+}
+
+#[test]
+fn secret_data_is_size_checked_before_anything_is_sent() {
+    let text = "services:\n  web:\n    image: x\nsecrets:\n  big:\n    file: big.bin\n";
+    let src = load::Source {
+        name: "/srv/shop/stack.yml".into(),
+        text: text.into(),
+    };
+    let read = |p: &std::path::Path| {
+        assert_eq!(p, std::path::Path::new("/srv/shop/big.bin"));
+        Ok(vec![0u8; shoal_api::secrets::MAX_DATA_SIZE])
+    };
+    let err = plan_files_reading("shop", std::slice::from_ref(&src), &|_| None, &read)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/srv/shop/stack.yml: secret big: file /srv/shop/big.bin: data is 512000 bytes; a secret must be less than"),
+        "{err}"
+    );
+    // Binary data travels as it is.
+    let read = |_: &std::path::Path| Ok(vec![0u8, 0xff, 0x10]);
+    let (p, _) = plan_files_reading("shop", &[src], &|_| None, &read).unwrap();
+    assert_eq!(p.secrets[0].data.as_slice(), [0u8, 0xff, 0x10]);
 }

@@ -240,12 +240,28 @@ fn errors_name_the_file_line_and_fix() {
     let err = load(
         &[src(
             "a.yml",
-            "services:\n  web:\n    image: x\n    secrets: [db]\n",
+            "services:\n  web:\n    image: x\n    secrets:\n      - source: db\n        targte: x\n",
         )],
         &env,
     )
     .unwrap_err();
-    assert!(err.starts_with("a.yml:4:5: services.web.secrets"), "{err}");
+    assert_eq!(
+        err,
+        "a.yml:6:9: unknown key \"targte\" in services.web.secrets: it is in no Compose file format (allowed here: source, target, uid, gid, mode)"
+    );
+    // A config has no driver in any Compose schema.
+    let err = load(
+        &[src(
+            "a.yml",
+            "services:\n  web:\n    image: x\nconfigs:\n  site:\n    file: ./site.conf\n    driver: vault\n",
+        )],
+        &env,
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("a.yml:7:5: unknown key \"driver\" in configs.site"),
+        "{err}"
+    );
     let err = load(&[src("a.yml", "services:\n  web: [x\n")], &env).unwrap_err();
     assert!(err.starts_with("a.yml: "), "{err}");
     let err = load(
@@ -273,4 +289,114 @@ fn locate_follows_blocks() {
     // A deeper key of the same name is not the one meant.
     let text = "services:\n  proxy:\n    networks:\n      web:\n  web:\n    imagee: x\n";
     assert_eq!(locate(text, &p("services.web.imagee")), Some((6, 5)));
+}
+
+#[test]
+fn secrets_and_configs_merge_as_docker_does() {
+    let base = r#"
+services:
+  web:
+    image: x
+    secrets:
+      - s
+      - source: t
+        target: first
+    configs: [c]
+secrets:
+  s:
+    file: ./a.txt
+    labels: {tier: db}
+  t:
+    external: true
+configs:
+  c:
+    file: ./c.conf
+"#;
+    let over = r#"
+services:
+  web:
+    secrets:
+      - source: t
+        target: second
+      - u
+secrets:
+  s:
+    file: ./b.txt
+  u:
+    environment: ${VAR:-U}
+"#;
+    let l = load(&[src("a.yml", base), src("b.yml", over)], &env).unwrap();
+    // A later file's top-level entry replaces the earlier one whole (mergo's override of
+    // map values), so the first file's labels are gone.
+    let s = l.file.secrets["s"].as_ref().unwrap();
+    assert_eq!(s.file.as_deref(), Some("./b.txt"));
+    assert!(s.labels.is_none());
+    assert!(l.file.secrets["t"].is_some());
+    assert_eq!(
+        l.file.secrets["u"].as_ref().unwrap().environment.as_deref(),
+        Some("U"),
+        "interpolated"
+    );
+    // A service's references merge by source, the later file winning, sorted by source.
+    let refs: Vec<(String, Option<String>)> = l.file.services["web"]
+        .secrets
+        .iter()
+        .map(|r| {
+            let l = r.long();
+            (l.source.unwrap(), l.target)
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("s".to_string(), None),
+            ("t".to_string(), Some("second".to_string())),
+            ("u".to_string(), None)
+        ]
+    );
+    assert_eq!(l.file.services["web"].configs.len(), 1);
+}
+
+#[test]
+fn a_literal_mode_stays_text_for_octal_and_a_variable_is_a_number() {
+    let text = r#"
+services:
+  web:
+    image: x
+    secrets:
+      - source: a
+        mode: 0440
+      - source: b
+        mode: ${MODE}
+      - source: c
+        mode: 0o440
+secrets:
+  a: {external: "${EXT}"}
+  b: {external: true}
+  c: {external: true}
+"#;
+    let lookup = |k: &str| match k {
+        "MODE" => Some("0440".to_string()),
+        "EXT" => Some("yes".to_string()),
+        _ => None,
+    };
+    let l = load(&[src("a.yml", text)], &lookup).unwrap();
+    let modes: Vec<Option<compose::Scalar>> = l.file.services["web"]
+        .secrets
+        .iter()
+        .map(|r| r.long().mode)
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            Some(compose::Scalar::Text("0440".into())),
+            // docker/cli's toInt is decimal: a variable's 0440 is 440.
+            Some(compose::Scalar::Int(440)),
+            Some(compose::Scalar::Int(0o440)),
+        ]
+    );
+    assert!(matches!(
+        l.file.secrets["a"].as_ref().unwrap().external,
+        Some(compose::External::Flag(true))
+    ));
 }
