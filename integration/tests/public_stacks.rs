@@ -290,3 +290,155 @@ fn public_stack_files_deploy_with_dockers_specs() {
     remove(&h, "traefik");
     drop(bed);
 }
+
+/// Builds `name` from the test image with `sleep` as its command, for services whose stack
+/// file gives none: their containers then stay up to be looked into.
+fn sleeper_image(engine: &mut EngineObjects, name: &str) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nCMD [\"sleep\", \"1000000\"]\n"),
+    )
+    .unwrap();
+    let o = Command::new("docker")
+        .args(["build", "-q", "-t", name])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "docker build {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    engine.tags.push(name.to_string());
+}
+
+/// The first running container of `service` on the testbed, and what `cat path` prints in it.
+fn cat_in_service(bed: &Testbed, service: &str, path: &str) -> Option<String> {
+    let h = bed.nodes[0].host();
+    let id = shoal(&h, &["service", "inspect", "-f", "{{.ID}}", service]);
+    let id = id.trim();
+    bed.nodes.iter().find_map(|n| {
+        let owner = shoal_agent::netns::Sandboxes::new(&n.dir.join("state"))
+            .prefix()
+            .to_string();
+        let ps = Command::new("docker")
+            .args(["ps", "-q", "--filter"])
+            .arg(format!("label=com.shoal.owner={owner}"))
+            .arg("--filter")
+            .arg(format!("label=com.shoal.service.id={id}"))
+            .output()
+            .ok()?;
+        let c = String::from_utf8_lossy(&ps.stdout)
+            .split_whitespace()
+            .next()?
+            .to_string();
+        let o = Command::new("docker")
+            .args(["exec", &c, "cat", path])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    })
+}
+
+#[test]
+fn public_stacks_with_configs_and_secrets_give_their_tasks_the_files() {
+    let test = "public_stacks_with_configs_and_secrets_give_their_tasks_the_files";
+    if !require_root(test) || !require_docker(test) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let bed = Testbed::up("shpcf", 3, 1, root.path()).unwrap();
+    let h = bed.nodes[0].host();
+    let mut engine = EngineObjects {
+        root: root.path().to_path_buf(),
+        tags: vec![],
+        volumes: vec!["mon_prometheus".into(), "mon_grafana".into(), "mon_alertmanager".into()],
+    };
+    sleeper_image(&mut engine, "stefanprodan/caddy");
+    sleeper_image(&mut engine, "dockersamples/atsea_db");
+    for image in [
+        "google/cadvisor",
+        "stefanprodan/swarmprom-grafana:5.3.4",
+        "stefanprodan/swarmprom-alertmanager:v0.14.0",
+        "cloudflare/unsee:v0.8.0",
+        "stefanprodan/swarmprom-node-exporter:v0.16.0",
+        "stefanprodan/swarmprom-prometheus:v2.5.0",
+        "dockersamples/atseasampleshopapp_reverse_proxy",
+        "dockersamples/atsea_app",
+        "dockersamples/visualizer:stable",
+        "dockersamples/atseasampleshopapp_payment_gateway",
+    ] {
+        engine.tag(image);
+    }
+
+    // stefanprodan/swarmprom: four configs from files beside the stack file.
+    let stacks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stacks");
+    let copy = |rel: &str| {
+        let dst = root.path().join(rel);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(stacks.join("swarmprom").join(rel), &dst).unwrap();
+    };
+    for rel in [
+        "caddy/Caddyfile",
+        "dockerd-exporter/Caddyfile",
+        "prometheus/rules/swarm_node.rules.yml",
+        "prometheus/rules/swarm_task.rules.yml",
+    ] {
+        copy(rel);
+    }
+    deploy(&h, root.path(), "swarmprom.yml", "mon", &[]);
+    let configs = shoal(&h, &["config", "ls", "--format", "{{.Name}}"]);
+    let mut names: Vec<&str> = configs.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["mon_caddy_config", "mon_dockerd_config", "mon_node_rules", "mon_task_rules"]
+    );
+    let caddy = inspect(&h, "mon_caddy");
+    let c = &caddy["TaskTemplate"]["ContainerSpec"]["Configs"][0];
+    assert_eq!(c["ConfigName"], "mon_caddy_config");
+    assert_eq!(c["File"]["Name"], "/etc/caddy/Caddyfile");
+    assert!(c["ConfigID"].as_str().is_some_and(|id| !id.is_empty()));
+    let want = std::fs::read_to_string(stacks.join("swarmprom/caddy/Caddyfile")).unwrap();
+    eventually("mon_caddy's container sees its Caddyfile", || {
+        cat_in_service(&bed, "mon_caddy", "/etc/caddy/Caddyfile").as_deref() == Some(&want)
+    });
+    let want = std::fs::read_to_string(stacks.join("swarmprom/dockerd-exporter/Caddyfile")).unwrap();
+    eventually("the global dockerd-exporter sees its own Caddyfile", || {
+        cat_in_service(&bed, "mon_dockerd-exporter", "/etc/caddy/Caddyfile").as_deref()
+            == Some(&want)
+    });
+    remove(&h, "mon");
+    eventually("stack rm removed the stack's configs", || {
+        shoal(&h, &["config", "ls", "-q"]).trim().is_empty()
+    });
+
+    // dockersamples/atsea-sample-shop-app: external secrets, made beforehand.
+    for (name, value) in [
+        ("postgres_password", "atsea-db-pw"),
+        ("staging_token", "tok"),
+        ("revprox_key", "key"),
+        ("revprox_cert", "cert"),
+    ] {
+        let file = root.path().join(name);
+        std::fs::write(&file, value).unwrap();
+        shoal(&h, &["secret", "create", name, file.to_str().unwrap()]);
+    }
+    deploy(&h, root.path(), "atsea-shop.yml", "atsea", &[]);
+    let db = inspect(&h, "atsea_database");
+    let s = &db["TaskTemplate"]["ContainerSpec"]["Secrets"][0];
+    assert_eq!(s["SecretName"], "postgres_password");
+    assert_eq!(s["File"]["Name"], "postgres_password");
+    assert_eq!(s["File"]["Mode"], 0o444);
+    eventually("atsea_database reads its password from /run/secrets", || {
+        cat_in_service(&bed, "atsea_database", "/run/secrets/postgres_password").as_deref()
+            == Some("atsea-db-pw")
+    });
+    remove(&h, "atsea");
+    // External secrets are not the stack's: they stay.
+    assert_eq!(shoal(&h, &["secret", "ls", "-q"]).lines().count(), 4);
+    drop(bed);
+}
