@@ -6,6 +6,7 @@ use shoal_api::control::{ControlRequest, ControlResponse, ServiceView, StackDepl
 use shoal_api::local::{LocalRequest, LocalResponse, NodeInfo};
 use shoal_api::objects::{Cluster, Network, Node};
 use shoal_api::pb::local_client::LocalClient;
+use shoal_api::secrets::{Config, Secret};
 use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +182,42 @@ impl Daemon {
         match self.control(req).await? {
             ControlResponse::Network(network) => Ok(*network),
             other => Err(unexpected("Network", control_kind(&other))),
+        }
+    }
+
+    pub async fn secrets(&mut self) -> Result<Vec<Secret>, DaemonError> {
+        match self.control(ControlRequest::SecretList).await? {
+            ControlResponse::Secrets(secrets) => Ok(secrets),
+            other => Err(unexpected("Secrets", control_kind(&other))),
+        }
+    }
+
+    /// By id, id prefix or name.
+    pub async fn secret(&mut self, secret: &str) -> Result<Secret, DaemonError> {
+        let req = ControlRequest::SecretInspect {
+            secret: secret.to_string(),
+        };
+        match self.control(req).await? {
+            ControlResponse::Secret(secret) => Ok(*secret),
+            other => Err(unexpected("Secret", control_kind(&other))),
+        }
+    }
+
+    pub async fn configs(&mut self) -> Result<Vec<Config>, DaemonError> {
+        match self.control(ControlRequest::ConfigList).await? {
+            ControlResponse::Configs(configs) => Ok(configs),
+            other => Err(unexpected("Configs", control_kind(&other))),
+        }
+    }
+
+    /// By id, id prefix or name.
+    pub async fn config(&mut self, config: &str) -> Result<Config, DaemonError> {
+        let req = ControlRequest::ConfigInspect {
+            config: config.to_string(),
+        };
+        match self.control(req).await? {
+            ControlResponse::Config(config) => Ok(*config),
+            other => Err(unexpected("Config", control_kind(&other))),
         }
     }
 

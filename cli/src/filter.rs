@@ -7,6 +7,7 @@
 
 use shoal_api::control::{ServiceView, TaskView};
 use shoal_api::objects::{Network, Node, NodeRole, ServiceMode};
+use shoal_api::secrets::Kind;
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -266,6 +267,29 @@ impl NetworkFilter {
             && f.any("driver", |d| d == driver)
             && f.any("scope", |s| s.eq_ignore_ascii_case("swarm"))
             && f.any("type", |t| t.eq_ignore_ascii_case("custom"))
+    }
+}
+
+/// `secret ls` and `config ls`: id and name prefixes and labels, as swarmkit's list
+/// filters; secrets also take `names` (exact names), as the daemon accepts it for them.
+#[derive(Debug, Clone)]
+pub struct FileFilter(Filters);
+
+impl FileFilter {
+    pub fn new(kind: Kind, filters: Filters) -> Result<FileFilter, FilterError> {
+        match kind {
+            Kind::Secret => filters.check(&["id", "name", "names", "label"])?,
+            Kind::Config => filters.check(&["id", "name", "label"])?,
+        }
+        Ok(FileFilter(filters))
+    }
+
+    pub fn matches(&self, id: &str, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        let f = &self.0;
+        f.any("id", |p| id.starts_with(p))
+            && f.any("name", |p| name.starts_with(p))
+            && f.any("names", |n| name == n)
+            && f.labels("label", labels)
     }
 }
 

@@ -76,6 +76,62 @@ pub fn state_since(state: &str, timestamp: &str, now_nanos: i128) -> String {
     }
 }
 
+/// Docker's `units.HumanDuration(now - t) + " ago"` ("About a minute ago", "3 hours ago")
+/// from an RFC 3339 timestamp; empty if it does not parse.
+pub fn ago(timestamp: &str, now_nanos: i128) -> String {
+    match shoal_api::parse_rfc3339(timestamp) {
+        Some(at) => format!("{} ago", capitalize(&human_duration(now_nanos - at))),
+        None => String::new(),
+    }
+}
+
+/// The order of `sortorder.NaturalLess`, which docker/cli sorts secrets and configs by:
+/// runs of digits compare as numbers (`s2` before `s10`), digits before other bytes,
+/// other bytes as they are; of two equal numbers the one with fewer leading zeros first.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
+        if da != db {
+            return if da {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+        }
+        if !da {
+            if a[i] != b[j] {
+                return a[i].cmp(&b[j]);
+            }
+            i += 1;
+            j += 1;
+            continue;
+        }
+        let number = |s: &[u8], mut k: usize| {
+            while k < s.len() && s[k] == b'0' {
+                k += 1;
+            }
+            let start = k;
+            while k < s.len() && s[k].is_ascii_digit() {
+                k += 1;
+            }
+            (start, k)
+        };
+        let ((sa, ea), (sb, eb)) = (number(a, i), number(b, j));
+        let by_number = (ea - sa)
+            .cmp(&(eb - sb))
+            .then_with(|| a[sa..ea].cmp(&b[sb..eb]))
+            .then_with(|| sa.cmp(&sb));
+        if by_number != Ordering::Equal {
+            return by_number;
+        }
+        (i, j) = (ea, eb);
+    }
+    a.len().cmp(&b.len())
+}
+
 /// Now in Unix nanoseconds.
 pub fn now_nanos() -> i128 {
     std::time::SystemTime::now()
@@ -172,6 +228,32 @@ mod tests {
         assert_eq!(capitalize(""), "");
         assert_eq!(ellipsize("short", 30), "short");
         assert_eq!(ellipsize("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn ago_is_dockers_human_duration() {
+        let at = shoal_api::parse_rfc3339("2024-01-01T00:00:00Z").unwrap();
+        assert_eq!(ago("2024-01-01T00:00:00Z", at), "Less than a second ago");
+        assert_eq!(
+            ago("2024-01-01T00:00:00Z", at + 90 * SEC),
+            "About a minute ago"
+        );
+        assert_eq!(
+            ago("2024-01-01T00:00:00Z", at + 3 * 3600 * SEC),
+            "3 hours ago"
+        );
+        assert_eq!(ago("", at), "");
+    }
+
+    #[test]
+    fn natural_order_like_sortorder() {
+        let mut names = vec!["s10", "s2", "s02", "a", "S", "s1x", "s1", "b1", "1"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["1", "S", "a", "b1", "s1", "s1x", "s2", "s02", "s10"]
+        );
+        assert_eq!(natural_cmp("x", "x"), std::cmp::Ordering::Equal);
     }
 
     #[test]

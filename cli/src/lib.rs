@@ -20,6 +20,7 @@ pub mod node;
 pub mod publish;
 pub mod registry_auth;
 pub mod resolve;
+pub mod secret;
 pub mod service;
 pub mod stack;
 pub mod swarm;
@@ -130,6 +131,12 @@ pub enum Command {
     /// Manage stacks (Compose files)
     #[command(subcommand)]
     Stack(stack::StackCommand),
+    /// Manage Swarm secrets
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Manage Swarm configs
+    #[command(subcommand)]
+    Config(secret::ConfigCommand),
     /// Check this node: dataplane backend, executor, kernel capabilities, overlay peers
     Doctor {
         /// Print the report as JSON
@@ -158,6 +165,8 @@ pub async fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Service(cmd) => service::run(cmd, &mut daemon, out).await,
         Command::Network(cmd) => network::run(cmd, &mut daemon, out).await,
         Command::Stack(cmd) => stack::run(cmd, &mut daemon, out).await,
+        Command::Secret(cmd) => secret::run_secret(cmd, &mut daemon, out).await,
+        Command::Config(cmd) => secret::run_config(cmd, &mut daemon, out).await,
         Command::Info => {
             let info = daemon.info().await?;
             print(out, &format::json(&info))

@@ -1,16 +1,18 @@
 //! What the list and inspect commands print once `--filter`, `--format` and `-q` are
 //! taken into account: the rows Docker's formatters give templates (docker/cli
-//! `cli/command/{service,task,node,network,stack}/formatter.go`), and the choice between
-//! the command's own table, its ids, and a template.
+//! `cli/command/{service,task,node,network,stack,secret,config}/formatter.go`), and the
+//! choice between the command's own table, its ids, and a template.
 //!
 //! Each command checks its flags with `new` before it asks the daemon anything, then
 //! `render`s what it got.
 
 use crate::daemon::Daemon;
 use crate::filter::{
-    FilterError, Filters, NetworkFilter, NodeFilter, ServiceFilter, TaskContext, TaskFilter,
+    FileFilter, FilterError, Filters, NetworkFilter, NodeFilter, ServiceFilter, TaskContext,
+    TaskFilter,
 };
-use crate::format::{capitalize, id_column, json};
+use crate::format::{ago, capitalize, id_column, json, natural_cmp};
+use crate::secret::FileObject;
 use crate::service::render;
 use crate::stack::NAMESPACE_LABEL;
 use crate::tasks::{self, TaskTable};
@@ -21,6 +23,7 @@ use gtmpl::Value;
 use serde::Serialize;
 use shoal_api::control::{ServiceView, TaskView};
 use shoal_api::objects::{Network, Node, PortConfig};
+use shoal_api::secrets::Kind;
 use std::collections::BTreeMap;
 
 /// `-f/--filter` and `--format`, as every list command takes them.
@@ -327,6 +330,106 @@ impl NetworkLs {
                     .map(|n| network_row(n, self.no_trunc))
                     .collect();
                 t.render_rows(&NETWORK_HEADERS, &rows)?
+            }
+        })
+    }
+}
+
+// ---- secret ls, config ls ----
+
+pub const SECRET_HEADERS: [(&str, &str); 6] = [
+    ("ID", "ID"),
+    ("Name", "NAME"),
+    ("Driver", "DRIVER"),
+    ("CreatedAt", "CREATED"),
+    ("UpdatedAt", "UPDATED"),
+    ("Labels", "LABELS"),
+];
+
+/// A config has no driver.
+pub const CONFIG_HEADERS: [(&str, &str); 5] = [
+    ("ID", "ID"),
+    ("Name", "NAME"),
+    ("CreatedAt", "CREATED"),
+    ("UpdatedAt", "UPDATED"),
+    ("Labels", "LABELS"),
+];
+
+pub fn file_headers(kind: Kind) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        Kind::Secret => &SECRET_HEADERS,
+        Kind::Config => &CONFIG_HEADERS,
+    }
+}
+
+/// Docker's `secret ls` / `config ls` cells, as `file_headers` names them: full ids, and
+/// times as "N units ago".
+pub fn file_cells(kind: Kind, o: &dyn FileObject, now: i128) -> Vec<(&'static str, String)> {
+    let mut cells = vec![("ID", o.id().to_string()), ("Name", o.name().to_string())];
+    if kind == Kind::Secret {
+        cells.push(("Driver", o.driver().to_string()));
+    }
+    cells.extend([
+        ("CreatedAt", ago(o.created_at(), now)),
+        ("UpdatedAt", ago(o.updated_at(), now)),
+        ("Labels", labels_text(o.labels())),
+    ]);
+    cells
+}
+
+pub fn file_row(kind: Kind, o: &dyn FileObject, now: i128) -> Value {
+    row(file_cells(kind, o, now)
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .chain([(crate::template::LABELS_KEY, labels_value(o.labels()))]))
+}
+
+pub struct FileLs {
+    kind: Kind,
+    quiet: bool,
+    filter: FileFilter,
+    format: ListFormat,
+}
+
+impl FileLs {
+    pub fn new(kind: Kind, quiet: bool, flags: &ListFlags) -> Result<FileLs, ListError> {
+        Ok(FileLs {
+            kind,
+            quiet,
+            filter: FileFilter::new(kind, Filters::parse(&flags.filter)?)?,
+            format: ListFormat::parse(flags.format.as_deref())?,
+        })
+    }
+
+    /// Sorted by name in natural order (`s2` before `s10`), as docker/cli sorts them.
+    pub fn render<T: FileObject>(&self, objects: &[T], now: i128) -> Result<String, ListError> {
+        let mut picked: Vec<&dyn FileObject> = objects
+            .iter()
+            .filter(|o| self.filter.matches(o.id(), o.name(), o.labels()))
+            .map(|o| o as &dyn FileObject)
+            .collect();
+        picked.sort_by(|a, b| natural_cmp(a.name(), b.name()).then_with(|| a.id().cmp(b.id())));
+        Ok(match &self.format {
+            ListFormat::Default if self.quiet => {
+                picked.iter().map(|o| format!("{}\n", o.id())).collect()
+            }
+            ListFormat::Default => {
+                // Docker's default table has every column but Labels.
+                let shown = |k: &str| k != "Labels";
+                let headers = file_headers(self.kind).iter().filter(|(k, _)| shown(k));
+                let mut table = crate::table::Table::new(headers.map(|(_, title)| *title));
+                for o in &picked {
+                    let cells = file_cells(self.kind, *o, now);
+                    table.row(cells.into_iter().filter(|(k, _)| shown(k)).map(|(_, v)| v));
+                }
+                table.render()
+            }
+            ListFormat::Template(t) => {
+                let rows: Vec<Value> = picked
+                    .iter()
+                    .map(|o| file_row(self.kind, *o, now))
+                    .collect();
+                t.render_rows(file_headers(self.kind), &rows)?
             }
         })
     }

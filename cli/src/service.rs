@@ -1,6 +1,7 @@
 //! `shoal service ...`: create, list, inspect, scale, update and remove services.
 
 pub mod args;
+pub mod files;
 pub mod options;
 pub mod render;
 pub mod spec;

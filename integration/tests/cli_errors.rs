@@ -598,6 +598,251 @@ fn format_and_filter_like_docker() {
     );
 }
 
+/// `secret` and `config` end to end, and `--secret`/`--config` on services: Docker's output,
+/// and every refusal one line that creates nothing (one shoald on 127.0.0.87).
+#[test]
+fn secrets_and_configs_from_the_cli() {
+    let c = LocalCluster::start(1, 87).expect("start daemon");
+    let ip = c.nodes[0].ip.clone();
+    ok(
+        &c,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &ip,
+            "--listen-addr",
+            &format!("{ip}:2377"),
+            "--default-addr-pool",
+            "198.19.0.0/16",
+        ],
+    );
+    let file = |name: &str, data: &[u8]| {
+        let path = c.root().join(name);
+        std::fs::write(&path, data).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    const PASSWORD: &str = "hunter2-never-printed";
+    let pw = file("pw", PASSWORD.as_bytes());
+    let site = file("site.conf", b"port=80\n");
+    let empty = file("empty", b"");
+    let big = file("big", &vec![b'x'; 500 * 1024]);
+    let missing = c.root().join("missing").to_string_lossy().into_owned();
+
+    let before_secrets = ok(&c, &["secret", "ls"]);
+    let before_configs = ok(&c, &["config", "ls"]);
+    assert_eq!(before_secrets.lines().count(), 1, "{before_secrets}");
+    for (argv, expect) in [
+        (
+            vec!["secret", "create", "db", missing.as_str()],
+            "cannot read",
+        ),
+        (vec!["secret", "create", "db", empty.as_str()], "is empty"),
+        (vec!["secret", "create", "db", big.as_str()], "too large"),
+        (
+            vec!["secret", "create", "bad/name", pw.as_str()],
+            "invalid secret name",
+        ),
+        (
+            vec!["secret", "create", "-d", "vault", "db"],
+            "not available",
+        ),
+        (vec!["secret", "create", "db"], "no data"),
+        (
+            vec![
+                "config",
+                "create",
+                "--template-driver",
+                "jinja",
+                "site",
+                site.as_str(),
+            ],
+            "template driver \"jinja\" is unknown",
+        ),
+        (
+            vec!["secret", "ls", "-f", "driver=x"],
+            "invalid filter 'driver'",
+        ),
+        (vec!["config", "inspect", "ghost"], "config ghost not found"),
+    ] {
+        let e = refused(&c, &argv);
+        assert!(e.contains(expect), "{argv:?}: expected {expect:?} in {e:?}");
+    }
+    assert_eq!(ok(&c, &["secret", "ls"]), before_secrets);
+    assert_eq!(ok(&c, &["config", "ls"]), before_configs);
+
+    let secret_id = ok(&c, &["secret", "create", "-l", "env=prod", "db", &pw])
+        .trim()
+        .to_string();
+    let config_id = ok(&c, &["config", "create", "site", &site])
+        .trim()
+        .to_string();
+    let e = refused(&c, &["secret", "create", "db", &pw]);
+    assert!(e.contains("secret name db is already in use"), "{e}");
+    assert_eq!(ok(&c, &["secret", "ls", "-q"]), format!("{secret_id}\n"));
+    assert_eq!(ok(&c, &["config", "ls", "-q"]), format!("{config_id}\n"));
+    assert_eq!(
+        ok(
+            &c,
+            &[
+                "secret",
+                "ls",
+                "-f",
+                "label=env=prod",
+                "--format",
+                "{{.Name}} {{.Label \"env\"}}"
+            ]
+        ),
+        "db prod\n"
+    );
+    let table = ok(&c, &["secret", "ls"]);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains(&format!("{secret_id}   db ")), "{table}");
+
+    // Inspect never shows a secret's data; a config's is base64, and text with --pretty.
+    let inspect = ok(&c, &["secret", "inspect", "db"]);
+    let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(json[0]["ID"], secret_id.as_str());
+    assert_eq!(json[0]["Spec"]["Name"], "db");
+    assert!(
+        !inspect.contains(PASSWORD) && !inspect.contains("Data"),
+        "{inspect}"
+    );
+    let pretty = ok(&c, &["secret", "inspect", "--pretty", "db"]);
+    assert!(
+        pretty.contains("Name:              db\nLabels:\n - env=prod\n"),
+        "{pretty}"
+    );
+    assert!(!pretty.contains(PASSWORD), "{pretty}");
+    assert_eq!(
+        ok(&c, &["config", "inspect", "-f", "{{.Spec.Data}}", "site"]),
+        "cG9ydD04MAo=\n"
+    );
+    assert!(ok(&c, &["config", "inspect", "--pretty", "site"]).ends_with("Data:\nport=80\n\n"));
+
+    // Services: references by name, Docker's fields in inspect.
+    let create = |name: &str, extra: &[&str]| {
+        let mut v = vec![
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--replicas",
+            "0",
+        ];
+        v.extend(["--name", name]);
+        v.extend(extra);
+        v.extend(["sleep", "600"]);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    ok(
+        &c,
+        &args(&create(
+            "web",
+            &[
+                "--secret",
+                "db",
+                "--config",
+                "source=site,target=/etc/site.conf,mode=0440",
+            ],
+        )),
+    );
+    let refs = ok(
+        &c,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Secrets}}",
+            "web",
+        ],
+    );
+    let refs: serde_json::Value = serde_json::from_str(&refs).unwrap();
+    assert_eq!(
+        refs,
+        serde_json::json!([{
+            "File": {"Name": "db", "UID": "0", "GID": "0", "Mode": 292},
+            "SecretID": secret_id,
+            "SecretName": "db"
+        }])
+    );
+    let pretty = ok(&c, &["service", "inspect", "--pretty", "web"]);
+    assert!(
+        pretty.contains("Configs:\n Target:            /etc/site.conf\n  Source:           site\nSecrets:\n Target:            db\n  Source:           db\n"),
+        "{pretty}"
+    );
+    let before_services = ok(&c, &["service", "ls"]);
+    for (argv, expect) in [
+        (
+            create("bad1", &["--secret", "ghost"]),
+            "secret ghost not found",
+        ),
+        (
+            create("bad2", &["--secret", "source=db,target=../../etc/shadow"]),
+            "climbs out of /run/secrets",
+        ),
+        (
+            create(
+                "bad3",
+                &["--secret", "db", "--secret", "source=db,target=db"],
+            ),
+            "both target /run/secrets/db",
+        ),
+        (
+            create("bad4", &["--secret", "source=db,mode=440"]),
+            "leading 0",
+        ),
+        (
+            [
+                "service",
+                "update",
+                "--secret-add",
+                "source=db,target=db",
+                "web",
+            ]
+            .map(String::from)
+            .to_vec(),
+            "both target /run/secrets/db",
+        ),
+        (
+            ["service", "update", "--config-rm", "ghost", "web"]
+                .map(String::from)
+                .to_vec(),
+            "--config-rm ghost: the service has no config ghost",
+        ),
+        (
+            ["secret", "rm", "db"].map(String::from).to_vec(),
+            "in use by the following service: web",
+        ),
+        (
+            ["secret", "rm", "ghost", "db"].map(String::from).to_vec(),
+            "secret ghost not found",
+        ),
+    ] {
+        let e = refused(&c, &args(&argv));
+        assert!(e.contains(expect), "{argv:?}: expected {expect:?} in {e:?}");
+    }
+    assert_eq!(ok(&c, &["service", "ls"]), before_services);
+    assert_eq!(ok(&c, &["secret", "ls", "-q"]), format!("{secret_id}\n"));
+
+    // Once the service lets go of them, both can be removed; rm prints each name.
+    ok(
+        &c,
+        &[
+            "service",
+            "update",
+            "--secret-rm",
+            "db",
+            "--config-rm",
+            "site",
+            "web",
+        ],
+    );
+    assert_eq!(ok(&c, &["secret", "rm", "db"]), "db\n");
+    assert_eq!(ok(&c, &["config", "rm", "site"]), "site\n");
+    assert_eq!(ok(&c, &["secret", "ls", "-q"]), "");
+}
+
 fn node_id(c: &LocalCluster, node: &str) -> String {
     ok(c, &["node", "inspect", "-f", "{{.ID}}", node])
         .trim()

@@ -2,6 +2,7 @@
 //! names, turned into `SpecEdits`. Scalar flags are spelled the same on both commands; list
 //! flags are `--x` on create and `--x-add`/`--x-rm` on update, as in Docker.
 
+use super::files;
 use super::options::{self, HealthEdits, ListEdit, RolloutEdits, SpecEdits};
 use super::spec::{self, SpecError};
 use crate::duration;
@@ -153,6 +154,12 @@ pub struct CreateListArgs {
     /// Read in a file of environment variables
     #[arg(long, value_name = "FILE")]
     pub env_file: Vec<String>,
+    /// Give the tasks a secret: NAME, or source=NAME,target=T,uid=U,gid=G,mode=0440
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Vec<String>,
+    /// Give the tasks a config: NAME, or source=NAME,target=/PATH,uid=U,gid=G,mode=0440
+    #[arg(long, value_name = "CONFIG")]
+    pub config: Vec<String>,
 }
 
 /// List flags of `service update`.
@@ -218,6 +225,18 @@ pub struct UpdateListArgs {
     /// Remove a mount by its target path
     #[arg(long, value_name = "PATH")]
     pub mount_rm: Vec<String>,
+    /// Add a secret: NAME, or source=NAME,target=T,uid=U,gid=G,mode=0440
+    #[arg(long, value_name = "SECRET")]
+    pub secret_add: Vec<String>,
+    /// Remove a secret by its name
+    #[arg(long, value_name = "SECRET")]
+    pub secret_rm: Vec<String>,
+    /// Add a config: NAME, or source=NAME,target=/PATH,uid=U,gid=G,mode=0440
+    #[arg(long, value_name = "CONFIG")]
+    pub config_add: Vec<String>,
+    /// Remove a config by its name
+    #[arg(long, value_name = "CONFIG")]
+    pub config_rm: Vec<String>,
 }
 
 fn each<T>(
@@ -370,6 +389,8 @@ impl CreateListArgs {
             options::parse_placement_pref,
         )?);
         e.mounts = add(each("--mount", &self.mount, options::parse_mount)?);
+        e.secrets = add(each("--secret", &self.secret, files::parse_secret)?);
+        e.configs = add(each("--config", &self.config, files::parse_config)?);
         Ok(())
     }
 }
@@ -418,6 +439,14 @@ impl UpdateListArgs {
         e.mounts = ListEdit {
             add: each("--mount-add", &self.mount_add, options::parse_mount)?,
             rm: self.mount_rm.clone(),
+        };
+        e.secrets = ListEdit {
+            add: each("--secret-add", &self.secret_add, files::parse_secret)?,
+            rm: self.secret_rm.clone(),
+        };
+        e.configs = ListEdit {
+            add: each("--config-add", &self.config_add, files::parse_config)?,
+            rm: self.config_rm.clone(),
         };
         Ok(())
     }

@@ -6,6 +6,7 @@
 
 use super::spec::SpecError;
 use shoal_api::objects::*;
+use shoal_api::secrets::{ConfigReference, Kind, SecretReference, check_references};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -129,6 +130,10 @@ pub struct SpecEdits {
     pub placement_prefs: ListEdit<PlacementPreference>,
     /// Removals by target path.
     pub mounts: ListEdit<Mount>,
+    /// Removals by secret name, as docker/cli's `--secret-rm`.
+    pub secrets: ListEdit<SecretReference>,
+    /// Removals by config name.
+    pub configs: ListEdit<ConfigReference>,
 }
 
 fn bad(flag: &'static str, value: &str, reason: &'static str) -> SpecError {
@@ -300,9 +305,9 @@ pub fn check_signal(flag: &'static str, value: &str) -> Result<String, SpecError
     }
 }
 
-/// Splits a `--mount` value on commas, honouring double quotes (Docker reads it as CSV, so
-/// `"volume-opt=o=addr=198.18.0.5,rw"` is one field).
-fn csv_fields(value: &str) -> Result<Vec<String>, &'static str> {
+/// Splits a `--mount`, `--secret` or `--config` value on commas, honouring double quotes
+/// (Docker reads them as CSV, so `"volume-opt=o=addr=198.18.0.5,rw"` is one field).
+pub(crate) fn csv_fields(value: &str) -> Result<Vec<String>, &'static str> {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -508,6 +513,31 @@ fn edit_list<T: Clone + PartialEq>(
     }
 }
 
+/// docker/cli's update of secret and config references: removals by name, then additions
+/// appended (a target already in use is refused by the check that follows, as Docker's
+/// daemon refuses it). A removal the service has no reference for is an error here, where
+/// Docker ignores it: a typo would otherwise leave the old secret mounted.
+fn edit_refs<T: Clone>(
+    list: &mut Vec<T>,
+    edit: &ListEdit<T>,
+    kind: Kind,
+    name: impl Fn(&T) -> &String,
+) -> Result<(), SpecError> {
+    if let Some(missing) = edit
+        .rm
+        .iter()
+        .find(|rm| !list.iter().any(|r| name(r) == *rm))
+    {
+        return Err(SpecError::NotReferenced {
+            kind: kind.word(),
+            name: missing.clone(),
+        });
+    }
+    list.retain(|r| !edit.rm.contains(name(r)));
+    list.extend(edit.add.iter().cloned());
+    Ok(())
+}
+
 fn host_matches(entry: &str, rm: &str) -> bool {
     // Entry `IP HOST...`; a removal names the host, or `HOST:IP`.
     let mut parts = entry.split_whitespace();
@@ -629,6 +659,13 @@ impl SpecEdits {
             |m, r| m.target == r,
             |a, b| a.target == b.target,
         );
+        edit_refs(&mut cs.secrets, &self.secrets, Kind::Secret, |r| {
+            &r.secret_name
+        })?;
+        edit_refs(&mut cs.configs, &self.configs, Kind::Config, |r| {
+            &r.config_name
+        })?;
+        check_references(&cs.secrets, &cs.configs).map_err(SpecError::Files)?;
         if let Some(hc) = &self.healthcheck {
             cs.healthcheck = Some(hc.clone());
         }

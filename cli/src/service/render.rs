@@ -290,6 +290,24 @@ pub fn render_pretty(view: &ServiceView) -> String {
             field(&mut o, W, "  Type", &m.kind);
         }
     }
+    // Docker lists configs before secrets, each by its target as written.
+    let target = |f: &Option<shoal_api::secrets::FileTarget>| {
+        f.as_ref().map(|f| f.name.clone()).unwrap_or_default()
+    };
+    if !c.configs.is_empty() {
+        field(&mut o, W, "Configs", "");
+        for r in &c.configs {
+            field(&mut o, W, " Target", &target(&r.file));
+            field(&mut o, W, "  Source", &r.config_name);
+        }
+    }
+    if !c.secrets.is_empty() {
+        field(&mut o, W, "Secrets", "");
+        for r in &c.secrets {
+            field(&mut o, W, " Target", &target(&r.file));
+            field(&mut o, W, "  Source", &r.secret_name);
+        }
+    }
     let r = &task.resources;
     if r.reservations != Reservations::default() || r.limits != Limits::default() {
         field(&mut o, W, "Resources", "");
@@ -559,6 +577,12 @@ abcdefghijkl   web            replicated   2/3        nginx:1.27       *:30000->
             target: "/data".into(),
             ..Default::default()
         }];
+        t.container_spec.secrets =
+            vec![crate::service::files::parse_secret("--secret", "db_password").unwrap()];
+        t.container_spec.configs = vec![
+            crate::service::files::parse_config("--config", "source=site,target=/etc/nginx.conf")
+                .unwrap(),
+        ];
         t.log_driver = Some(Driver {
             name: "json-file".into(),
             options: [("max-size".to_string(), "10m".to_string())].into(),
@@ -573,6 +597,7 @@ abcdefghijkl   web            replicated   2/3        nginx:1.27       *:30000->
             "Mounts:\n Target:            /data\n  Source:           shop_data\n",
             "Resources:\n Reservations:\n  Memory:           128MiB\n Limits:\n  PIDs:             50\n",
             "Log Driver:\n Name:              json-file\n LogOpts:\n  max-size:         10m\n",
+            "Configs:\n Target:            /etc/nginx.conf\n  Source:           site\nSecrets:\n Target:            db_password\n  Source:           db_password\n",
         ] {
             assert!(text.contains(want), "{want:?} in\n{text}");
         }

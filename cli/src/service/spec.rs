@@ -77,6 +77,11 @@ pub enum SpecError {
         "volume {0:?}: a native task gets a local directory for a volume and takes no volume driver or driver options; drop them or run the service as a container"
     )]
     NativeVolumeDriver(String),
+    /// A secret or config reference that breaks Docker's rules (`shoal_api::secrets`).
+    #[error("{0}")]
+    Files(String),
+    #[error("--{kind}-rm {name}: the service has no {kind} {name}")]
+    NotReferenced { kind: &'static str, name: String },
 }
 
 /// Docker's `--stop-grace-period` default, 10s. `ContainerSpec::default()` has 0.
