@@ -9,7 +9,7 @@
 //! The key file holds the key in base64, or, when the swarm is autolocked, the key locked
 //! under the swarm's unlock key (`super::unlock`); [`KeyFile`] says which.
 
-use super::unlock::{UnlockError, UnlockKey, is_locked};
+use super::unlock::{UnlockError, UnlockKey, is_locked, lock_with, unlock_with};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -200,6 +200,21 @@ impl DataKey {
         f.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, path).map_err(io(path))?;
         Ok(())
+    }
+
+    /// A locked file's text (`super::unlock`'s format) holding `plaintext` under this key:
+    /// how an autolocked manager keeps its TLS key.
+    pub fn lock_text(&self, purpose: &str, plaintext: &[u8]) -> String {
+        lock_with(&self.0, purpose, plaintext)
+    }
+
+    /// Opens what [`lock_text`](Self::lock_text) wrote for the same `purpose`.
+    pub fn unlock_text(
+        &self,
+        purpose: &str,
+        text: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, UnlockError> {
+        unlock_with(&self.0, purpose, text)
     }
 
     /// Seals `plaintext` for the object `aad` with a fresh random nonce.

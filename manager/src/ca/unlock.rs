@@ -9,6 +9,10 @@
 //! `nonce (24) || XChaCha20-Poly1305 ciphertext`, with the header and the file's purpose as
 //! associated data, so a locked data key does not open as a TLS key, nor the other way round.
 //! The key is already uniformly random, so it is the AEAD key itself: no KDF is needed.
+//!
+//! Only the data key file is locked under the unlock key; the TLS key is locked under the
+//! data key (the same format, [`lock_with`]). So a rotation rewrites one file, atomically,
+//! and a crash can never leave the two files under two different unlock keys.
 
 use super::datakey::{DataKey, DataKeyError, KEY_LEN, aead_open, aead_seal};
 use base64::Engine;
@@ -59,9 +63,37 @@ impl PartialEq for UnlockKey {
 
 impl Eq for UnlockKey {}
 
-/// Whether a key file's text is locked (and so needs an unlock key to open).
+/// Whether a key file's text is locked (and so needs a key to open).
 pub fn is_locked(text: &str) -> bool {
     text.lines().next() == Some(LOCKED_HEADER)
+}
+
+fn aad(purpose: &str) -> Vec<u8> {
+    format!("{LOCKED_HEADER}\n{purpose}").into_bytes()
+}
+
+/// A locked file's text: `plaintext` sealed under `key` for the file named by `purpose`.
+pub(crate) fn lock_with(key: &[u8; KEY_LEN], purpose: &str, plaintext: &[u8]) -> String {
+    let sealed = aead_seal(key, &aad(purpose), plaintext);
+    format!("{LOCKED_HEADER}\n{}\n", B64.encode(sealed))
+}
+
+/// Opens what [`lock_with`] wrote under the same key for the same purpose.
+pub(crate) fn unlock_with(
+    key: &[u8; KEY_LEN],
+    purpose: &str,
+    text: &str,
+) -> Result<Zeroizing<Vec<u8>>, UnlockError> {
+    let mut lines = text.lines();
+    if lines.next() != Some(LOCKED_HEADER) {
+        return Err(UnlockError::NotLocked {
+            purpose: purpose.to_string(),
+        });
+    }
+    let sealed = B64
+        .decode(lines.next().unwrap_or("").trim())
+        .map_err(|_| UnlockError::WrongKey)?;
+    aead_open(key, &aad(purpose), &sealed).ok_or(UnlockError::WrongKey)
 }
 
 impl UnlockKey {
@@ -95,29 +127,15 @@ impl UnlockKey {
         UnlockKey::from_slice(&bytes).ok_or(UnlockError::Malformed)
     }
 
-    fn aad(purpose: &str) -> Vec<u8> {
-        format!("{LOCKED_HEADER}\n{purpose}").into_bytes()
-    }
-
     /// The text of a locked file holding `plaintext`, for the file named by `purpose`.
     pub fn lock(&self, purpose: &str, plaintext: &[u8]) -> String {
-        let sealed = aead_seal(&self.0, &Self::aad(purpose), plaintext);
-        format!("{LOCKED_HEADER}\n{}\n", B64.encode(sealed))
+        lock_with(&self.0, purpose, plaintext)
     }
 
     /// Opens what [`lock`](Self::lock) wrote for the same `purpose`; a wrong key, another
     /// file's purpose or an altered byte are all refused.
     pub fn unlock(&self, purpose: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, UnlockError> {
-        let mut lines = text.lines();
-        if lines.next() != Some(LOCKED_HEADER) {
-            return Err(UnlockError::NotLocked {
-                purpose: purpose.to_string(),
-            });
-        }
-        let sealed = B64
-            .decode(lines.next().unwrap_or("").trim())
-            .map_err(|_| UnlockError::WrongKey)?;
-        aead_open(&self.0, &Self::aad(purpose), &sealed).ok_or(UnlockError::WrongKey)
+        unlock_with(&self.0, purpose, text)
     }
 
     /// The key sealed under the cluster data key, the form raft keeps.
