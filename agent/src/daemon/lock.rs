@@ -165,10 +165,8 @@ impl Daemon {
         let mut last = None;
         loop {
             let setting = raft.state().lock_setting();
-            if setting.is_some() && setting != last {
-                let wanted = setting.as_ref().expect("checked").wanted(&data_key);
-                last = setting;
-                let kek = match wanted {
+            if let Some(now) = setting.filter(|s| last.as_ref() != Some(s)) {
+                let kek = match now.wanted(&data_key) {
                     Ok(LockWanted::Locked(key)) => Some(Some(key)),
                     Ok(LockWanted::Plain) => Some(None),
                     Ok(LockWanted::Unsettled) => None,
@@ -177,6 +175,7 @@ impl Daemon {
                         None
                     }
                 };
+                last = Some(now);
                 if let Some(kek) = kek {
                     let mut inner = self.inner.lock().await;
                     let Some(r) = inner.as_mut().filter(|r| r.generation == generation) else {
