@@ -63,3 +63,10 @@ impl std::fmt::Debug for KeyText {
         f.write_str("KeyText(..)")
     }
 }
+
+/// Wiped when dropped: it carries the data key and the unlock key.
+impl Drop for KeyText {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}

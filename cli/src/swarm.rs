@@ -179,7 +179,7 @@ async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Resu
 /// The swarm's unlock key (empty when autolock is off), after a rotation if asked.
 async fn fetch_unlock_key(daemon: &mut Daemon, rotate: bool) -> Result<String> {
     match daemon.control(ControlRequest::UnlockKey { rotate }).await? {
-        ControlResponse::UnlockKey(KeyText(key)) => Ok(key),
+        ControlResponse::UnlockKey(key) => Ok(key.0.clone()),
         _ => bail!("unexpected answer from shoald to swarm unlock-key"),
     }
 }
