@@ -1,5 +1,8 @@
 //! `shoald`: the local API on a unix socket, and the node's life in a swarm: init, join,
 //! leave, and restart from the state dir. Managers run a `ManagerRuntime` beside the agent.
+//! An autolocked manager restarts locked and waits for `swarm unlock` (`lock.rs`).
+
+mod lock;
 
 use crate::exec::Executor;
 use crate::identity::{Certs, Identity, StateDir};
@@ -13,7 +16,7 @@ use shoal_api::now_rfc3339;
 use shoal_api::objects::*;
 use shoal_api::pb::{self, Frame};
 use shoal_api::wire::{ErrorKind, frame, unframe};
-use shoal_manager::ca::{self, DataKey, JoinToken, RootCa};
+use shoal_manager::ca::{self, DataKey, JoinToken, RootCa, UnlockKey};
 use shoal_manager::consensus::RaftConfig;
 use shoal_manager::ids::{new_id, new_raft_id};
 use shoal_manager::runtime::{ManagerConfig, ManagerRuntime};
@@ -48,6 +51,10 @@ struct Running {
     manager: Option<ManagerRuntime>,
     /// Bumped on every restart of the node's parts; a watch loop of an older one exits.
     generation: u64,
+    /// The cluster data key (managers), kept to rewrite its file when autolock changes.
+    data_key: Option<DataKey>,
+    /// The unlock key this node's key files are locked under; `None`: they are plain.
+    kek: Option<UnlockKey>,
 }
 
 pub struct Daemon {
@@ -56,6 +63,8 @@ pub struct Daemon {
     executor: Arc<dyn Executor>,
     inner: Mutex<Option<Running>>,
     generations: std::sync::atomic::AtomicU64,
+    /// Set while the node waits for `swarm unlock`; then `inner` is empty.
+    locked: std::sync::Mutex<Option<lock::LockedNode>>,
 }
 
 /// How often a node checks its role and certificate.
@@ -121,19 +130,26 @@ impl Daemon {
             executor,
             inner: Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
+            locked: std::sync::Mutex::new(None),
         }))
     }
 
     /// Rejoins the swarm recorded in the state dir, if any.
     pub async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
-        let Some((identity, certs)) = self.dir.load()? else {
+        let Some((identity, mut certs)) = self.dir.load()? else {
             // Not in a swarm: whatever an earlier run left has no owner.
             self.executor.discard_leftovers(&[]);
             return Ok(());
         };
+        if self.open_at_start(&mut certs)? {
+            // Docker's locked node does nothing at all: no manager, no agent session.
+            tracing::warn!(node = %identity.node_id, "this manager's keys are locked (autolock): it serves nothing until `shoal swarm unlock`");
+            *self.locked.lock().expect("lock state") = Some(lock::LockedNode { identity, certs });
+            return Ok(());
+        }
         tracing::info!(node = %identity.node_id, role = %identity.role, "resuming swarm membership from the state dir");
         let running = self
-            .start_node(identity, certs, false, None)
+            .start_node(identity, certs, false, None, None)
             .await
             .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
         self.install(&mut *self.inner.lock().await, running);
@@ -147,8 +163,16 @@ impl Daemon {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
         running.generation = generation;
+        let keeper = running
+            .manager
+            .as_ref()
+            .zip(running.data_key.clone())
+            .map(|(m, key)| (m.raft.clone(), key));
         *slot = Some(running);
         tokio::spawn(self.clone().watch_loop(generation));
+        if let Some((raft, data_key)) = keeper {
+            tokio::spawn(self.clone().keep_key_files(generation, raft, data_key));
+        }
     }
 
     /// Renews the node certificate before it expires, and follows role changes (promotion
@@ -259,8 +283,22 @@ impl Daemon {
         if !view_managers.is_empty() {
             identity.managers = view_managers;
         }
-        self.save_data_key(answer.data_key.as_ref())?;
-        self.dir.save_certs(&certs).map_err(internal)?;
+        // A manager keeps its files locked unless told otherwise; when autolock was turned
+        // off, the key keeper unlocks them once this node's replica says so. Workers hold
+        // no unlock key.
+        let kek = match answer.role {
+            NodeRole::Manager => parse_unlock_key(answer.unlock_key.as_ref())?.or(old.kek.clone()),
+            NodeRole::Worker => None,
+        };
+        let data_key = match answer.role {
+            NodeRole::Manager => self
+                .save_data_key(answer.data_key.as_ref(), kek.as_ref())?
+                .or(old.data_key.clone()),
+            NodeRole::Worker => None,
+        };
+        self.dir
+            .save_certs(&certs, kek.as_ref().and(data_key.as_ref()))
+            .map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
         old.agent.stop();
         if let Some(m) = old.manager {
@@ -274,7 +312,7 @@ impl Daemon {
         }
         let runner = old.runner.clone();
         let running = match self
-            .start_node(identity, certs, false, Some(old.runner))
+            .start_node(identity, certs, false, Some(old.runner), kek)
             .await
         {
             Ok(r) => r,
@@ -282,7 +320,7 @@ impl Daemon {
                 // Never leave the node with nothing running: come back as before.
                 tracing::warn!(error = %e.message(), "restart with the new certificate failed; restarting with the old one");
                 let back = self
-                    .start_node(old.identity, old.certs, false, Some(runner))
+                    .start_node(old.identity, old.certs, false, Some(runner), old.kek)
                     .await?;
                 self.install(&mut inner, back);
                 return Err(e);
@@ -293,25 +331,40 @@ impl Daemon {
         Ok(())
     }
 
-    /// Keeps the cluster data key a join or renewal answer carried (managers only).
-    fn save_data_key(&self, key: Option<&KeyText>) -> Result<(), Status> {
-        let Some(key) = key else { return Ok(()) };
+    /// Keeps the cluster data key a join or renewal answer carried (managers only), locked
+    /// under `kek` when the swarm is autolocked.
+    fn save_data_key(
+        &self,
+        key: Option<&KeyText>,
+        kek: Option<&UnlockKey>,
+    ) -> Result<Option<DataKey>, Status> {
+        let Some(key) = key else { return Ok(None) };
         let key = DataKey::from_base64(&key.0).map_err(internal)?;
-        key.save(&self.dir.data_key_path()).map_err(internal)
+        key.save(&self.dir.data_key_path(), kek).map_err(internal)?;
+        Ok(Some(key))
     }
 
+    /// Starts the node's parts; `kek` is the unlock key its key files are locked under, if
+    /// they are, and `certs` holds the TLS key in the clear.
     async fn start_node(
         &self,
         identity: Identity,
         certs: Certs,
         bootstrap: bool,
         runner: Option<TaskRunner>,
+        kek: Option<UnlockKey>,
     ) -> Result<Running, Status> {
-        let manager = if identity.role == NodeRole::Manager {
+        let mut node_data_key = None;
+        let manager_role = identity.role == NodeRole::Manager;
+        let manager = if manager_role {
             let listen: SocketAddr = identity.listen_addr.parse().map_err(internal)?;
             let mut raft = RaftConfig::new(identity.raft_id);
             raft.tick = self.opts.raft_tick;
-            let data_key = DataKey::load(&self.dir.data_key_path()).map_err(internal)?;
+            let path = self.dir.data_key_path();
+            let data_key = DataKey::read_file(&path)
+                .and_then(|file| file.map(|f| f.open(&path, kek.as_ref())).transpose())
+                .map_err(internal)?;
+            node_data_key = data_key.clone();
             if data_key.is_none() {
                 tracing::warn!(
                     "this manager has no cluster data key (a swarm from before data keys): services can't carry registry credentials"
@@ -385,6 +438,8 @@ impl Daemon {
             runner,
             manager,
             generation: 0,
+            data_key: node_data_key,
+            kek: kek.filter(|_| manager_role),
         })
     }
 
@@ -466,11 +521,15 @@ impl Daemon {
                 format!("cannot listen on {listen}: {e}; choose another --listen-addr"),
             )
         })?);
-        DataKey::generate()
-            .save(&self.dir.data_key_path())
+        // With --autolock the keys are locked from the first write: the data key is never on
+        // disk in the clear.
+        let kek = req.autolock.then(UnlockKey::generate);
+        let data_key = DataKey::generate();
+        data_key
+            .save(&self.dir.data_key_path(), kek.as_ref())
             .map_err(internal)?;
         let running = self
-            .start_node(identity.clone(), certs.clone(), true, None)
+            .start_node(identity.clone(), certs.clone(), true, None, kek.clone())
             .await?;
         let manager = running.manager.as_ref().expect("init makes a manager");
         // The single voter elects itself at once; wait for that before the first write.
@@ -492,7 +551,7 @@ impl Daemon {
                 version: Version::default(),
                 created_at: now.clone(),
                 updated_at: now.clone(),
-                spec,
+                spec: spec.clone(),
                 tls_info: root.cert_pem().to_string(),
                 default_addr_pool: req.default_addr_pool.clone(),
                 subnet_size: req.subnet_size,
@@ -547,7 +606,13 @@ impl Daemon {
             },
             dynamic_ports,
         };
-        if let Err(e) = manager.raft.propose(Command::Init(Box::new(init))).await {
+        let mut proposed = manager.raft.propose(Command::Init(Box::new(init))).await;
+        if let (Ok(_), Some(kek)) = (&proposed, &kek) {
+            let autolock =
+                shoal_manager::controlapi::autolock::init_autolock(&spec, kek, &data_key);
+            proposed = manager.raft.propose(autolock).await;
+        }
+        if let Err(e) = proposed {
             // Nothing was committed: undo everything so a corrected init can run.
             running.agent.stop();
             if let Some(m) = running.manager {
@@ -557,10 +622,12 @@ impl Daemon {
             let _ = self.dir.wipe();
             return Err(shoal_manager::controlapi::propose_status(e));
         }
-        self.dir.save_certs(&certs).map_err(internal)?;
+        self.dir
+            .save_certs(&certs, kek.as_ref().map(|_| &data_key))
+            .map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
         self.install(&mut inner, running);
-        tracing::info!(node = %node_id, "swarm initialized");
+        tracing::info!(node = %node_id, autolock = req.autolock, "swarm initialized");
         Ok(LocalResponse::Joined { node_id })
     }
 
@@ -623,7 +690,11 @@ impl Daemon {
             grpc_addr: grpc.to_string(),
         };
         let answer: JoinResponse = unframe(client.join(frame(&request)).await?.get_ref())?;
-        self.save_data_key(answer.data_key.as_ref())?;
+        let kek = match answer.role {
+            NodeRole::Manager => parse_unlock_key(answer.unlock_key.as_ref())?,
+            NodeRole::Worker => None,
+        };
+        let data_key = self.save_data_key(answer.data_key.as_ref(), kek.as_ref())?;
         let certs = Certs {
             ca_pem: answer.ca_pem,
             cert_pem: answer.cert_pem,
@@ -647,9 +718,11 @@ impl Daemon {
             grpc_addr: grpc.to_string(),
             managers,
         };
-        self.dir.save_certs(&certs).map_err(internal)?;
+        self.dir
+            .save_certs(&certs, kek.as_ref().and(data_key.as_ref()))
+            .map_err(internal)?;
         self.dir.save_identity(&identity).map_err(internal)?;
-        let running = self.start_node(identity, certs, false, None).await?;
+        let running = self.start_node(identity, certs, false, None, kek).await?;
         if let Some(m) = &running.manager {
             // A new manager counts towards quorum at once: answer only once it has caught up,
             // so the next write does not find the cluster short of a majority.
@@ -899,6 +972,9 @@ impl Daemon {
     /// `service logs`: the leader gathers the output; another manager relays its stream.
     async fn logs(&self, req: shoal_api::logs::LogsRequest) -> Result<FrameStream, Status> {
         use tokio_stream::StreamExt;
+        if self.is_locked() {
+            return Err(lock::locked_error());
+        }
         let (certs, leader_addr) = {
             let inner = self.inner.lock().await;
             let Some(running) = inner.as_ref() else {
@@ -951,6 +1027,9 @@ impl Daemon {
     }
 
     pub async fn handle(self: &Arc<Self>, req: LocalRequest) -> Result<LocalResponse, Status> {
+        if self.is_locked() {
+            return self.handle_locked(req).await;
+        }
         match req {
             LocalRequest::SwarmInit(r) => self.init(r).await,
             LocalRequest::SwarmJoin(r) => self.join(r).await,
@@ -958,6 +1037,9 @@ impl Daemon {
             LocalRequest::Info => Ok(self.info().await),
             LocalRequest::Doctor => Ok(self.doctor().await),
             LocalRequest::Control(r) => self.control(r).await,
+            LocalRequest::SwarmUnlock { .. } => {
+                Err(lock::not_locked(self.inner.lock().await.is_some()))
+            }
         }
     }
 
@@ -972,6 +1054,13 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The unlock key a join or renewal answer carried, if the swarm is autolocked.
+fn parse_unlock_key(key: Option<&KeyText>) -> Result<Option<UnlockKey>, Status> {
+    key.map(|k| UnlockKey::parse(&k.0))
+        .transpose()
+        .map_err(|e| internal(format!("the unlock key from the manager: {e}")))
 }
 
 fn already_in_swarm() -> Status {

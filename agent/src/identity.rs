@@ -3,10 +3,17 @@
 //! Layout: `node.json`, `certificates/{swarm-root-ca.crt, swarm-node.crt, swarm-node.key}`,
 //! `raft/` and `keys/swarm-data.key` (the cluster data key, 0600 in a 0700 dir) on
 //! managers, `tasks/<id>/output.log`.
+//!
+//! On the managers of an autolocked swarm, `swarm-data.key` is locked under the swarm's
+//! unlock key and `swarm-node.key` under the data key (`shoal_manager::ca::unlock`), as
+//! Docker locks its TLS key and raft DEK: with the TLS key in the clear, a copy of the state
+//! dir could still renew its manager certificate and be handed the data key.
 
 use serde::{Deserialize, Serialize};
 use shoal_api::dispatch::ManagerPeer;
 use shoal_api::objects::NodeRole;
+use shoal_manager::ca::unlock::{UnlockError, is_locked};
+use shoal_manager::ca::{DataKey, DataKeyError, KeyFile};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -29,7 +36,29 @@ pub struct Identity {
 pub struct Certs {
     pub ca_pem: String,
     pub cert_pem: String,
+    /// The node's TLS key, PEM; as read from disk, locked text until
+    /// [`unlock`](Self::unlock) opens it.
     pub key_pem: String,
+}
+
+/// What a locked TLS key is bound to (associated data of its lock).
+pub const NODE_KEY_PURPOSE: &str = "swarm-node.key";
+
+impl Certs {
+    /// The TLS key was read locked (autolock), and the node can't use it yet.
+    pub fn key_locked(&self) -> bool {
+        is_locked(&self.key_pem)
+    }
+
+    /// Opens a locked TLS key in place with the data key; a plain one is left as it is.
+    pub fn unlock(&mut self, data_key: &DataKey) -> Result<(), UnlockError> {
+        if !self.key_locked() {
+            return Ok(());
+        }
+        let pem = data_key.unlock_text(NODE_KEY_PURPOSE, &self.key_pem)?;
+        self.key_pem = String::from_utf8(pem.to_vec()).map_err(|_| UnlockError::WrongKey)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +126,12 @@ impl StateDir {
         self.root.join("keys").join("swarm-data.key")
     }
 
+    /// The data key file, if there is one; locked on an autolocked manager, which may then
+    /// start nothing until it is given the unlock key.
+    pub fn data_key_file(&self) -> Result<Option<KeyFile>, DataKeyError> {
+        DataKey::read_file(&self.data_key_path())
+    }
+
     pub fn tasks_dir(&self) -> PathBuf {
         self.root.join("tasks")
     }
@@ -133,12 +168,18 @@ impl StateDir {
         write_private(&self.node_file(), &json)
     }
 
-    pub fn save_certs(&self, certs: &Certs) -> Result<(), IdentityError> {
+    /// Writes the certificates, with the TLS key locked under the data key `lock` when the
+    /// swarm is autolocked (managers only).
+    pub fn save_certs(&self, certs: &Certs, lock: Option<&DataKey>) -> Result<(), IdentityError> {
         write_private(
             &self.cert_path("swarm-root-ca.crt"),
             certs.ca_pem.as_bytes(),
         )?;
-        write_private(&self.cert_path("swarm-node.key"), certs.key_pem.as_bytes())?;
+        let key = match lock {
+            Some(lock) => lock.lock_text(NODE_KEY_PURPOSE, certs.key_pem.as_bytes()),
+            None => certs.key_pem.clone(),
+        };
+        write_private(&self.cert_path("swarm-node.key"), key.as_bytes())?;
         write_private(&self.cert_path("swarm-node.crt"), certs.cert_pem.as_bytes())
     }
 
@@ -164,5 +205,62 @@ impl StateDir {
         }
         std::fs::create_dir_all(self.root.join("certificates")).map_err(io(&self.root))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_manager::ca::UnlockKey;
+
+    fn certs() -> Certs {
+        Certs {
+            ca_pem: "CA".into(),
+            cert_pem: "CERT".into(),
+            key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into(),
+        }
+    }
+
+    #[test]
+    fn a_locked_tls_key_is_unreadable_without_the_data_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().to_path_buf()).unwrap();
+        let id = Identity {
+            node_id: "n".into(),
+            cluster_id: "c".into(),
+            role: NodeRole::Manager,
+            raft_id: 1,
+            advertise_addr: String::new(),
+            listen_addr: String::new(),
+            grpc_addr: String::new(),
+            managers: vec![],
+        };
+        state.save_identity(&id).unwrap();
+        let data_key = DataKey::generate();
+        let unlock = UnlockKey::generate();
+        data_key
+            .save(&state.data_key_path(), Some(&unlock))
+            .unwrap();
+        state.save_certs(&certs(), Some(&data_key)).unwrap();
+        let on_disk =
+            std::fs::read_to_string(dir.path().join("certificates/swarm-node.key")).unwrap();
+        assert!(!on_disk.contains("secret"));
+        let (_, mut loaded) = state.load().unwrap().unwrap();
+        assert!(loaded.key_locked());
+        let file = state.data_key_file().unwrap().unwrap();
+        assert!(file.is_locked());
+        assert_eq!(
+            loaded.clone().unlock(&DataKey::generate()),
+            Err(UnlockError::WrongKey)
+        );
+        // The unlock key opens the data key, which opens the TLS key.
+        let opened = file.open(&state.data_key_path(), Some(&unlock)).unwrap();
+        loaded.unlock(&opened).unwrap();
+        assert_eq!(loaded.key_pem, certs().key_pem);
+        // Written plain again when autolock is turned off.
+        state.save_certs(&loaded, None).unwrap();
+        let (_, plain) = state.load().unwrap().unwrap();
+        assert!(!plain.key_locked());
+        assert_eq!(plain.key_pem, certs().key_pem);
     }
 }

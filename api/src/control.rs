@@ -116,6 +116,11 @@ pub enum ControlRequest {
         service: Option<String>,
         node: Option<String>,
     },
+    /// `swarm unlock-key [--rotate]`: the swarm's unlock key (empty when autolock is off),
+    /// after replacing it with a new one when `rotate`. Answered `UnlockKey`.
+    UnlockKey {
+        rotate: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -123,6 +128,9 @@ pub struct SwarmUpdate {
     pub cert_expiry_ns: Option<u64>,
     pub heartbeat_period_ns: Option<u64>,
     pub task_history_limit: Option<u64>,
+    /// `--autolock=true|false`; turning it on makes an unlock key, turning it off drops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autolock: Option<bool>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -138,7 +146,9 @@ pub struct NodeUpdate {
 #[serde(tag = "Kind", content = "Value")]
 pub enum ControlResponse {
     Done,
-    Created { id: String },
+    Created {
+        id: String,
+    },
     Swarm(Box<Cluster>),
     Token(String),
     Nodes(Vec<Node>),
@@ -153,6 +163,8 @@ pub enum ControlResponse {
     Secret(Box<Secret>),
     Configs(Vec<Config>),
     Config(Box<Config>),
+    /// `SWMKEY-1-...`, or empty when the swarm has none.
+    UnlockKey(crate::join::KeyText),
 }
 
 /// A secret of a stack deploy, with its data.

@@ -29,6 +29,10 @@ pub struct JoinResponse {
     /// `shoal_manager::ca::DataKey`. Absent for workers and from clusters without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_key: Option<KeyText>,
+    /// The swarm's unlock key (`SWMKEY-1-...`) when it is autolocked, for managers: the new
+    /// manager locks its keys at once rather than once its raft replica has caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<KeyText>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -44,6 +48,9 @@ pub struct RenewResponse {
     /// promoted node can open what the store keeps sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_key: Option<KeyText>,
+    /// As in [`JoinResponse::unlock_key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<KeyText>,
 }
 
 /// Key material as text on the wire; its `Debug` shows nothing of it.
@@ -54,5 +61,12 @@ pub struct KeyText(pub String);
 impl std::fmt::Debug for KeyText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyText(..)")
+    }
+}
+
+/// Wiped when dropped: it carries the data key and the unlock key.
+impl Drop for KeyText {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }

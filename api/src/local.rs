@@ -21,6 +21,10 @@ pub enum LocalRequest {
     /// The node's dataplane, executor, kernel capabilities and overlay peers.
     Doctor,
     Control(ControlRequest),
+    /// `swarm unlock`: the unlock key for a locked manager (`SWMKEY-1-...`).
+    SwarmUnlock {
+        key: crate::join::KeyText,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -35,6 +39,9 @@ pub struct SwarmInit {
     pub data_path_port: u16,
     /// Range for dynamic published ports, default 30000-32767 (shoal-specific, for tests).
     pub dynamic_port_range: Option<(u16, u16)>,
+    /// `--autolock`: the manager keys on disk are locked under an unlock key from the start.
+    #[serde(default)]
+    pub autolock: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -96,7 +103,7 @@ pub struct DoctorPeer {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct NodeInfo {
-    /// "inactive", "pending", "active" or "error", as Docker's `LocalNodeState`.
+    /// "inactive", "pending", "active", "error" or "locked", as Docker's `LocalNodeState`.
     pub local_node_state: String,
     #[serde(rename = "NodeID")]
     pub node_id: String,

@@ -975,6 +975,18 @@ pub struct ClusterSpec {
     pub node_cert_expiry: u64,
     /// Terminated tasks kept per slot for `service ps`.
     pub task_history_retention_limit: u64,
+    /// Defaulted so that specs from before autolock replay as "off".
+    #[serde(default)]
+    pub encryption_config: EncryptionConfig,
+}
+
+/// Docker's `Spec.EncryptionConfig`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptionConfig {
+    /// Autolock: managers keep their keys locked under the unlock key on disk, and a
+    /// restarted manager serves nothing until `swarm unlock`.
+    pub auto_lock_managers: bool,
 }
 
 impl Default for ClusterSpec {
@@ -984,6 +996,7 @@ impl Default for ClusterSpec {
             dispatcher_heartbeat_period: 5_000_000_000,
             node_cert_expiry: 90 * 24 * 3600 * 1_000_000_000,
             task_history_retention_limit: 5,
+            encryption_config: EncryptionConfig::default(),
         }
     }
 }

@@ -284,5 +284,6 @@ fn control_kind(resp: &ControlResponse) -> &'static str {
         ControlResponse::Secret(_) => "Secret",
         ControlResponse::Configs(_) => "Configs",
         ControlResponse::Config(_) => "Config",
+        ControlResponse::UnlockKey(_) => "UnlockKey",
     }
 }

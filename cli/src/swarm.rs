@@ -1,4 +1,5 @@
-//! `shoal swarm ...`: create, join and leave a swarm, and manage its tokens and settings.
+//! `shoal swarm ...`: create, join and leave a swarm, and manage its tokens and settings,
+//! its autolock and unlock key.
 
 use crate::addr::{
     Cidr, SWARM_PORT, is_unspecified, join_host_port, optional_port, split_host_port,
@@ -12,7 +13,8 @@ use crate::resolve;
 use crate::{Output, print};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use shoal_api::control::{ControlRequest, SwarmUpdate};
+use shoal_api::control::{ControlRequest, ControlResponse, SwarmUpdate};
+use shoal_api::join::KeyText;
 use shoal_api::local::{LocalRequest, LocalResponse, NodeInfo, SwarmInit, SwarmJoin};
 use shoal_api::objects::NodeRole;
 
@@ -39,6 +41,20 @@ pub enum SwarmCommand {
     Update(UpdateArgs),
     /// Show the swarm's cluster object as JSON
     Inspect,
+    /// Manage the unlock key
+    UnlockKey(UnlockKeyArgs),
+    /// Unlock a locked manager (the key is read from stdin, or asked for on a terminal)
+    Unlock,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockKeyArgs {
+    /// Rotate unlock key
+    #[arg(long)]
+    pub rotate: bool,
+    /// Only display the key
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +77,9 @@ pub struct InitArgs {
     /// Range of dynamic published ports (shoal-specific, for tests)
     #[arg(long, value_name = "LO-HI", hide = true, value_parser = parse_port_range)]
     pub dynamic_port_range: Option<(u16, u16)>,
+    /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub autolock: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +121,9 @@ pub struct UpdateArgs {
     /// Terminated tasks kept per slot
     #[arg(long, value_name = "N")]
     pub task_history_limit: Option<u64>,
+    /// Change manager autolocking setting (true|false)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub autolock: Option<bool>,
 }
 
 pub async fn run(cmd: SwarmCommand, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
@@ -115,21 +137,127 @@ pub async fn run(cmd: SwarmCommand, daemon: &mut Daemon, out: &mut Output) -> Re
                 _ => bail!("unexpected answer from shoald to swarm leave"),
             }
         }
-        SwarmCommand::Update(args) => {
-            let update = SwarmUpdate {
-                cert_expiry_ns: args.cert_expiry,
-                heartbeat_period_ns: args.dispatcher_heartbeat,
-                task_history_limit: args.task_history_limit,
-            };
-            // Limits (heartbeat >= 500ms, cert expiry >= 1m) are the daemon's to enforce.
-            daemon.done(ControlRequest::SwarmUpdate(update)).await?;
-            print(out, "Swarm updated.\n")
-        }
+        SwarmCommand::Update(args) => update(args, daemon, out).await,
         SwarmCommand::Inspect => {
             let cluster = daemon.swarm().await?;
             print(out, &json(&[cluster]))
         }
+        SwarmCommand::UnlockKey(args) => unlock_key(args, daemon, out).await,
+        SwarmCommand::Unlock => unlock(daemon, out).await,
     }
+}
+
+async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    // Docker prints the unlock key when this update is what turned autolock on.
+    let was_locked = match args.autolock {
+        Some(true) => {
+            daemon
+                .swarm()
+                .await?
+                .spec
+                .encryption_config
+                .auto_lock_managers
+        }
+        _ => true,
+    };
+    let update = SwarmUpdate {
+        cert_expiry_ns: args.cert_expiry,
+        heartbeat_period_ns: args.dispatcher_heartbeat,
+        task_history_limit: args.task_history_limit,
+        autolock: args.autolock,
+    };
+    // Limits (heartbeat >= 500ms, cert expiry >= 1m) are the daemon's to enforce.
+    daemon.done(ControlRequest::SwarmUpdate(update)).await?;
+    print(out, "Swarm updated.\n")?;
+    if !was_locked {
+        let key = fetch_unlock_key(daemon, false).await?;
+        print(out, &unlock_text(&key))?;
+    }
+    Ok(())
+}
+
+/// The swarm's unlock key (empty when autolock is off), after a rotation if asked.
+async fn fetch_unlock_key(daemon: &mut Daemon, rotate: bool) -> Result<String> {
+    match daemon.control(ControlRequest::UnlockKey { rotate }).await? {
+        ControlResponse::UnlockKey(key) => Ok(key.0.clone()),
+        _ => bail!("unexpected answer from shoald to swarm unlock-key"),
+    }
+}
+
+/// Docker's reminder, printed wherever a new unlock key is shown.
+pub fn unlock_text(key: &str) -> String {
+    format!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:\n\n    {key}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n"
+    )
+}
+
+async fn unlock_key(args: UnlockKeyArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    // The daemon refuses a rotation without autolock ("cannot rotate because autolock is
+    // not turned on"), as Docker's CLI does before asking.
+    let key = fetch_unlock_key(daemon, args.rotate).await?;
+    if key.is_empty() {
+        bail!("no unlock key is set");
+    }
+    if args.quiet {
+        return print(out, &format!("{key}\n"));
+    }
+    let mut text = String::new();
+    if args.rotate {
+        text.push_str("Successfully rotated manager unlock key.\n");
+    }
+    text.push_str(&unlock_text(&key));
+    print(out, &text)
+}
+
+/// `swarm unlock`: only a locked node is asked for the key, as Docker does.
+async fn unlock(daemon: &mut Daemon, out: &mut Output) -> Result<()> {
+    let info = daemon.info().await?;
+    match info.local_node_state.as_str() {
+        "locked" => {}
+        "inactive" => bail!("This node is not part of a swarm"),
+        _ => bail!("swarm is not locked"),
+    }
+    let key = read_key("Enter unlock key: ", out)?;
+    match daemon
+        .local(&LocalRequest::SwarmUnlock { key: KeyText(key) })
+        .await?
+    {
+        LocalResponse::Done => Ok(()),
+        _ => bail!("unexpected answer from shoald to swarm unlock"),
+    }
+}
+
+/// The unlock key: typed at a prompt without echo on a terminal, else the first line of
+/// stdin (`echo $KEY | shoal swarm unlock`).
+fn read_key(prompt: &str, out: &mut Output) -> Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        print(out, prompt)?;
+        read_line_without_echo(&stdin, &mut line)?;
+        print(out, "\n")?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| anyhow::anyhow!("reading the unlock key from stdin: {e}"))?;
+    }
+    Ok(line.trim().to_string())
+}
+
+fn read_line_without_echo(stdin: &std::io::Stdin, line: &mut String) -> Result<()> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::BufRead;
+    let saved = tcgetattr(stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(stdin, SetArg::TCSANOW, &quiet)?;
+    let read = stdin.lock().read_line(line);
+    // Echo back on whatever the read did.
+    tcsetattr(stdin, SetArg::TCSANOW, &saved)?;
+    read.map_err(|e| anyhow::anyhow!("reading the unlock key: {e}"))?;
+    Ok(())
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -173,6 +301,7 @@ pub fn init_request(args: &InitArgs) -> Result<SwarmInit> {
         subnet_size: mask,
         data_path_port: args.data_path_port,
         dynamic_port_range: args.dynamic_port_range,
+        autolock: args.autolock.unwrap_or(false),
     })
 }
 
@@ -242,7 +371,14 @@ async fn init(args: InitArgs, daemon: &mut Daemon, out: &mut Output) -> Result<(
             let node_addr = info.as_ref().map(|i| i.node_addr.as_str()).unwrap_or("");
             flag_join_addr(&req, node_addr)
         });
-    print(out, &init_text(&node_id, &token, &addr))
+    let mut text = init_text(&node_id, &token, &addr);
+    if req.autolock {
+        let key = fetch_unlock_key(daemon, false)
+            .await
+            .map_err(|e| e.context("could not fetch unlock key"))?;
+        text.push_str(&unlock_text(&key));
+    }
+    print(out, &text)
 }
 
 async fn join(args: JoinArgs, daemon: &mut Daemon, out: &mut Output) -> Result<()> {
@@ -321,6 +457,7 @@ mod tests {
             default_addr_pool_mask_length: 24,
             data_path_port: 4789,
             dynamic_port_range: None,
+            autolock: None,
         }
     }
 
@@ -336,6 +473,7 @@ mod tests {
                 subnet_size: 24,
                 data_path_port: 4789,
                 dynamic_port_range: None,
+                autolock: false,
             }
         );
     }
@@ -392,6 +530,55 @@ mod tests {
             join_command_text(NodeRole::Manager, "T", "A:1"),
             "To add a manager to this swarm, run the following command:\n\n    shoal swarm join --token T A:1\n\n"
         );
+    }
+
+    #[test]
+    fn unlock_text_matches_docker() {
+        assert_eq!(
+            unlock_text("SWMKEY-1-abc"),
+            "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n\
+             command and provide the following key:\n\n    SWMKEY-1-abc\n\n\
+             Remember to store this key in a password manager, since without it you\n\
+             will not be able to restart the manager.\n"
+        );
+    }
+
+    #[test]
+    fn autolock_is_a_boolean_flag_as_in_docker() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["shoal", "swarm"];
+            argv.extend_from_slice(args);
+            crate::Cli::try_parse_from(argv).map(|cli| cli.command)
+        };
+        let update = |args: &[&str]| match parse(args) {
+            Ok(crate::Command::Swarm(SwarmCommand::Update(u))) => u.autolock,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert_eq!(update(&["update"]), None);
+        assert_eq!(update(&["update", "--autolock"]), Some(true));
+        assert_eq!(update(&["update", "--autolock=true"]), Some(true));
+        assert_eq!(update(&["update", "--autolock=false"]), Some(false));
+        // Like pflag's bool flags, the value is never the next word.
+        assert!(parse(&["update", "--autolock", "false"]).is_err());
+        assert!(parse(&["update", "--autolock=maybe"]).is_err());
+        match parse(&["init", "--autolock"]) {
+            Ok(crate::Command::Swarm(SwarmCommand::Init(a))) => {
+                assert!(init_request(&a).unwrap().autolock)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!init_request(&args()).unwrap().autolock);
+        match parse(&["unlock-key", "-q", "--rotate"]) {
+            Ok(crate::Command::Swarm(SwarmCommand::UnlockKey(a))) => {
+                assert!(a.quiet && a.rotate)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["unlock"]),
+            Ok(crate::Command::Swarm(SwarmCommand::Unlock))
+        ));
     }
 
     #[test]

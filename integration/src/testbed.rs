@@ -358,6 +358,7 @@ impl Testbed {
                 subnet_size: 24,
                 data_path_port: 4789,
                 dynamic_port_range: None,
+                autolock: false,
             }),
         )
         .await

@@ -16,6 +16,7 @@ fn init_req(ip: &str) -> LocalRequest {
         subnet_size: 24,
         data_path_port: 4789,
         dynamic_port_range: None,
+        autolock: false,
     })
 }
 

@@ -78,6 +78,7 @@ async fn resources_pending_reason_and_automatic_rollback() {
                 subnet_size: 24,
                 data_path_port: 4789,
                 dynamic_port_range: None,
+                autolock: false,
             }),
         )
         .await

@@ -14,6 +14,8 @@ use shoal_api::registry_auth::RegistryAuth;
 use shoal_api::wire::ErrorKind;
 use tonic::Status;
 
+pub mod autolock;
+
 pub fn store_status(e: &StoreError) -> Status {
     e.kind().status(e.to_string())
 }
@@ -109,11 +111,20 @@ impl ControlApi {
                 if let Some(n) = update.task_history_limit {
                     spec.task_history_retention_limit = n;
                 }
-                self.propose(Command::UpdateClusterSpec {
+                let autolock = update
+                    .autolock
+                    .filter(|&on| on != spec.encryption_config.auto_lock_managers);
+                if let Some(on) = autolock {
+                    spec.encryption_config.auto_lock_managers = on;
+                }
+                let mut command = Command::UpdateClusterSpec {
                     spec,
                     now: now_rfc3339(),
-                })
-                .await?;
+                };
+                if let Some(on) = autolock {
+                    command = self.autolock_command(command, on)?;
+                }
+                self.propose(command).await?;
                 Ok(ControlResponse::Done)
             }
             R::JoinToken { role, rotate } => {
@@ -433,6 +444,7 @@ impl ControlApi {
                     .collect();
                 Ok(ControlResponse::Tasks(tasks))
             }
+            R::UnlockKey { rotate } => self.unlock_key(rotate).await,
         }
     }
 

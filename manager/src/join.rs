@@ -112,6 +112,7 @@ pub async fn join(
         ca_pem: ca.cert_pem().to_string(),
         managers: managers(raft),
         data_key: key_for(role, data_key),
+        unlock_key: unlock_key_for(raft, role, data_key),
     })
 }
 
@@ -145,6 +146,7 @@ pub fn renew(
         cert_pem,
         role,
         data_key: key_for(role, data_key),
+        unlock_key: unlock_key_for(raft, role, data_key),
     })
 }
 
@@ -154,4 +156,22 @@ fn key_for(role: NodeRole, data_key: Option<&DataKey>) -> Option<KeyText> {
         .then_some(data_key)
         .flatten()
         .map(|k| KeyText(k.to_base64().to_string()))
+}
+
+/// The swarm's unlock key, when it is autolocked, goes to managers with the data key, so
+/// they lock their key files from the start.
+fn unlock_key_for(
+    raft: &RaftHandle,
+    role: NodeRole,
+    data_key: Option<&DataKey>,
+) -> Option<KeyText> {
+    let data_key = data_key.filter(|_| role == NodeRole::Manager)?;
+    let sealed = raft.state().unlock_key.clone()?;
+    match crate::ca::UnlockKey::open_under(data_key, &sealed) {
+        Ok(key) => Some(KeyText(key.to_human().to_string())),
+        Err(e) => {
+            tracing::warn!(error = %e, "the swarm's unlock key does not open here; the new manager gets none");
+            None
+        }
+    }
 }

@@ -51,6 +51,7 @@ async fn form(c: &LocalCluster, managers: usize) -> Result<String> {
             subnet_size: 24,
             data_path_port: 4789,
             dynamic_port_range: None,
+            autolock: false,
         }),
     )
     .await

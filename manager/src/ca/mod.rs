@@ -8,10 +8,12 @@
 pub mod datakey;
 pub mod tls;
 mod token;
+pub mod unlock;
 
-pub use datakey::{DataKey, DataKeyError};
+pub use datakey::{DataKey, DataKeyError, KeyFile};
 pub use tls::peer_identity;
 pub use token::{JoinToken, TokenError};
+pub use unlock::{UnlockError, UnlockKey};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,

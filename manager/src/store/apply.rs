@@ -107,6 +107,7 @@ impl ClusterState {
                 }
                 Ok(Applied::Done)
             }
+            Command::SetUnlockKey { sealed, now } => self.set_unlock_key(version, sealed, now),
         }
     }
 

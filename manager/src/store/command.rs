@@ -105,6 +105,13 @@ pub enum Command {
         ops: Vec<TaskOp>,
         now: String,
     },
+    /// The swarm's unlock key, sealed by the proposer under the cluster data key (`None`:
+    /// autolock off). Refused unless it agrees with the spec's autolock setting, so it comes
+    /// in a group after the spec change that turns autolock on or off, or alone to rotate.
+    SetUnlockKey {
+        sealed: Option<String>,
+        now: String,
+    },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]

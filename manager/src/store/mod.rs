@@ -3,12 +3,14 @@
 
 mod alloc;
 mod apply;
+mod autolock;
 pub mod command;
 mod secrets;
 
 pub use alloc::Allocations;
 pub(crate) use apply::cpus;
 pub use apply::{Applied, GRPC_ADDR_LABEL};
+pub use autolock::{LockSetting, LockWanted};
 pub use command::{Command, InitCluster, Proposal, TaskOp};
 pub use secrets::PendingNames;
 
@@ -139,6 +141,10 @@ pub struct ClusterState {
     pub secret_data: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, shoal_api::secrets::Config>,
+    /// The unlock key of an autolocked swarm, sealed under the cluster data key
+    /// (`ca::UnlockKey::seal_under`); present exactly when autolock is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
 }
 
 /// See [`ClusterState::task_times`]. RFC 3339, empty until it happened.
