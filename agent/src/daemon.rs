@@ -815,6 +815,7 @@ impl Daemon {
                 node_addr: String::new(),
                 remote_managers: vec![],
                 node: None,
+                held_secrets: vec![],
             },
             Some(r) => {
                 let view_node = r.agent.view.read().expect("view lock").node.clone();
@@ -848,6 +849,15 @@ impl Daemon {
                         remote
                     },
                     node,
+                    held_secrets: r
+                        .agent
+                        .view
+                        .read()
+                        .expect("view lock")
+                        .secrets
+                        .iter()
+                        .map(|s| s.spec.name.clone())
+                        .collect(),
                 }
             }
         };

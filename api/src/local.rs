@@ -116,6 +116,10 @@ pub struct NodeInfo {
     /// The node as the cluster last described it to this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
+    /// Names of the secrets this node holds now: those in its view, which the managers
+    /// send only while one of its tasks uses them.
+    #[serde(default)]
+    pub held_secrets: Vec<String>,
 }
 
 /// Streaming requests to the local daemon (`Local.Stream`).

@@ -104,6 +104,7 @@ mod tests {
             node_addr: node_addr.into(),
             remote_managers: remotes.iter().map(|s| s.to_string()).collect(),
             node: None,
+            held_secrets: vec![],
         }
     }
 

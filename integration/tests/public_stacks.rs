@@ -355,7 +355,11 @@ fn public_stacks_with_configs_and_secrets_give_their_tasks_the_files() {
     let mut engine = EngineObjects {
         root: root.path().to_path_buf(),
         tags: vec![],
-        volumes: vec!["mon_prometheus".into(), "mon_grafana".into(), "mon_alertmanager".into()],
+        volumes: vec![
+            "mon_prometheus".into(),
+            "mon_grafana".into(),
+            "mon_alertmanager".into(),
+        ],
     };
     sleeper_image(&mut engine, "stefanprodan/caddy");
     sleeper_image(&mut engine, "dockersamples/atsea_db");
@@ -395,7 +399,12 @@ fn public_stacks_with_configs_and_secrets_give_their_tasks_the_files() {
     names.sort();
     assert_eq!(
         names,
-        ["mon_caddy_config", "mon_dockerd_config", "mon_node_rules", "mon_task_rules"]
+        [
+            "mon_caddy_config",
+            "mon_dockerd_config",
+            "mon_node_rules",
+            "mon_task_rules"
+        ]
     );
     let caddy = inspect(&h, "mon_caddy");
     let c = &caddy["TaskTemplate"]["ContainerSpec"]["Configs"][0];
@@ -406,7 +415,8 @@ fn public_stacks_with_configs_and_secrets_give_their_tasks_the_files() {
     eventually("mon_caddy's container sees its Caddyfile", || {
         cat_in_service(&bed, "mon_caddy", "/etc/caddy/Caddyfile").as_deref() == Some(&want)
     });
-    let want = std::fs::read_to_string(stacks.join("swarmprom/dockerd-exporter/Caddyfile")).unwrap();
+    let want =
+        std::fs::read_to_string(stacks.join("swarmprom/dockerd-exporter/Caddyfile")).unwrap();
     eventually("the global dockerd-exporter sees its own Caddyfile", || {
         cat_in_service(&bed, "mon_dockerd-exporter", "/etc/caddy/Caddyfile").as_deref()
             == Some(&want)
@@ -433,10 +443,13 @@ fn public_stacks_with_configs_and_secrets_give_their_tasks_the_files() {
     assert_eq!(s["SecretName"], "postgres_password");
     assert_eq!(s["File"]["Name"], "postgres_password");
     assert_eq!(s["File"]["Mode"], 0o444);
-    eventually("atsea_database reads its password from /run/secrets", || {
-        cat_in_service(&bed, "atsea_database", "/run/secrets/postgres_password").as_deref()
-            == Some("atsea-db-pw")
-    });
+    eventually(
+        "atsea_database reads its password from /run/secrets",
+        || {
+            cat_in_service(&bed, "atsea_database", "/run/secrets/postgres_password").as_deref()
+                == Some("atsea-db-pw")
+        },
+    );
     remove(&h, "atsea");
     // External secrets are not the stack's: they stay.
     assert_eq!(shoal(&h, &["secret", "ls", "-q"]).lines().count(), 4);

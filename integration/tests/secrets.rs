@@ -142,14 +142,22 @@ fn secrets_and_configs_reach_only_their_tasks_from_memory() {
     // nothing created.
     let err = shoal_err(
         &h,
-        &["service", "create", "--name", "x", "--secret", "nope", IMAGE, "true"],
+        &[
+            "service", "create", "--name", "x", "--secret", "nope", IMAGE, "true",
+        ],
     );
     assert!(err.contains("nope"), "{err}");
     let err = shoal_err(
         &h,
         &[
-            "service", "create", "--name", "x", "--secret",
-            "source=db_pw,target=../../etc/passwd", IMAGE, "true",
+            "service",
+            "create",
+            "--name",
+            "x",
+            "--secret",
+            "source=db_pw,target=../../etc/passwd",
+            IMAGE,
+            "true",
         ],
     );
     assert!(err.contains("/run/secrets"), "{err}");
@@ -159,21 +167,41 @@ fn secrets_and_configs_reach_only_their_tasks_from_memory() {
     shoal(
         &h,
         &[
-            "service", "create", "--name", "web", "--constraint", "node.hostname==node-1",
-            "--secret", "db_pw",
-            "--secret", "source=db_pw,target=app/pw,uid=1000,gid=1001,mode=0400",
-            "--config", "source=site,target=/etc/site.conf,mode=0440",
-            IMAGE, "sleep", "100000",
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--constraint",
+            "node.hostname==node-1",
+            "--secret",
+            "db_pw",
+            "--secret",
+            "source=db_pw,target=app/pw,uid=1000,gid=1001,mode=0400",
+            "--config",
+            "source=site,target=/etc/site.conf,mode=0440",
+            IMAGE,
+            "sleep",
+            "100000",
         ],
     );
     shoal(
         &h,
         &[
-            "service", "create", "--name", "plain", "--runtime", "native",
-            "--constraint", "node.hostname==node-2",
-            "--secret", "source=db_pw,target=pw,uid=1000,gid=1001,mode=0400",
-            "--config", "source=site,target=/etc/shoal-site-test.conf",
-            "python3", "-c", "import time; time.sleep(100000) # secrets-plain-task",
+            "service",
+            "create",
+            "--name",
+            "plain",
+            "--runtime",
+            "native",
+            "--constraint",
+            "node.hostname==node-2",
+            "--secret",
+            "source=db_pw,target=pw,uid=1000,gid=1001,mode=0400",
+            "--config",
+            "source=site,target=/etc/shoal-site-test.conf",
+            "python3",
+            "-c",
+            "import time; time.sleep(100000) # secrets-plain-task",
         ],
     );
     let web = service_id(&h, "web");
@@ -243,15 +271,25 @@ fn secrets_and_configs_reach_only_their_tasks_from_memory() {
     shoal(
         &h,
         &[
-            "service", "update", "--secret-rm", "db_pw",
-            "--secret-add", "source=db_pw_v2,target=db_pw", "web",
+            "service",
+            "update",
+            "--secret-rm",
+            "db_pw",
+            "--secret-add",
+            "source=db_pw_v2,target=db_pw",
+            "web",
         ],
     );
     shoal(
         &h,
         &[
-            "service", "update", "--secret-rm", "db_pw",
-            "--secret-add", "source=db_pw_v2,target=pw,uid=1000,gid=1001,mode=0400", "plain",
+            "service",
+            "update",
+            "--secret-rm",
+            "db_pw",
+            "--secret-add",
+            "source=db_pw_v2,target=pw,uid=1000,gid=1001,mode=0400",
+            "plain",
         ],
     );
     eventually("web's new container reads the rotated secret", || {
@@ -261,7 +299,9 @@ fn secrets_and_configs_reach_only_their_tasks_from_memory() {
     eventually("the old secret can be removed once its tasks ended", || {
         shoal_with_stdin(&h, &["secret", "rm", "db_pw"], b"").0
     });
-    eventually("node 1 holds only the new secret", || held(0) == ["db_pw_v2"]);
+    eventually("node 1 holds only the new secret", || {
+        held(0) == ["db_pw_v2"]
+    });
     for d in &dirs {
         let found = files_holding(d, &pw2);
         assert!(found.is_empty(), "rotated secret bytes on disk: {found:?}");

@@ -109,6 +109,7 @@ impl Daemon {
                 .map(|i| i.managers.iter().map(|m| m.addr.clone()).collect())
                 .unwrap_or_default(),
             node: None,
+            held_secrets: vec![],
         }))
     }
 
