@@ -591,6 +591,7 @@ mod tests {
             node_addr: String::new(),
             remote_managers: vec![],
             node: None,
+            held_secrets: vec![],
         };
         assert_eq!(
             joined_text(Some(&info)),
