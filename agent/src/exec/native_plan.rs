@@ -13,6 +13,15 @@
 //!   driver without options, which is a directory `<state-dir>/volumes/<name>` kept across
 //!   tasks (an anonymous one lives in the task's dir and goes with the task). A mount
 //!   target that does not exist is created on the host as an empty directory.
+//! - secrets and configs: files of shoald's in-memory store, bound read-only in the task's
+//!   mount namespace. Under `/run/secrets` (secrets by default), the task gets a tmpfs there
+//!   holding their mount points (only `/run/secrets` itself is made on the host when
+//!   missing, empty); under one of the spec's tmpfs mounts, likewise. A target elsewhere is
+//!   honoured when a file is there already: it is covered, for this task only. Any other
+//!   target (Docker's default `/<config name>`, for one) is refused with the config and
+//!   target named, since it would take a new file on the host's disk or a tmpfs hiding a
+//!   host directory. The store itself is then covered, so the task cannot read the files
+//!   of other tasks.
 //! - refused with the reason, because ignoring them would run a task less confined than
 //!   asked: capabilities, a read-only root filesystem, sysctls outside `net.*` (they are the
 //!   host's), volume drivers or driver options, a health check, mounts without root.
@@ -20,26 +29,41 @@
 //!   hostname (native tasks share the host's UTS namespace), init, tty, open_stdin, the log
 //!   driver (output goes to the task's log file), isolation.
 
+use crate::taskfiles::TaskFiles;
 use shoal_api::objects::{Mount, Task};
+use shoal_api::secrets::SECRETS_DIR;
 use std::path::{Path, PathBuf};
 
 /// Carries out the mounts inside the task's mount namespace, then execs the rest of its
 /// arguments. Each mount is four words: kind, source, target, comma-separated options.
+/// `file` and `newfile` are secrets and configs: a file of shoald's in-memory store, bound
+/// read-only (with the store's nosuid, nodev, noexec); `newfile` first makes its mount
+/// point inside a tmpfs of this namespace, `file` covers an existing host file.
 const MOUNT_SCRIPT: &str = r#"set -e
 while [ "$1" != "--" ]; do
   kind=$1; src=$2; dst=$3; opts=$4; shift 4
-  mkdir -p "$dst"
-  if [ "$kind" = tmpfs ]; then
-    mount -t tmpfs -o "$opts" tmpfs "$dst"
-  else
-    mount --bind "$src" "$dst"
-    for o in $(echo "$opts" | tr , ' '); do
-      case $o in
-        ro) mount -o remount,bind,ro "$dst" ;;
-        *) mount "--make-$o" "$dst" ;;
-      esac
-    done
-  fi
+  case $kind in
+    tmpfs)
+      mkdir -p "$dst"
+      mount -t tmpfs -o "$opts" tmpfs "$dst" ;;
+    file|newfile)
+      if [ "$kind" = newfile ]; then
+        mkdir -p "$(dirname "$dst")"
+        [ -e "$dst" ] || : > "$dst"
+      fi
+      [ -f "$dst" ] || { echo "shoal: $dst is not a file" >&2; exit 1; }
+      mount --bind "$src" "$dst"
+      mount -o remount,bind,ro,nosuid,nodev,noexec "$dst" ;;
+    *)
+      mkdir -p "$dst"
+      mount --bind "$src" "$dst"
+      for o in $(echo "$opts" | tr , ' '); do
+        case $o in
+          ro) mount -o remount,bind,ro "$dst" ;;
+          *) mount "--make-$o" "$dst" ;;
+        esac
+      done ;;
+  esac
 done
 shift
 exec "$@""#;
@@ -222,6 +246,71 @@ pub fn resolve_user(spec: &str) -> Result<(u32, u32, bool), String> {
 /// The group a native task's unknown uid runs with.
 const NOGROUP: u32 = 65534;
 
+/// Whether `path` lies strictly inside `dir`.
+fn inside(path: &str, dir: &str) -> bool {
+    Path::new(path).starts_with(dir) && Path::new(path) != Path::new(dir)
+}
+
+/// The mounts that show a task its secrets and configs, after the spec's own. A file goes
+/// where it costs the host nothing: inside a tmpfs of the task's namespace (`/run/secrets`,
+/// which it gets when a file is there, or one of the spec's tmpfs mounts), or over a host
+/// file that exists (covered for this task only). Any other target would need a new file
+/// on the host's disk or a tmpfs hiding a host directory, so it is refused by name. Last,
+/// the store itself is covered, so the task cannot read other tasks' files.
+fn file_words(files: &TaskFiles, mounts: &[Mount]) -> Result<Vec<[String; 4]>, String> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let word = |kind: &str, src: &Path, dst: &str, opts: &str| {
+        [
+            kind.to_string(),
+            src.display().to_string(),
+            dst.to_string(),
+            opts.to_string(),
+        ]
+    };
+    let mut words = Vec::new();
+    let mut in_memory: Vec<&str> = mounts
+        .iter()
+        .filter(|m| m.kind == "tmpfs")
+        .map(|m| m.target.as_str())
+        .collect();
+    let own_secrets_dir = !in_memory.contains(&SECRETS_DIR)
+        && files.files.iter().any(|f| inside(&f.target, SECRETS_DIR));
+    if own_secrets_dir {
+        // Holds only mount points; the data stays in the store.
+        words.push(word(
+            "tmpfs",
+            Path::new("tmpfs"),
+            SECRETS_DIR,
+            "size=1m,mode=755,nosuid,nodev,noexec",
+        ));
+        in_memory.push(SECRETS_DIR);
+    }
+    for f in &files.files {
+        let kind = if in_memory.iter().any(|dir| inside(&f.target, dir)) {
+            "newfile"
+        } else if Path::new(&f.target).is_file() {
+            "file"
+        } else {
+            return Err(format!(
+                "{} {}: target {} does not exist on this node, and a native task sees the host's filesystem: making it would write the host's disk or hide a host directory; give a target under {SECRETS_DIR} or under a tmpfs mount of the service, or an existing file (covered for this task only), or run the service as a container",
+                f.kind.word(),
+                f.source,
+                f.target
+            ));
+        };
+        words.push(word(kind, &f.host, &f.target, "ro"));
+    }
+    words.push(word(
+        "tmpfs",
+        Path::new("tmpfs"),
+        &files.root.display().to_string(),
+        "ro,size=4k,mode=700",
+    ));
+    Ok(words)
+}
+
 /// The plan for `task`; `sandboxed` says whether it gets its own namespaces (shoald is
 /// root), which mounts, users and sysctls need.
 pub fn plan(
@@ -229,6 +318,7 @@ pub fn plan(
     volumes_dir: &Path,
     task_dir: &Path,
     sandboxed: bool,
+    files: &TaskFiles,
 ) -> Result<Plan, String> {
     let cs = &task.spec.container_spec;
     let mut plan = Plan::default();
@@ -282,7 +372,13 @@ pub fn plan(
         plan.dir = Some(dir);
     }
     let mut argv = Vec::new();
-    if !cs.mounts.is_empty() {
+    if !files.is_empty() && !sandboxed {
+        return Err(
+            "secrets and configs need the task's own mount namespace: run shoald as root".into(),
+        );
+    }
+    let file_words = file_words(files, &cs.mounts)?;
+    if !cs.mounts.is_empty() || !file_words.is_empty() {
         if !sandboxed {
             return Err("mounts need the task's own mount namespace: run shoald as root".into());
         }
@@ -290,6 +386,7 @@ pub fn plan(
         for (i, m) in cs.mounts.iter().enumerate() {
             argv.extend(mount_words(m, i, volumes_dir, task_dir, &mut plan)?);
         }
+        argv.extend(file_words.into_iter().flatten());
         argv.push("--".into());
     }
     if !cs.ulimits.is_empty() {
@@ -331,7 +428,13 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::taskfiles::PlacedFile;
     use shoal_api::objects::{Driver, TmpfsOptions, Ulimit, VolumeOptions};
+    use shoal_api::secrets::Kind;
+
+    fn none() -> TaskFiles {
+        TaskFiles::default()
+    }
 
     fn task(cs: serde_json::Value) -> Task {
         serde_json::from_value(serde_json::json!({
@@ -348,7 +451,14 @@ mod tests {
     #[test]
     fn a_plain_command_is_run_as_it_is() {
         let t = task(serde_json::json!({"Command": ["sleep", "1"]}));
-        let p = plan(&t, Path::new("/s/volumes"), Path::new("/s/tasks/t1"), true).unwrap();
+        let p = plan(
+            &t,
+            Path::new("/s/volumes"),
+            Path::new("/s/tasks/t1"),
+            true,
+            &none(),
+        )
+        .unwrap();
         assert_eq!(p.argv, ["sleep", "1"]);
         assert!(p.dirs.is_empty() && p.sysctls.is_empty() && p.dir.is_none());
     }
@@ -386,7 +496,14 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let p = plan(&t, Path::new("/s/volumes"), Path::new("/s/tasks/t1"), true).unwrap();
+        let p = plan(
+            &t,
+            Path::new("/s/volumes"),
+            Path::new("/s/tasks/t1"),
+            true,
+            &none(),
+        )
+        .unwrap();
         let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
         assert_eq!(&words[..2], ["sh", "-c"]);
         assert_eq!(
@@ -434,13 +551,13 @@ mod tests {
             }),
             ..Default::default()
         }];
-        let err = plan(&t, Path::new("/v"), Path::new("/t"), true).unwrap_err();
+        let err = plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).unwrap_err();
         assert!(err.contains("volume nfsdata at /data"), "{err}");
         assert!(err.contains("driver options"), "{err}");
         assert!(err.contains("run the service as a container"), "{err}");
         t.spec.container_spec.mounts[0].source = "../escape".into();
         t.spec.container_spec.mounts[0].volume_options = None;
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
     }
 
     #[test]
@@ -461,7 +578,7 @@ mod tests {
         }];
         t.spec.container_spec.sysctls =
             [("net.ipv4.ip_forward".to_string(), "1".to_string())].into();
-        let p = plan(&t, Path::new("/v"), Path::new("/t"), true).unwrap();
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).unwrap();
         assert_eq!(
             p.argv,
             [
@@ -485,22 +602,153 @@ mod tests {
     #[test]
     fn container_only_confinement_is_refused_and_the_rest_ignored() {
         let t = task(serde_json::json!({"Command": ["true"], "CapabilityDrop": ["ALL"]}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(serde_json::json!({"Command": ["true"], "ReadOnly": true}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(serde_json::json!({"Command": ["true"], "Sysctls": {"kernel.shmmax": "1"}}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(serde_json::json!({"Command": ["true"], "Dir": "/nonexistent/dir"}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(
             serde_json::json!({"Command": ["true"], "Hostname": "h", "TTY": true, "Labels": {"a": "b"}}),
         );
-        let p = plan(&t, Path::new("/v"), Path::new("/t"), true).unwrap();
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).unwrap();
         assert_eq!(p.ignored, ["labels", "hostname", "tty"]);
         let t = task(serde_json::json!({"Command": ["true"], "User": "nobody"}));
         assert!(
-            plan(&t, Path::new("/v"), Path::new("/t"), false).is_err(),
+            plan(&t, Path::new("/v"), Path::new("/t"), false, &none()).is_err(),
             "a user needs root"
         );
+    }
+
+    fn placed(kind: Kind, source: &str, target: &str, host: &str) -> PlacedFile {
+        PlacedFile {
+            kind,
+            source: source.into(),
+            target: target.into(),
+            host: host.into(),
+        }
+    }
+
+    #[test]
+    fn secrets_get_a_tmpfs_of_mount_points_and_the_store_is_covered() {
+        let t = task(serde_json::json!({"Command": ["true"]}));
+        let existing = tempfile::NamedTempFile::new().unwrap();
+        let existing = existing.path().display().to_string();
+        let files = TaskFiles {
+            root: "/run/shoal/task-files".into(),
+            files: vec![
+                placed(
+                    Kind::Secret,
+                    "db",
+                    "/run/secrets/db",
+                    "/run/shoal/task-files/t1/secret-0",
+                ),
+                placed(
+                    Kind::Secret,
+                    "tls",
+                    "/run/secrets/tls/key.pem",
+                    "/run/shoal/task-files/t1/secret-1",
+                ),
+                placed(
+                    Kind::Config,
+                    "app",
+                    &existing,
+                    "/run/shoal/task-files/t1/config-2",
+                ),
+            ],
+        };
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap();
+        let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
+        assert_eq!(&words[..2], ["sh", "-c"]);
+        assert_eq!(
+            &words[4..],
+            [
+                "tmpfs",
+                "tmpfs",
+                "/run/secrets",
+                "size=1m,mode=755,nosuid,nodev,noexec",
+                "newfile",
+                "/run/shoal/task-files/t1/secret-0",
+                "/run/secrets/db",
+                "ro",
+                "newfile",
+                "/run/shoal/task-files/t1/secret-1",
+                "/run/secrets/tls/key.pem",
+                "ro",
+                "file",
+                "/run/shoal/task-files/t1/config-2",
+                existing.as_str(),
+                "ro",
+                "tmpfs",
+                "tmpfs",
+                "/run/shoal/task-files",
+                "ro,size=4k,mode=700",
+                "--",
+                "true"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_config_under_a_tmpfs_of_the_service_is_made_there() {
+        let mut t = task(serde_json::json!({"Command": ["true"]}));
+        t.spec.container_spec.mounts = vec![Mount {
+            kind: "tmpfs".into(),
+            target: "/conf".into(),
+            ..Default::default()
+        }];
+        let files = TaskFiles {
+            root: "/store".into(),
+            files: vec![placed(
+                Kind::Config,
+                "app",
+                "/conf/app.conf",
+                "/store/t1/config-0",
+            )],
+        };
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap();
+        let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
+        assert!(
+            words
+                .windows(3)
+                .any(|w| w == ["newfile", "/store/t1/config-0", "/conf/app.conf"]),
+            "{words:?}"
+        );
+        assert!(
+            !words.contains(&"/run/secrets"),
+            "no secrets dir without secrets"
+        );
+    }
+
+    #[test]
+    fn a_target_that_would_need_the_hosts_disk_is_refused_by_name() {
+        let t = task(serde_json::json!({"Command": ["true"]}));
+        let files = TaskFiles {
+            root: "/store".into(),
+            files: vec![placed(
+                Kind::Config,
+                "nginx_conf",
+                "/nginx_conf",
+                "/store/t1/config-0",
+            )],
+        };
+        let err = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap_err();
+        assert!(
+            err.starts_with("config nginx_conf: target /nginx_conf does not exist on this node"),
+            "{err}"
+        );
+        assert!(err.contains("under /run/secrets"), "{err}");
+        let files = TaskFiles {
+            root: "/store".into(),
+            files: vec![placed(
+                Kind::Secret,
+                "db",
+                "/run/secrets/db",
+                "/store/t1/secret-0",
+            )],
+        };
+        let err = plan(&t, Path::new("/v"), Path::new("/t"), false, &files).unwrap_err();
+        assert!(err.contains("run shoald as root"), "{err}");
     }
 }
