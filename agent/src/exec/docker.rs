@@ -1094,6 +1094,7 @@ mod tests {
         let t = task(serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "b"}}));
         let files = TaskFiles {
             root: "/run/shoal/task-files".into(),
+            dir: "/run/shoal/task-files/t1".into(),
             files: vec![
                 PlacedFile {
                     kind: Kind::Secret,

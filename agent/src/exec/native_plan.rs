@@ -37,12 +37,43 @@ use std::path::{Path, PathBuf};
 /// Carries out the mounts inside the task's mount namespace, then execs the rest of its
 /// arguments. Each mount is four words: kind, source, target, comma-separated options.
 /// `file` and `newfile` are secrets and configs: a file of shoald's in-memory store, bound
-/// read-only (with the store's nosuid, nodev, noexec); `newfile` first makes its mount
-/// point inside a tmpfs of this namespace, `file` covers an existing host file.
+/// read-only, nosuid and nodev, but executable (a config may be a script, and is one in a
+/// container, where runc's read-only remount drops the store's noexec too); `newfile`
+/// first makes its mount point inside a tmpfs of this namespace, `file` covers an
+/// existing host file. `entries` gives a host directory a tmpfs in which new mount points
+/// can be made (see `file_words`).
 const MOUNT_SCRIPT: &str = r#"set -e
+# entries DIR STAGE: DIR becomes a tmpfs showing each host entry of DIR through a bind
+# (recursive, so mounts below come along), taken from STAGE, a recursive bind of DIR.
+# STAGE is read through the working directory, since covering DIR may cover its path;
+# `mount -c` then leaves relative sources to the kernel; `-n` keeps mount(8) from writing
+# its table under a /run it is covering.
+entries() {
+  stage=$2
+  mkdir -p "$stage"
+  mount --rbind "$1" "$stage"
+  cd "$stage"
+  set -- "$1" $(stat -c '%a %u %g' .)
+  mount -n -t tmpfs -o "mode=$2,uid=$3,gid=$4,size=1m,nosuid,nodev" tmpfs "$1"
+  for e in * .[!.]* ..?*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    if [ -L "$e" ]; then
+      ln -s "$(readlink "$e")" "$1/$e"
+    elif [ -d "$e" ]; then
+      mkdir -p "$1/$e"; mount -n -c --rbind "./$e" "$1/$e"
+    else
+      : > "$1/$e"; mount -n -c --bind "./$e" "$1/$e"
+    fi
+  done
+  cd /
+  # Unreachable when DIR holds it (then it goes with the namespace).
+  umount -n -l "$stage" 2>/dev/null || :
+}
 while [ "$1" != "--" ]; do
   kind=$1; src=$2; dst=$3; opts=$4; shift 4
   case $kind in
+    entries)
+      entries "$dst" "$src" ;;
     tmpfs)
       mkdir -p "$dst"
       mount -t tmpfs -o "$opts" tmpfs "$dst" ;;
@@ -53,7 +84,7 @@ while [ "$1" != "--" ]; do
       fi
       [ -f "$dst" ] || { echo "shoal: $dst is not a file" >&2; exit 1; }
       mount --bind "$src" "$dst"
-      mount -o remount,bind,ro,nosuid,nodev,noexec "$dst" ;;
+      mount -o remount,bind,ro,nosuid,nodev "$dst" ;;
     *)
       mkdir -p "$dst"
       mount --bind "$src" "$dst"
@@ -251,60 +282,158 @@ fn inside(path: &str, dir: &str) -> bool {
     Path::new(path).starts_with(dir) && Path::new(path) != Path::new(dir)
 }
 
-/// The mounts that show a task its secrets and configs, after the spec's own. A file goes
-/// where it costs the host nothing: inside a tmpfs of the task's namespace (`/run/secrets`,
-/// which it gets when a file is there, or one of the spec's tmpfs mounts), or over a host
-/// file that exists (covered for this task only). Any other target would need a new file
-/// on the host's disk or a tmpfs hiding a host directory, so it is refused by name. Last,
-/// the store itself is covered, so the task cannot read other tasks' files.
-fn file_words(files: &TaskFiles, mounts: &[Mount]) -> Result<Vec<[String; 4]>, String> {
+/// What is at a path on the host, for placing a task's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    File,
+    Dir,
+    /// A device, socket or the like.
+    Other,
+}
+
+/// The host's answer (following symlinks, as the task's own lookups would).
+fn probe(path: &Path) -> Entry {
+    match std::fs::metadata(path) {
+        Err(_) => Entry::Missing,
+        Ok(m) if m.is_file() => Entry::File,
+        Ok(m) if m.is_dir() => Entry::Dir,
+        Ok(_) => Entry::Other,
+    }
+}
+
+/// The nearest ancestor of `path` that exists on the host.
+fn existing_ancestor(path: &str, probe: &dyn Fn(&Path) -> Entry) -> PathBuf {
+    let mut p = Path::new(path);
+    while let Some(parent) = p.parent() {
+        if probe(parent) != Entry::Missing {
+            return parent.to_path_buf();
+        }
+        p = parent;
+    }
+    PathBuf::from("/")
+}
+
+/// The mounts that show a task its secrets and configs, after the spec's own. Nothing is
+/// written to the host and no host file is hidden from the task:
+/// - under `/run/secrets`: a tmpfs there when the host has the directory (Docker's: only
+///   the task's secrets in it), else as below;
+/// - under one of the spec's tmpfs mounts: a mount point made in it;
+/// - over a file the host has: covered, for this task only;
+/// - else, in a directory `D` the host has (the target's nearest existing ancestor): `D`
+///   gets a tmpfs showing each of its host entries through a bind (so writes to them still
+///   reach the host; only entries the task creates in `D` itself stay in memory), plus the
+///   target. Not for `/` (Docker's default config target `/<name>`): a mount over the root
+///   does not change a running process's root, so it is refused by name.
+///
+/// Last, the store itself is covered, so the task cannot read other tasks' files.
+pub fn file_words(
+    files: &TaskFiles,
+    mounts: &[Mount],
+    probe: &dyn Fn(&Path) -> Entry,
+) -> Result<Vec<[String; 4]>, String> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let word = |kind: &str, src: &Path, dst: &str, opts: &str| {
-        [
-            kind.to_string(),
-            src.display().to_string(),
-            dst.to_string(),
-            opts.to_string(),
-        ]
-    };
-    let mut words = Vec::new();
-    let mut in_memory: Vec<&str> = mounts
+    let word =
+        |kind: &str, src: &str, dst: &str, opts: &str| [kind, src, dst, opts].map(String::from);
+    let mut in_memory: Vec<String> = mounts
         .iter()
         .filter(|m| m.kind == "tmpfs")
-        .map(|m| m.target.as_str())
+        .map(|m| m.target.clone())
         .collect();
-    let own_secrets_dir = !in_memory.contains(&SECRETS_DIR)
-        && files.files.iter().any(|f| inside(&f.target, SECRETS_DIR));
-    if own_secrets_dir {
-        // Holds only mount points; the data stays in the store.
-        words.push(word(
-            "tmpfs",
-            Path::new("tmpfs"),
-            SECRETS_DIR,
-            "size=1m,mode=755,nosuid,nodev,noexec",
-        ));
-        in_memory.push(SECRETS_DIR);
-    }
+    let mut secrets_tmpfs = false;
+    let mut add_entries: Vec<PathBuf> = Vec::new();
+    let mut kinds = Vec::new();
     for f in &files.files {
-        let kind = if in_memory.iter().any(|dir| inside(&f.target, dir)) {
-            "newfile"
-        } else if Path::new(&f.target).is_file() {
-            "file"
-        } else {
-            return Err(format!(
-                "{} {}: target {} does not exist on this node, and a native task sees the host's filesystem: making it would write the host's disk or hide a host directory; give a target under {SECRETS_DIR} or under a tmpfs mount of the service, or an existing file (covered for this task only), or run the service as a container",
+        let refuse = |why: &str| {
+            Err(format!(
+                "{} {}: target {} {why}",
                 f.kind.word(),
                 f.source,
                 f.target
-            ));
+            ))
         };
-        words.push(word(kind, &f.host, &f.target, "ro"));
+        if inside(&f.target, SECRETS_DIR) && !in_memory.iter().any(|d| inside(&f.target, d)) {
+            match probe(Path::new(SECRETS_DIR)) {
+                Entry::Dir => secrets_tmpfs = true,
+                Entry::Missing => {
+                    let d = existing_ancestor(SECRETS_DIR, probe);
+                    if d == Path::new("/") {
+                        return refuse("needs /run on this node");
+                    }
+                    add_entries.push(d);
+                }
+                _ => {
+                    return refuse(&format!(
+                        "needs {SECRETS_DIR}, which is not a directory on this node"
+                    ));
+                }
+            }
+            in_memory.push(SECRETS_DIR.to_string());
+        }
+        let kind = if in_memory.iter().any(|d| inside(&f.target, d)) {
+            "newfile"
+        } else {
+            match probe(Path::new(&f.target)) {
+                Entry::File => "file",
+                Entry::Dir | Entry::Other => {
+                    return refuse(
+                        "is not a file on this node; a native task sees the host's filesystem, so give a target where the node has a file or nothing",
+                    );
+                }
+                Entry::Missing => {
+                    let d = existing_ancestor(&f.target, probe);
+                    if d == Path::new("/") {
+                        return refuse(
+                            "is in / of the host, which a native task shares: shoal can add a file to a directory such as /etc for the task alone, but not to /; give a target such as /etc/<name>, or run the service as a container",
+                        );
+                    }
+                    if probe(&d) != Entry::Dir {
+                        return refuse(&format!(
+                            "is under {}, which is not a directory on this node",
+                            d.display()
+                        ));
+                    }
+                    add_entries.push(d.clone());
+                    in_memory.push(d.display().to_string());
+                    "newfile"
+                }
+            }
+        };
+        kinds.push(kind);
+    }
+    // Outer directories first: an inner one is then one of the outer one's binds.
+    add_entries.sort_by_key(|d| (d.components().count(), d.clone()));
+    add_entries.dedup();
+    let stage = files.dir.display().to_string();
+    let mut words: Vec<[String; 4]> = add_entries
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            word(
+                "entries",
+                &format!("{stage}/stage-{i}"),
+                &d.display().to_string(),
+                "",
+            )
+        })
+        .collect();
+    if secrets_tmpfs {
+        // Holds only mount points; the data stays in the store.
+        words.push(word(
+            "tmpfs",
+            "tmpfs",
+            SECRETS_DIR,
+            "size=1m,mode=755,nosuid,nodev,noexec",
+        ));
+    }
+    for (f, kind) in files.files.iter().zip(kinds) {
+        words.push(word(kind, &f.host.display().to_string(), &f.target, "ro"));
     }
     words.push(word(
         "tmpfs",
-        Path::new("tmpfs"),
+        "tmpfs",
         &files.root.display().to_string(),
         "ro,size=4k,mode=700",
     ));
@@ -377,7 +506,7 @@ pub fn plan(
             "secrets and configs need the task's own mount namespace: run shoald as root".into(),
         );
     }
-    let file_words = file_words(files, &cs.mounts)?;
+    let file_words = file_words(files, &cs.mounts, &probe)?;
     if !cs.mounts.is_empty() || !file_words.is_empty() {
         if !sandboxed {
             return Err("mounts need the task's own mount namespace: run shoald as root".into());
@@ -621,133 +750,173 @@ mod tests {
         );
     }
 
-    fn placed(kind: Kind, source: &str, target: &str, host: &str) -> PlacedFile {
+    fn placed(kind: Kind, source: &str, target: &str) -> PlacedFile {
+        let name = format!("{}-{}", kind.word(), target.len());
         PlacedFile {
             kind,
             source: source.into(),
             target: target.into(),
-            host: host.into(),
+            host: PathBuf::from("/store/t1").join(name),
         }
     }
 
+    fn store(files: Vec<PlacedFile>) -> TaskFiles {
+        TaskFiles {
+            root: "/store".into(),
+            dir: "/store/t1".into(),
+            files,
+        }
+    }
+
+    /// A host with /etc/hosts, /etc, /run and /srv/app.conf, and whatever `more` adds.
+    fn host(more: &'static [(&'static str, Entry)]) -> impl Fn(&Path) -> Entry {
+        move |p: &Path| {
+            let p = p.to_str().unwrap();
+            let known = [
+                ("/", Entry::Dir),
+                ("/etc", Entry::Dir),
+                ("/etc/hosts", Entry::File),
+                ("/run", Entry::Dir),
+                ("/srv", Entry::Dir),
+                ("/srv/app.conf", Entry::File),
+            ];
+            known
+                .iter()
+                .chain(more)
+                .find(|(k, _)| *k == p)
+                .map(|(_, e)| *e)
+                .unwrap_or(Entry::Missing)
+        }
+    }
+
+    fn flat(words: Vec<[String; 4]>) -> Vec<String> {
+        words.into_iter().flatten().collect()
+    }
+
     #[test]
-    fn secrets_get_a_tmpfs_of_mount_points_and_the_store_is_covered() {
-        let t = task(serde_json::json!({"Command": ["true"]}));
-        let existing = tempfile::NamedTempFile::new().unwrap();
-        let existing = existing.path().display().to_string();
-        let files = TaskFiles {
-            root: "/run/shoal/task-files".into(),
-            files: vec![
-                placed(
-                    Kind::Secret,
-                    "db",
-                    "/run/secrets/db",
-                    "/run/shoal/task-files/t1/secret-0",
-                ),
-                placed(
-                    Kind::Secret,
-                    "tls",
-                    "/run/secrets/tls/key.pem",
-                    "/run/shoal/task-files/t1/secret-1",
-                ),
-                placed(
-                    Kind::Config,
-                    "app",
-                    &existing,
-                    "/run/shoal/task-files/t1/config-2",
-                ),
-            ],
-        };
-        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap();
-        let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
-        assert_eq!(&words[..2], ["sh", "-c"]);
+    fn files_go_where_they_cost_the_host_nothing() {
+        let files = store(vec![
+            placed(Kind::Secret, "db", "/run/secrets/db"),
+            placed(Kind::Secret, "tls", "/run/secrets/tls/key.pem"),
+            placed(Kind::Config, "site", "/etc/site.conf"),
+            placed(Kind::Config, "app", "/srv/app.conf"),
+            placed(Kind::Config, "deep", "/etc/app/conf.d/x.conf"),
+        ]);
+        let words = flat(file_words(&files, &[], &host(&[])).unwrap());
         assert_eq!(
-            &words[4..],
+            words,
+            [
+                // /run has no secrets dir: /run gets one in memory, beside its own entries.
+                "entries",
+                "/store/t1/stage-0",
+                "/etc",
+                "",
+                "entries",
+                "/store/t1/stage-1",
+                "/run",
+                "",
+                "newfile",
+                "/store/t1/secret-15",
+                "/run/secrets/db",
+                "ro",
+                "newfile",
+                "/store/t1/secret-24",
+                "/run/secrets/tls/key.pem",
+                "ro",
+                "newfile",
+                "/store/t1/config-14",
+                "/etc/site.conf",
+                "ro",
+                // An existing file is covered for the task alone.
+                "file",
+                "/store/t1/config-13",
+                "/srv/app.conf",
+                "ro",
+                "newfile",
+                "/store/t1/config-22",
+                "/etc/app/conf.d/x.conf",
+                "ro",
+                "tmpfs",
+                "tmpfs",
+                "/store",
+                "ro,size=4k,mode=700",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hosts_secrets_dir_is_covered_by_the_tasks_own() {
+        let files = store(vec![placed(Kind::Secret, "db", "/run/secrets/db")]);
+        let words = flat(file_words(&files, &[], &host(&[("/run/secrets", Entry::Dir)])).unwrap());
+        assert_eq!(
+            words,
             [
                 "tmpfs",
                 "tmpfs",
                 "/run/secrets",
                 "size=1m,mode=755,nosuid,nodev,noexec",
                 "newfile",
-                "/run/shoal/task-files/t1/secret-0",
+                "/store/t1/secret-15",
                 "/run/secrets/db",
                 "ro",
-                "newfile",
-                "/run/shoal/task-files/t1/secret-1",
-                "/run/secrets/tls/key.pem",
-                "ro",
-                "file",
-                "/run/shoal/task-files/t1/config-2",
-                existing.as_str(),
-                "ro",
                 "tmpfs",
                 "tmpfs",
-                "/run/shoal/task-files",
+                "/store",
                 "ro,size=4k,mode=700",
-                "--",
-                "true"
             ]
         );
     }
 
     #[test]
     fn a_config_under_a_tmpfs_of_the_service_is_made_there() {
-        let mut t = task(serde_json::json!({"Command": ["true"]}));
-        t.spec.container_spec.mounts = vec![Mount {
+        let mounts = [Mount {
             kind: "tmpfs".into(),
             target: "/conf".into(),
             ..Default::default()
         }];
-        let files = TaskFiles {
-            root: "/store".into(),
-            files: vec![placed(
-                Kind::Config,
-                "app",
+        let files = store(vec![placed(Kind::Config, "app", "/conf/app.conf")]);
+        let words = flat(file_words(&files, &mounts, &host(&[])).unwrap());
+        assert_eq!(
+            words,
+            [
+                "newfile",
+                "/store/t1/config-14",
                 "/conf/app.conf",
-                "/store/t1/config-0",
-            )],
-        };
-        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap();
-        let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
-        assert!(
-            words
-                .windows(3)
-                .any(|w| w == ["newfile", "/store/t1/config-0", "/conf/app.conf"]),
-            "{words:?}"
-        );
-        assert!(
-            !words.contains(&"/run/secrets"),
-            "no secrets dir without secrets"
+                "ro",
+                "tmpfs",
+                "tmpfs",
+                "/store",
+                "ro,size=4k,mode=700",
+            ]
         );
     }
 
     #[test]
-    fn a_target_that_would_need_the_hosts_disk_is_refused_by_name() {
-        let t = task(serde_json::json!({"Command": ["true"]}));
-        let files = TaskFiles {
-            root: "/store".into(),
-            files: vec![placed(
-                Kind::Config,
-                "nginx_conf",
-                "/nginx_conf",
-                "/store/t1/config-0",
-            )],
-        };
-        let err = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap_err();
+    fn targets_in_the_root_or_on_a_directory_are_refused_by_name() {
+        let files = store(vec![placed(Kind::Config, "nginx_conf", "/nginx_conf")]);
+        let err = file_words(&files, &[], &host(&[])).unwrap_err();
         assert!(
-            err.starts_with("config nginx_conf: target /nginx_conf does not exist on this node"),
+            err.starts_with("config nginx_conf: target /nginx_conf is in / of the host"),
             "{err}"
         );
-        assert!(err.contains("under /run/secrets"), "{err}");
-        let files = TaskFiles {
-            root: "/store".into(),
-            files: vec![placed(
-                Kind::Secret,
-                "db",
-                "/run/secrets/db",
-                "/store/t1/secret-0",
-            )],
-        };
+        assert!(err.contains("/etc/<name>"), "{err}");
+        let files = store(vec![placed(Kind::Config, "x", "/etc")]);
+        let err = file_words(&files, &[], &host(&[])).unwrap_err();
+        assert!(err.contains("is not a file on this node"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_runs_the_file_mounts_before_the_command_and_needs_root() {
+        let t = task(serde_json::json!({"Command": ["true"]}));
+        let existing = tempfile::NamedTempFile::new().unwrap();
+        let target = existing.path().display().to_string();
+        let files = store(vec![placed(Kind::Config, "app", &target)]);
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap();
+        let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
+        assert_eq!(&words[..2], ["sh", "-c"]);
+        assert_eq!(words[4], "file");
+        assert_eq!(words[6], target);
+        assert_eq!(&words[words.len() - 2..], ["--", "true"]);
         let err = plan(&t, Path::new("/v"), Path::new("/t"), false, &files).unwrap_err();
         assert!(err.contains("run shoald as root"), "{err}");
     }

@@ -2,14 +2,16 @@
 //! 0700, nosuid, nodev, noexec, `noswap` where the kernel has it, at most `SIZE_LIMIT`),
 //! outside the state dir, so no secret reaches the node's disk. One directory per task,
 //! removed when the task ends; what an earlier run left is removed at start-up, except
-//! for tasks that are adopted. The mount outlives shoald (a restarted one reuses it), so
-//! containers that kept running keep their files.
+//! for tasks that are adopted. The tmpfs is mounted when a task first needs it and
+//! unmounted when no task has files any more; it outlives a shoald that dies while tasks
+//! have files, and the restarted one takes it over.
 
 use super::TaskFile;
 use shoal_api::secrets::Kind;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// At most this much memory for all task files of the node (a secret or config is under
 /// 500 KiB; tmpfs takes only what the files use).
@@ -80,6 +82,8 @@ pub struct PlacedFile {
 pub struct TaskFiles {
     /// The store's directory, which native tasks hide from themselves.
     pub root: PathBuf,
+    /// This task's directory in it.
+    pub dir: PathBuf,
     pub files: Vec<PlacedFile>,
 }
 
@@ -91,14 +95,31 @@ impl TaskFiles {
 
 #[derive(Clone, Debug)]
 pub struct TaskFilesDir {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     root: PathBuf,
-    /// Why the store cannot be used, when it cannot.
-    unusable: Option<String>,
+    how: How,
+    /// Writes, removals and the mount and unmount they cause, one at a time.
+    lock: Mutex<()>,
+}
+
+#[derive(Debug)]
+enum How {
+    /// shoald mounts its tmpfs on the root while some task has files, and unmounts it when
+    /// none has (a node that runs no such task keeps no mount).
+    Mount,
+    /// The root is on an in-memory file system shoald cannot mount on (not root).
+    OnTmpfs,
+    /// Why files cannot be kept.
+    Unusable(String),
 }
 
 /// Where `dir` is a mount point: its file system type (the last entry wins, as the kernel
 /// shows the top mount).
-fn mounted_fs(dir: &Path) -> Option<String> {
+pub(crate) fn mounted_fs(dir: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let dir = dir.to_string_lossy();
     info.lines()
@@ -145,49 +166,121 @@ fn mount_tmpfs(root: &Path) -> Result<(), nix::Error> {
 }
 
 impl TaskFilesDir {
-    /// The store on `root`: mounted there unless an earlier run of shoald did.
+    /// The store on `root`. Nothing is mounted until a task has files; a mount an earlier
+    /// run left is taken over (its files may belong to tasks that will be adopted).
     pub fn open(root: &Path) -> TaskFilesDir {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let unusable = Self::prepare(&root).err();
-        match &unusable {
-            None => tracing::info!(dir = %root.display(), "secrets and configs kept in memory"),
-            Some(reason) => {
+        let how = if mounted_fs(&root).as_deref() == Some("tmpfs")
+            || nix::unistd::geteuid().is_root()
+        {
+            How::Mount
+        } else {
+            match std::fs::create_dir_all(&root) {
+                Ok(()) if in_memory(&root) => How::OnTmpfs,
+                Ok(()) => How::Unusable(format!(
+                    "{} is not in memory, and shoald is not root and cannot mount a tmpfs there",
+                    root.display()
+                )),
+                Err(e) => How::Unusable(format!("{}: {e}", root.display())),
+            }
+        };
+        match &how {
+            How::Unusable(reason) => {
                 tracing::warn!(dir = %root.display(), %reason, "tasks with secrets or configs are refused on this node")
             }
+            _ => tracing::info!(dir = %root.display(), "secrets and configs kept in memory"),
         }
-        TaskFilesDir { root, unusable }
+        TaskFilesDir {
+            inner: Arc::new(Inner {
+                root,
+                how,
+                lock: Mutex::new(()),
+            }),
+        }
     }
 
     /// A store that refuses every file, with the reason (tests, hosts without tmpfs).
     pub fn disabled(reason: &str) -> TaskFilesDir {
         TaskFilesDir {
-            root: PathBuf::new(),
-            unusable: Some(reason.to_string()),
+            inner: Arc::new(Inner {
+                root: PathBuf::new(),
+                how: How::Unusable(reason.to_string()),
+                lock: Mutex::new(()),
+            }),
         }
     }
 
-    fn prepare(root: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(root).map_err(|e| format!("{}: {e}", root.display()))?;
-        if mounted_fs(root).as_deref() == Some("tmpfs") {
-            // An earlier run's: its files may belong to tasks that will be adopted.
-            return Ok(());
-        }
-        match mount_tmpfs(root) {
-            Ok(()) => Ok(()),
-            Err(e) if in_memory(root) => {
-                tracing::info!(dir = %root.display(), error = %e, "cannot mount a tmpfs; using the in-memory file system the directory is on");
-                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("{}: {e}", root.display()))
+    /// Makes sure the root is in memory before anything is written there.
+    fn ready(&self) -> Result<(), StoreError> {
+        let root = &self.inner.root;
+        let io = |source: std::io::Error| StoreError::Io {
+            path: root.clone(),
+            source,
+        };
+        match &self.inner.how {
+            How::Unusable(reason) => {
+                return Err(StoreError::Unavailable {
+                    reason: reason.clone(),
+                });
             }
-            Err(e) => Err(format!(
-                "{} is not in memory and shoald cannot mount a tmpfs there ({e})",
-                root.display()
-            )),
+            How::Mount if mounted_fs(root).as_deref() != Some("tmpfs") => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(io)?;
+                mount_tmpfs(root).map_err(|e| StoreError::Unavailable {
+                    reason: format!("cannot mount a tmpfs on {}: {e}", root.display()),
+                })?;
+            }
+            How::Mount => {}
+            How::OnTmpfs => {
+                std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+            }
+        }
+        // Whatever happened to the mount meanwhile, never a byte on disk.
+        if !in_memory(root) {
+            return Err(StoreError::Unavailable {
+                reason: format!("{} is not a tmpfs", root.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Unmounts the tmpfs once no task has files in it.
+    fn release_if_empty(&self) {
+        let root = &self.inner.root;
+        if !matches!(self.inner.how, How::Mount) || mounted_fs(root).as_deref() != Some("tmpfs") {
+            return;
+        }
+        let empty = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_none());
+        if !empty {
+            return;
+        }
+        // Detached: a mount a task namespace still holds keeps it alive, not us.
+        match nix::mount::umount2(root, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir(root);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %root.display(), error = %e, "cannot unmount the task files store")
+            }
         }
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.inner.root
+    }
+
+    /// Whether the root holds task files now (an unmounted root holds none, and is never
+    /// read as if it did).
+    fn live(&self) -> bool {
+        match self.inner.how {
+            How::Mount => mounted_fs(&self.inner.root).as_deref() == Some("tmpfs"),
+            How::OnTmpfs => true,
+            How::Unusable(_) => false,
+        }
     }
 
     fn task_dir(&self, task_id: &str) -> Result<PathBuf, StoreError> {
@@ -198,7 +291,7 @@ impl TaskFilesDir {
         if !ok {
             return Err(StoreError::BadTask(task_id.to_string()));
         }
-        Ok(self.root.join(task_id))
+        Ok(self.inner.root.join(task_id))
     }
 
     /// Writes `files` for `task_id`, replacing what an earlier attempt left; nothing is
@@ -207,16 +300,14 @@ impl TaskFilesDir {
         if files.is_empty() {
             return Ok(TaskFiles::default());
         }
-        if let Some(reason) = &self.unusable {
-            return Err(StoreError::Unavailable {
-                reason: reason.clone(),
-            });
-        }
         let dir = self.task_dir(task_id)?;
+        let _held = self.inner.lock.lock().expect("lock");
+        self.ready()?;
         let _ = std::fs::remove_dir_all(&dir);
         let result = self.write_all(&dir, files);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
+            self.release_if_empty();
         }
         result
     }
@@ -235,7 +326,7 @@ impl TaskFilesDir {
             let fail = |source: std::io::Error| {
                 if source.raw_os_error() == Some(nix::libc::ENOSPC) {
                     return StoreError::Full {
-                        root: self.root.clone(),
+                        root: self.inner.root.clone(),
                     };
                 }
                 StoreError::Write {
@@ -265,14 +356,16 @@ impl TaskFilesDir {
             });
         }
         Ok(TaskFiles {
-            root: self.root.clone(),
+            root: self.inner.root.clone(),
+            dir: dir.to_path_buf(),
             files: placed,
         })
     }
 
     /// Removes a task's files (the memory is freed once no mount holds them any more).
     pub fn remove(&self, task_id: &str) {
-        if self.unusable.is_some() {
+        let _held = self.inner.lock.lock().expect("lock");
+        if !self.live() {
             return;
         }
         if let Ok(dir) = self.task_dir(task_id)
@@ -281,15 +374,17 @@ impl TaskFilesDir {
         {
             tracing::warn!(task = task_id, dir = %dir.display(), error = %e, "task files not removed");
         }
+        self.release_if_empty();
     }
 
     /// Removes the files of every task but `keep` (what an earlier run left); returns how
     /// many tasks had some.
     pub fn discard_except(&self, keep: &[String]) -> usize {
-        if self.unusable.is_some() {
+        let _held = self.inner.lock.lock().expect("lock");
+        if !self.live() {
             return 0;
         }
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
+        let Ok(entries) = std::fs::read_dir(&self.inner.root) else {
             return 0;
         };
         let mut removed = 0;
@@ -314,6 +409,7 @@ impl TaskFilesDir {
         if removed > 0 {
             tracing::info!(tasks = removed, "removed task files an earlier run left");
         }
+        self.release_if_empty();
         removed
     }
 }

@@ -361,6 +361,9 @@ fn the_store_writes_owner_mode_and_content_and_removes_them() {
     assert!(!root.join("t1").exists() && root.join("t2").exists());
     store.remove("t2");
     assert!(!root.join("t2").exists());
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(store::mounted_fs(&root), None, "unmounted once empty");
+    }
     assert!(
         store
             .write("../x", &[file(Kind::Secret, "/a", me, my_gid, 0o400, "x")])
