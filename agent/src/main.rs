@@ -52,9 +52,9 @@ struct Opts {
     #[arg(long, value_name = "DIR")]
     bpf_dir: Option<PathBuf>,
     /// Where the secrets and configs of running tasks are kept: shoald mounts a tmpfs here
-    /// (memory only, mode 0700, nosuid/nodev/noexec, no swap where the kernel allows, at
-    /// most 256 MiB), one directory per task, removed when the task ends. It must not be
-    /// inside --state-dir. One per daemon (default: /run/shoal/task-files, or a name made
+    /// while some task has files (memory only, mode 0700, nosuid/nodev/noexec, no swap
+    /// where the kernel allows, at most 256 MiB), one directory per task, removed when the
+    /// task ends. It must not be inside --state-dir. One per daemon (default: /run/shoal/task-files, or a name made
     /// from --state-dir when that is not the default).
     #[arg(long, value_name = "DIR")]
     task_files_dir: Option<PathBuf>,
