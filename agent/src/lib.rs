@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod netns;
 pub mod overlay;
 pub mod session;
+pub mod taskfiles;
 pub mod tasks;
 pub mod template;

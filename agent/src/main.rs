@@ -8,6 +8,7 @@ use shoal_agent::exec::native::NativeExecutor;
 use shoal_agent::lb::choose::{Choice, choose};
 use shoal_agent::lb::ebpf::{EbpfOptions, cgroup2_mount, default_pin_dir, join_cgroup};
 use shoal_agent::netns::Sandboxes;
+use shoal_agent::taskfiles::TaskFilesDir;
 use shoal_api::pb::local_server::LocalServer;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -50,6 +51,13 @@ struct Opts {
     /// /sys/fs/bpf/shoal, or a name made from --state-dir when that is not the default).
     #[arg(long, value_name = "DIR")]
     bpf_dir: Option<PathBuf>,
+    /// Where the secrets and configs of running tasks are kept: shoald mounts a tmpfs here
+    /// while some task has files (memory only, mode 0700, nosuid/nodev/noexec, no swap
+    /// where the kernel allows, at most 256 MiB), one directory per task, removed when the
+    /// task ends. It must not be inside --state-dir. One per daemon (default: /run/shoal/task-files, or a name made
+    /// from --state-dir when that is not the default).
+    #[arg(long, value_name = "DIR")]
+    task_files_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9323;
     /// off when not given.
     #[arg(long, value_name = "IP:PORT")]
@@ -149,10 +157,24 @@ async fn main() -> anyhow::Result<()> {
             Some(Arc::new(chosen))
         }
     };
+    let files_dir = opts
+        .task_files_dir
+        .clone()
+        .unwrap_or_else(|| shoal_agent::taskfiles::store::default_dir(&opts.state_dir));
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if abs(&files_dir).starts_with(abs(&opts.state_dir)) {
+        // The state dir is on disk and is backed up and inspected; secrets stay out of it.
+        anyhow::bail!(
+            "--task-files-dir {} is inside --state-dir {}; give a directory outside it",
+            files_dir.display(),
+            opts.state_dir.display()
+        );
+    }
     let executor = ByRuntime::new(
         NativeExecutor::new(sandboxes.clone(), opts.state_dir.join("tasks")),
         docker,
         node_name,
+        TaskFilesDir::open(&files_dir),
     );
     let daemon = Daemon::new(
         DaemonOptions {

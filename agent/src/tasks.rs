@@ -554,6 +554,19 @@ impl TaskRunner {
                 Ok(None) => {}
             }
         }
+        // Its secrets and configs, from the view as it is now: one that is missing fails
+        // the task by name rather than starting it without the file.
+        let files = match crate::taskfiles::files_for(task, view, &ctx) {
+            Ok(f) => f,
+            Err(source) => {
+                let e = crate::exec::ExecError::Files {
+                    task: task.id.clone(),
+                    source,
+                };
+                tracing::warn!(task = %task.id, error = %e, "task not started");
+                return self.reject(&task.id, e.to_string());
+            }
+        };
         let port = view.data_path_port;
         self.report(
             &task.id,
@@ -575,7 +588,7 @@ impl TaskRunner {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         };
-        match self.executor.start(task, &ctx, &log, &setup) {
+        match self.executor.start(task, &ctx, &log, &setup, &files) {
             Err(e) => self.reject(&task.id, e.to_string()),
             Ok(started) => {
                 if let Some(netns) = self.executor.sandbox(&task.id) {
@@ -797,6 +810,8 @@ mod tests {
         /// Each pull's progress messages, sent by the test.
         progress: Mutex<Vec<tokio::sync::watch::Sender<String>>>,
         started: Mutex<Vec<(String, TaskContext, String)>>,
+        /// The files each started task was given.
+        files: Mutex<Vec<Vec<crate::taskfiles::TaskFile>>>,
         /// Kept so the started tasks run until the test ends.
         exits: Mutex<Vec<tokio::sync::oneshot::Sender<Exit>>>,
     }
@@ -839,7 +854,9 @@ mod tests {
             ctx: &TaskContext,
             _log: &Path,
             _setup: &Setup<'_>,
+            files: &[crate::taskfiles::TaskFile],
         ) -> Result<Started, ExecError> {
+            self.files.lock().unwrap().push(files.to_vec());
             self.started.lock().unwrap().push((
                 task.id.clone(),
                 ctx.clone(),
@@ -1036,6 +1053,66 @@ mod tests {
             *fake.pull_auth.lock().unwrap(),
             [None, Some("d2Vi".to_string())],
             "another service's credentials are not used"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_starts_with_its_files_or_fails_naming_the_one_missing() {
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let r = TaskRunner::new(fake.clone(), dir.path().to_path_buf());
+        let mut v = view(&["t1", "t2"], "running");
+        for t in &mut v.tasks {
+            t.spec.container_spec.secrets = vec![shoal_api::secrets::SecretReference {
+                file: Some(shoal_api::secrets::FileTarget::new("db")),
+                secret_id: format!("sec-{}", t.id),
+                secret_name: format!("db_{}", t.id),
+            }];
+        }
+        // Only t1's secret is in the view.
+        v.secrets = vec![shoal_api::secrets::SecretPayload {
+            id: "sec-t1".into(),
+            spec: shoal_api::secrets::SecretSpec {
+                name: "db_t1".into(),
+                ..Default::default()
+            },
+            data: shoal_api::secrets::SensitiveBytes::new(b"hunter2".to_vec()),
+        }];
+        r.reconcile(&v);
+        let pulls: Vec<_> = std::mem::take(&mut *fake.pulls.lock().unwrap());
+        for p in pulls {
+            p.send(Ok(())).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fake.started.lock().unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::timeout(Duration::from_millis(200), r.woken())
+                .await
+                .ok();
+            r.reconcile(&v);
+        }
+        let started: Vec<String> = fake
+            .started
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect();
+        assert_eq!(started, ["t1"]);
+        let files = fake.files.lock().unwrap()[0].clone();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].target, "/run/secrets/db");
+        assert_eq!(files[0].data.as_slice(), b"hunter2");
+        let rejected: Vec<_> = states(&r)
+            .into_iter()
+            .filter(|s| s.1 == TaskState::Rejected)
+            .collect();
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].0, "t2");
+        assert!(
+            rejected[0]
+                .2
+                .contains("task t2: secret db_t2 (id sec-t2) is not on this node"),
+            "{rejected:?}"
         );
     }
 }

@@ -2,10 +2,21 @@
 //! swarmkit expands (`template/expand.go`): the hostname, env values, mount sources and
 //! targets, volume labels and volume driver options. The engine is `shoal_api::template`;
 //! this module picks the fields and builds the context from what the node's view knows.
+//!
+//! Templated secrets and configs (`--template-driver golang`) render their whole data with
+//! the same context plus swarmkit's payload functions (`template/context.go`): `secret T`
+//! and `config T` give the data of the task's secret or config whose file target is `T`
+//! (as written in the reference), `env V` the value of the task's env variable `V` (empty
+//! when unset).
 
 use shoal_api::dispatch::NodeView;
 use shoal_api::objects::{ContainerSpec, Task};
-use shoal_api::template::{Context, PlatformContext, TemplateError, render};
+use shoal_api::secrets::SensitiveBytes;
+use shoal_api::template::{
+    Context, FuncError, PlatformContext, TemplateError, TemplateValue, render, render_with,
+};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// A template in one field of a task's spec that cannot be expanded.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +91,93 @@ pub fn expand_task(task: &Task, ctx: &Context) -> Result<Task, ExpandError> {
     let mut t = task.clone();
     t.spec.container_spec = expand(&task.spec.container_spec, ctx)?;
     Ok(t)
+}
+
+/// What the payload functions of one render may return: the task's secrets and configs by
+/// file target, and its env.
+#[derive(Default)]
+pub struct PayloadScope {
+    pub secrets: BTreeMap<String, SensitiveBytes>,
+    pub configs: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+}
+
+thread_local! {
+    // gtmpl's functions are plain `fn`s; the render is synchronous on this thread, so the
+    // scope of the payload being rendered lives here for the duration of one call.
+    static SCOPE: RefCell<Option<PayloadScope>> = const { RefCell::new(None) };
+}
+
+/// Clears the scope (and wipes the secrets in it) however the render ends.
+struct ScopeGuard;
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        SCOPE.with(|s| s.borrow_mut().take());
+    }
+}
+
+fn one_string_arg(name: &str, args: &[TemplateValue]) -> Result<String, FuncError> {
+    match args {
+        [TemplateValue::String(s)] => Ok(s.clone()),
+        [_] => Err(FuncError::UnableToConvertFromValue),
+        _ => Err(FuncError::ExactlyXArgs(name.into(), 1)),
+    }
+}
+
+fn secret_fn(args: &[TemplateValue]) -> Result<TemplateValue, FuncError> {
+    let target = one_string_arg("secret", args)?;
+    SCOPE.with(|s| {
+        let scope = s.borrow();
+        scope
+            .as_ref()
+            .and_then(|sc| sc.secrets.get(&target))
+            // Go's string(bytes) keeps any bytes; a Rust string needs UTF-8.
+            .map(|v| TemplateValue::from(String::from_utf8_lossy(v.as_slice()).as_ref()))
+            .ok_or_else(|| FuncError::Generic(format!("secret target {target} not found")))
+    })
+}
+
+fn config_fn(args: &[TemplateValue]) -> Result<TemplateValue, FuncError> {
+    let target = one_string_arg("config", args)?;
+    SCOPE.with(|s| {
+        let scope = s.borrow();
+        scope
+            .as_ref()
+            .and_then(|sc| sc.configs.get(&target))
+            .map(|v| TemplateValue::from(v.as_str()))
+            .ok_or_else(|| FuncError::Generic(format!("config target {target} not found")))
+    })
+}
+
+fn env_fn(args: &[TemplateValue]) -> Result<TemplateValue, FuncError> {
+    let name = one_string_arg("env", args)?;
+    SCOPE.with(|s| {
+        let scope = s.borrow();
+        let value = scope.as_ref().and_then(|sc| sc.env.get(&name));
+        Ok(TemplateValue::from(value.map(String::as_str).unwrap_or("")))
+    })
+}
+
+/// Renders a templated secret's or config's data for one task.
+pub fn render_payload(
+    text: &str,
+    ctx: &Context,
+    scope: PayloadScope,
+) -> Result<SensitiveBytes, TemplateError> {
+    SCOPE.with(|s| *s.borrow_mut() = Some(scope));
+    let _clear = ScopeGuard;
+    render_with(
+        text,
+        ctx,
+        &[
+            ("secret", secret_fn),
+            ("config", config_fn),
+            ("env", env_fn),
+        ],
+    )
+    // The rendered text becomes the zeroized buffer without a copy.
+    .map(|text| SensitiveBytes::new(text.into_bytes()))
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! service is created instead of letting every task fail on its node.
 
 use crate::objects::{ContainerSpec, Task};
-use gtmpl::{FuncError, Value};
+use gtmpl::Value;
+/// What a template function is and returns, for callers of `render_with`.
+pub use gtmpl::{Func, FuncError, Value as TemplateValue};
 use std::collections::{BTreeMap, HashMap};
 
 /// What a template may name, swarmkit's `template.Context`.
@@ -184,10 +186,13 @@ fn refuse_unsafe(text: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-fn parse(text: &str) -> Result<gtmpl::Template, TemplateError> {
+fn parse(text: &str, funcs: &[(&str, Func)]) -> Result<gtmpl::Template, TemplateError> {
     refuse_unsafe(text)?;
     let mut tmpl = gtmpl::Template::default();
     tmpl.add_func("join", join);
+    for (name, f) in funcs {
+        tmpl.add_func(name, *f);
+    }
     tmpl.parse(text).map_err(|e| TemplateError::Parse {
         text: text.to_string(),
         reason: e.to_string(),
@@ -195,8 +200,8 @@ fn parse(text: &str) -> Result<gtmpl::Template, TemplateError> {
     Ok(tmpl)
 }
 
-fn run(text: &str, value: Value) -> Result<String, TemplateError> {
-    let tmpl = parse(text)?;
+fn run(text: &str, value: Value, funcs: &[(&str, Func)]) -> Result<String, TemplateError> {
+    let tmpl = parse(text, funcs)?;
     tmpl.render(&gtmpl::Context::from(value))
         .map_err(|e| TemplateError::Render {
             text: text.to_string(),
@@ -215,7 +220,20 @@ pub fn render(text: &str, ctx: &Context) -> Result<String, TemplateError> {
     if !text.contains("{{") {
         return Ok(text.to_string());
     }
-    run(text, ctx.value(true))
+    run(text, ctx.value(true), &[])
+}
+
+/// Like `render`, with functions beside `join`: the agent's `secret`, `config` and `env`
+/// for templated secrets and configs (swarmkit's `PayloadContext`).
+pub fn render_with(
+    text: &str,
+    ctx: &Context,
+    funcs: &[(&str, Func)],
+) -> Result<String, TemplateError> {
+    if !text.contains("{{") {
+        return Ok(text.to_string());
+    }
+    run(text, ctx.value(true), funcs)
 }
 
 /// One field of a container spec that may hold a service template.
@@ -337,7 +355,7 @@ pub fn check(text: &str) -> Result<(), TemplateError> {
             slot: "1".into(),
         },
     };
-    run(text, placeholder.value(false)).map(|_| ())
+    run(text, placeholder.value(false), &[]).map(|_| ())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 use super::{ExecError, Exit, Health, Preparation, Setup, Started, TaskContext};
 use crate::netns::Sandboxes;
+use crate::taskfiles::TaskFiles;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
@@ -263,11 +264,14 @@ pub fn volume_requests(task: &Task) -> Vec<VolumeCreateRequest> {
 /// The container a task runs as, as Docker's swarm executor builds it
 /// (moby `daemon/cluster/executor/container/container.go`), except the network: mode
 /// `none`, shoal plumbs it, and the resolver is the embedded DNS at 127.0.0.11 with the
-/// spec's search domains and options. `task` has its templates expanded already.
+/// spec's search domains and options. `task` has its templates expanded already; `files`
+/// are its secrets and configs in shoald's in-memory store, each bound read-only at its
+/// target as Docker binds them from its own tmpfs.
 pub fn container_body(
     task: &Task,
     ctx: &TaskContext,
     owner: &str,
+    files: &TaskFiles,
 ) -> Result<ContainerCreateBody, String> {
     let cs = &task.spec.container_spec;
     let mut labels: HashMap<String, String> = cs.labels.clone().into_iter().collect();
@@ -301,7 +305,14 @@ pub fn container_body(
         start_period: Some(h.start_period).filter(|v| *v > 0),
         start_interval: Some(h.start_interval).filter(|v| *v > 0),
     });
-    let mounts = cs.mounts.iter().map(mount).collect::<Result<Vec<_>, _>>()?;
+    let mut mounts = cs.mounts.iter().map(mount).collect::<Result<Vec<_>, _>>()?;
+    mounts.extend(files.files.iter().map(|f| bollard::models::Mount {
+        typ: Some(MountType::BIND),
+        source: Some(f.host.display().to_string()),
+        target: Some(f.target.clone()),
+        read_only: Some(true),
+        ..Default::default()
+    }));
     // Docker stores `IP HOST [ALIAS...]` (hosts(5)); the engine wants `HOST:IP`, one per name.
     let mut extra_hosts = Vec::new();
     for line in &cs.hosts {
@@ -445,8 +456,10 @@ impl DockerExecutor {
         task: &Task,
         ctx: &TaskContext,
         log: &Path,
+        files: &TaskFiles,
     ) -> Result<(String, u32), ExecError> {
-        let body = container_body(task, ctx, &self.owner).map_err(|r| invalid(&task.id, r))?;
+        let body =
+            container_body(task, ctx, &self.owner, files).map_err(|r| invalid(&task.id, r))?;
         for v in volume_requests(task) {
             self.ensure_volume(&task.id, v).await?;
         }
@@ -775,6 +788,7 @@ impl DockerExecutor {
         ctx: &TaskContext,
         log: &Path,
         setup: &Setup<'_>,
+        files: &TaskFiles,
     ) -> Result<Started, ExecError> {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(|source| ExecError::Output {
@@ -784,7 +798,8 @@ impl DockerExecutor {
             })?;
         }
         let (id, pid) = block_on(async {
-            match tokio::time::timeout(ENGINE_TIMEOUT, self.create_and_start(task, ctx, log)).await
+            match tokio::time::timeout(ENGINE_TIMEOUT, self.create_and_start(task, ctx, log, files))
+                .await
             {
                 Ok(r) => r,
                 Err(_) => {
@@ -947,11 +962,11 @@ mod tests {
             "LogDriver": {"Name": "json-file", "Options": {"max-size": "1m"}}
         }));
         // A hosts line without a name is refused, naming it.
-        let err = container_body(&t, &ctx(&t), "owner").unwrap_err();
+        let err = container_body(&t, &ctx(&t), "owner", &TaskFiles::default()).unwrap_err();
         assert!(err.contains("\"bad\""), "{err}");
         let mut t = t;
         t.spec.container_spec.hosts.pop();
-        let b = container_body(&t, &ctx(&t), "owner").unwrap();
+        let b = container_body(&t, &ctx(&t), "owner", &TaskFiles::default()).unwrap();
         assert_eq!(b.image.as_deref(), Some("busybox:1"));
         assert_eq!(b.entrypoint, Some(vec!["/entry".to_string()]));
         assert_eq!(b.cmd, Some(vec!["a".to_string(), "b".to_string()]));
@@ -1043,7 +1058,7 @@ mod tests {
         let t = task(
             serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "busybox", "Args": ["sleep", "1"]}}),
         );
-        let b = container_body(&t, &ctx(&t), "o").unwrap();
+        let b = container_body(&t, &ctx(&t), "o", &TaskFiles::default()).unwrap();
         assert_eq!(b.entrypoint, None);
         assert_eq!(b.cmd, Some(vec!["sleep".to_string(), "1".to_string()]));
         assert_eq!(
@@ -1061,7 +1076,7 @@ mod tests {
             {"Type": "bind", "Source": "/a", "Target": "/a", "BindOptions": {"Propagation": "sideways"}}]}}),
         );
         assert!(
-            container_body(&t, &ctx(&t), "o")
+            container_body(&t, &ctx(&t), "o", &TaskFiles::default())
                 .unwrap_err()
                 .contains("sideways")
         );
@@ -1069,7 +1084,41 @@ mod tests {
             serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "b", "Mounts": [
             {"Type": "npipe", "Source": "/a", "Target": "/a"}]}}),
         );
-        assert!(container_body(&t, &ctx(&t), "o").is_err());
+        assert!(container_body(&t, &ctx(&t), "o", &TaskFiles::default()).is_err());
+    }
+
+    #[test]
+    fn secrets_and_configs_are_read_only_binds_from_the_store() {
+        use crate::taskfiles::PlacedFile;
+        use shoal_api::secrets::Kind;
+        let t = task(serde_json::json!({"Runtime": "docker", "ContainerSpec": {"Image": "b"}}));
+        let files = TaskFiles {
+            root: "/run/shoal/task-files".into(),
+            dir: "/run/shoal/task-files/t1".into(),
+            files: vec![
+                PlacedFile {
+                    kind: Kind::Secret,
+                    source: "db".into(),
+                    target: "/run/secrets/db".into(),
+                    host: "/run/shoal/task-files/t1/secret-0".into(),
+                },
+                PlacedFile {
+                    kind: Kind::Config,
+                    source: "app".into(),
+                    target: "/app.conf".into(),
+                    host: "/run/shoal/task-files/t1/config-1".into(),
+                },
+            ],
+        };
+        let b = container_body(&t, &ctx(&t), "o", &files).unwrap();
+        let mounts = serde_json::to_value(b.host_config.unwrap().mounts.unwrap()).unwrap();
+        assert_eq!(
+            mounts,
+            serde_json::json!([
+                {"Type": "bind", "Source": "/run/shoal/task-files/t1/secret-0", "Target": "/run/secrets/db", "ReadOnly": true},
+                {"Type": "bind", "Source": "/run/shoal/task-files/t1/config-1", "Target": "/app.conf", "ReadOnly": true}
+            ])
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod native;
 pub mod native_plan;
 
+use crate::taskfiles::TaskFile;
 use shoal_api::objects::Task;
 use shoal_api::registry_auth::RegistryAuth;
 use std::path::Path;
@@ -67,6 +68,18 @@ pub enum ExecError {
         #[source]
         source: crate::template::ExpandError,
     },
+    #[error("task {task}: {source}")]
+    Files {
+        task: String,
+        #[source]
+        source: crate::taskfiles::TaskFilesError,
+    },
+    #[error("task {task}: {source}")]
+    Store {
+        task: String,
+        #[source]
+        source: crate::taskfiles::store::StoreError,
+    },
     #[error("task {task}: output file {path}: {source}")]
     Output {
         task: String,
@@ -110,13 +123,15 @@ pub trait Executor: Send + Sync {
     }
     /// Starts a task, writing its output to `log`. `setup` runs once the task's network
     /// namespace exists (given its name) and before the task's process starts: the overlay
-    /// plumbs the task's interfaces there.
+    /// plumbs the task's interfaces there. `files` are its secrets and configs, kept in
+    /// memory for as long as it runs.
     fn start(
         &self,
         task: &Task,
         ctx: &TaskContext,
         log: &Path,
         setup: &Setup<'_>,
+        files: &[TaskFile],
     ) -> Result<Started, ExecError>;
     /// Asks a task to stop (SIGTERM); the caller escalates with `kill` after the grace period.
     fn terminate(&self, pid: u32);

@@ -2,8 +2,9 @@
 //! output appended to a file in the state dir. Which container-spec fields it honours,
 //! refuses or ignores, and why, is in `native_plan.rs`, which builds its program line.
 
-use super::{ExecError, Executor, Exit, Setup, Started, TaskContext};
+use super::{ExecError, Exit, Setup, Started, TaskContext};
 use crate::netns::Sandboxes;
+use crate::taskfiles::TaskFiles;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use shoal_api::objects::Task;
@@ -121,17 +122,16 @@ fn alive(pid: u32) -> bool {
         .is_some_and(|zombie| !zombie)
 }
 
-impl Executor for NativeExecutor {
-    fn name(&self) -> &'static str {
-        "native"
-    }
-
-    fn start(
+/// What `ByRuntime` calls; the same as the `Executor` trait, with the task's files
+/// already in the store.
+impl NativeExecutor {
+    pub fn start(
         &self,
         task: &Task,
         _ctx: &TaskContext,
         log: &Path,
         setup: &Setup<'_>,
+        files: &TaskFiles,
     ) -> Result<Started, ExecError> {
         let cs = &task.spec.container_spec;
         let invalid = |reason: String| ExecError::Invalid {
@@ -144,6 +144,7 @@ impl Executor for NativeExecutor {
             &self.volumes_dir(),
             &task_dir,
             self.sandboxes.is_some(),
+            files,
         )
         .map_err(invalid)?;
         if !plan.ignored.is_empty() {
@@ -281,7 +282,7 @@ impl Executor for NativeExecutor {
         })
     }
 
-    fn adopt(&self, task_id: &str, pid: u32) -> Started {
+    pub fn adopt(&self, task_id: &str, pid: u32) -> Started {
         if let Some(sb) = &self.sandboxes
             && let Err(e) = sb.reattach(task_id, pid)
         {
@@ -307,11 +308,11 @@ impl Executor for NativeExecutor {
         }
     }
 
-    fn sandbox(&self, task_id: &str) -> Option<String> {
+    pub fn sandbox(&self, task_id: &str) -> Option<String> {
         self.sandboxes.as_ref().map(|sb| sb.name(task_id))
     }
 
-    fn leftovers(&self) -> Vec<(String, u32)> {
+    pub fn leftovers(&self) -> Vec<(String, u32)> {
         task_processes(&self.tasks_dir)
             .into_iter()
             .filter(|(_, _, leader)| *leader)
@@ -319,7 +320,7 @@ impl Executor for NativeExecutor {
             .collect()
     }
 
-    fn discard_leftovers(&self, keep: &[String]) {
+    pub fn discard_leftovers(&self, keep: &[String]) {
         for (task, pid, _) in task_processes(&self.tasks_dir) {
             if !keep.contains(&task) {
                 let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -334,7 +335,7 @@ impl Executor for NativeExecutor {
         }
     }
 
-    fn terminate(&self, pid: u32) {
+    pub fn terminate(&self, pid: u32) {
         let sig = self
             .stop_signals
             .lock()
@@ -345,7 +346,7 @@ impl Executor for NativeExecutor {
         let _ = killpg(Pid::from_raw(pid as i32), sig);
     }
 
-    fn kill(&self, pid: u32) {
+    pub fn kill(&self, pid: u32) {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
     }
 }

@@ -13,6 +13,15 @@
 //!   driver without options, which is a directory `<state-dir>/volumes/<name>` kept across
 //!   tasks (an anonymous one lives in the task's dir and goes with the task). A mount
 //!   target that does not exist is created on the host as an empty directory.
+//! - secrets and configs: files of shoald's in-memory store, bound read-only in the task's
+//!   mount namespace. Under `/run/secrets` (secrets by default), the task gets a tmpfs there
+//!   holding their mount points (only `/run/secrets` itself is made on the host when
+//!   missing, empty); under one of the spec's tmpfs mounts, likewise. A target elsewhere is
+//!   honoured when a file is there already: it is covered, for this task only. Any other
+//!   target (Docker's default `/<config name>`, for one) is refused with the config and
+//!   target named, since it would take a new file on the host's disk or a tmpfs hiding a
+//!   host directory. The store itself is then covered, so the task cannot read the files
+//!   of other tasks.
 //! - refused with the reason, because ignoring them would run a task less confined than
 //!   asked: capabilities, a read-only root filesystem, sysctls outside `net.*` (they are the
 //!   host's), volume drivers or driver options, a health check, mounts without root.
@@ -20,26 +29,72 @@
 //!   hostname (native tasks share the host's UTS namespace), init, tty, open_stdin, the log
 //!   driver (output goes to the task's log file), isolation.
 
+use crate::taskfiles::TaskFiles;
 use shoal_api::objects::{Mount, Task};
+use shoal_api::secrets::SECRETS_DIR;
 use std::path::{Path, PathBuf};
 
 /// Carries out the mounts inside the task's mount namespace, then execs the rest of its
 /// arguments. Each mount is four words: kind, source, target, comma-separated options.
+/// `file` and `newfile` are secrets and configs: a file of shoald's in-memory store, bound
+/// read-only, nosuid and nodev, but executable (a config may be a script, and is one in a
+/// container, where runc's read-only remount drops the store's noexec too); `newfile`
+/// first makes its mount point inside a tmpfs of this namespace, `file` covers an
+/// existing host file. `entries` gives a host directory a tmpfs in which new mount points
+/// can be made (see `file_words`).
 const MOUNT_SCRIPT: &str = r#"set -e
+# entries DIR STAGE: DIR becomes a tmpfs showing each host entry of DIR through a bind
+# (recursive, so mounts below come along), taken from STAGE, a recursive bind of DIR.
+# STAGE is read through the working directory, since covering DIR may cover its path;
+# `mount -c` then leaves relative sources to the kernel; `-n` keeps mount(8) from writing
+# its table under a /run it is covering.
+entries() {
+  stage=$2
+  mkdir -p "$stage"
+  mount --rbind "$1" "$stage"
+  cd "$stage"
+  set -- "$1" $(stat -c '%a %u %g' .)
+  mount -n -t tmpfs -o "mode=$2,uid=$3,gid=$4,size=1m,nosuid,nodev" tmpfs "$1"
+  for e in * .[!.]* ..?*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    if [ -L "$e" ]; then
+      ln -s "$(readlink "$e")" "$1/$e"
+    elif [ -d "$e" ]; then
+      mkdir -p "$1/$e"; mount -n -c --rbind "./$e" "$1/$e"
+    else
+      : > "$1/$e"; mount -n -c --bind "./$e" "$1/$e"
+    fi
+  done
+  cd /
+  # Unreachable when DIR holds it (then it goes with the namespace).
+  umount -n -l "$stage" 2>/dev/null || :
+}
 while [ "$1" != "--" ]; do
   kind=$1; src=$2; dst=$3; opts=$4; shift 4
-  mkdir -p "$dst"
-  if [ "$kind" = tmpfs ]; then
-    mount -t tmpfs -o "$opts" tmpfs "$dst"
-  else
-    mount --bind "$src" "$dst"
-    for o in $(echo "$opts" | tr , ' '); do
-      case $o in
-        ro) mount -o remount,bind,ro "$dst" ;;
-        *) mount "--make-$o" "$dst" ;;
-      esac
-    done
-  fi
+  case $kind in
+    entries)
+      entries "$dst" "$src" ;;
+    tmpfs)
+      mkdir -p "$dst"
+      mount -t tmpfs -o "$opts" tmpfs "$dst" ;;
+    file|newfile)
+      if [ "$kind" = newfile ]; then
+        mkdir -p "$(dirname "$dst")"
+        [ -e "$dst" ] || : > "$dst"
+      fi
+      [ -f "$dst" ] || { echo "shoal: $dst is not a file" >&2; exit 1; }
+      mount --bind "$src" "$dst"
+      mount -o remount,bind,ro,nosuid,nodev "$dst" ;;
+    *)
+      mkdir -p "$dst"
+      mount --bind "$src" "$dst"
+      for o in $(echo "$opts" | tr , ' '); do
+        case $o in
+          ro) mount -o remount,bind,ro "$dst" ;;
+          *) mount "--make-$o" "$dst" ;;
+        esac
+      done ;;
+  esac
 done
 shift
 exec "$@""#;
@@ -222,6 +277,169 @@ pub fn resolve_user(spec: &str) -> Result<(u32, u32, bool), String> {
 /// The group a native task's unknown uid runs with.
 const NOGROUP: u32 = 65534;
 
+/// Whether `path` lies strictly inside `dir`.
+fn inside(path: &str, dir: &str) -> bool {
+    Path::new(path).starts_with(dir) && Path::new(path) != Path::new(dir)
+}
+
+/// What is at a path on the host, for placing a task's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Missing,
+    File,
+    Dir,
+    /// A device, socket or the like.
+    Other,
+}
+
+/// The host's answer (following symlinks, as the task's own lookups would).
+fn probe(path: &Path) -> Entry {
+    match std::fs::metadata(path) {
+        Err(_) => Entry::Missing,
+        Ok(m) if m.is_file() => Entry::File,
+        Ok(m) if m.is_dir() => Entry::Dir,
+        Ok(_) => Entry::Other,
+    }
+}
+
+/// The nearest ancestor of `path` that exists on the host.
+fn existing_ancestor(path: &str, probe: &dyn Fn(&Path) -> Entry) -> PathBuf {
+    let mut p = Path::new(path);
+    while let Some(parent) = p.parent() {
+        if probe(parent) != Entry::Missing {
+            return parent.to_path_buf();
+        }
+        p = parent;
+    }
+    PathBuf::from("/")
+}
+
+/// The mounts that show a task its secrets and configs, after the spec's own. Nothing is
+/// written to the host and no host file is hidden from the task:
+/// - under `/run/secrets`: a tmpfs there when the host has the directory (Docker's: only
+///   the task's secrets in it), else as below;
+/// - under one of the spec's tmpfs mounts: a mount point made in it;
+/// - over a file the host has: covered, for this task only;
+/// - else, in a directory `D` the host has (the target's nearest existing ancestor): `D`
+///   gets a tmpfs showing each of its host entries through a bind (so writes to them still
+///   reach the host; only entries the task creates in `D` itself stay in memory), plus the
+///   target. Not for `/` (Docker's default config target `/<name>`): a mount over the root
+///   does not change a running process's root, so it is refused by name.
+///
+/// Last, the store itself is covered, so the task cannot read other tasks' files.
+pub fn file_words(
+    files: &TaskFiles,
+    mounts: &[Mount],
+    probe: &dyn Fn(&Path) -> Entry,
+) -> Result<Vec<[String; 4]>, String> {
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let word =
+        |kind: &str, src: &str, dst: &str, opts: &str| [kind, src, dst, opts].map(String::from);
+    let mut in_memory: Vec<String> = mounts
+        .iter()
+        .filter(|m| m.kind == "tmpfs")
+        .map(|m| m.target.clone())
+        .collect();
+    let mut secrets_tmpfs = false;
+    let mut add_entries: Vec<PathBuf> = Vec::new();
+    let mut kinds = Vec::new();
+    for f in &files.files {
+        let refuse = |why: &str| {
+            Err(format!(
+                "{} {}: target {} {why}",
+                f.kind.word(),
+                f.source,
+                f.target
+            ))
+        };
+        if inside(&f.target, SECRETS_DIR) && !in_memory.iter().any(|d| inside(&f.target, d)) {
+            match probe(Path::new(SECRETS_DIR)) {
+                Entry::Dir => secrets_tmpfs = true,
+                Entry::Missing => {
+                    let d = existing_ancestor(SECRETS_DIR, probe);
+                    if d == Path::new("/") {
+                        return refuse("needs /run on this node");
+                    }
+                    add_entries.push(d);
+                }
+                _ => {
+                    return refuse(&format!(
+                        "needs {SECRETS_DIR}, which is not a directory on this node"
+                    ));
+                }
+            }
+            in_memory.push(SECRETS_DIR.to_string());
+        }
+        let kind = if in_memory.iter().any(|d| inside(&f.target, d)) {
+            "newfile"
+        } else {
+            match probe(Path::new(&f.target)) {
+                Entry::File => "file",
+                Entry::Dir | Entry::Other => {
+                    return refuse(
+                        "is not a file on this node; a native task sees the host's filesystem, so give a target where the node has a file or nothing",
+                    );
+                }
+                Entry::Missing => {
+                    let d = existing_ancestor(&f.target, probe);
+                    if d == Path::new("/") {
+                        return refuse(
+                            "is in / of the host, which a native task shares: shoal can add a file to a directory such as /etc for the task alone, but not to /; give a target such as /etc/<name>, or run the service as a container",
+                        );
+                    }
+                    if probe(&d) != Entry::Dir {
+                        return refuse(&format!(
+                            "is under {}, which is not a directory on this node",
+                            d.display()
+                        ));
+                    }
+                    add_entries.push(d.clone());
+                    in_memory.push(d.display().to_string());
+                    "newfile"
+                }
+            }
+        };
+        kinds.push(kind);
+    }
+    // Outer directories first: an inner one is then one of the outer one's binds.
+    add_entries.sort_by_key(|d| (d.components().count(), d.clone()));
+    add_entries.dedup();
+    let stage = files.dir.display().to_string();
+    let mut words: Vec<[String; 4]> = add_entries
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            word(
+                "entries",
+                &format!("{stage}/stage-{i}"),
+                &d.display().to_string(),
+                "",
+            )
+        })
+        .collect();
+    if secrets_tmpfs {
+        // Holds only mount points; the data stays in the store.
+        words.push(word(
+            "tmpfs",
+            "tmpfs",
+            SECRETS_DIR,
+            "size=1m,mode=755,nosuid,nodev,noexec",
+        ));
+    }
+    for (f, kind) in files.files.iter().zip(kinds) {
+        words.push(word(kind, &f.host.display().to_string(), &f.target, "ro"));
+    }
+    words.push(word(
+        "tmpfs",
+        "tmpfs",
+        &files.root.display().to_string(),
+        "ro,size=4k,mode=700",
+    ));
+    Ok(words)
+}
+
 /// The plan for `task`; `sandboxed` says whether it gets its own namespaces (shoald is
 /// root), which mounts, users and sysctls need.
 pub fn plan(
@@ -229,6 +447,7 @@ pub fn plan(
     volumes_dir: &Path,
     task_dir: &Path,
     sandboxed: bool,
+    files: &TaskFiles,
 ) -> Result<Plan, String> {
     let cs = &task.spec.container_spec;
     let mut plan = Plan::default();
@@ -282,7 +501,13 @@ pub fn plan(
         plan.dir = Some(dir);
     }
     let mut argv = Vec::new();
-    if !cs.mounts.is_empty() {
+    if !files.is_empty() && !sandboxed {
+        return Err(
+            "secrets and configs need the task's own mount namespace: run shoald as root".into(),
+        );
+    }
+    let file_words = file_words(files, &cs.mounts, &probe)?;
+    if !cs.mounts.is_empty() || !file_words.is_empty() {
         if !sandboxed {
             return Err("mounts need the task's own mount namespace: run shoald as root".into());
         }
@@ -290,6 +515,7 @@ pub fn plan(
         for (i, m) in cs.mounts.iter().enumerate() {
             argv.extend(mount_words(m, i, volumes_dir, task_dir, &mut plan)?);
         }
+        argv.extend(file_words.into_iter().flatten());
         argv.push("--".into());
     }
     if !cs.ulimits.is_empty() {
@@ -331,7 +557,13 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::taskfiles::PlacedFile;
     use shoal_api::objects::{Driver, TmpfsOptions, Ulimit, VolumeOptions};
+    use shoal_api::secrets::Kind;
+
+    fn none() -> TaskFiles {
+        TaskFiles::default()
+    }
 
     fn task(cs: serde_json::Value) -> Task {
         serde_json::from_value(serde_json::json!({
@@ -348,7 +580,14 @@ mod tests {
     #[test]
     fn a_plain_command_is_run_as_it_is() {
         let t = task(serde_json::json!({"Command": ["sleep", "1"]}));
-        let p = plan(&t, Path::new("/s/volumes"), Path::new("/s/tasks/t1"), true).unwrap();
+        let p = plan(
+            &t,
+            Path::new("/s/volumes"),
+            Path::new("/s/tasks/t1"),
+            true,
+            &none(),
+        )
+        .unwrap();
         assert_eq!(p.argv, ["sleep", "1"]);
         assert!(p.dirs.is_empty() && p.sysctls.is_empty() && p.dir.is_none());
     }
@@ -386,7 +625,14 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let p = plan(&t, Path::new("/s/volumes"), Path::new("/s/tasks/t1"), true).unwrap();
+        let p = plan(
+            &t,
+            Path::new("/s/volumes"),
+            Path::new("/s/tasks/t1"),
+            true,
+            &none(),
+        )
+        .unwrap();
         let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
         assert_eq!(&words[..2], ["sh", "-c"]);
         assert_eq!(
@@ -434,13 +680,13 @@ mod tests {
             }),
             ..Default::default()
         }];
-        let err = plan(&t, Path::new("/v"), Path::new("/t"), true).unwrap_err();
+        let err = plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).unwrap_err();
         assert!(err.contains("volume nfsdata at /data"), "{err}");
         assert!(err.contains("driver options"), "{err}");
         assert!(err.contains("run the service as a container"), "{err}");
         t.spec.container_spec.mounts[0].source = "../escape".into();
         t.spec.container_spec.mounts[0].volume_options = None;
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
     }
 
     #[test]
@@ -461,7 +707,7 @@ mod tests {
         }];
         t.spec.container_spec.sysctls =
             [("net.ipv4.ip_forward".to_string(), "1".to_string())].into();
-        let p = plan(&t, Path::new("/v"), Path::new("/t"), true).unwrap();
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).unwrap();
         assert_eq!(
             p.argv,
             [
@@ -485,22 +731,193 @@ mod tests {
     #[test]
     fn container_only_confinement_is_refused_and_the_rest_ignored() {
         let t = task(serde_json::json!({"Command": ["true"], "CapabilityDrop": ["ALL"]}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(serde_json::json!({"Command": ["true"], "ReadOnly": true}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(serde_json::json!({"Command": ["true"], "Sysctls": {"kernel.shmmax": "1"}}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(serde_json::json!({"Command": ["true"], "Dir": "/nonexistent/dir"}));
-        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true).is_err());
+        assert!(plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).is_err());
         let t = task(
             serde_json::json!({"Command": ["true"], "Hostname": "h", "TTY": true, "Labels": {"a": "b"}}),
         );
-        let p = plan(&t, Path::new("/v"), Path::new("/t"), true).unwrap();
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &none()).unwrap();
         assert_eq!(p.ignored, ["labels", "hostname", "tty"]);
         let t = task(serde_json::json!({"Command": ["true"], "User": "nobody"}));
         assert!(
-            plan(&t, Path::new("/v"), Path::new("/t"), false).is_err(),
+            plan(&t, Path::new("/v"), Path::new("/t"), false, &none()).is_err(),
             "a user needs root"
         );
+    }
+
+    fn placed(kind: Kind, source: &str, target: &str) -> PlacedFile {
+        let name = format!("{}-{}", kind.word(), target.len());
+        PlacedFile {
+            kind,
+            source: source.into(),
+            target: target.into(),
+            host: PathBuf::from("/store/t1").join(name),
+        }
+    }
+
+    fn store(files: Vec<PlacedFile>) -> TaskFiles {
+        TaskFiles {
+            root: "/store".into(),
+            dir: "/store/t1".into(),
+            files,
+        }
+    }
+
+    /// A host with /etc/hosts, /etc, /run and /srv/app.conf, and whatever `more` adds.
+    fn host(more: &'static [(&'static str, Entry)]) -> impl Fn(&Path) -> Entry {
+        move |p: &Path| {
+            let p = p.to_str().unwrap();
+            let known = [
+                ("/", Entry::Dir),
+                ("/etc", Entry::Dir),
+                ("/etc/hosts", Entry::File),
+                ("/run", Entry::Dir),
+                ("/srv", Entry::Dir),
+                ("/srv/app.conf", Entry::File),
+            ];
+            known
+                .iter()
+                .chain(more)
+                .find(|(k, _)| *k == p)
+                .map(|(_, e)| *e)
+                .unwrap_or(Entry::Missing)
+        }
+    }
+
+    fn flat(words: Vec<[String; 4]>) -> Vec<String> {
+        words.into_iter().flatten().collect()
+    }
+
+    #[test]
+    fn files_go_where_they_cost_the_host_nothing() {
+        let files = store(vec![
+            placed(Kind::Secret, "db", "/run/secrets/db"),
+            placed(Kind::Secret, "tls", "/run/secrets/tls/key.pem"),
+            placed(Kind::Config, "site", "/etc/site.conf"),
+            placed(Kind::Config, "app", "/srv/app.conf"),
+            placed(Kind::Config, "deep", "/etc/app/conf.d/x.conf"),
+        ]);
+        let words = flat(file_words(&files, &[], &host(&[])).unwrap());
+        assert_eq!(
+            words,
+            [
+                // /run has no secrets dir: /run gets one in memory, beside its own entries.
+                "entries",
+                "/store/t1/stage-0",
+                "/etc",
+                "",
+                "entries",
+                "/store/t1/stage-1",
+                "/run",
+                "",
+                "newfile",
+                "/store/t1/secret-15",
+                "/run/secrets/db",
+                "ro",
+                "newfile",
+                "/store/t1/secret-24",
+                "/run/secrets/tls/key.pem",
+                "ro",
+                "newfile",
+                "/store/t1/config-14",
+                "/etc/site.conf",
+                "ro",
+                // An existing file is covered for the task alone.
+                "file",
+                "/store/t1/config-13",
+                "/srv/app.conf",
+                "ro",
+                "newfile",
+                "/store/t1/config-22",
+                "/etc/app/conf.d/x.conf",
+                "ro",
+                "tmpfs",
+                "tmpfs",
+                "/store",
+                "ro,size=4k,mode=700",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_hosts_secrets_dir_is_covered_by_the_tasks_own() {
+        let files = store(vec![placed(Kind::Secret, "db", "/run/secrets/db")]);
+        let words = flat(file_words(&files, &[], &host(&[("/run/secrets", Entry::Dir)])).unwrap());
+        assert_eq!(
+            words,
+            [
+                "tmpfs",
+                "tmpfs",
+                "/run/secrets",
+                "size=1m,mode=755,nosuid,nodev,noexec",
+                "newfile",
+                "/store/t1/secret-15",
+                "/run/secrets/db",
+                "ro",
+                "tmpfs",
+                "tmpfs",
+                "/store",
+                "ro,size=4k,mode=700",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_config_under_a_tmpfs_of_the_service_is_made_there() {
+        let mounts = [Mount {
+            kind: "tmpfs".into(),
+            target: "/conf".into(),
+            ..Default::default()
+        }];
+        let files = store(vec![placed(Kind::Config, "app", "/conf/app.conf")]);
+        let words = flat(file_words(&files, &mounts, &host(&[])).unwrap());
+        assert_eq!(
+            words,
+            [
+                "newfile",
+                "/store/t1/config-14",
+                "/conf/app.conf",
+                "ro",
+                "tmpfs",
+                "tmpfs",
+                "/store",
+                "ro,size=4k,mode=700",
+            ]
+        );
+    }
+
+    #[test]
+    fn targets_in_the_root_or_on_a_directory_are_refused_by_name() {
+        let files = store(vec![placed(Kind::Config, "nginx_conf", "/nginx_conf")]);
+        let err = file_words(&files, &[], &host(&[])).unwrap_err();
+        assert!(
+            err.starts_with("config nginx_conf: target /nginx_conf is in / of the host"),
+            "{err}"
+        );
+        assert!(err.contains("/etc/<name>"), "{err}");
+        let files = store(vec![placed(Kind::Config, "x", "/etc")]);
+        let err = file_words(&files, &[], &host(&[])).unwrap_err();
+        assert!(err.contains("is not a file on this node"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_runs_the_file_mounts_before_the_command_and_needs_root() {
+        let t = task(serde_json::json!({"Command": ["true"]}));
+        let existing = tempfile::NamedTempFile::new().unwrap();
+        let target = existing.path().display().to_string();
+        let files = store(vec![placed(Kind::Config, "app", &target)]);
+        let p = plan(&t, Path::new("/v"), Path::new("/t"), true, &files).unwrap();
+        let words: Vec<&str> = p.argv.iter().map(String::as_str).collect();
+        assert_eq!(&words[..2], ["sh", "-c"]);
+        assert_eq!(words[4], "file");
+        assert_eq!(words[6], target);
+        assert_eq!(&words[words.len() - 2..], ["--", "true"]);
+        let err = plan(&t, Path::new("/v"), Path::new("/t"), false, &files).unwrap_err();
+        assert!(err.contains("run shoald as root"), "{err}");
     }
 }
