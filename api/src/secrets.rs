@@ -263,6 +263,24 @@ pub fn check_drivers(
     Ok(())
 }
 
+/// A templated object's data must be text that parses as a service template (the agent
+/// renders it per task, with `secret`, `config` and `env` besides the usual fields).
+pub fn check_template(
+    kind: Kind,
+    name: &str,
+    templating: Option<&Driver>,
+    data: &[u8],
+) -> Result<(), String> {
+    if templating.is_none_or(|t| t.name.is_empty()) {
+        return Ok(());
+    }
+    let word = kind.word();
+    let text = std::str::from_utf8(data).map_err(|_| {
+        format!("{word} {name}: a templated {word} must be UTF-8 text; leave out --template-driver for binary data")
+    })?;
+    crate::template::check_payload(text).map_err(|e| format!("{word} {name}: {e}"))
+}
+
 /// The path a reference's file takes inside the task.
 pub fn target_path(kind: Kind, target: &str) -> String {
     if target.starts_with('/') {
@@ -414,6 +432,23 @@ mod tests {
         let mut bad_mode = s("a", "a");
         bad_mode.file.as_mut().unwrap().mode = 0o10000;
         assert!(check_references(&[bad_mode], &[]).is_err());
+    }
+
+    #[test]
+    fn templated_data_must_parse() {
+        let golang = Driver {
+            name: "golang".into(),
+            options: Default::default(),
+        };
+        let ok = b"db={{ secret \"db_pw\" }} on {{.Node.Hostname}} {{env \"X\"}}";
+        assert!(check_template(Kind::Config, "c", Some(&golang), ok).is_ok());
+        assert!(
+            check_template(Kind::Config, "c", None, b"{{ broken").is_ok(),
+            "not templated"
+        );
+        let err = check_template(Kind::Config, "c", Some(&golang), b"{{.Task.Nope}}").unwrap_err();
+        assert!(err.starts_with("config c:"), "{err}");
+        assert!(check_template(Kind::Secret, "s", Some(&golang), &[0xff, 0xfe]).is_err());
     }
 
     #[test]

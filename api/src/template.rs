@@ -332,6 +332,19 @@ pub fn check_container_spec(cs: &ContainerSpec) -> Result<(), (Field, TemplateEr
 /// Whether `text` is a template the agent can expand: it parses and names only fields that
 /// exist (labels are not known before a task runs, so any label is accepted).
 pub fn check(text: &str) -> Result<(), TemplateError> {
+    check_with(text, &[])
+}
+
+/// [`check`] for a templated secret's or config's data, which may also call the agent's
+/// `secret`, `config` and `env` (their results are only known on the node).
+pub fn check_payload(text: &str) -> Result<(), TemplateError> {
+    fn stub(_: &[TemplateValue]) -> Result<TemplateValue, FuncError> {
+        Ok(TemplateValue::from(""))
+    }
+    check_with(text, &[("secret", stub), ("config", stub), ("env", stub)])
+}
+
+fn check_with(text: &str, funcs: &[(&str, Func)]) -> Result<(), TemplateError> {
     if !text.contains("{{") {
         return Ok(());
     }
@@ -355,7 +368,7 @@ pub fn check(text: &str) -> Result<(), TemplateError> {
             slot: "1".into(),
         },
     };
-    run(text, placeholder.value(false), &[]).map(|_| ())
+    run(text, placeholder.value(false), funcs).map(|_| ())
 }
 
 #[cfg(test)]

@@ -359,6 +359,13 @@ pub async fn run_secret(cmd: SecretCommand, daemon: &mut Daemon, out: &mut Outpu
         SecretCommand::Create(args) => {
             let (spec, file) = secret_spec(&args)?;
             let data = read_data(Kind::Secret, &spec.name, file, &mut std::io::stdin())?;
+            shoal_api::secrets::check_template(
+                Kind::Secret,
+                &spec.name,
+                spec.templating.as_ref(),
+                data.as_slice(),
+            )
+            .map_err(anyhow::Error::msg)?;
             let id = daemon
                 .created(ControlRequest::SecretCreate { spec, data })
                 .await?;
@@ -398,6 +405,13 @@ pub async fn run_config(cmd: ConfigCommand, daemon: &mut Daemon, out: &mut Outpu
             spec.data = read_data(Kind::Config, &spec.name, &args.file, &mut std::io::stdin())?
                 .as_slice()
                 .to_vec();
+            shoal_api::secrets::check_template(
+                Kind::Config,
+                &spec.name,
+                spec.templating.as_ref(),
+                &spec.data,
+            )
+            .map_err(anyhow::Error::msg)?;
             let id = daemon
                 .created(ControlRequest::ConfigCreate { spec })
                 .await?;

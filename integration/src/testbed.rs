@@ -462,6 +462,11 @@ impl Drop for Testbed {
         for n in &mut self.nodes {
             remove_netns(&n.netns);
             shoal_agent::netns::Sandboxes::new(&n.dir.join("state")).remove_all();
+            // A killed daemon leaves the tmpfs of its tasks' secrets mounted (a daemon that
+            // stops cleanly unmounts it once no task has files).
+            let files = shoal_agent::taskfiles::store::default_dir(&n.dir.join("state"));
+            let _ = nix::mount::umount2(&files, nix::mount::MntFlags::MNT_DETACH);
+            let _ = std::fs::remove_dir(&files);
         }
         for n in &self.extra {
             remove_netns(n);

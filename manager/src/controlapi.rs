@@ -291,7 +291,7 @@ impl ControlApi {
                 Ok(ControlResponse::Done)
             }
             R::SecretCreate { spec, data } => {
-                check_secret_create(&spec, data.len())?;
+                check_secret_create(&spec, data.as_slice())?;
                 let key = self.secret_key(&spec.name)?;
                 let id = new_id();
                 self.propose(Command::CreateSecret {
@@ -354,7 +354,7 @@ impl ControlApi {
                 configs,
             } => {
                 for s in &secrets {
-                    check_secret_create(&s.spec, s.data.len())?;
+                    check_secret_create(&s.spec, s.data.as_slice())?;
                 }
                 for c in &configs {
                     check_config_create(c)?;
@@ -517,10 +517,11 @@ impl ControlApi {
 }
 
 /// Docker's checks of a new secret, before its data is sealed.
-fn check_secret_create(spec: &shoal_api::secrets::SecretSpec, len: usize) -> Result<(), Status> {
-    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name};
+fn check_secret_create(spec: &shoal_api::secrets::SecretSpec, data: &[u8]) -> Result<(), Status> {
+    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name, check_template};
     check_name(Kind::Secret, &spec.name)
-        .and_then(|()| check_data(Kind::Secret, &spec.name, len))
+        .and_then(|()| check_data(Kind::Secret, &spec.name, data.len()))
+        .and_then(|()| check_template(Kind::Secret, &spec.name, spec.templating.as_ref(), data))
         .and_then(|()| {
             check_drivers(
                 Kind::Secret,
@@ -534,10 +535,18 @@ fn check_secret_create(spec: &shoal_api::secrets::SecretSpec, len: usize) -> Res
 
 /// Docker's checks of a new config; a templated one must parse as a service template.
 fn check_config_create(spec: &shoal_api::secrets::ConfigSpec) -> Result<(), Status> {
-    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name};
+    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name, check_template};
     check_name(Kind::Config, &spec.name)
         .and_then(|()| check_data(Kind::Config, &spec.name, spec.data.len()))
         .and_then(|()| check_drivers(Kind::Config, &spec.name, None, spec.templating.as_ref()))
+        .and_then(|()| {
+            check_template(
+                Kind::Config,
+                &spec.name,
+                spec.templating.as_ref(),
+                &spec.data,
+            )
+        })
         .map_err(|e| ErrorKind::Invalid.status(e))
 }
 
