@@ -256,6 +256,16 @@ fn secrets_and_configs_reach_only_their_tasks_from_memory() {
         serde_json::from_value(info["HeldSecrets"].clone()).unwrap_or_default()
     };
     assert_eq!(held(2), Vec::<String>::new(), "node 3 holds no secret");
+    let node3_files = shoal_agent::taskfiles::store::default_dir(&bed.nodes[2].dir.join("state"));
+    let node3_has = std::fs::read_dir(&node3_files)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        node3_has,
+        0,
+        "node 3 has no task files in {}",
+        node3_files.display()
+    );
     assert_eq!(held(0), ["db_pw"], "node 1");
     assert_eq!(held(1), ["db_pw"], "node 2");
 
