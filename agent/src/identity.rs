@@ -7,7 +7,8 @@
 //! On the managers of an autolocked swarm, `swarm-data.key` is locked under the swarm's
 //! unlock key and `swarm-node.key` under the data key (`shoal_manager::ca::unlock`), as
 //! Docker locks its TLS key and raft DEK: with the TLS key in the clear, a copy of the state
-//! dir could still renew its manager certificate and be handed the data key.
+//! dir could still renew its manager certificate and be handed the data key. (The raft log
+//! itself still holds the CA key and join tokens in the clear; see `ca::unlock`.)
 
 use serde::{Deserialize, Serialize};
 use shoal_api::dispatch::ManagerPeer;
@@ -208,6 +209,29 @@ impl StateDir {
     }
 }
 
+/// A name that sets the host-wide objects of the daemon with state in `state_dir` apart
+/// from other daemons' (the testbed runs several on one host): `None` for the default
+/// state dir, else its absolute path with everything but letters, digits and `-` as `_`
+/// (bpffs and mount paths take that form; bpffs names may not hold dots).
+pub fn state_dir_tag(state_dir: &Path) -> Option<String> {
+    if state_dir == Path::new("/var/lib/shoal") {
+        return None;
+    }
+    let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    Some(
+        abs.to_string_lossy()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +286,13 @@ mod tests {
         let (_, plain) = state.load().unwrap().unwrap();
         assert!(!plain.key_locked());
         assert_eq!(plain.key_pem, certs().key_pem);
+    }
+
+    #[test]
+    fn daemons_with_other_state_dirs_get_other_tags() {
+        assert_eq!(state_dir_tag(Path::new("/var/lib/shoal")), None);
+        let a = state_dir_tag(Path::new("/tmp/bed/node-1/state")).unwrap();
+        assert_eq!(a, "_tmp_bed_node-1_state");
+        assert_ne!(Some(a), state_dir_tag(Path::new("/tmp/bed/node-2/state")));
     }
 }

@@ -278,7 +278,13 @@ pub fn check_template(
     let text = std::str::from_utf8(data).map_err(|_| {
         format!("{word} {name}: a templated {word} must be UTF-8 text; leave out --template-driver for binary data")
     })?;
-    crate::template::check_payload(text).map_err(|e| format!("{word} {name}: {e}"))
+    crate::template::check_payload(text).map_err(|e| {
+        let e = match kind {
+            Kind::Secret => e.withheld(),
+            Kind::Config => e,
+        };
+        format!("{word} {name}: {e}")
+    })
 }
 
 /// The path a reference's file takes inside the task.
@@ -302,6 +308,14 @@ pub fn check_target(kind: Kind, source: &str, target: &str) -> Result<(), String
     }
     if target.contains('\0') {
         return bad("holds a NUL byte");
+    }
+    // `.` and empty segments (`a//b`, `a/./b`) would make one file reachable under two
+    // spellings and slip past the duplicate check; refuse them outright.
+    let segments: Vec<&str> = target.trim_start_matches('/').split('/').collect();
+    if segments.iter().any(|s| s.is_empty() || *s == ".") {
+        return bad(
+            "has an empty or '.' path segment; write the path plainly, such as app/db.conf",
+        );
     }
     if Path::new(target)
         .components()
@@ -347,6 +361,17 @@ pub fn check_references(
         if let Some(other) = targets.insert(path.clone(), source.to_string()) {
             return Err(format!(
                 "{} {source} and {other} both target {path}; give one of them another target",
+                kind.word()
+            ));
+        }
+        // A file can't also be a directory of another target.
+        let clash = targets.iter().find(|(p, _)| {
+            p.as_str() != path
+                && (p.starts_with(&format!("{path}/")) || path.starts_with(&format!("{p}/")))
+        });
+        if let Some((p, other)) = clash {
+            return Err(format!(
+                "{} {source} targets {path} and {other} targets {p}: one is inside the other; give one of them another target",
                 kind.word()
             ));
         }
@@ -402,7 +427,18 @@ mod tests {
         assert_eq!(target_path(Kind::Config, "app.conf"), "/app.conf");
         assert!(check_target(Kind::Secret, "s", "sub/db").is_ok());
         assert!(check_target(Kind::Secret, "s", "/etc/ssl/key.pem").is_ok());
-        for bad in ["../../etc/passwd", "a/../../b", "", "dir/", "/run/secrets"] {
+        for bad in [
+            "../../etc/passwd",
+            "a/../../b",
+            "",
+            "dir/",
+            "/run/secrets",
+            ".",
+            "x/.",
+            "/.",
+            "a//b",
+            "a/./b",
+        ] {
             assert!(check_target(Kind::Secret, "s", bad).is_err(), "{bad:?}");
         }
         let err = check_target(Kind::Secret, "s", "../x").unwrap_err();
@@ -426,6 +462,8 @@ mod tests {
         assert!(err.contains("both target /run/secrets/x"), "{err}");
         let err = check_references(&[s("a", "/app.conf")], &[c("c", "app.conf")]).unwrap_err();
         assert!(err.contains("both target /app.conf"), "{err}");
+        let err = check_references(&[s("a", "x"), s("b", "x/y")], &[]).unwrap_err();
+        assert!(err.contains("one is inside the other"), "{err}");
         let mut no_file = s("a", "a");
         no_file.file = None;
         assert!(check_references(&[no_file], &[]).is_err());
@@ -449,6 +487,13 @@ mod tests {
         let err = check_template(Kind::Config, "c", Some(&golang), b"{{.Task.Nope}}").unwrap_err();
         assert!(err.starts_with("config c:"), "{err}");
         assert!(check_template(Kind::Secret, "s", Some(&golang), &[0xff, 0xfe]).is_err());
+        // A secret's failing template is never quoted back.
+        let err = check_template(Kind::Secret, "s", Some(&golang), b"hunter2 {{.Nope hunter2")
+            .unwrap_err();
+        assert!(
+            err.starts_with("secret s:") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

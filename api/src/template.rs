@@ -60,6 +60,19 @@ pub enum TemplateError {
     Parse { text: String, reason: String },
     #[error("template {text:?}: {reason}")]
     Render { text: String, reason: String },
+    /// A secret's template failed: its text, and the engine's reason (which can quote it),
+    /// are left out, so that a task error or an answer never carries the secret.
+    #[error(
+        "its template does not parse or render; the text and the reason are withheld because they could quote the secret (the same text as a config shows the error)"
+    )]
+    Withheld,
+}
+
+impl TemplateError {
+    /// This error as it may be shown for a secret: [`TemplateError::Withheld`].
+    pub fn withheld(self) -> TemplateError {
+        TemplateError::Withheld
+    }
 }
 
 impl Context {

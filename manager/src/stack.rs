@@ -55,9 +55,10 @@ pub fn plan_with_files(
     for secret in files.secrets {
         let name = secret.spec.name.clone();
         if let Some(existing) = state.secrets.values().find(|s| s.spec.name == name) {
-            let same = files
-                .same_secret_data
-                .is_some_and(|same| same(&existing.id, secret.data.as_slice()));
+            let same = existing.spec.templating == secret.spec.templating
+                && files
+                    .same_secret_data
+                    .is_some_and(|same| same(&existing.id, secret.data.as_slice()));
             if !same {
                 return Err(immutable("secret", &name));
             }

@@ -131,22 +131,10 @@ fn lb_err(ns: &Netns, e: impl std::fmt::Display) -> LbError {
 /// from the state directory's path, so daemons sharing a host keep apart. bpffs names may
 /// not contain dots.
 pub fn default_pin_dir(state_dir: &Path) -> PathBuf {
-    if state_dir == Path::new("/var/lib/shoal") {
-        return PathBuf::from("/sys/fs/bpf/shoal");
+    match crate::identity::state_dir_tag(state_dir) {
+        None => PathBuf::from("/sys/fs/bpf/shoal"),
+        Some(tag) => PathBuf::from(format!("/sys/fs/bpf/shoal{tag}")),
     }
-    let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-    let name: String = abs
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    PathBuf::from(format!("/sys/fs/bpf/shoal{name}"))
 }
 
 /// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on unified hosts,

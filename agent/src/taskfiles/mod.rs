@@ -201,7 +201,11 @@ pub fn files_for(
                     TaskFilesError::Template {
                         kind: r.kind,
                         name: r.name.to_string(),
-                        source,
+                        // The task's error goes into raft, `service ps` and the log.
+                        source: match r.kind {
+                            Kind::Secret => source.withheld(),
+                            Kind::Config => source,
+                        },
                     }
                 })?
             }

@@ -20,22 +20,10 @@ pub const SIZE_LIMIT: &str = "256m";
 /// The default store of the shoald whose state dir is `state_dir`: one per daemon, since
 /// the testbed runs several on one host.
 pub fn default_dir(state_dir: &Path) -> PathBuf {
-    if state_dir == Path::new("/var/lib/shoal") {
-        return PathBuf::from("/run/shoal/task-files");
+    match crate::identity::state_dir_tag(state_dir) {
+        None => PathBuf::from("/run/shoal/task-files"),
+        Some(tag) => PathBuf::from(format!("/run/shoal/task-files{tag}")),
     }
-    let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-    let name: String = abs
-        .to_string_lossy()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    PathBuf::from(format!("/run/shoal/task-files{name}"))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -250,6 +250,23 @@ fn a_bad_template_or_an_unknown_target_names_the_file() {
 }
 
 #[test]
+fn a_secrets_failing_template_is_not_quoted_in_the_task_error() {
+    let t = task(vec![secret_ref("s-db", "db", "db")], vec![], &[]);
+    for data in [
+        "hunter2 {{.Task.Nope}}",
+        "hunter2 {{secret \"nope\"}}",
+        "hunter2 {{",
+    ] {
+        let v = view(vec![secret("s-db", "db", data, golang())], vec![]);
+        let msg = files_for(&t, &v, &crate::template::context(&t, &v))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("secret db:"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}
+
+#[test]
 fn a_default_store_per_state_dir() {
     assert_eq!(
         store::default_dir(Path::new("/var/lib/shoal")),

@@ -1,7 +1,11 @@
 //! The unlock key of an autolocked swarm (Docker's KEK): 32 random bytes, shown to the
 //! operator as `SWMKEY-1-<base64>` as swarmkit prints it. With autolock on, every manager keeps
 //! its key files (the cluster data key, its TLS key) locked under it, so a manager that
-//! restarts, or a disk that is copied, yields nothing usable until someone types the key in.
+//! restarts serves nothing until someone types the key in, and a copied disk does not open
+//! the sealed values in raft (secrets, registry credentials) offline. It is not yet Docker's
+//! whole guarantee: raft still holds the root CA key and the join tokens in the clear, so a
+//! copy of the log, with a way into the running cluster, could join as a manager and be
+//! handed the keys (sealing those is left to the hardening work, issue 16).
 //! The cluster keeps the key in raft sealed under the data key (which a running manager holds
 //! in memory), so all managers learn a new one and re-lock their files with it.
 //!

@@ -63,7 +63,10 @@ impl ClusterState {
             }
             Command::UpdateClusterSpec { spec, now } => {
                 let rec = self.cluster.as_mut().ok_or(StoreError::NotInitialized)?;
+                // Autolock moves only with its key (`SetUnlockKey`).
+                let encryption = rec.cluster.spec.encryption_config.clone();
                 rec.cluster.spec = spec;
+                rec.cluster.spec.encryption_config = encryption;
                 rec.cluster.version = version;
                 rec.cluster.updated_at = now;
                 Ok(Applied::Done)

@@ -47,8 +47,9 @@ impl ClusterState {
         })
     }
 
-    /// The key must agree with the spec as it stands when this applies: a group sets the
-    /// spec first, then the key.
+    /// Sets the key and, with it, the spec's autolock flag: on with a key, off without. The
+    /// flag changes only here (a spec update keeps it), so a `swarm update` built from a
+    /// spec read before autolock changed can't undo it, and flag and key always agree.
     pub(super) fn set_unlock_key(
         &mut self,
         version: Version,
@@ -56,24 +57,7 @@ impl ClusterState {
         now: String,
     ) -> Result<Applied, StoreError> {
         let rec = self.cluster.as_mut().ok_or(StoreError::NotInitialized)?;
-        match (
-            rec.cluster.spec.encryption_config.auto_lock_managers,
-            &sealed,
-        ) {
-            (true, None) => {
-                return Err(StoreError::precondition(
-                    "swarm",
-                    "autolock is on, so the swarm needs an unlock key",
-                ));
-            }
-            (false, Some(_)) => {
-                return Err(StoreError::precondition(
-                    "swarm",
-                    "cannot set an unlock key because autolock is not turned on",
-                ));
-            }
-            _ => {}
-        }
+        rec.cluster.spec.encryption_config.auto_lock_managers = sealed.is_some();
         self.unlock_key = sealed;
         rec.cluster.version = version;
         rec.cluster.updated_at = now;
@@ -136,32 +120,34 @@ mod tests {
         let wanted = |s: &ClusterState| s.lock_setting().unwrap().wanted(&data_key).unwrap();
         assert_eq!(wanted(&s), LockWanted::Plain);
 
-        // A key without autolock, and autolock on without a key, are refused.
-        assert!(s.apply(2, key(Some(&sealed))).is_err());
-        assert!(s.apply(2, Command::All(vec![spec(true)])).is_ok());
-        assert_eq!(wanted(&s), LockWanted::Unsettled);
-        s = with_cluster();
-        assert!(
-            s.apply(2, Command::All(vec![spec(true), key(None)]))
-                .is_err()
-        );
-        assert_eq!(
-            wanted(&s),
-            LockWanted::Plain,
-            "the group left nothing behind"
-        );
+        // A spec update alone never moves the flag: a stale `swarm update` can't undo it.
+        s.apply(2, spec(true)).unwrap();
+        assert_eq!(wanted(&s), LockWanted::Plain);
 
         // On, with its key, as `swarm update --autolock=true` proposes it.
         s.apply(3, Command::All(vec![spec(true), key(Some(&sealed))]))
             .unwrap();
         assert_eq!(wanted(&s), LockWanted::Locked(unlock.clone()));
+        assert!(
+            s.record()
+                .unwrap()
+                .cluster
+                .spec
+                .encryption_config
+                .auto_lock_managers
+        );
         assert_eq!(s.record().unwrap().cluster.version.index, 3);
+        s.apply(4, spec(false)).unwrap();
+        assert_eq!(
+            wanted(&s),
+            LockWanted::Locked(unlock.clone()),
+            "still locked"
+        );
 
         // Rotation alone.
         let next = UnlockKey::generate();
-        s.apply(4, key(Some(&next.seal_under(&data_key)))).unwrap();
+        s.apply(5, key(Some(&next.seal_under(&data_key)))).unwrap();
         assert_eq!(wanted(&s), LockWanted::Locked(next));
-        assert!(s.apply(5, key(None)).is_err(), "autolock is still on");
 
         // Off drops the key.
         s.apply(6, Command::All(vec![spec(false), key(None)]))
