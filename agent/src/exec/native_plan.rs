@@ -395,8 +395,10 @@ pub fn file_words(
                             d.display()
                         ));
                     }
-                    add_entries.push(d.clone());
-                    in_memory.push(d.display().to_string());
+                    // Not counted as wholly in memory: `d`'s subdirectories and files are
+                    // the host's, seen through binds, so each later target in it is placed
+                    // by what the host has there (covered, or its own nearest directory).
+                    add_entries.push(d);
                     "newfile"
                 }
             }
@@ -842,6 +844,37 @@ mod tests {
                 "ro,size=4k,mode=700",
             ]
         );
+    }
+
+    #[test]
+    fn targets_beside_host_entries_never_write_through_to_the_host() {
+        // /etc gets an in-memory copy for site.conf; /etc/hosts and a new file in /etc/ssl
+        // (which the host has) must then be covered and get /etc/ssl's own copy, in either
+        // order, rather than be written through the binds of /etc's copy.
+        const MORE: &[(&str, Entry)] = &[("/etc/ssl", Entry::Dir)];
+        let a = placed(Kind::Config, "site", "/etc/site.conf");
+        let b = placed(Kind::Config, "pem", "/etc/ssl/x.pem");
+        let c = placed(Kind::Config, "hosts", "/etc/hosts");
+        for order in [
+            vec![a.clone(), b.clone(), c.clone()],
+            vec![c.clone(), b.clone(), a.clone()],
+        ] {
+            let words = file_words(&store(order), &[], &host(MORE)).unwrap();
+            let kind_of = |target: &str| {
+                words
+                    .iter()
+                    .find(|w| w[2] == target)
+                    .map(|w| w[0].clone())
+                    .unwrap()
+            };
+            assert_eq!(kind_of("/etc"), "entries");
+            assert_eq!(kind_of("/etc/ssl"), "entries");
+            assert_eq!(kind_of("/etc/site.conf"), "newfile");
+            assert_eq!(kind_of("/etc/ssl/x.pem"), "newfile");
+            assert_eq!(kind_of("/etc/hosts"), "file", "covered, not truncated");
+            let pos = |t: &str| words.iter().position(|w| w[2] == t).unwrap();
+            assert!(pos("/etc") < pos("/etc/ssl"), "outer copy first");
+        }
     }
 
     #[test]
