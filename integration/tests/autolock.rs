@@ -384,25 +384,23 @@ async fn autolocked_managers_restart_locked_and_follow_rotation() {
     // Autolock off: the keys are written plain again, and a restart needs no key.
     let out = ok(c.shoal(2, &["swarm", "update", "--autolock=false"]));
     assert_eq!(out, "Swarm updated.\n");
+    // Each manager rewrites its two files one after the other: wait for both.
     eventually(Duration::from_secs(10), "key files plain", || async {
         managers
             .iter()
-            .all(|&i| {
+            .enumerate()
+            .all(|(n, &i)| {
                 std::fs::read_to_string(data_key_path(&c, i))
                     .ok()
                     .as_deref()
                     == Some(data_key_b64.as_str())
+                    && std::fs::read_to_string(tls_key_path(&c, i)).ok().as_deref()
+                        == Some(tls_keys[n].as_str())
             })
             .then_some(())
     })
     .await
     .unwrap();
-    for (n, &i) in managers.iter().enumerate() {
-        assert_eq!(
-            std::fs::read_to_string(tls_key_path(&c, i)).unwrap(),
-            tls_keys[n]
-        );
-    }
     let err = fails(c.shoal(0, &["swarm", "unlock-key"]));
     assert!(err.contains("no unlock key is set"), "{err}");
     let err = fails(c.shoal(0, &["swarm", "unlock-key", "--rotate"]));
