@@ -194,8 +194,16 @@ fn files_for(
         .filter_map(|id| {
             let secret = state.secrets.get(id)?;
             let sealed = state.secret_data.get(id)?;
+            // Views are rebuilt on every change: say it once per manager, not per rebuild.
+            use std::sync::atomic::{AtomicBool, Ordering};
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            let warn_once = |why: &str| {
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(secret = %secret.spec.name, "{why}; tasks that use it fail naming it");
+                }
+            };
             let Some(key) = data_key else {
-                tracing::warn!(secret = %secret.spec.name, "a task needs this secret but this manager has no cluster data key");
+                warn_once("a task needs this secret but this manager has no cluster data key");
                 return None;
             };
             match key.open_b64(id, sealed) {
@@ -205,7 +213,7 @@ fn files_for(
                     data: SensitiveBytes(plain),
                 }),
                 Err(e) => {
-                    tracing::warn!(secret = %secret.spec.name, "{e}");
+                    warn_once(&e.to_string());
                     None
                 }
             }
