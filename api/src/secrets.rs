@@ -287,6 +287,21 @@ pub fn check_template(
     })
 }
 
+/// Every check of a new secret or config, in the order a user meets them: name, size,
+/// drivers, template.
+pub fn check_new(
+    kind: Kind,
+    name: &str,
+    driver: Option<&Driver>,
+    templating: Option<&Driver>,
+    data: &[u8],
+) -> Result<(), String> {
+    check_name(kind, name)?;
+    check_data(kind, name, data.len())?;
+    check_drivers(kind, name, driver, templating)?;
+    check_template(kind, name, templating, data)
+}
+
 /// The path a reference's file takes inside the task.
 pub fn target_path(kind: Kind, target: &str) -> String {
     if target.starts_with('/') {

@@ -368,28 +368,10 @@ impl ControlApi {
                 }
                 let (mut commands, done, ids) = {
                     let state = self.raft.state();
-                    let key = self.data_key.clone();
-                    let same = |id: &str, data: &[u8]| {
-                        let sealed = state.secret_data.get(id);
-                        match (&key, sealed) {
-                            (Some(k), Some(sealed)) => k
-                                .open_b64(id, sealed)
-                                .is_ok_and(|plain| plain.as_slice() == data),
-                            _ => false,
-                        }
-                    };
-                    let seal = |id: &str, data: &[u8]| {
-                        key.as_ref()
-                            .map(|k| k.seal_b64(id, data))
-                            .unwrap_or_default()
-                    };
                     let files = crate::stack::Files {
                         secrets,
                         configs,
-                        same_secret_data: Some(&same),
-                        seal: key
-                            .is_some()
-                            .then_some(&seal as &dyn Fn(&str, &[u8]) -> String),
+                        data_key: self.data_key.as_ref(),
                     };
                     let (commands, done) = crate::stack::plan_with_files(
                         &state,
@@ -518,36 +500,28 @@ impl ControlApi {
 
 /// Docker's checks of a new secret, before its data is sealed.
 fn check_secret_create(spec: &shoal_api::secrets::SecretSpec, data: &[u8]) -> Result<(), Status> {
-    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name, check_template};
-    check_name(Kind::Secret, &spec.name)
-        .and_then(|()| check_data(Kind::Secret, &spec.name, data.len()))
-        .and_then(|()| check_template(Kind::Secret, &spec.name, spec.templating.as_ref(), data))
-        .and_then(|()| {
-            check_drivers(
-                Kind::Secret,
-                &spec.name,
-                spec.driver.as_ref(),
-                spec.templating.as_ref(),
-            )
-        })
-        .map_err(|e| ErrorKind::Invalid.status(e))
+    use shoal_api::secrets::{Kind, check_new};
+    check_new(
+        Kind::Secret,
+        &spec.name,
+        spec.driver.as_ref(),
+        spec.templating.as_ref(),
+        data,
+    )
+    .map_err(|e| ErrorKind::Invalid.status(e))
 }
 
 /// Docker's checks of a new config; a templated one must parse as a service template.
 fn check_config_create(spec: &shoal_api::secrets::ConfigSpec) -> Result<(), Status> {
-    use shoal_api::secrets::{Kind, check_data, check_drivers, check_name, check_template};
-    check_name(Kind::Config, &spec.name)
-        .and_then(|()| check_data(Kind::Config, &spec.name, spec.data.len()))
-        .and_then(|()| check_drivers(Kind::Config, &spec.name, None, spec.templating.as_ref()))
-        .and_then(|()| {
-            check_template(
-                Kind::Config,
-                &spec.name,
-                spec.templating.as_ref(),
-                &spec.data,
-            )
-        })
-        .map_err(|e| ErrorKind::Invalid.status(e))
+    use shoal_api::secrets::{Kind, check_new};
+    check_new(
+        Kind::Config,
+        &spec.name,
+        None,
+        spec.templating.as_ref(),
+        &spec.data,
+    )
+    .map_err(|e| ErrorKind::Invalid.status(e))
 }
 
 /// Refuses service templates the agents could not expand (every field

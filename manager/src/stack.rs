@@ -2,6 +2,7 @@
 //! or update, with attachment targets resolved to ids, all checked by the store in one apply
 //! so a refusal anywhere leaves the cluster as it was.
 
+use crate::ca::DataKey;
 use crate::ids::new_id;
 use crate::store::{ClusterState, Command, PendingNames, StoreError, lookup};
 use shoal_api::control::{StackDeployed, StackSecret};
@@ -23,20 +24,13 @@ pub fn plan(
     plan_with_files(state, Files::default(), networks, services, now)
 }
 
-/// Whether the stored secret `id` holds these bytes.
-pub type SameData<'a> = &'a dyn Fn(&str, &[u8]) -> bool;
-/// Seals a new secret's bytes for its id.
-pub type Seal<'a> = &'a dyn Fn(&str, &[u8]) -> String;
-
-/// A stack's secrets and configs: the ones to create, and for secrets that exist by name,
-/// whether they hold the same data (only the caller, with the data key, can tell).
+/// A stack's secrets and configs, and the data key that seals new secrets and opens
+/// existing ones to compare their content (none on a swarm from before data keys).
 #[derive(Default)]
 pub struct Files<'a> {
     pub secrets: Vec<StackSecret>,
     pub configs: Vec<ConfigSpec>,
-    pub same_secret_data: Option<SameData<'a>>,
-    /// Seals a new secret's data for its id.
-    pub seal: Option<Seal<'a>>,
+    pub data_key: Option<&'a DataKey>,
 }
 
 /// [`plan`] with the stack's secrets and configs, created first in the same group. One that
@@ -55,16 +49,22 @@ pub fn plan_with_files(
     for secret in files.secrets {
         let name = secret.spec.name.clone();
         if let Some(existing) = state.secrets.values().find(|s| s.spec.name == name) {
-            let same = existing.spec.templating == secret.spec.templating
-                && files
-                    .same_secret_data
-                    .is_some_and(|same| same(&existing.id, secret.data.as_slice()));
+            let same_data = || {
+                let sealed = state.secret_data.get(&existing.id);
+                match (files.data_key, sealed) {
+                    (Some(k), Some(sealed)) => k
+                        .open_b64(&existing.id, sealed)
+                        .is_ok_and(|plain| plain.as_slice() == secret.data.as_slice()),
+                    _ => false,
+                }
+            };
+            let same = existing.spec.templating == secret.spec.templating && same_data();
             if !same {
                 return Err(immutable("secret", &name));
             }
             continue;
         }
-        let Some(seal) = files.seal else {
+        let Some(key) = files.data_key else {
             return Err(StoreError::precondition(
                 format!("secret {name}"),
                 "this manager has no cluster data key, so it can't keep secrets",
@@ -74,7 +74,7 @@ pub fn plan_with_files(
         pending.secrets.insert(name.clone(), id.clone());
         done.created_secrets.push(name);
         commands.push(Command::CreateSecret {
-            sealed: seal(&id, secret.data.as_slice()),
+            sealed: key.seal_b64(&id, secret.data.as_slice()),
             id,
             spec: secret.spec,
             now: now.to_string(),
@@ -299,9 +299,7 @@ mod tests {
     fn stack_files_are_created_first_kept_when_equal_and_refused_when_changed() {
         use shoal_api::secrets::*;
         let mut s = cluster((30000, 30010));
-        let seal = |id: &str, data: &[u8]| format!("{id}:{}", String::from_utf8_lossy(data));
-        // The stored secret holds "pw1".
-        let same = |_: &str, data: &[u8]| data == b"pw1";
+        let key = crate::ca::DataKey::generate();
         let secret = |data: &str| StackSecret {
             spec: SecretSpec {
                 name: "shop_db_pw".into(),
@@ -331,8 +329,7 @@ mod tests {
         let files = |pw: &str, site: &str| Files {
             secrets: vec![secret(pw)],
             configs: vec![config(site)],
-            same_secret_data: Some(&same),
-            seal: Some(&seal),
+            data_key: Some(&key),
         };
         let (commands, done) = plan_with_files(&s, files("pw1", "a"), vec![], svc(), NOW).unwrap();
         assert_eq!(done.created_secrets, ["shop_db_pw"]);
@@ -341,7 +338,10 @@ mod tests {
         let web = lookup(&s.services, "shop_web").unwrap();
         let id = &web.spec.task_template.container_spec.secrets[0].secret_id;
         assert_eq!(s.secrets[id].spec.name, "shop_db_pw");
-        assert_eq!(s.secret_data[id], format!("{id}:pw1"));
+        assert_eq!(
+            key.open_b64(id, &s.secret_data[id]).unwrap().as_slice(),
+            b"pw1"
+        );
         // The same files again: nothing to do, the service included.
         let (commands, _) = plan_with_files(&s, files("pw1", "a"), vec![], svc(), NOW).unwrap();
         assert!(commands.is_empty(), "{commands:?}");

@@ -212,19 +212,17 @@ fn resolve_one<'a>(
     name: &str,
     id: &str,
     known: impl Iterator<Item = (&'a str, &'a str)>,
-    pending: &BTreeMap<String, String>,
+    pending: &'a BTreeMap<String, String>,
 ) -> Result<String, String> {
     let word = kind.word();
-    let mut all: Vec<(String, String)> =
-        known.map(|(i, n)| (i.to_string(), n.to_string())).collect();
-    all.extend(pending.iter().map(|(n, i)| (i.clone(), n.clone())));
+    let mut all = known.chain(pending.iter().map(|(n, i)| (i.as_str(), n.as_str())));
     let found = if id.is_empty() {
-        all.iter().find(|(_, n)| n == name)
+        all.find(|(_, n)| *n == name)
     } else {
-        all.iter().find(|(i, _)| i == id)
+        all.find(|(i, _)| *i == id)
     };
     match found {
-        Some((i, n)) if n == name => Ok(i.clone()),
+        Some((i, n)) if n == name => Ok(i.to_string()),
         Some((_, n)) => Err(format!(
             "{word} reference {name} has the id of {word} {n}; give the name alone"
         )),
