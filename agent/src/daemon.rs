@@ -746,7 +746,7 @@ impl Daemon {
         let mut inner = self.inner.lock().await;
         let Some(running) = inner.as_ref() else {
             return Err(err(
-                ErrorKind::Precondition,
+                ErrorKind::Unavailable,
                 "This node is not part of a swarm",
             ));
         };
@@ -961,7 +961,7 @@ impl Daemon {
             let inner = self.inner.lock().await;
             let Some(running) = inner.as_ref() else {
                 return Err(err(
-                    ErrorKind::Precondition,
+                    ErrorKind::Unavailable,
                     "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect this node to swarm and try again.",
                 ));
             };
@@ -969,7 +969,7 @@ impl Daemon {
                 Some(m) => m.control.clone(),
                 None => {
                     return Err(err(
-                        ErrorKind::Precondition,
+                        ErrorKind::Unavailable,
                         "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
                     ));
                 }
@@ -980,7 +980,10 @@ impl Daemon {
     }
 
     /// `service logs`: the leader gathers the output; another manager relays its stream.
-    async fn logs(&self, req: shoal_api::logs::LogsRequest) -> Result<FrameStream, Status> {
+    pub(crate) async fn logs(
+        &self,
+        req: shoal_api::logs::LogsRequest,
+    ) -> Result<FrameStream, Status> {
         use tokio_stream::StreamExt;
         if self.is_locked() {
             return Err(lock::locked_error());
@@ -989,13 +992,13 @@ impl Daemon {
             let inner = self.inner.lock().await;
             let Some(running) = inner.as_ref() else {
                 return Err(err(
-                    ErrorKind::Precondition,
+                    ErrorKind::Unavailable,
                     "This node is not part of a swarm",
                 ));
             };
             let Some(m) = &running.manager else {
                 return Err(err(
-                    ErrorKind::Precondition,
+                    ErrorKind::Unavailable,
                     "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.",
                 ));
             };
@@ -1075,7 +1078,7 @@ fn parse_unlock_key(key: Option<&KeyText>) -> Result<Option<UnlockKey>, Status> 
 
 fn already_in_swarm() -> Status {
     err(
-        ErrorKind::Precondition,
+        ErrorKind::Unavailable,
         "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.",
     )
 }
@@ -1085,7 +1088,7 @@ pub struct LocalService {
     pub daemon: Arc<Daemon>,
 }
 
-type FrameStream =
+pub(crate) type FrameStream =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<Frame, Status>> + Send>>;
 
 #[tonic::async_trait]

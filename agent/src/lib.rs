@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
+pub mod engine_api;
 pub mod exec;
 pub mod identity;
 pub mod lb;

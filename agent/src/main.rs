@@ -58,6 +58,12 @@ struct Opts {
     /// from --state-dir when that is not the default).
     #[arg(long, value_name = "DIR")]
     task_files_dir: Option<PathBuf>,
+    /// Unix socket for Docker's Engine API (the Swarm routes), so that the `docker` CLI
+    /// and SDKs drive the cluster: `DOCKER_HOST=unix://PATH docker service ls`. Mode 0660,
+    /// group `docker` when the host has one. `none` turns it off. Default:
+    /// /run/shoal/docker.sock, or a name made from --state-dir when that is not the default.
+    #[arg(long, value_name = "PATH")]
+    engine_api_socket: Option<String>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9323;
     /// off when not given.
     #[arg(long, value_name = "IP:PORT")]
@@ -226,6 +232,25 @@ async fn main() -> anyhow::Result<()> {
         });
         tracing::info!(%addr, "serving metrics");
     }
+    let engine_socket = match opts.engine_api_socket.as_deref() {
+        Some("none") => None,
+        Some(p) => {
+            let path = PathBuf::from(p);
+            shoal_agent::engine_api::serve_unix(&path, daemon.clone()).await?;
+            Some(path)
+        }
+        // The default is a convenience: where it can't be made (not root), say so and go on.
+        None => {
+            let path = shoal_agent::engine_api::default_socket(&opts.state_dir);
+            match shoal_agent::engine_api::serve_unix(&path, daemon.clone()).await {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Engine API socket; give --engine-api-socket PATH (or none)");
+                    None
+                }
+            }
+        }
+    };
     daemon.resume().await?;
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "shoald ready");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
@@ -249,5 +274,8 @@ async fn main() -> anyhow::Result<()> {
     server.await?;
     daemon.shutdown().await;
     let _ = std::fs::remove_file(&opts.socket);
+    if let Some(path) = &engine_socket {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }

@@ -125,6 +125,10 @@ pub enum ControlRequest {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct SwarmUpdate {
+    /// The swarm version the change was made against (Engine API `?version=`); when given,
+    /// a swarm changed since is refused as "update out of sequence".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub cert_expiry_ns: Option<u64>,
     pub heartbeat_period_ns: Option<u64>,
     pub task_history_limit: Option<u64>,
@@ -136,6 +140,10 @@ pub struct SwarmUpdate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct NodeUpdate {
     pub node: String,
+    /// The node version the change was made against (the Engine API's `?version=`); when
+    /// given, a node changed since is refused as "update out of sequence".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub availability: Option<Availability>,
     pub role: Option<NodeRole>,
     pub labels_add: BTreeMap<String, String>,

@@ -220,11 +220,13 @@ impl fmt::Display for PublishMode {
 pub struct PortConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    #[serde(default)]
     pub protocol: Protocol,
     pub target_port: u16,
     /// 0 in a spec asks for a dynamic port from 30000-32767 (ingress mode).
     #[serde(default)]
     pub published_port: u16,
+    #[serde(default)]
     pub publish_mode: PublishMode,
 }
 
@@ -248,6 +250,8 @@ impl fmt::Display for EndpointMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct EndpointSpec {
+    /// Docker's clients leave the mode out for the default (vip).
+    #[serde(default)]
     pub mode: EndpointMode,
     #[serde(default)]
     pub ports: Vec<PortConfig>,
@@ -573,8 +577,9 @@ pub enum RestartCondition {
     None,
 }
 
+/// Fields left out take the defaults (Docker's clients send only what was set).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct RestartPolicy {
     pub condition: RestartCondition,
     /// First restart delay in nanoseconds; doubled per consecutive failure up to `max_delay`.
@@ -621,6 +626,7 @@ impl fmt::Display for Runtime {
 #[serde(rename_all = "PascalCase")]
 pub struct TaskSpec {
     pub container_spec: ContainerSpec,
+    #[serde(default)]
     pub runtime: Runtime,
     #[serde(default)]
     pub placement: Placement,
@@ -695,9 +701,10 @@ impl Ratio {
     }
 }
 
-/// Docker's `UpdateConfig`, also used for `RollbackConfig`.
+/// Docker's `UpdateConfig`, also used for `RollbackConfig`; fields left out take the
+/// defaults.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct UpdateConfig {
     /// Tasks replaced at once; 0 means all at once.
     pub parallelism: u64,

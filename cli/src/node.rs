@@ -210,6 +210,7 @@ pub fn node_update(args: &UpdateArgs) -> Result<NodeUpdate> {
     }
     Ok(NodeUpdate {
         node: args.node.clone(),
+        version: None,
         availability: args.availability.map(Into::into),
         role: args.role.map(Into::into),
         labels_add,

@@ -161,6 +161,7 @@ async fn update(args: UpdateArgs, daemon: &mut Daemon, out: &mut Output) -> Resu
         _ => true,
     };
     let update = SwarmUpdate {
+        version: None,
         cert_expiry_ns: args.cert_expiry,
         heartbeat_period_ns: args.dispatcher_heartbeat,
         task_history_limit: args.task_history_limit,

@@ -178,12 +178,19 @@ pub struct TestbedNode {
     pub addr: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// Docker's Engine API of this node (`shoald --engine-api-socket`).
+    pub engine_socket: PathBuf,
     child: Option<Child>,
 }
 
 impl TestbedNode {
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket.display())
+    }
+
+    /// `DOCKER_HOST` for this node's Engine API.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.engine_socket.display())
     }
 }
 
@@ -230,6 +237,7 @@ impl Testbed {
             ip(&["netns", "add", &netns])?;
             bed.nodes.push(TestbedNode {
                 socket: dir.join("shoald.sock"),
+                engine_socket: dir.join("docker.sock"),
                 name,
                 netns: netns.clone(),
                 addr: addr.clone(),
@@ -299,6 +307,8 @@ impl Testbed {
             .arg(&node.name)
             .arg("--bpf-dir")
             .arg(bpf)
+            .arg("--engine-api-socket")
+            .arg(&node.engine_socket)
             .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

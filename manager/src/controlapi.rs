@@ -120,6 +120,7 @@ impl ControlApi {
                 let mut command = Command::UpdateClusterSpec {
                     spec,
                     now: now_rfc3339(),
+                    expected: update.version,
                 };
                 if let Some(on) = autolock {
                     command = self.autolock_command(command, on)?;
@@ -188,6 +189,7 @@ impl ControlApi {
                     id,
                     spec,
                     now: now_rfc3339(),
+                    expected: update.version,
                 })
                 .await?;
                 Ok(ControlResponse::Done)

@@ -25,7 +25,7 @@ pub(super) struct LockedNode {
 
 pub(super) fn locked_error() -> Status {
     err(
-        ErrorKind::Precondition,
+        ErrorKind::Unavailable,
         "this node's swarm is locked: run `shoal swarm unlock` with the unlock key",
     )
 }

@@ -163,6 +163,9 @@ pub fn pull_reference(image: &str) -> String {
     }
 }
 
+/// The stack a service belongs to (`docker stack deploy`, `shoal stack deploy`).
+const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
 /// Swarm's labels on a task's container (`com.docker.swarm.*`), which override the spec's.
 pub const SWARM_LABEL_PREFIX: &str = "com.docker.swarm";
 
@@ -284,6 +287,11 @@ pub fn container_body(
         ("service.name", ctx.service.name.as_str()),
     ] {
         labels.insert(format!("{SWARM_LABEL_PREFIX}.{k}"), v.to_string());
+    }
+    // Monitoring and log shippers group a stack's containers by this label, which Docker
+    // copies from the service (the CLI puts it on every stack object).
+    if let Some(ns) = ctx.service.labels.get(STACK_NAMESPACE_LABEL) {
+        labels.insert(STACK_NAMESPACE_LABEL.into(), ns.clone());
     }
     labels.insert(TASK_LABEL.into(), task.id.clone());
     labels.insert(SERVICE_LABEL.into(), task.service_id.clone());
@@ -927,6 +935,20 @@ mod tests {
 
     fn ctx(t: &Task) -> Context {
         Context::for_task(t, "web", &Default::default(), "host-a", Default::default())
+    }
+
+    #[test]
+    fn a_stack_service_s_containers_carry_the_stack_label() {
+        let t = task(serde_json::json!({
+            "Runtime": "docker",
+            "ContainerSpec": {"Image": "busybox:1"}
+        }));
+        let labels = [("com.docker.stack.namespace".to_string(), "shop".to_string())].into();
+        let stack_ctx = Context::for_task(&t, "shop_web", &labels, "host-a", Default::default());
+        let b = container_body(&t, &stack_ctx, "owner", &TaskFiles::default()).unwrap();
+        assert_eq!(b.labels.as_ref().unwrap()["com.docker.stack.namespace"], "shop");
+        let b = container_body(&t, &ctx(&t), "owner", &TaskFiles::default()).unwrap();
+        assert!(!b.labels.unwrap().contains_key("com.docker.stack.namespace"));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub fn init_autolock(spec: &ClusterSpec, unlock: &UnlockKey, data_key: &DataKey)
         Command::UpdateClusterSpec {
             spec,
             now: now_rfc3339(),
+            expected: None,
         },
         true,
         Some(unlock),

@@ -23,9 +23,12 @@ impl ClusterState {
         match command {
             Command::Init(init) => self.init(version, *init),
             Command::AddNode(node) => self.add_node(version, *node),
-            Command::UpdateNodeSpec { id, spec, now } => {
-                self.update_node_spec(version, &id, spec, now)
-            }
+            Command::UpdateNodeSpec {
+                id,
+                spec,
+                now,
+                expected,
+            } => self.update_node_spec(version, &id, spec, now, expected),
             Command::NodeStatus {
                 id,
                 status,
@@ -61,8 +64,19 @@ impl ClusterState {
                 rec.cluster.updated_at = now;
                 Ok(Applied::Done)
             }
-            Command::UpdateClusterSpec { spec, now } => {
+            Command::UpdateClusterSpec {
+                spec,
+                now,
+                expected,
+            } => {
                 let rec = self.cluster.as_mut().ok_or(StoreError::NotInitialized)?;
+                if let Some(expected) = expected.filter(|&e| e != rec.cluster.version.index) {
+                    return Err(StoreError::VersionMismatch {
+                        object: "the swarm".into(),
+                        expected,
+                        actual: rec.cluster.version.index,
+                    });
+                }
                 // Autolock moves only with its key (`SetUnlockKey`).
                 let encryption = rec.cluster.spec.encryption_config.clone();
                 rec.cluster.spec = spec;
@@ -229,11 +243,19 @@ impl ClusterState {
         id: &str,
         spec: NodeSpec,
         now: String,
+        expected: Option<u64>,
     ) -> Result<Applied, StoreError> {
         let node = self.nodes.get(id).ok_or_else(|| StoreError::NotFound {
             kind: "node",
             name: id.to_string(),
         })?;
+        if let Some(expected) = expected.filter(|&e| e != node.version.index) {
+            return Err(StoreError::VersionMismatch {
+                object: format!("node {}", node.hostname()),
+                expected,
+                actual: node.version.index,
+            });
+        }
         if node.spec.role == NodeRole::Manager && spec.role == NodeRole::Worker {
             let managers = self.managers().count();
             if managers <= 1 {

@@ -99,6 +99,7 @@ mod tests {
         Command::UpdateClusterSpec {
             spec,
             now: "t".into(),
+            expected: None,
         }
     }
 

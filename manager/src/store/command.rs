@@ -22,6 +22,9 @@ pub enum Command {
         id: String,
         spec: NodeSpec,
         now: String,
+        /// The version the caller read (Engine API `?version=`); a newer node is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected: Option<u64>,
     },
     /// Reported state of a node (session opened, heartbeats stopped) and its description.
     NodeStatus {
@@ -42,6 +45,9 @@ pub enum Command {
     UpdateClusterSpec {
         spec: ClusterSpec,
         now: String,
+        /// The cluster version the change was made against (Engine API `?version=`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected: Option<u64>,
     },
     CreateNetwork {
         id: String,

@@ -53,7 +53,7 @@ pub enum StoreError {
     #[error("{object}: {reason}")]
     Precondition { object: String, reason: String },
     #[error(
-        "{object} changed since it was read (version {expected}, now {actual}); read it again and retry"
+        "update out of sequence: {object} changed since it was read (version {expected}, now {actual}); read it again and retry"
     )]
     VersionMismatch {
         object: String,
@@ -78,10 +78,12 @@ impl StoreError {
         match self {
             StoreError::NotFound { .. } => ErrorKind::NotFound,
             StoreError::Ambiguous { .. } | StoreError::Invalid { .. } => ErrorKind::Invalid,
-            StoreError::NameTaken { .. } | StoreError::PortTaken { .. } => ErrorKind::Conflict,
+            // Docker answers a stale version with 409 as well.
+            StoreError::NameTaken { .. }
+            | StoreError::PortTaken { .. }
+            | StoreError::VersionMismatch { .. } => ErrorKind::Conflict,
             StoreError::Exhausted { .. } => ErrorKind::Exhausted,
             StoreError::Precondition { .. }
-            | StoreError::VersionMismatch { .. }
             | StoreError::NoPreviousSpec { .. }
             | StoreError::NotInitialized => ErrorKind::Precondition,
             StoreError::InGroup { source, .. } => source.kind(),
