@@ -29,6 +29,10 @@ fi
 if ! grep -q ' /sys/fs/bpf bpf ' /proc/mounts; then
   mount -t bpf bpf /sys/fs/bpf
 fi
+# docker-py (PyPI `docker`) is a real client of shoald's Engine API in the tests.
+if ! python3 -c 'import docker' >/dev/null 2>&1; then
+  python3 -m pip install -q 'docker>=7,<8'
+fi
 # The Docker executor's tests need an engine that answers and a local image (no registry).
 bash "$(dirname "$0")/docker-engine.sh"
 if command -v docker >/dev/null 2>&1; then

@@ -64,6 +64,19 @@ struct Opts {
     /// /run/shoal/docker.sock, or a name made from --state-dir when that is not the default.
     #[arg(long, value_name = "PATH")]
     engine_api_socket: Option<String>,
+    /// Also serve the Engine API on TCP (`IP:PORT`, Docker uses 2376), only to clients
+    /// with a certificate from --tlscacert, as dockerd's `-H tcp:// --tlsverify`.
+    #[arg(long, value_name = "IP:PORT", requires_all = ["tlscacert", "tlscert", "tlskey"])]
+    engine_api_tcp: Option<std::net::SocketAddr>,
+    /// CA that signs the certificates of Engine API clients (with --engine-api-tcp).
+    #[arg(long, value_name = "PEM", requires = "engine_api_tcp")]
+    tlscacert: Option<PathBuf>,
+    /// The Engine API's own certificate (with --engine-api-tcp).
+    #[arg(long, value_name = "PEM", requires = "engine_api_tcp")]
+    tlscert: Option<PathBuf>,
+    /// Its private key (with --engine-api-tcp).
+    #[arg(long, value_name = "PEM", requires = "engine_api_tcp")]
+    tlskey: Option<PathBuf>,
     /// Serve Prometheus metrics on this address (`GET /metrics`), e.g. 127.0.0.1:9323;
     /// off when not given.
     #[arg(long, value_name = "IP:PORT")]
@@ -251,6 +264,20 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
+    if let (Some(addr), Some(ca), Some(cert), Some(key)) = (
+        opts.engine_api_tcp,
+        opts.tlscacert.clone(),
+        opts.tlscert.clone(),
+        opts.tlskey.clone(),
+    ) {
+        let files = shoal_agent::engine_api::TlsFiles { ca, cert, key };
+        shoal_agent::engine_api::serve_tls(
+            addr,
+            &files,
+            shoal_agent::engine_api::Api::new(daemon.clone()),
+        )
+        .await?;
+    }
     daemon.resume().await?;
     tracing::info!(socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "shoald ready");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

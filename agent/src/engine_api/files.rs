@@ -44,19 +44,26 @@ fn filters(q: &HashMap<String, String>) -> ApiResult<Filters> {
     Filters::parse(q.get("filters").map(String::as_str), FILTERS)
 }
 
-async fn secret_list(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn secret_list(
+    State(api): State<Api>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let f = filters(&q)?;
     match api.control(ControlRequest::SecretList).await? {
-        ControlResponse::Secrets(list) => Ok(Json(json!(list
-            .iter()
-            .filter(|s| matches(&f, &s.id, &s.spec.name, &s.spec.labels))
-            .collect::<Vec<_>>()))),
+        ControlResponse::Secrets(list) => Ok(Json(json!(
+            list.iter()
+                .filter(|s| matches(&f, &s.id, &s.spec.name, &s.spec.labels))
+                .collect::<Vec<_>>()
+        ))),
         other => Err(unexpected(&other)),
     }
 }
 
 async fn secret_inspect(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    match api.control(ControlRequest::SecretInspect { secret: id }).await? {
+    match api
+        .control(ControlRequest::SecretInspect { secret: id })
+        .await?
+    {
         ControlResponse::Secret(s) => Ok(Json(json!(s))),
         other => Err(unexpected(&other)),
     }
@@ -88,43 +95,66 @@ async fn secret_create(State(api): State<Api>, body: Bytes) -> ApiResult<Respons
         driver: req.driver,
         templating: req.templating,
     };
-    created(api.control(ControlRequest::SecretCreate { spec, data: bytes }).await?)
+    created(
+        api.control(ControlRequest::SecretCreate { spec, data: bytes })
+            .await?,
+    )
 }
 
 fn created(answer: ControlResponse) -> ApiResult<Response> {
     match answer {
-        ControlResponse::Created { id } => Ok((StatusCode::CREATED, Json(json!({"ID": id}))).into_response()),
+        ControlResponse::Created { id } => {
+            Ok((StatusCode::CREATED, Json(json!({"ID": id}))).into_response())
+        }
         other => Err(unexpected(&other)),
     }
 }
 
 async fn secret_remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
-    let secret_id = match api.control(ControlRequest::SecretInspect { secret: id }).await? {
+    let secret_id = match api
+        .control(ControlRequest::SecretInspect { secret: id })
+        .await?
+    {
         ControlResponse::Secret(s) => s.id,
         other => return Err(unexpected(&other)),
     };
     super::removal::once_tasks_stop(
         &api,
-        ControlRequest::SecretRemove { secret: secret_id.clone() },
-        |t| t.spec.container_spec.secrets.iter().any(|r| r.secret_id == secret_id),
+        ControlRequest::SecretRemove {
+            secret: secret_id.clone(),
+        },
+        |t| {
+            t.spec
+                .container_spec
+                .secrets
+                .iter()
+                .any(|r| r.secret_id == secret_id)
+        },
     )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-async fn config_list(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+async fn config_list(
+    State(api): State<Api>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
     let f = filters(&q)?;
     match api.control(ControlRequest::ConfigList).await? {
-        ControlResponse::Configs(list) => Ok(Json(json!(list
-            .iter()
-            .filter(|c| matches(&f, &c.id, &c.spec.name, &c.spec.labels))
-            .collect::<Vec<_>>()))),
+        ControlResponse::Configs(list) => Ok(Json(json!(
+            list.iter()
+                .filter(|c| matches(&f, &c.id, &c.spec.name, &c.spec.labels))
+                .collect::<Vec<_>>()
+        ))),
         other => Err(unexpected(&other)),
     }
 }
 
 async fn config_inspect(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    match api.control(ControlRequest::ConfigInspect { config: id }).await? {
+    match api
+        .control(ControlRequest::ConfigInspect { config: id })
+        .await?
+    {
         ControlResponse::Config(c) => Ok(Json(json!(c))),
         other => Err(unexpected(&other)),
     }
@@ -133,7 +163,10 @@ async fn config_inspect(State(api): State<Api>, Path(id): Path<String>) -> ApiRe
 async fn config_create(State(api): State<Api>, body: Bytes) -> ApiResult<Response> {
     let req: FileCreate = gojson::decode(gojson::parse(&body, "config create")?, "config create")?;
     if req.driver.is_some() {
-        return Err(ApiError::bad(format!("config {}: configs have no driver", req.name)));
+        return Err(ApiError::bad(format!(
+            "config {}: configs have no driver",
+            req.name
+        )));
     }
     let bytes = data("config", &req)?;
     let spec = ConfigSpec {
@@ -146,14 +179,25 @@ async fn config_create(State(api): State<Api>, body: Bytes) -> ApiResult<Respons
 }
 
 async fn config_remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
-    let config_id = match api.control(ControlRequest::ConfigInspect { config: id }).await? {
+    let config_id = match api
+        .control(ControlRequest::ConfigInspect { config: id })
+        .await?
+    {
         ControlResponse::Config(c) => c.id,
         other => return Err(unexpected(&other)),
     };
     super::removal::once_tasks_stop(
         &api,
-        ControlRequest::ConfigRemove { config: config_id.clone() },
-        |t| t.spec.container_spec.configs.iter().any(|r| r.config_id == config_id),
+        ControlRequest::ConfigRemove {
+            config: config_id.clone(),
+        },
+        |t| {
+            t.spec
+                .container_spec
+                .configs
+                .iter()
+                .any(|r| r.config_id == config_id)
+        },
     )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))

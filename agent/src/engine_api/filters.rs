@@ -65,10 +65,12 @@ impl Filters {
 
     /// `label=KEY` or `label=KEY=VALUE`: every value must hold (Docker ANDs labels).
     pub fn labels(&self, key: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.values(key).iter().all(|want| match want.split_once('=') {
-            Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
-            None => labels.contains_key(want.as_str()),
-        })
+        self.values(key)
+            .iter()
+            .all(|want| match want.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+                None => labels.contains_key(want.as_str()),
+            })
     }
 }
 
@@ -82,7 +84,10 @@ mod tests {
         assert_eq!(f.values("name"), ["db", "web"]);
         let f = Filters::parse(Some(r#"{"name":["web"]}"#), &["name"]).unwrap();
         assert!(f.any("name", |v| v == "web"));
-        assert!(f.any("id", |_| false), "an absent key lets everything through");
+        assert!(
+            f.any("id", |_| false),
+            "an absent key lets everything through"
+        );
         let e = Filters::parse(Some(r#"{"colour":["red"]}"#), &["name"]).unwrap_err();
         assert_eq!(e.message, "invalid filter 'colour'");
         assert!(Filters::parse(Some("{"), &["name"]).is_err());

@@ -85,7 +85,9 @@ pub fn refuse_set(obj: &Map<String, Value>, at: &str, fields: &[(&str, &str)]) -
         if let Some(v) = obj.get(*field)
             && !is_unset(v)
         {
-            return Err(ApiError::bad(format!("{at}.{field} is not supported: {why}")));
+            return Err(ApiError::bad(format!(
+                "{at}.{field} is not supported: {why}"
+            )));
         }
     }
     Ok(())
@@ -125,10 +127,19 @@ mod tests {
         let v = parse(br#"{"Inner": {"N": "three"}}"#, "spec").unwrap();
         let e = decode::<Outer>(v, "service spec").unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
-        assert!(e.message.starts_with("service spec: Inner.N: invalid type"), "{}", e.message);
+        assert!(
+            e.message.starts_with("service spec: Inner.N: invalid type"),
+            "{}",
+            e.message
+        );
         let e = parse(b"{\"Name\": ", "service spec").unwrap_err();
         assert!(e.message.contains("malformed JSON"), "{}", e.message);
-        assert!(parse(b"  ", "network").unwrap_err().message.contains("no body"));
+        assert!(
+            parse(b"  ", "network")
+                .unwrap_err()
+                .message
+                .contains("no body")
+        );
     }
 
     #[test]
@@ -137,10 +148,23 @@ mod tests {
         canonical_keys(v.as_object_mut().unwrap(), &["Replicated", "Global"]);
         assert_eq!(v, serde_json::json!({"Replicated": {"Replicas": 2}}));
         let obj = serde_json::json!({"Groups": [], "Privileges": {"CredentialSpec": {}}});
-        refuse_set(obj.as_object().unwrap(), "ContainerSpec", &[("Groups", "x"), ("Privileges", "y")]).unwrap();
+        refuse_set(
+            obj.as_object().unwrap(),
+            "ContainerSpec",
+            &[("Groups", "x"), ("Privileges", "y")],
+        )
+        .unwrap();
         let obj = serde_json::json!({"Groups": ["wheel"]});
-        let e = refuse_set(obj.as_object().unwrap(), "ContainerSpec", &[("Groups", "no groups")]).unwrap_err();
-        assert_eq!(e.message, "ContainerSpec.Groups is not supported: no groups");
+        let e = refuse_set(
+            obj.as_object().unwrap(),
+            "ContainerSpec",
+            &[("Groups", "no groups")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            "ContainerSpec.Groups is not supported: no groups"
+        );
         assert!(query_bool(Some("True")) && query_bool(Some("1")));
         assert!(!query_bool(Some("false")) && !query_bool(Some("0")) && !query_bool(None));
     }

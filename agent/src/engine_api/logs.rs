@@ -26,14 +26,18 @@ struct Options {
 fn options(q: &HashMap<String, String>) -> ApiResult<Options> {
     let flag = |k: &str| query_bool(q.get(k).map(String::as_str));
     if !flag("stdout") && !flag("stderr") {
-        return Err(ApiError::bad("Bad parameters: you must choose at least one stream"));
+        return Err(ApiError::bad(
+            "Bad parameters: you must choose at least one stream",
+        ));
     }
     if flag("timestamps") {
         return Err(ApiError::bad(
             "timestamps are not available: shoal does not record when a task wrote each line; drop --timestamps",
         ));
     }
-    if q.get("since").is_some_and(|s| !matches!(s.as_str(), "" | "0")) {
+    if q.get("since")
+        .is_some_and(|s| !matches!(s.as_str(), "" | "0"))
+    {
         return Err(ApiError::bad(
             "since is not available: shoal does not record when a task wrote each line; use --tail",
         ));
@@ -41,7 +45,9 @@ fn options(q: &HashMap<String, String>) -> ApiResult<Options> {
     let tail = match q.get("tail").map(String::as_str) {
         None | Some("") | Some("all") => None,
         Some(n) => Some(n.parse::<i64>().map_err(|_| {
-            ApiError::bad(format!("invalid tail {n:?}: give a number of lines or \"all\""))
+            ApiError::bad(format!(
+                "invalid tail {n:?}: give a number of lines or \"all\""
+            ))
         })?)
         .filter(|n| *n >= 0)
         .map(|n| n as u64),
@@ -162,13 +168,37 @@ mod tests {
     #[test]
     fn query_options_follow_docker() {
         let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
-        let o = options(&q(&[("stdout", "1"), ("tail", "5"), ("follow", "true"), ("details", "1")])).unwrap();
+        let o = options(&q(&[
+            ("stdout", "1"),
+            ("tail", "5"),
+            ("follow", "true"),
+            ("details", "1"),
+        ]))
+        .unwrap();
         assert_eq!((o.follow, o.tail, o.details), (true, Some(5), true));
-        assert_eq!(options(&q(&[("stderr", "1"), ("tail", "all")])).unwrap().tail, None);
-        assert!(options(&q(&[])).unwrap_err().message.contains("at least one stream"));
-        assert!(options(&q(&[("stdout", "1"), ("timestamps", "1")])).unwrap_err().message.contains("--timestamps"));
+        assert_eq!(
+            options(&q(&[("stderr", "1"), ("tail", "all")]))
+                .unwrap()
+                .tail,
+            None
+        );
+        assert!(
+            options(&q(&[]))
+                .unwrap_err()
+                .message
+                .contains("at least one stream")
+        );
+        assert!(
+            options(&q(&[("stdout", "1"), ("timestamps", "1")]))
+                .unwrap_err()
+                .message
+                .contains("--timestamps")
+        );
         assert!(options(&q(&[("stdout", "1"), ("tail", "x")])).is_err());
     }
 }

@@ -20,6 +20,9 @@ mod services;
 mod swarm;
 mod system;
 mod tasks;
+mod tcp;
+
+pub use tcp::{TlsFiles, serve_tls};
 
 use crate::daemon::Daemon;
 use axum::Router;
@@ -104,37 +107,13 @@ pub fn router(api: Api) -> Router {
 
 /// Takes `/v1.41/services` to `/services`, refusing versions outside what is served with
 /// Docker's own messages; adds Docker's `API-Version` and `Server` headers to every answer.
-async fn versioned(router: Router, mut req: Request) -> Response {
-    let path = req.uri().path().to_string();
-    if let Some(rest) = path.strip_prefix("/v")
-        && let Some((version, tail)) = rest.split_once('/')
-        && version.split('.').all(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
-    {
-        if newer(version, API_VERSION) {
-            return ApiError::bad(format!(
-                "client version {version} is too new. Maximum supported API version is {API_VERSION}"
-            ))
-            .into_response();
-        }
-        if newer(MIN_API_VERSION, version) {
-            return ApiError::bad(format!(
-                "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
-            ))
-            .into_response();
-        }
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        match format!("/{tail}{query}").parse() {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(_) => return ApiError::bad("malformed request path").into_response(),
-        }
-    }
-    let mut resp = tower::ServiceExt::oneshot(router, req)
-        .await
-        .unwrap_or_else(|e| match e {});
+async fn versioned(router: Router, req: Request) -> Response {
+    let mut resp = match unversioned(req) {
+        Ok(req) => tower::ServiceExt::oneshot(router, req)
+            .await
+            .unwrap_or_else(|e| match e {}),
+        Err(refused) => refused.into_response(),
+    };
     let h = resp.headers_mut();
     h.insert("API-Version", HeaderValue::from_static(API_VERSION));
     h.insert(
@@ -142,6 +121,40 @@ async fn versioned(router: Router, mut req: Request) -> Response {
         HeaderValue::from_static(concat!("shoal/", env!("CARGO_PKG_VERSION"), " (linux)")),
     );
     resp
+}
+
+/// The request with its `/vX.Y` prefix taken off, or Docker's refusal of that version.
+fn unversioned(mut req: Request) -> ApiResult<Request> {
+    let path = req.uri().path().to_string();
+    let Some((version, tail)) = path
+        .strip_prefix("/v")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(v, _)| {
+            v.split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        })
+    else {
+        return Ok(req);
+    };
+    if newer(version, API_VERSION) {
+        return Err(ApiError::bad(format!(
+            "client version {version} is too new. Maximum supported API version is {API_VERSION}"
+        )));
+    }
+    if newer(MIN_API_VERSION, version) {
+        return Err(ApiError::bad(format!(
+            "client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+        )));
+    }
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    *req.uri_mut() = format!("/{tail}{query}")
+        .parse()
+        .map_err(|_| ApiError::bad("malformed request path"))?;
+    Ok(req)
 }
 
 /// Whether dotted version `a` is newer than `b`.
@@ -177,7 +190,12 @@ pub async fn serve_unix(path: &Path, daemon: Arc<Daemon>) -> anyhow::Result<()> 
     tracing::info!(socket = %path.display(), api = API_VERSION, "serving Docker's Engine API");
     let path = path.to_path_buf();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).await {
+        if let Err(e) = axum::serve(
+            listener,
+            axum::ServiceExt::<Request>::into_make_service(app),
+        )
+        .await
+        {
             tracing::warn!(error = %e, socket = %path.display(), "engine API server stopped");
         }
     });

@@ -71,7 +71,11 @@ fn engine_network(n: &Network) -> Value {
 }
 
 fn matches(f: &Filters, n: &Network) -> bool {
-    let driver = if n.spec.driver_configuration.name.is_empty() { "overlay" } else { n.spec.driver_configuration.name.as_str() };
+    let driver = if n.spec.driver_configuration.name.is_empty() {
+        "overlay"
+    } else {
+        n.spec.driver_configuration.name.as_str()
+    };
     f.any("driver", |v| v == driver)
         && f.any("id", |v| n.id.contains(v))
         && f.any("name", |v| n.spec.name.contains(v))
@@ -90,10 +94,17 @@ async fn list(
         &["driver", "id", "label", "name", "scope", "type", "dangling"],
     )?;
     if f.has("dangling") {
-        return Err(ApiError::bad("invalid filter 'dangling': shoal does not track which networks are unused"));
+        return Err(ApiError::bad(
+            "invalid filter 'dangling': shoal does not track which networks are unused",
+        ));
     }
     let nets = list_all(&api).await?;
-    Ok(Json(nets.iter().filter(|n| matches(&f, n)).map(engine_network).collect()))
+    Ok(Json(
+        nets.iter()
+            .filter(|n| matches(&f, n))
+            .map(engine_network)
+            .collect(),
+    ))
 }
 
 async fn inspect(
@@ -101,13 +112,22 @@ async fn inspect(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    if q.get("scope").is_some_and(|s| !s.is_empty() && s != "swarm") {
+    if q.get("scope")
+        .is_some_and(|s| !s.is_empty() && s != "swarm")
+    {
         return Err(ApiError::not_found(format!("network {id} not found")));
     }
-    match api.control(ControlRequest::NetworkInspect { network: id.clone() }).await {
+    match api
+        .control(ControlRequest::NetworkInspect {
+            network: id.clone(),
+        })
+        .await
+    {
         Ok(ControlResponse::Network(n)) => Ok(Json(engine_network(&n))),
         Ok(other) => Err(unexpected(&other)),
-        Err(e) if e.status == StatusCode::NOT_FOUND => Err(ApiError::not_found(format!("network {id} not found"))),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            Err(ApiError::not_found(format!("network {id} not found")))
+        }
         Err(e) => Err(e),
     }
 }
@@ -150,7 +170,8 @@ struct CreateRequest {
 }
 
 async fn create(State(api): State<Api>, body: Bytes) -> ApiResult<Response> {
-    let req: CreateRequest = gojson::decode(gojson::parse(&body, "network create")?, "network create")?;
+    let req: CreateRequest =
+        gojson::decode(gojson::parse(&body, "network create")?, "network create")?;
     let name = &req.name;
     if req.driver != "overlay" {
         return Err(ApiError::not_implemented(format!(
@@ -159,15 +180,36 @@ async fn create(State(api): State<Api>, body: Bytes) -> ApiResult<Response> {
         )));
     }
     if !matches!(req.scope.as_str(), "" | "swarm") {
-        return Err(ApiError::bad(format!("network {name}: scope {:?}: overlay networks are swarm-scoped", req.scope)));
+        return Err(ApiError::bad(format!(
+            "network {name}: scope {:?}: overlay networks are swarm-scoped",
+            req.scope
+        )));
     }
     let refusals = [
-        (req.enable_ipv6, "EnableIPv6: IPv6 overlays are not supported"),
-        (req.ingress, "Ingress: shoal has one ingress network, made at swarm init"),
-        (req.config_only || !gojson::is_unset(&req.config_from), "ConfigOnly/ConfigFrom: configuration-only networks are not supported"),
-        (!matches!(req.ipam.driver.as_str(), "" | "default"), "IPAM.Driver: only the default IPAM driver is supported"),
-        (!req.ipam.options.is_empty(), "IPAM.Options are not supported"),
-        (req.ipam.config.iter().any(|c| !c.aux_address.is_empty()), "IPAM.Config[].AuxiliaryAddresses are not supported"),
+        (
+            req.enable_ipv6,
+            "EnableIPv6: IPv6 overlays are not supported",
+        ),
+        (
+            req.ingress,
+            "Ingress: shoal has one ingress network, made at swarm init",
+        ),
+        (
+            req.config_only || !gojson::is_unset(&req.config_from),
+            "ConfigOnly/ConfigFrom: configuration-only networks are not supported",
+        ),
+        (
+            !matches!(req.ipam.driver.as_str(), "" | "default"),
+            "IPAM.Driver: only the default IPAM driver is supported",
+        ),
+        (
+            !req.ipam.options.is_empty(),
+            "IPAM.Options are not supported",
+        ),
+        (
+            req.ipam.config.iter().any(|c| !c.aux_address.is_empty()),
+            "IPAM.Config[].AuxiliaryAddresses are not supported",
+        ),
     ];
     if let Some((_, why)) = refusals.iter().find(|(on, _)| *on) {
         return Err(ApiError::bad(format!("network {name}: {why}")));
@@ -207,7 +249,9 @@ async fn create(State(api): State<Api>, body: Bytes) -> ApiResult<Response> {
 /// services, then at once their networks); shoal's manager waits for their tasks to stop.
 async fn remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
     let net_id = match api
-        .control(ControlRequest::NetworkInspect { network: id.clone() })
+        .control(ControlRequest::NetworkInspect {
+            network: id.clone(),
+        })
         .await?
     {
         ControlResponse::Network(n) => n.id,
@@ -215,8 +259,14 @@ async fn remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Res
     };
     super::removal::once_tasks_stop(
         &api,
-        ControlRequest::NetworkRemove { network: net_id.clone() },
-        |t| t.networks_attachments.iter().any(|a| a.network_id == net_id),
+        ControlRequest::NetworkRemove {
+            network: net_id.clone(),
+        },
+        |t| {
+            t.networks_attachments
+                .iter()
+                .any(|a| a.network_id == net_id)
+        },
     )
     .await?;
     Ok(empty(StatusCode::NO_CONTENT))
@@ -229,5 +279,7 @@ async fn connect(Path(id): Path<String>) -> ApiError {
 }
 
 async fn prune() -> ApiError {
-    ApiError::not_implemented("network prune is not supported: remove swarm networks by name with `docker network rm`")
+    ApiError::not_implemented(
+        "network prune is not supported: remove swarm networks by name with `docker network rm`",
+    )
 }

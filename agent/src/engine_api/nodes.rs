@@ -32,7 +32,9 @@ pub async fn list_all(api: &Api) -> ApiResult<Vec<Node>> {
 
 async fn node(api: &Api, id: &str) -> ApiResult<Node> {
     match api
-        .control(ControlRequest::NodeInspect { node: id.to_string() })
+        .control(ControlRequest::NodeInspect {
+            node: id.to_string(),
+        })
         .await?
     {
         ControlResponse::Node(n) => Ok(*n),
@@ -71,7 +73,13 @@ async fn list(
         &["id", "label", "membership", "name", "node.label", "role"],
     )?;
     let nodes = list_all(&api).await?;
-    Ok(Json(nodes.iter().filter(|n| matches(&f, n)).map(engine_node).collect()))
+    Ok(Json(
+        nodes
+            .iter()
+            .filter(|n| matches(&f, n))
+            .map(engine_node)
+            .collect(),
+    ))
 }
 
 async fn inspect(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -88,7 +96,11 @@ async fn update(
 ) -> ApiResult<Response> {
     let version = q
         .get("version")
-        .ok_or_else(|| ApiError::bad(format!("node {id}: the version query parameter is required")))?
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "node {id}: the version query parameter is required"
+            ))
+        })?
         .parse::<u64>()
         .map_err(|_| ApiError::bad(format!("node {id}: invalid version")))?;
     let spec: NodeSpec = gojson::decode(gojson::parse(&body, "node spec")?, "node spec")?;
@@ -128,6 +140,7 @@ async fn remove(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let force = query_bool(q.get("force").map(String::as_str));
-    api.control(ControlRequest::NodeRemove { node: id, force }).await?;
+    api.control(ControlRequest::NodeRemove { node: id, force })
+        .await?;
     Ok(empty(StatusCode::OK))
 }

@@ -15,7 +15,11 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Sends `req`; while it is refused and the object's only users (`uses`) are tasks on
 /// their way out, waits for them and tries again. Any other refusal is answered at once.
-pub async fn once_tasks_stop(api: &Api, req: ControlRequest, uses: impl Fn(&Task) -> bool) -> ApiResult<()> {
+pub async fn once_tasks_stop(
+    api: &Api,
+    req: ControlRequest,
+    uses: impl Fn(&Task) -> bool,
+) -> ApiResult<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let err = match api.control(req.clone()).await {

@@ -36,7 +36,9 @@ pub async fn list_all(api: &Api) -> ApiResult<Vec<ServiceView>> {
 
 pub async fn service(api: &Api, id: &str) -> ApiResult<ServiceView> {
     match api
-        .control(ControlRequest::ServiceInspect { service: id.to_string() })
+        .control(ControlRequest::ServiceInspect {
+            service: id.to_string(),
+        })
         .await?
     {
         ControlResponse::Service(s) => Ok(*s),
@@ -85,7 +87,10 @@ async fn list(
     State(api): State<Api>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Vec<Value>>> {
-    let f = Filters::parse(q.get("filters").map(String::as_str), &["id", "label", "mode", "name"])?;
+    let f = Filters::parse(
+        q.get("filters").map(String::as_str),
+        &["id", "label", "mode", "name"],
+    )?;
     let status = query_bool(q.get("status").map(String::as_str));
     let services = list_all(&api).await?;
     Ok(Json(
@@ -129,7 +134,10 @@ async fn create(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> ApiR
     let spec = service_spec::from_engine(&api, &body).await?;
     let registry_auth = registry_auth(&headers)?;
     match api
-        .control(ControlRequest::ServiceCreate { spec, registry_auth })
+        .control(ControlRequest::ServiceCreate {
+            spec,
+            registry_auth,
+        })
         .await?
     {
         ControlResponse::Created { id } => {
@@ -148,7 +156,11 @@ async fn update(
 ) -> ApiResult<Json<Value>> {
     let version = q
         .get("version")
-        .ok_or_else(|| ApiError::bad(format!("service {id}: the version query parameter is required")))?
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "service {id}: the version query parameter is required"
+            ))
+        })?
         .parse::<u64>()
         .map_err(|_| ApiError::bad(format!("service {id}: invalid version")))?;
     match q.get("rollback").map(String::as_str) {
@@ -164,8 +176,10 @@ async fn update(
                     ),
                 ));
             }
-            api.control(ControlRequest::ServiceRollback { service: current.service.id })
-                .await?;
+            api.control(ControlRequest::ServiceRollback {
+                service: current.service.id,
+            })
+            .await?;
             return Ok(Json(json!({"Warnings": []})));
         }
         Some(other) => {
@@ -196,7 +210,8 @@ async fn update(
 }
 
 async fn remove(State(api): State<Api>, Path(id): Path<String>) -> ApiResult<Response> {
-    api.control(ControlRequest::ServiceRemove { service: id }).await?;
+    api.control(ControlRequest::ServiceRemove { service: id })
+        .await?;
     Ok(empty(StatusCode::OK))
 }
 

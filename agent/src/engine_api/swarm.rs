@@ -50,7 +50,11 @@ struct InitRequest {
 
 /// `host` or `host:port` with Docker's default port for an address flag.
 fn with_port(addr: &str, port: u16) -> String {
-    if addr.is_empty() || addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    if addr.is_empty()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         addr.to_string()
     } else {
         format!("{addr}:{port}")
@@ -76,15 +80,19 @@ async fn init(State(api): State<Api>, body: Bytes) -> ApiResult<Json<String>> {
         )));
     }
     if !gojson::is_unset(&req.spec) {
-        tracing::info!("swarm init: the request's Spec is ignored; use `docker swarm update` afterwards");
+        tracing::info!(
+            "swarm init: the request's Spec is ignored; use `docker swarm update` afterwards"
+        );
     }
     let subnet_size = match req.subnet_size {
         0 => 24,
-        n => u8::try_from(n).map_err(|_| ApiError::bad(format!("swarm init: SubnetSize {n} is out of range")))?,
+        n => u8::try_from(n)
+            .map_err(|_| ApiError::bad(format!("swarm init: SubnetSize {n} is out of range")))?,
     };
     let data_path_port = match req.data_path_port {
         0 => 4789,
-        n => u16::try_from(n).map_err(|_| ApiError::bad(format!("swarm init: DataPathPort {n} is out of range")))?,
+        n => u16::try_from(n)
+            .map_err(|_| ApiError::bad(format!("swarm init: DataPathPort {n} is out of range")))?,
     };
     let listen_addr = match req.listen_addr.as_str() {
         "" => DEFAULT_LISTEN.to_string(),
@@ -123,7 +131,9 @@ struct JoinRequest {
 async fn join(State(api): State<Api>, body: Bytes) -> ApiResult<Response> {
     let req: JoinRequest = gojson::decode(gojson::parse(&body, "swarm join")?, "swarm join")?;
     let Some(remote) = req.remote_addrs.first() else {
-        return Err(ApiError::bad("swarm join: RemoteAddrs is empty; give a manager's address"));
+        return Err(ApiError::bad(
+            "swarm join: RemoteAddrs is empty; give a manager's address",
+        ));
     };
     if !req.data_path_addr.is_empty() {
         return Err(ApiError::bad(
@@ -200,7 +210,10 @@ pub async fn cluster_info(api: &Api) -> ApiResult<Value> {
 }
 
 async fn token(api: &Api, role: NodeRole, rotate: bool) -> ApiResult<String> {
-    match api.control(ControlRequest::JoinToken { role, rotate }).await? {
+    match api
+        .control(ControlRequest::JoinToken { role, rotate })
+        .await?
+    {
         ControlResponse::Token(t) => Ok(t),
         other => Err(unexpected(&other)),
     }
@@ -252,7 +265,9 @@ async fn update(
     if let Some(ext) = spec.pointer("/CAConfig/ExternalCAs")
         && !gojson::is_unset(ext)
     {
-        return Err(ApiError::bad("swarm update: external CAs are not supported"));
+        return Err(ApiError::bad(
+            "swarm update: external CAs are not supported",
+        ));
     }
     let autolock = spec
         .pointer("/EncryptionConfig/AutoLockManagers")
@@ -261,7 +276,10 @@ async fn update(
     let update = SwarmUpdate {
         version: Some(version),
         cert_expiry_ns: changed(&["CAConfig", "NodeCertExpiry"], now.node_cert_expiry),
-        heartbeat_period_ns: changed(&["Dispatcher", "HeartbeatPeriod"], now.dispatcher_heartbeat_period),
+        heartbeat_period_ns: changed(
+            &["Dispatcher", "HeartbeatPeriod"],
+            now.dispatcher_heartbeat_period,
+        ),
         task_history_limit: changed(
             &["Orchestration", "TaskHistoryRetentionLimit"],
             now.task_history_retention_limit,
@@ -277,13 +295,17 @@ async fn update(
         token(&api, NodeRole::Manager, true).await?;
     }
     if flag("rotateManagerUnlockKey") {
-        api.control(ControlRequest::UnlockKey { rotate: true }).await?;
+        api.control(ControlRequest::UnlockKey { rotate: true })
+            .await?;
     }
     Ok(empty(StatusCode::OK))
 }
 
 async fn unlock_key(State(api): State<Api>) -> ApiResult<Json<Value>> {
-    match api.control(ControlRequest::UnlockKey { rotate: false }).await? {
+    match api
+        .control(ControlRequest::UnlockKey { rotate: false })
+        .await?
+    {
         ControlResponse::UnlockKey(k) => Ok(Json(json!({"UnlockKey": k.0}))),
         other => Err(unexpected(&other)),
     }

@@ -30,7 +30,10 @@ pub async fn ping(State(api): State<Api>, method: Method) -> Response {
     h.insert("OSType", HeaderValue::from_static("linux"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));
     h.insert("Swarm", HeaderValue::from_static(swarm));
-    h.insert("Cache-Control", HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        "Cache-Control",
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     h.insert("Pragma", HeaderValue::from_static("no-cache"));
     let body = if method == Method::HEAD { "" } else { "OK" };
     (h, body).into_response()
@@ -42,7 +45,12 @@ fn uname() -> (String, String) {
         .as_ref()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    (release, std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"))
+    (
+        release,
+        std::env::consts::ARCH
+            .replace("x86_64", "amd64")
+            .replace("aarch64", "arm64"),
+    )
 }
 
 pub async fn version() -> Json<Value> {
@@ -94,13 +102,20 @@ pub async fn info(State(api): State<Api>) -> ApiResult<Json<Value>> {
     });
     if info.control_available {
         let nodes = super::nodes::list_all(&api).await?;
-        let managers: Vec<_> = nodes.iter().filter(|n| n.manager_status.is_some()).collect();
+        let managers: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.manager_status.is_some())
+            .collect();
         swarm["Nodes"] = json!(nodes.len());
         swarm["Managers"] = json!(managers.len());
         swarm["RemoteManagers"] = managers
             .iter()
             .map(|n| {
-                let addr = n.manager_status.as_ref().map(|m| m.addr.clone()).unwrap_or_default();
+                let addr = n
+                    .manager_status
+                    .as_ref()
+                    .map(|m| m.addr.clone())
+                    .unwrap_or_default();
                 json!({"NodeID": n.id, "Addr": addr})
             })
             .collect();
@@ -110,7 +125,12 @@ pub async fn info(State(api): State<Api>) -> ApiResult<Json<Value>> {
         .node
         .as_ref()
         .map(|n| n.hostname().to_string())
-        .unwrap_or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string());
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        });
     Ok(Json(json!({
         "ID": info.node_id,
         "Name": hostname,
@@ -148,7 +168,13 @@ pub async fn no_session() -> ApiError {
 
 /// Every route that is not swarm's: containers, images, volumes, plugins, events.
 pub async fn not_ours(req: Request) -> ApiError {
-    let what = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
+    let what = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("");
     ApiError::not_implemented(format!(
         "{} {} is not served by shoal, which speaks only the Swarm part of the Engine API; for {what}, use the node's own engine (DOCKER_HOST=unix:///var/run/docker.sock)",
         req.method(),

@@ -20,7 +20,10 @@ pub fn routes() -> Router<Api> {
 
 pub async fn list_all(api: &Api) -> ApiResult<Vec<TaskView>> {
     match api
-        .control(ControlRequest::TaskList { service: None, node: None })
+        .control(ControlRequest::TaskList {
+            service: None,
+            node: None,
+        })
         .await?
     {
         ControlResponse::Tasks(t) => Ok(t),
@@ -34,10 +37,14 @@ pub async fn task(api: &Api, id: &str) -> ApiResult<TaskView> {
     if let Some(t) = tasks.iter().find(|t| t.task.id == id) {
         return Ok(t.clone());
     }
-    let mut found = tasks.into_iter().filter(|t| !id.is_empty() && t.task.id.starts_with(id));
+    let mut found = tasks
+        .into_iter()
+        .filter(|t| !id.is_empty() && t.task.id.starts_with(id));
     match (found.next(), found.next()) {
         (Some(t), None) => Ok(t),
-        (Some(_), Some(_)) => Err(ApiError::bad(format!("task {id} is ambiguous; give more of its id"))),
+        (Some(_), Some(_)) => Err(ApiError::bad(format!(
+            "task {id} is ambiguous; give more of its id"
+        ))),
         (None, _) => Err(ApiError::not_found(format!("task {id} not found"))),
     }
 }
@@ -56,7 +63,15 @@ async fn list(
 ) -> ApiResult<Json<Vec<Value>>> {
     let f = Filters::parse(
         q.get("filters").map(String::as_str),
-        &["id", "name", "service", "node", "label", "desired-state", "_up-to-date"],
+        &[
+            "id",
+            "name",
+            "service",
+            "node",
+            "label",
+            "desired-state",
+            "_up-to-date",
+        ],
     )?;
     for s in f.values("desired-state") {
         if !matches!(s.as_str(), "running" | "shutdown" | "accepted") {
@@ -97,12 +112,16 @@ async fn list(
                 && f.any("node", |v| {
                     task.node_id == v
                         || t.node_name == v
-                        || nodes.iter().any(|n| n.id == task.node_id && n.id.starts_with(v))
+                        || nodes
+                            .iter()
+                            .any(|n| n.id == task.node_id && n.id.starts_with(v))
                 })
                 && f.any("desired-state", |v| {
                     // Docker's "accepted" takes in the states before running.
                     let d = task.desired_state.to_string();
-                    d == v || (v == "accepted" && task.desired_state < shoal_api::objects::TaskState::Running)
+                    d == v
+                        || (v == "accepted"
+                            && task.desired_state < shoal_api::objects::TaskState::Running)
                 })
                 && (!f.has("label") || svc.is_some_and(|s| f.labels("label", &s.labels)))
                 && (!f.has("_up-to-date")

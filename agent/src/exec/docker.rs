@@ -946,7 +946,10 @@ mod tests {
         let labels = [("com.docker.stack.namespace".to_string(), "shop".to_string())].into();
         let stack_ctx = Context::for_task(&t, "shop_web", &labels, "host-a", Default::default());
         let b = container_body(&t, &stack_ctx, "owner", &TaskFiles::default()).unwrap();
-        assert_eq!(b.labels.as_ref().unwrap()["com.docker.stack.namespace"], "shop");
+        assert_eq!(
+            b.labels.as_ref().unwrap()["com.docker.stack.namespace"],
+            "shop"
+        );
         let b = container_body(&t, &ctx(&t), "owner", &TaskFiles::default()).unwrap();
         assert!(!b.labels.unwrap().contains_key("com.docker.stack.namespace"));
     }
