@@ -534,11 +534,31 @@ fn the_docker_cli_and_docker_py_drive_a_shoal_swarm() {
             "GREETING=bonjour",
             "--publish-add",
             "8081:80",
+            "--image",
+            "shoal-test-busybox:stopsignal",
+            // That image stops with SIGUSR1, which httpd does not take as an end.
+            "--stop-signal",
+            "SIGTERM",
             "web",
         ],
     );
     eventually("bonjour on 8081", || {
         get(&outside, &first, 8081) == "bonjour"
+    });
+    eventually("the new image in every running task", || {
+        let images = cli.ok(
+            h,
+            &[
+                "service",
+                "ps",
+                "web",
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Image}}",
+            ],
+        );
+        images.lines().count() == 2 && images.lines().all(|l| l == "shoal-test-busybox:stopsignal")
     });
     cli.ok(h, &["service", "scale", "web=3"]);
     eventually("3/3 after scale", || {
