@@ -18,6 +18,8 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(name = "shoald", version, about = "shoal node daemon")]
 struct Opts {
+    #[command(subcommand)]
+    helper: Option<Helper>,
     /// Where the node keeps its identity, certificates, raft log and task output.
     #[arg(long, default_value = "/var/lib/shoal")]
     state_dir: PathBuf,
@@ -96,9 +98,43 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Programs shoald runs of itself; not for operators.
+#[derive(clap::Subcommand, Debug)]
+enum Helper {
+    /// Copies a native task's output from the FIFOs in DIR into its capped files.
+    #[command(hide = true)]
+    LogWriter {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        max_size: u64,
+        #[arg(long)]
+        max_files: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
     let opts = Opts::parse();
+    if let Some(Helper::LogWriter {
+        dir,
+        log,
+        max_size,
+        max_files,
+    }) = &opts.helper
+    {
+        let limits = shoal_agent::logs::rotate::Limits {
+            max_size: *max_size,
+            max_files: *max_files,
+        };
+        shoal_agent::logs::writer::run(dir, log, limits)?;
+        return Ok(());
+    }
+    tokio::runtime::Runtime::new()?.block_on(serve(opts))
+}
+
+async fn serve(opts: Opts) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&opts.log))
         .with_writer(std::io::stderr)
@@ -190,7 +226,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let executor = ByRuntime::new(
-        NativeExecutor::new(sandboxes.clone(), opts.state_dir.join("tasks")),
+        NativeExecutor::new(sandboxes.clone(), opts.state_dir.join("tasks"))
+            .with_log_writer(std::env::current_exe()?),
         docker,
         node_name,
         TaskFilesDir::open(&files_dir),

@@ -91,6 +91,13 @@ pub enum ServiceCommand {
         /// Do not truncate task ids
         #[arg(long)]
         no_trunc: bool,
+        /// Show when each line was written
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Only lines written since this time: RFC 3339 (2026-12-04T18:00:00Z), Unix
+        /// seconds, or a duration before now (10m, 1h30m)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
         service: String,
     },
 }
@@ -324,8 +331,19 @@ pub async fn run(cmd: ServiceCommand, daemon: &mut Daemon, out: &mut Output) -> 
             follow,
             tail,
             no_trunc,
+            timestamps,
+            since,
             service,
-        } => logs(&service, follow, &tail, no_trunc, daemon, out).await,
+        } => {
+            let opts = LogsOptions {
+                follow,
+                tail: parse_tail(&tail)?,
+                since: since.as_deref().map(parse_since).transpose()?,
+                no_trunc,
+                timestamps,
+            };
+            logs(&service, &opts, daemon, out).await
+        }
         ServiceCommand::Ls { quiet, list } => {
             let ls = crate::listing::ServiceLs::new(quiet, &list)?;
             let services = daemon.services().await?;
@@ -607,21 +625,48 @@ pub fn log_prefix(line: &shoal_api::logs::LogLine, no_trunc: bool) -> String {
     format!("{name}@{}", line.node_name)
 }
 
+struct LogsOptions {
+    follow: bool,
+    tail: Option<u64>,
+    /// Unix nanoseconds.
+    since: Option<i64>,
+    no_trunc: bool,
+    timestamps: bool,
+}
+
+/// `--since` as Docker's CLI takes it, as Unix nanoseconds.
+fn parse_since(v: &str) -> Result<i64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(v, &Rfc3339) {
+        return Ok(t.unix_timestamp_nanos() as i64);
+    }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs >= 0.0
+    {
+        return Ok((secs * 1e9) as i64);
+    }
+    if let Ok(ago) = crate::duration::parse_nanos(v) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64;
+        return Ok(now.saturating_sub(ago as i64));
+    }
+    Err(anyhow::anyhow!(
+        "invalid --since {v:?}: give a time (2026-12-04T18:00:00Z), Unix seconds, or a duration before now (10m)"
+    ))
+}
+
 async fn logs(
     service: &str,
-    follow: bool,
-    tail: &str,
-    no_trunc: bool,
+    opts: &LogsOptions,
     daemon: &mut Daemon,
     out: &mut Output,
 ) -> Result<()> {
-    let tail = parse_tail(tail)?;
     let mut stream = daemon
         .stream(&shoal_api::local::LocalStreamRequest::ServiceLogs(
             shoal_api::logs::LogsRequest {
                 service: service.to_string(),
-                follow,
-                tail,
+                follow: opts.follow,
+                tail: opts.tail,
+                since: opts.since,
             },
         ))
         .await?;
@@ -632,9 +677,22 @@ async fn logs(
     {
         let line: shoal_api::logs::LogLine =
             shoal_api::wire::unframe(&frame).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+        let at = match (opts.timestamps, line.time) {
+            (false, _) => String::new(),
+            (true, t) => format!(
+                "{} ",
+                t.map(shoal_api::logs::format_time)
+                    .as_deref()
+                    .unwrap_or(shoal_api::logs::ZERO_TIME)
+            ),
+        };
         print(
             out,
-            &format!("{}    | {}\n", log_prefix(&line, no_trunc), line.line),
+            &format!(
+                "{at}{}    | {}\n",
+                log_prefix(&line, opts.no_trunc),
+                line.line
+            ),
         )?;
     }
     Ok(())

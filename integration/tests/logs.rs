@@ -156,3 +156,180 @@ async fn service_logs_gather_output_from_every_node() {
         "only new lines: {lines:?}"
     );
 }
+
+/// `(time, text)` of each line `service logs --timestamps` printed.
+fn stamped(out: &str) -> Vec<(i64, String)> {
+    out.lines()
+        .map(|l| {
+            let (stamp, rest) = l.split_once(' ').expect("a time first");
+            let t =
+                time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+                    .unwrap_or_else(|e| panic!("{stamp:?} in {l:?}: {e}"));
+            let text = rest.split_once("| ").map(|(_, t)| t).unwrap_or("");
+            (t.unix_timestamp_nanos() as i64, text.to_string())
+        })
+        .collect()
+}
+
+/// The numbers of the `line N` records in the task's files, as the node keeps them.
+fn kept_numbers(task_dir: &std::path::Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    for file in shoal_agent::logs::rotate::files_oldest_first(&task_dir.join("output.log")) {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let rec = shoal_agent::logs::record::parse(line);
+            if let Some(n) = rec.text.strip_prefix("line ") {
+                out.push(n.split(' ').next().unwrap().parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_output_keeps_times_and_streams_stays_capped_and_outlives_a_restart() {
+    let mut c = LocalCluster::start(1, 181).expect("start daemon");
+    let ip = c.nodes[0].ip.clone();
+    ok(
+        &c,
+        0,
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &ip,
+            "--listen-addr",
+            &format!("{ip}:2377"),
+            "--default-addr-pool",
+            "198.19.0.0/16",
+        ],
+    );
+    let before = shoal_agent::logs::record::now();
+    // About 10 KB/s, every 20th line on stderr; the cap is 2 files of 4 KiB.
+    ok(
+        &c,
+        0,
+        &[
+            "service",
+            "create",
+            "--runtime",
+            "native",
+            "--name",
+            "chatty",
+            "--log-driver",
+            "json-file",
+            "--log-opt",
+            "max-size=4k",
+            "--log-opt",
+            "max-file=2",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); if [ $((i % 20)) = 0 ]; then echo \"err $i\" >&2; fi; echo \"line $i and enough text to fill the files quickly ........................\"; sleep 0.01; done",
+        ],
+    );
+    let tasks = c.nodes[0].dir.join("state").join("tasks");
+    let task_dir = eventually(
+        Duration::from_secs(20),
+        "the task's output rotated",
+        || async {
+            let dir = std::fs::read_dir(&tasks).ok()?.flatten().next()?.path();
+            dir.join("output.log.1").exists().then_some(dir)
+        },
+    )
+    .await
+    .unwrap();
+
+    // Capped: the current file and one older, each within 4 KiB.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut names: Vec<String> = std::fs::read_dir(&task_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("output.log"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["output.log", "output.log.1"]);
+    for n in &names {
+        let len = std::fs::metadata(task_dir.join(n)).unwrap().len();
+        assert!(len <= 4096, "{n} holds {len} bytes");
+    }
+    // Both streams, each line stamped.
+    let kept = std::fs::read_to_string(task_dir.join("output.log.1")).unwrap();
+    let records: Vec<_> = kept.lines().map(shoal_agent::logs::record::parse).collect();
+    assert!(records.iter().all(|r| r.time.is_some_and(|t| t >= before)));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.stream == shoal_api::logs::Stream::Stderr && r.text.starts_with("err ")),
+        "stderr lines are kept as stderr: {kept}"
+    );
+
+    // --timestamps: Docker's RFC 3339 times, in order, after the service was created.
+    let out = ok(
+        &c,
+        0,
+        &["service", "logs", "--timestamps", "--tail", "20", "chatty"],
+    );
+    let lines = stamped(&out);
+    assert_eq!(lines.len(), 20, "{out}");
+    let now = shoal_agent::logs::record::now();
+    assert!(
+        lines.iter().all(|(t, _)| *t >= before && *t <= now),
+        "{out}"
+    );
+    assert!(
+        lines.windows(2).all(|w| w[0].0 <= w[1].0),
+        "in order: {out}"
+    );
+    // --since the 15th of those: that line and the ones after it.
+    let (since, _) = &lines[15];
+    let since_arg = shoal_api::logs::format_time(*since);
+    let out = ok(
+        &c,
+        0,
+        &[
+            "service",
+            "logs",
+            "--timestamps",
+            "--since",
+            &since_arg,
+            "chatty",
+        ],
+    );
+    let later = stamped(&out);
+    assert!(later.len() >= 5, "{out}");
+    assert!(later.iter().all(|(t, _)| t >= since), "{out}");
+    assert_eq!(later[0].1, lines[15].1, "{out}");
+    let e = c.shoal(0, &["service", "logs", "--since", "yesterday", "chatty"]);
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("invalid --since \"yesterday\""));
+
+    // shoald goes away; the task and its log writer go on, so nothing it prints is lost.
+    c.kill(0);
+    let at_kill = *kept_numbers(&task_dir).last().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let while_down = *kept_numbers(&task_dir).last().unwrap();
+    assert!(
+        while_down > at_kill + 10,
+        "output kept while shoald was down: {at_kill} then {while_down}"
+    );
+    c.restart(0).unwrap();
+    let numbers = eventually(
+        Duration::from_secs(20),
+        "logs after the restart",
+        || async {
+            let out = c.shoal(0, &["service", "logs", "--tail", "400", "chatty"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let n: Vec<u64> = text
+                .lines()
+                .filter_map(|l| l.split_once("| line ")?.1.split(' ').next()?.parse().ok())
+                .collect();
+            (out.status.success() && n.last().is_some_and(|l| *l > while_down)).then_some(n)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "no line lost across the restart: {numbers:?}"
+    );
+}

@@ -7,11 +7,12 @@
 use super::error::{ApiError, ApiResult};
 use super::gojson::query_bool;
 use super::{Api, services, tasks};
+use crate::logs::record;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use shoal_api::logs::{LogLine, LogsRequest};
+use shoal_api::logs::{LogLine, LogsRequest, Stream};
 use shoal_api::wire::unframe;
 use std::collections::HashMap;
 use tokio_stream::StreamExt;
@@ -21,6 +22,31 @@ struct Options {
     follow: bool,
     tail: Option<u64>,
     details: bool,
+    timestamps: bool,
+    since: Option<i64>,
+    stdout: bool,
+    stderr: bool,
+}
+
+/// Docker's `since`: Unix seconds with an optional fraction (`1733330000.5`), as the CLI
+/// sends it whatever the user typed; 0 means from the start.
+fn parse_since(v: &str) -> ApiResult<Option<i64>> {
+    let bad = || {
+        ApiError::bad(format!(
+            "invalid since {v:?}: give Unix seconds, optionally with a fraction"
+        ))
+    };
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let nanos: i64 = format!("{frac:0<9}").parse().map_err(|_| bad())?;
+    let at = secs
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(nanos))
+        .ok_or_else(bad)?;
+    Ok((at > 0).then_some(at))
 }
 
 fn options(q: &HashMap<String, String>) -> ApiResult<Options> {
@@ -30,18 +56,10 @@ fn options(q: &HashMap<String, String>) -> ApiResult<Options> {
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    if flag("timestamps") {
-        return Err(ApiError::bad(
-            "timestamps are not available: shoal does not record when a task wrote each line; drop --timestamps",
-        ));
-    }
-    if q.get("since")
-        .is_some_and(|s| !matches!(s.as_str(), "" | "0"))
-    {
-        return Err(ApiError::bad(
-            "since is not available: shoal does not record when a task wrote each line; use --tail",
-        ));
-    }
+    let since = match q.get("since").map(String::as_str) {
+        None | Some("") => None,
+        Some(v) => parse_since(v)?,
+    };
     let tail = match q.get("tail").map(String::as_str) {
         None | Some("") | Some("all") => None,
         Some(n) => Some(n.parse::<i64>().map_err(|_| {
@@ -56,16 +74,24 @@ fn options(q: &HashMap<String, String>) -> ApiResult<Options> {
         follow: flag("follow"),
         tail,
         details: flag("details"),
+        timestamps: flag("timestamps"),
+        since,
+        stdout: flag("stdout"),
+        stderr: flag("stderr"),
     })
 }
 
 /// One line as Docker frames it.
-fn frame(tty: bool, payload: String) -> Bytes {
+fn frame(tty: bool, stream: Stream, payload: String) -> Bytes {
     if tty {
         return Bytes::from(payload);
     }
+    let kind = match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    };
     let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&[1, 0, 0, 0]);
+    out.extend_from_slice(&[kind, 0, 0, 0]);
     out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     out.extend_from_slice(payload.as_bytes());
     Bytes::from(out)
@@ -104,9 +130,16 @@ async fn stream(
             service: svc.id.clone(),
             follow: opts.follow,
             tail: opts.tail,
+            since: opts.since,
         })
         .await?;
-    let details = opts.details;
+    let Options {
+        details,
+        timestamps,
+        stdout,
+        stderr,
+        ..
+    } = opts;
     let lines = frames.filter_map(move |item| {
         let line: LogLine = match item.and_then(|f| unframe(&f)) {
             Ok(l) => l,
@@ -114,6 +147,13 @@ async fn stream(
             Err(e) => return Some(Err(std::io::Error::other(e.message().to_string()))),
         };
         if only_task.as_ref().is_some_and(|t| *t != line.task_id) {
+            return None;
+        }
+        let asked = match line.stream {
+            Stream::Stdout => stdout,
+            Stream::Stderr => stderr,
+        };
+        if !asked {
             return None;
         }
         let mut text = line.line;
@@ -128,7 +168,12 @@ async fn stream(
                 line.task_id
             );
         }
-        Some(Ok(frame(tty, text)))
+        if timestamps {
+            // Docker puts the time first, then the details.
+            let at = line.time.map(record::format_time);
+            text = format!("{} {text}", at.as_deref().unwrap_or(shoal_api::logs::ZERO_TIME));
+        }
+        Some(Ok(frame(tty, line.stream, text)))
     });
     Ok((
         [(CONTENT_TYPE, "application/vnd.docker.raw-stream")],
@@ -159,10 +204,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lines_are_framed_as_stdout_unless_the_service_has_a_tty() {
-        let f = frame(false, "hi\n".into());
+    fn lines_are_framed_by_stream_unless_the_service_has_a_tty() {
+        let f = frame(false, Stream::Stdout, "hi\n".into());
         assert_eq!(&f[..], &[1, 0, 0, 0, 0, 0, 0, 3, b'h', b'i', b'\n']);
-        assert_eq!(&frame(true, "hi\n".into())[..], b"hi\n");
+        let f = frame(false, Stream::Stderr, "no\n".into());
+        assert_eq!(&f[..4], &[2, 0, 0, 0]);
+        assert_eq!(&frame(true, Stream::Stderr, "hi\n".into())[..], b"hi\n");
+    }
+
+    #[test]
+    fn since_reads_as_the_cli_sends_it() {
+        assert_eq!(parse_since("0").unwrap(), None);
+        assert_eq!(
+            parse_since("1733330000").unwrap(),
+            Some(1_733_330_000_000_000_000)
+        );
+        assert_eq!(
+            parse_since("1733330000.5").unwrap(),
+            Some(1_733_330_000_500_000_000)
+        );
+        assert_eq!(
+            parse_since("1733330000.000000001").unwrap(),
+            Some(1_733_330_000_000_000_001)
+        );
+        for bad in ["soon", "1.x", "1.0000000001", "99999999999999999999"] {
+            let e = parse_since(bad).unwrap_err();
+            assert!(e.message.contains("invalid since"), "{bad}: {}", e.message);
+        }
     }
 
     #[test]
@@ -193,11 +261,15 @@ mod tests {
                 .message
                 .contains("at least one stream")
         );
-        assert!(
-            options(&q(&[("stdout", "1"), ("timestamps", "1")]))
-                .unwrap_err()
-                .message
-                .contains("--timestamps")
+        let o = options(&q(&[
+            ("stderr", "1"),
+            ("timestamps", "1"),
+            ("since", "10.25"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (o.stdout, o.stderr, o.timestamps, o.since),
+            (false, true, true, Some(10_250_000_000))
         );
         assert!(options(&q(&[("stdout", "1"), ("tail", "x")])).is_err());
     }

@@ -26,7 +26,6 @@ use nix::unistd::Pid;
 use shoal_api::objects::Task;
 use shoal_api::registry_auth::RegistryAuth;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -656,23 +655,46 @@ impl DockerExecutor {
     }
 
     fn follow(&self, id: &str, log: &Path, since: i32) {
-        let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        else {
-            return;
-        };
-        let opts = LogsOptionsBuilder::new()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .since(since)
-            .build();
-        let mut stream = self.docker.logs(id, Some(opts));
+        let docker = self.docker.clone();
+        let id = id.to_string();
+        let log = log.to_path_buf();
         tokio::spawn(async move {
+            // The container's own log options cap shoal's copy too (the task's spec gave
+            // them to the container; after an adoption only the container has them).
+            let options = docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .ok()
+                .and_then(|i| i.host_config)
+                .and_then(|h| h.log_config)
+                .and_then(|c| c.config)
+                .unwrap_or_default();
+            let driver = shoal_api::objects::Driver {
+                name: "json-file".into(),
+                options: options.into_iter().collect(),
+            };
+            let limits =
+                crate::logs::rotate::Limits::from_driver(Some(&driver)).unwrap_or_default();
+            let mut file = match crate::logs::rotate::RotatingLog::open(&log, limits) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "task output not kept");
+                    return;
+                }
+            };
+            let opts = LogsOptionsBuilder::new()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .timestamps(true)
+                .since(since)
+                .build();
+            let mut stream = docker.logs(&id, Some(opts));
+            let mut buf = Vec::new();
             while let Some(Ok(chunk)) = stream.next().await {
-                let _ = file.write_all(&chunk.into_bytes());
+                buf.clear();
+                engine_line_to_record(&chunk, &mut buf);
+                let _ = file.write(&buf);
             }
         });
     }
@@ -916,10 +938,48 @@ impl DockerExecutor {
     }
 }
 
+/// One message of the engine's log stream (`TIME text`, asked for with timestamps) as a
+/// record of the task's output file; the engine's time is kept.
+fn engine_line_to_record(chunk: &bollard::container::LogOutput, out: &mut Vec<u8>) {
+    use shoal_api::logs::Stream;
+    let (stream, bytes) = match chunk {
+        bollard::container::LogOutput::StdErr { message } => (Stream::Stderr, message),
+        bollard::container::LogOutput::StdOut { message }
+        | bollard::container::LogOutput::Console { message }
+        | bollard::container::LogOutput::StdIn { message } => (Stream::Stdout, message),
+    };
+    let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let (time, text) = match text.iter().position(|b| *b == b' ') {
+        Some(i) => match std::str::from_utf8(&text[..i]).ok().and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        }) {
+            Some(t) => (t.unix_timestamp_nanos() as i64, &text[i + 1..]),
+            None => (crate::logs::record::now(), text),
+        },
+        None => (crate::logs::record::now(), text),
+    };
+    crate::logs::record::encode(time, stream, text, out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use shoal_api::template::Context;
+
+    #[test]
+    fn the_engines_lines_keep_their_time_and_stream() {
+        let mut out = Vec::new();
+        engine_line_to_record(
+            &bollard::container::LogOutput::StdErr {
+                message: "2026-12-04T18:00:00.5Z oops at 10:00\n".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "2026-12-04T18:00:00.500000000Z stderr oops at 10:00\n"
+        );
+    }
 
     fn task(spec: serde_json::Value) -> Task {
         serde_json::from_value(serde_json::json!({

@@ -20,6 +20,7 @@ pub struct NativeExecutor {
     tasks_dir: std::path::PathBuf,
     /// The signal that stops each task's process group (its spec's, else SIGTERM).
     stop_signals: Arc<Mutex<HashMap<u32, Signal>>>,
+    log_writer: crate::logs::writer::WriterProgram,
 }
 
 impl NativeExecutor {
@@ -30,7 +31,15 @@ impl NativeExecutor {
             sandboxes,
             tasks_dir,
             stop_signals: Arc::default(),
+            log_writer: Default::default(),
         }
+    }
+
+    /// Tasks' output is written by `exe log-writer` (shoald itself), which outlives a
+    /// restart of shoald; without it, by a thread of this process.
+    pub fn with_log_writer(mut self, exe: std::path::PathBuf) -> Self {
+        self.log_writer = crate::logs::writer::WriterProgram(Some(exe));
+        self
     }
 
     /// Where local volumes of native tasks are directories, one per volume name.
@@ -166,20 +175,16 @@ impl NativeExecutor {
                 source,
             })?;
         }
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|source| ExecError::Output {
-                task: task.id.clone(),
-                path: log.display().to_string(),
-                source,
-            })?;
-        let err = out.try_clone().map_err(|source| ExecError::Output {
+        let output_error = |source: std::io::Error| ExecError::Output {
             task: task.id.clone(),
             path: log.display().to_string(),
             source,
-        })?;
+        };
+        let limits = crate::logs::rotate::Limits::from_driver(task.spec.log_driver.as_ref())
+            .map_err(invalid)?;
+        let output = crate::logs::writer::start(&self.log_writer, &task_dir, log, limits)
+            .map_err(output_error)?;
+        let (out, err) = (output.stdout, output.stderr);
         let sandbox = match &self.sandboxes {
             Some(sb) => {
                 let dns = cs.dns_config.clone().unwrap_or_default();

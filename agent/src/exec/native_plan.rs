@@ -27,7 +27,8 @@
 //!   host's), volume drivers or driver options, a health check, mounts without root.
 //! - ignored (logged at debug), because they only mean something for a container: labels,
 //!   hostname (native tasks share the host's UTS namespace), init, tty, open_stdin, the log
-//!   driver (output goes to the task's log file), isolation.
+//!   driver's name (output goes to the task's capped files; its `max-size` and `max-file`
+//!   options set the cap), isolation.
 
 use crate::taskfiles::TaskFiles;
 use shoal_api::objects::{Mount, Task};
@@ -485,7 +486,13 @@ pub fn plan(
         (cs.init.is_some(), "init"),
         (cs.tty, "tty"),
         (cs.open_stdin, "open_stdin"),
-        (task.spec.log_driver.is_some(), "log driver"),
+        (
+            task.spec
+                .log_driver
+                .as_ref()
+                .is_some_and(|d| d.name != "json-file"),
+            "log driver",
+        ),
         (!cs.isolation.is_empty(), "isolation"),
     ] {
         if present {

@@ -771,15 +771,22 @@ impl SpecEdits {
     /// What a native task cannot have: it runs on the node's own root filesystem, in no
     /// container, so these would silently do nothing.
     fn check_native(&self) -> Result<(), SpecError> {
-        let container_only: [(&'static str, bool); 11] = [
+        let container_only: [(&'static str, bool); 12] = [
             ("--hostname", self.hostname.is_some()),
             ("--entrypoint", self.entrypoint.is_some()),
             ("--init", self.init == Some(true)),
             ("--read-only", self.read_only == Some(true)),
             ("--tty", self.tty == Some(true)),
+            // The node keeps a native task's output itself, capped by these two options.
             (
-                "--log-driver/--log-opt",
-                self.log_driver.is_some() || self.log_opts.is_some(),
+                "--log-driver other than json-file",
+                self.log_driver.as_deref().is_some_and(|d| d != "json-file"),
+            ),
+            (
+                "--log-opt other than max-size and max-file",
+                self.log_opts
+                    .as_ref()
+                    .is_some_and(|o| o.keys().any(|k| k != "max-size" && k != "max-file")),
             ),
             (
                 "--limit-memory/--limit-cpu/--limit-pids",

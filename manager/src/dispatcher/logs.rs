@@ -1,6 +1,6 @@
 //! Routes task output from the nodes that publish it to the `service logs` reader.
 
-use shoal_api::logs::LogLine;
+use shoal_api::logs::{LogLine, Stream};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,13 @@ struct Subscription {
     names: HashMap<String, (String, String)>,
     /// Nodes still sending.
     pending: usize,
+}
+
+/// One line as a node published it.
+pub struct Written {
+    pub line: String,
+    pub time: Option<i64>,
+    pub stream: Stream,
 }
 
 #[derive(Clone, Default)]
@@ -46,7 +53,7 @@ impl LogBroker {
     }
 
     /// Passes a line on; false when the reader is gone.
-    pub async fn line(&self, id: u64, task_id: String, line: String) -> bool {
+    pub async fn line(&self, id: u64, task_id: String, written: Written) -> bool {
         let (tx, task_name, node_name) = {
             let subs = self.subs.lock().expect("lock");
             let Some(sub) = subs.get(&id) else {
@@ -59,7 +66,9 @@ impl LogBroker {
             task_id,
             task_name,
             node_name,
-            line,
+            line: written.line,
+            time: written.time,
+            stream: written.stream,
         }))
         .await
         .is_ok()

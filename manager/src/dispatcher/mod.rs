@@ -268,6 +268,7 @@ impl Dispatcher {
                 task_ids,
                 follow: req.follow,
                 tail: req.tail,
+                since: req.since,
             };
             if let Some((_, s)) = sessions.get(&node) {
                 let _ = s.send(SessionMessage::Logs(sub));
@@ -294,8 +295,14 @@ impl Dispatcher {
         };
         while let Some(item) = items.next().await {
             match item? {
-                shoal_api::logs::PublishItem::Line { task_id, line } => {
-                    if !self.logs.line(subscription, task_id, line).await {
+                shoal_api::logs::PublishItem::Line {
+                    task_id,
+                    line,
+                    time,
+                    stream,
+                } => {
+                    let written = logs::Written { line, time, stream };
+                    if !self.logs.line(subscription, task_id, written).await {
                         // The reader went away: tell the node to stop.
                         return Err(
                             ErrorKind::Unavailable.status("nobody reads these logs any more")

@@ -530,6 +530,8 @@ impl ClusterState {
         }
         check_deploy_settings(spec)
             .map_err(|reason| StoreError::invalid(object.clone(), reason))?;
+        shoal_api::logs::Limits::from_driver(tt.log_driver.as_ref())
+            .map_err(|reason| StoreError::invalid(object.clone(), reason))?;
         let ports = &spec.endpoint_spec.ports;
         let mut seen = BTreeSet::new();
         for p in ports {
