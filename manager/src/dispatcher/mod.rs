@@ -270,7 +270,7 @@ impl Dispatcher {
             .into_iter()
             .filter(|(node, _)| sessions.contains_key(node))
             .collect();
-        let (id, rx) = self.logs.open(names, reachable.len(), req.follow);
+        let (id, rx) = self.logs.open(names, &reachable);
         for (node, task_ids) in reachable {
             let sub = shoal_api::logs::LogSubscription {
                 id,
@@ -297,25 +297,57 @@ impl Dispatcher {
         else {
             return Err(ErrorKind::Invalid.status("a log stream starts with its subscription"));
         };
+        let gone = || ErrorKind::Unavailable.status("nobody reads these logs any more");
+        match self.logs.publisher(subscription, node_id) {
+            logs::Publisher::Allowed => {}
+            logs::Publisher::Gone => return Err(gone()),
+            logs::Publisher::NotAsked => {
+                // Not counted as one of its publishers: its end closes nobody's stream.
+                tracing::warn!(
+                    node = node_id,
+                    subscription,
+                    "refusing a log stream for a subscription this node was not sent"
+                );
+                return Err(ErrorKind::Permission.status(format!(
+                    "log subscription {subscription} was not sent to node {node_id}"
+                )));
+            }
+        }
         let _done = logs::Finish {
             broker: self.logs.clone(),
             id: subscription,
+            node_id: node_id.to_string(),
         };
+        let mut dropped = 0u64;
         while let Some(item) = items.next().await {
             match item? {
                 shoal_api::logs::PublishItem::Line { task_id, line } => {
-                    if !self.logs.line(subscription, task_id, line).await {
+                    match self
+                        .logs
+                        .line(subscription, node_id, task_id.clone(), line)
+                        .await
+                    {
+                        logs::Delivery::Sent => {}
+                        logs::Delivery::NotAsked => {
+                            if dropped == 0 {
+                                tracing::warn!(
+                                    node = node_id,
+                                    subscription,
+                                    task = %task_id,
+                                    "dropping log lines of a task this node was not asked for"
+                                );
+                            }
+                            dropped += 1;
+                        }
                         // The reader went away: tell the node to stop.
-                        return Err(
-                            ErrorKind::Unavailable.status("nobody reads these logs any more")
-                        );
+                        logs::Delivery::Gone => return Err(gone()),
                     }
                 }
                 shoal_api::logs::PublishItem::Done => break,
                 shoal_api::logs::PublishItem::Start { .. } => {}
             }
         }
-        tracing::trace!(node = node_id, subscription, "log stream finished");
+        tracing::trace!(node = node_id, subscription, dropped, "log stream finished");
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! A node's view holds exactly what it needs, and deltas rebuild it exactly; the leader
-//! takes from a node's reports only what concerns that node's own tasks.
+//! takes from a node's reports and log streams only what concerns that node's own tasks.
 
 use super::view::{diff, node_view};
 use crate::store::tests::{cluster, service_spec};
@@ -333,7 +333,8 @@ fn a_secret_reaches_only_nodes_whose_live_tasks_use_it_and_leaves_when_they_end(
 use super::{Dispatcher, STATUS_BATCH_MAX, STATUS_QUEUE};
 use crate::consensus::RaftHandle;
 use crate::consensus::node::InMemoryRaft;
-use shoal_api::dispatch::{ReportRequest, TaskStatusUpdate};
+use shoal_api::dispatch::{ReportRequest, SessionMessage, SessionRequest, TaskStatusUpdate};
+use shoal_api::logs::{LogsRequest, PublishItem};
 use std::time::Duration;
 
 fn leader() -> (Dispatcher, InMemoryRaft) {
@@ -448,4 +449,101 @@ async fn a_full_status_queue_fails_the_report_instead_of_growing() {
         .await
         .expect_err("more than the queue holds");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn only_the_nodes_a_log_subscription_went_to_publish_to_it() {
+    let (d, _fake) = leader();
+    let mut sessions = Vec::new();
+    for node in ["n1", "n2", "n3"] {
+        let req = SessionRequest {
+            node_id: node.into(),
+            description: Default::default(),
+        };
+        let mut rx = d.session(node, req).await.unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Ok(SessionMessage::Snapshot { .. }))
+        ));
+        sessions.push(rx);
+    }
+    // The snapshot goes out before the session can take a subscription.
+    eventually("three sessions registered", || {
+        d.sessions.lock().unwrap().len() == 3
+    })
+    .await;
+    let mut reader = d
+        .subscribe_logs(LogsRequest {
+            service: "web".into(),
+            follow: false,
+            tail: None,
+        })
+        .unwrap();
+    let mut asked = Vec::new();
+    for rx in &mut sessions[..2] {
+        match rx.recv().await {
+            Some(Ok(SessionMessage::Logs(sub))) => asked.push(sub),
+            other => panic!("expected a log subscription, got {other:?}"),
+        }
+    }
+    let id = asked[0].id;
+    assert_eq!(asked[0].task_ids, ["t1"]);
+    assert_eq!(asked[1].task_ids, ["t2"]);
+    let publish = |node: &'static str, items: Vec<PublishItem>| {
+        let d = d.clone();
+        async move {
+            let stream = tokio_stream::iter(items.into_iter().map(Ok));
+            d.publish_logs(node, stream).await
+        }
+    };
+    let line = |task: &str, text: &str| PublishItem::Line {
+        task_id: task.into(),
+        line: text.into(),
+    };
+    // n3 has no task of web and was sent nothing: refused, and its Done ends nothing.
+    let err = publish(
+        "n3",
+        vec![
+            PublishItem::Start { subscription: id },
+            line("t1", "forged by n3"),
+            PublishItem::Done,
+        ],
+    )
+    .await
+    .expect_err("n3 was not asked");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // n2 was asked, for t2 only: its line for n1's t1 is dropped.
+    publish(
+        "n2",
+        vec![
+            PublishItem::Start { subscription: id },
+            line("t1", "forged by n2"),
+            line("t2", "from n2"),
+            PublishItem::Done,
+        ],
+    )
+    .await
+    .unwrap();
+    publish(
+        "n1",
+        vec![
+            PublishItem::Start { subscription: id },
+            line("t1", "from n1"),
+            PublishItem::Done,
+        ],
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(l) = reader.recv().await {
+        let l = l.unwrap();
+        got.push((l.task_id, l.line));
+    }
+    assert_eq!(
+        got,
+        [
+            ("t2".to_string(), "from n2".to_string()),
+            ("t1".to_string(), "from n1".to_string())
+        ]
+    );
 }
