@@ -1,8 +1,11 @@
 //! What a node keeps in its state dir: who it is, its certificates and the managers it knows.
 //!
 //! Layout: `node.json`, `certificates/{swarm-root-ca.crt, swarm-node.crt, swarm-node.key}`,
-//! `raft/` and `keys/swarm-data.key` (the cluster data key, 0600 in a 0700 dir) on
-//! managers, `tasks/<id>/output.log`.
+//! `raft/` and `keys/swarm-data.key` (the cluster data key) on managers,
+//! `tasks/<id>/output.log`. The state dir and those directories are 0700 and their files
+//! 0600 (`shoal_manager::private_files`): the TLS key, and on managers the raft log with
+//! the CA key and join tokens, are readable by root only. Opening the state dir narrows
+//! what an older shoal left looser.
 //!
 //! On the managers of an autolocked swarm, `swarm-data.key` is locked under the swarm's
 //! unlock key and `swarm-node.key` under the data key (`shoal_manager::ca::unlock`), as
@@ -15,6 +18,7 @@ use shoal_api::dispatch::ManagerPeer;
 use shoal_api::objects::NodeRole;
 use shoal_manager::ca::unlock::{UnlockError, is_locked};
 use shoal_manager::ca::{DataKey, DataKeyError, KeyFile};
+use shoal_manager::private_files;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -109,8 +113,18 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// Opens the state dir, making it and `certificates/` 0700; key-bearing paths that
+    /// allow more (an older shoal made them with the umask's modes) are narrowed.
     pub fn new(root: PathBuf) -> Result<Self, IdentityError> {
-        std::fs::create_dir_all(root.join("certificates")).map_err(io(&root))?;
+        private_files::create_dir(&root).map_err(io(&root))?;
+        let certs = root.join("certificates");
+        private_files::create_dir(&certs).map_err(io(&certs))?;
+        let node = root.join("node.json");
+        private_files::restrict(&node, private_files::FILE_MODE).map_err(io(&node))?;
+        for dir in ["certificates", "keys", "raft"] {
+            let dir = root.join(dir);
+            private_files::restrict_dir_and_files(&dir).map_err(io(&dir))?;
+        }
         Ok(StateDir { root })
     }
 
@@ -204,7 +218,8 @@ impl StateDir {
                 Err(e) => return Err(io(&p)(e)),
             }
         }
-        std::fs::create_dir_all(self.root.join("certificates")).map_err(io(&self.root))?;
+        let certs = self.root.join("certificates");
+        private_files::create_dir(&certs).map_err(io(&certs))?;
         Ok(())
     }
 }
@@ -286,6 +301,44 @@ mod tests {
         let (_, plain) = state.load().unwrap().unwrap();
         assert!(!plain.key_locked());
         assert_eq!(plain.key_pem, certs().key_pem);
+    }
+
+    #[test]
+    fn the_state_dir_is_private_and_loose_modes_are_narrowed_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let chmod = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        // Under the usual umask (022) these would be 0755.
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("state");
+        let state = StateDir::new(root.clone()).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("certificates")), 0o700);
+        // As an older shoal left a manager's state dir.
+        state.save_certs(&certs(), None).unwrap();
+        std::fs::create_dir(state.raft_dir()).unwrap();
+        std::fs::write(state.raft_dir().join("snapshot"), "CA key").unwrap();
+        std::fs::write(root.join("node.json"), "{}").unwrap();
+        for dir in [root.clone(), root.join("certificates"), state.raft_dir()] {
+            chmod(&dir, 0o755);
+        }
+        let files = [
+            root.join("node.json"),
+            root.join("certificates/swarm-node.key"),
+            state.raft_dir().join("snapshot"),
+        ];
+        for f in &files {
+            chmod(f, 0o644);
+        }
+        StateDir::new(root.clone()).unwrap();
+        for dir in [root.clone(), root.join("certificates"), state.raft_dir()] {
+            assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        }
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
     }
 
     #[test]

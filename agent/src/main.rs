@@ -140,6 +140,8 @@ async fn serve(opts: Opts) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // First, so the state dir is private (0700) before anything makes a path inside it.
+    shoal_agent::identity::StateDir::new(opts.state_dir.clone())?;
     let sandboxes = if Sandboxes::available() {
         // Sandboxes of an earlier run stay: their tasks may be adopted on resume.
         Some(Sandboxes::new(&opts.state_dir))
@@ -198,7 +200,6 @@ async fn serve(opts: Opts) -> anyhow::Result<()> {
                 );
                 chosen.lb.take_over_from(previous.trim());
             }
-            std::fs::create_dir_all(&opts.state_dir)?;
             std::fs::write(&record, chosen.lb.name())?;
             if chosen.lb.name() == "ebpf" && opts.cgroup.is_some() && docker.is_some() {
                 // Containers live in dockerd's cgroups, wherever shoald is.

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod join;
 pub mod leader;
 pub mod orchestrator;
+pub mod private_files;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;

@@ -146,7 +146,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         if request.node_id != id.node_id {
             return Err(ErrorKind::Permission.status("a node may only report for itself"));
         }
-        let answer = self.dispatcher.report(&id.node_id, request)?;
+        let answer = self.dispatcher.report(&id.node_id, request).await?;
         Ok(Response::new(frame(&answer)))
     }
 

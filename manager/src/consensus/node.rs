@@ -355,6 +355,85 @@ impl RaftHandle {
     }
 }
 
+/// A stand-in for the raft node in tests of what runs on a leader: see
+/// [`RaftHandle::in_memory`].
+#[cfg(test)]
+pub(crate) struct InMemoryRaft {
+    /// Every command committed, in log order: what would have been raft entries.
+    pub entries: Arc<std::sync::Mutex<Vec<Command>>>,
+    /// While set, proposals are taken but never committed (a leader that lost its quorum).
+    pub stall: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[cfg(test)]
+impl RaftHandle {
+    /// A leader of a one-manager cluster without disk or consensus: each proposal applies to
+    /// `state` at once, in order. Must be called inside a tokio runtime.
+    pub(crate) fn in_memory(state: ClusterState) -> (RaftHandle, InMemoryRaft) {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let state = Arc::new(RwLock::new(state));
+        let status = Arc::new(RaftStatus::default());
+        status.role.store(2, Ordering::SeqCst);
+        status.leader_id.store(1, Ordering::SeqCst);
+        status.leader_ready.store(true, Ordering::SeqCst);
+        *status.voters.write().expect("voters lock") = vec![1];
+        let (applied_tx, applied_rx) = watch::channel(0);
+        let fake = InMemoryRaft {
+            entries: Arc::default(),
+            stall: Arc::default(),
+        };
+        let (entries, stall, applied_state) =
+            (fake.entries.clone(), fake.stall.clone(), state.clone());
+        let join = std::thread::spawn(move || {
+            // Past the indexes a test's hand-built state used.
+            let mut index = 1_000;
+            let mut stalled = Vec::new();
+            while let Ok(msg) = rx.recv() {
+                match msg {
+                    Msg::Propose { data, reply, .. } => {
+                        if stall.load(Ordering::SeqCst) {
+                            stalled.push(reply);
+                            continue;
+                        }
+                        let p: Proposal = serde_json::from_slice(&data).expect("proposal");
+                        index += 1;
+                        entries.lock().expect("lock").push(p.command.clone());
+                        let r = applied_state
+                            .write()
+                            .expect("state lock")
+                            .apply(index, p.command)
+                            .map_err(ProposeError::from);
+                        let _ = applied_tx.send(index);
+                        let _ = reply.send(r);
+                    }
+                    Msg::ConfChange { reply, .. } => {
+                        let _ = reply.send(Err(ProposeError::ConfChange("in-memory raft".into())));
+                    }
+                    Msg::Stop => return,
+                    _ => {}
+                }
+            }
+        });
+        let transport = Transport::new(
+            1,
+            tonic::transport::ClientTlsConfig::new(),
+            tokio::runtime::Handle::current(),
+        );
+        let handle = RaftHandle {
+            id: 1,
+            tx,
+            state,
+            status,
+            applied: applied_rx,
+            transport,
+            next_request: Arc::default(),
+            propose_timeout: Duration::from_secs(5),
+            thread: Arc::new(std::sync::Mutex::new(Some(join))),
+        };
+        (handle, fake)
+    }
+}
+
 struct Waiter {
     reply: oneshot::Sender<Result<Applied, ProposeError>>,
 }

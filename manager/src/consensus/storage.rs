@@ -12,6 +12,9 @@
 //! - `snapshot`: one frame, the [`Snapshot`]: metadata (index, term, conf state) and the state
 //!   machine's data. Absent until bootstrap, the first compaction or an installed snapshot.
 //!
+//! Every file is 0600 in a 0700 directory (the snapshot and log hold the cluster's CA key and
+//! join tokens); a looser mode found on open is narrowed, with a warning.
+//!
 //! `hardstate` and `snapshot` are replaced atomically: written to `<name>.tmp`, fsync'd, renamed
 //! over the old file, then the directory is fsync'd. Compaction writes the new snapshot first,
 //! then rewrites the log with the remaining entries the same way (`log.tmp`), so a crash in
@@ -41,7 +44,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -155,7 +158,7 @@ struct Inner {
 impl DiskStorage {
     /// Opens (creating if missing) the raft state in `dir`, recovering from a torn tail.
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        crate::private_files::create_dir(dir).map_err(io_err("create directory", dir))?;
         for name in [LOG, HARD_STATE, SNAPSHOT] {
             let tmp = tmp_path(dir, name);
             match fs::remove_file(&tmp) {
@@ -164,6 +167,9 @@ impl DiskStorage {
                 }
                 _ => {}
             }
+            let path = dir.join(name);
+            crate::private_files::restrict(&path, crate::private_files::FILE_MODE)
+                .map_err(io_err("narrow the permissions of", &path))?;
         }
 
         let hs_path = dir.join(HARD_STATE);
@@ -601,6 +607,7 @@ fn open_log(path: &Path) -> Result<File, StorageError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(crate::private_files::FILE_MODE)
         .open(path)
         .map_err(io_err("open", path))
 }
@@ -614,7 +621,14 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 /// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
     let tmp = tmp_path(dir, name);
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    // `open` removed any older temp file, so this one is new and gets the mode.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::private_files::FILE_MODE)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(io_err("write", &tmp))?;
@@ -902,6 +916,38 @@ mod tests {
             disk.apply_snapshot(snap(10, 4, &[1])),
             Err(StorageError::SnapshotOutOfDate { .. })
         ));
+    }
+
+    #[test]
+    fn files_are_private_and_loose_ones_are_narrowed_on_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let chmod = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m));
+        // Under the usual umask (022) files would be 0644 and the directory 0755.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        let disk = DiskStorage::open(&dir).unwrap();
+        disk.initialize_with_conf_state(cs(&[1])).unwrap();
+        disk.append(&ents(2..=4, 1)).unwrap();
+        // Compaction writes a new snapshot and rewrites the log.
+        disk.compact_to_snapshot(3, cs(&[1]), b"CA key and join tokens".to_vec())
+            .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for name in [LOG, HARD_STATE, SNAPSHOT] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+        }
+        // As an older shoal left them.
+        drop(disk);
+        chmod(&dir, 0o755).unwrap();
+        for name in [LOG, HARD_STATE, SNAPSHOT] {
+            chmod(&dir.join(name), 0o644).unwrap();
+        }
+        let disk = DiskStorage::open(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for name in [LOG, HARD_STATE, SNAPSHOT] {
+            assert_eq!(mode(&dir.join(name)), 0o600, "{name} after reopening");
+        }
+        assert_eq!(disk.last_index(), 4, "and the log reads as before");
     }
 
     #[test]

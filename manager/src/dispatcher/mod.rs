@@ -44,6 +44,15 @@ impl Drop for Unregister {
 
 /// Reports are merged for this long into one raft entry.
 const STATUS_BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// Status updates in one raft entry at most, as swarmkit caps the changes of one store
+/// transaction (200): an entry stays quick to replicate and apply however much is queued.
+const STATUS_BATCH_MAX: usize = 200;
+/// Status updates waiting for raft, from all nodes. When raft falls behind, reports wait
+/// for room instead of the leader's memory growing.
+const STATUS_QUEUE: usize = 4096;
+/// How long a report waits for room in the queue before it fails with ResourceExhausted;
+/// the agent keeps the updates of a failed report and sends them again.
+const STATUS_QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// Store changes are merged for this long into one delta.
 const VIEW_COALESCE: Duration = Duration::from_millis(10);
 
@@ -54,7 +63,7 @@ pub struct Dispatcher {
     /// cluster made before data keys existed.
     data_key: Option<crate::ca::DataKey>,
     last_seen: Arc<Mutex<HashMap<String, Instant>>>,
-    statuses: mpsc::UnboundedSender<TaskStatusUpdate>,
+    statuses: mpsc::Sender<TaskStatusUpdate>,
     /// Messages to put into each node's open session (log subscriptions), keyed by node.
     sessions: SessionInjectors,
     next_session: Arc<std::sync::atomic::AtomicU64>,
@@ -69,7 +78,7 @@ impl Dispatcher {
         raft: RaftHandle,
         data_key: Option<crate::ca::DataKey>,
     ) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(STATUS_QUEUE);
         let d = Dispatcher {
             raft,
             data_key,
@@ -261,7 +270,7 @@ impl Dispatcher {
             .into_iter()
             .filter(|(node, _)| sessions.contains_key(node))
             .collect();
-        let (id, rx) = self.logs.open(names, reachable.len(), req.follow);
+        let (id, rx) = self.logs.open(names, &reachable);
         for (node, task_ids) in reachable {
             let sub = shoal_api::logs::LogSubscription {
                 id,
@@ -289,10 +298,28 @@ impl Dispatcher {
         else {
             return Err(ErrorKind::Invalid.status("a log stream starts with its subscription"));
         };
+        let gone = || ErrorKind::Unavailable.status("nobody reads these logs any more");
+        match self.logs.publisher(subscription, node_id) {
+            logs::Publisher::Allowed => {}
+            logs::Publisher::Gone => return Err(gone()),
+            logs::Publisher::NotAsked => {
+                // Not counted as one of its publishers: its end closes nobody's stream.
+                tracing::warn!(
+                    node = node_id,
+                    subscription,
+                    "refusing a log stream for a subscription this node was not sent"
+                );
+                return Err(ErrorKind::Permission.status(format!(
+                    "log subscription {subscription} was not sent to node {node_id}"
+                )));
+            }
+        }
         let _done = logs::Finish {
             broker: self.logs.clone(),
             id: subscription,
+            node_id: node_id.to_string(),
         };
+        let mut dropped = 0u64;
         while let Some(item) = items.next().await {
             match item? {
                 shoal_api::logs::PublishItem::Line {
@@ -302,46 +329,55 @@ impl Dispatcher {
                     stream,
                 } => {
                     let written = logs::Written { line, time, stream };
-                    if !self.logs.line(subscription, task_id, written).await {
+                    match self
+                        .logs
+                        .line(subscription, node_id, task_id.clone(), written)
+                        .await
+                    {
+                        logs::Delivery::Sent => {}
+                        logs::Delivery::NotAsked => {
+                            if dropped == 0 {
+                                tracing::warn!(
+                                    node = node_id,
+                                    subscription,
+                                    task = %task_id,
+                                    "dropping log lines of a task this node was not asked for"
+                                );
+                            }
+                            dropped += 1;
+                        }
                         // The reader went away: tell the node to stop.
-                        return Err(
-                            ErrorKind::Unavailable.status("nobody reads these logs any more")
-                        );
+                        logs::Delivery::Gone => return Err(gone()),
                     }
                 }
                 shoal_api::logs::PublishItem::Done => break,
                 shoal_api::logs::PublishItem::Start { .. } => {}
             }
         }
-        tracing::trace!(node = node_id, subscription, "log stream finished");
+        tracing::trace!(node = node_id, subscription, dropped, "log stream finished");
         Ok(())
     }
 
-    /// Heartbeat plus status reports.
-    pub fn report(&self, node_id: &str, req: ReportRequest) -> Result<ReportResponse, Status> {
+    /// Heartbeat plus status reports. The heartbeat counts even when the status queue is
+    /// full and the call fails with ResourceExhausted.
+    pub async fn report(
+        &self,
+        node_id: &str,
+        req: ReportRequest,
+    ) -> Result<ReportResponse, Status> {
         self.require_leader()?;
-        let period = {
+        let (period, statuses) = {
             let state = self.raft.state();
-            let node = state.nodes.get(node_id).ok_or_else(|| {
-                ErrorKind::Permission
-                    .status(format!("node {node_id} is not a member of this swarm"))
-            })?;
-            // A node may only report its own tasks.
-            for s in &req.statuses {
-                if state
-                    .tasks
-                    .get(&s.task_id)
-                    .is_some_and(|t| t.node_id != node.id)
-                {
-                    return Err(ErrorKind::Permission
-                        .status(format!("task {} does not run on node {node_id}", s.task_id)));
-                }
+            if !state.nodes.contains_key(node_id) {
+                return Err(ErrorKind::Permission
+                    .status(format!("node {node_id} is not a member of this swarm")));
             }
-            state
+            let period = state
                 .cluster
                 .as_ref()
                 .map(|c| c.cluster.spec.dispatcher_heartbeat_period)
-                .unwrap_or(5_000_000_000)
+                .unwrap_or(5_000_000_000);
+            (period, own_statuses(&state, node_id, req.statuses))
         };
         self.last_seen
             .lock()
@@ -396,8 +432,22 @@ impl Dispatcher {
                 .cloned()
                 .collect()
         };
-        for s in req.statuses {
-            let _ = self.statuses.send(s);
+        let queued = tokio::time::timeout(STATUS_QUEUE_WAIT, async {
+            for s in statuses {
+                if self.statuses.send(s).await.is_err() {
+                    // The batcher stopped with the dispatcher; nothing will propose them.
+                    return;
+                }
+            }
+        })
+        .await;
+        if queued.is_err() {
+            // Updates queued before the wait ran out may be proposed twice: applying the
+            // same status again changes nothing.
+            return Err(ErrorKind::Exhausted.status(format!(
+                "the leader's task status queue is full ({STATUS_QUEUE} updates); \
+                 the agent sends its updates again"
+            )));
         }
         Ok(ReportResponse {
             heartbeat_period_ns: period,
@@ -405,19 +455,25 @@ impl Dispatcher {
         })
     }
 
-    async fn status_batcher(self, mut rx: mpsc::UnboundedReceiver<TaskStatusUpdate>) {
+    async fn status_batcher(self, mut rx: mpsc::Receiver<TaskStatusUpdate>) {
+        let mut backlog = false;
         while let Some(first) = rx.recv().await {
-            tokio::time::sleep(STATUS_BATCH_WINDOW).await;
+            // A backlog is proposed at once; only a fresh update waits for company.
+            if !backlog {
+                tokio::time::sleep(STATUS_BATCH_WINDOW).await;
+            }
             let mut ops = vec![TaskOp::Status {
                 id: first.task_id,
                 status: first.status,
             }];
-            while let Ok(s) = rx.try_recv() {
+            while ops.len() < STATUS_BATCH_MAX {
+                let Ok(s) = rx.try_recv() else { break };
                 ops.push(TaskOp::Status {
                     id: s.task_id,
                     status: s.status,
                 });
             }
+            backlog = ops.len() == STATUS_BATCH_MAX;
             if let Err(e) = self
                 .raft
                 .propose(Command::Tasks {
@@ -494,4 +550,32 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The updates of a report that the node may make: those for tasks the store has on that
+/// node. The rest (ids the store does not know, other nodes' tasks) are dropped and named
+/// once per report in the log, so a worker certificate can neither write another node's
+/// tasks nor fill raft entries with ids that apply to nothing. Dropping, not refusing the
+/// report, keeps the heartbeat and the valid updates of an agent that still reports a task
+/// the store has deleted meanwhile.
+fn own_statuses(
+    state: &crate::store::ClusterState,
+    node_id: &str,
+    statuses: Vec<TaskStatusUpdate>,
+) -> Vec<TaskStatusUpdate> {
+    let (own, other): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|s| {
+        state
+            .tasks
+            .get(&s.task_id)
+            .is_some_and(|t| t.node_id == node_id)
+    });
+    if let Some(first) = other.first() {
+        tracing::warn!(
+            node = node_id,
+            ignored = other.len(),
+            first = %first.task_id,
+            "report has updates for tasks that are unknown or run on other nodes; ignoring them"
+        );
+    }
+    own
 }

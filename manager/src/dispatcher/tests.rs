@@ -1,4 +1,5 @@
-//! A node's view holds exactly what it needs, and deltas rebuild it exactly.
+//! A node's view holds exactly what it needs, and deltas rebuild it exactly; the leader
+//! takes from a node's reports and log streams only what concerns that node's own tasks.
 
 use super::view::{diff, node_view};
 use crate::store::tests::{cluster, service_spec};
@@ -325,4 +326,227 @@ fn a_secret_reaches_only_nodes_whose_live_tasks_use_it_and_leaves_when_they_end(
     assert_eq!(rebuilt, after);
     // Nothing in a view's debug output shows the data.
     assert!(!format!("{before:?}").contains("hunter2"));
+}
+
+// The leader's side of reports and log streams, on an in-memory raft.
+
+use super::{Dispatcher, STATUS_BATCH_MAX, STATUS_QUEUE};
+use crate::consensus::RaftHandle;
+use crate::consensus::node::InMemoryRaft;
+use shoal_api::dispatch::{ReportRequest, SessionMessage, SessionRequest, TaskStatusUpdate};
+use shoal_api::logs::{LogsRequest, PublishItem};
+use std::time::Duration;
+
+fn leader() -> (Dispatcher, InMemoryRaft) {
+    let (raft, fake) = RaftHandle::in_memory(setup());
+    let (d, _loops) = Dispatcher::start(raft, None);
+    (d, fake)
+}
+
+fn update(task: &str, state: TaskState) -> TaskStatusUpdate {
+    TaskStatusUpdate {
+        task_id: task.into(),
+        status: TaskStatus {
+            state,
+            timestamp: NOW.into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn report(node: &str, statuses: Vec<TaskStatusUpdate>) -> ReportRequest {
+    ReportRequest {
+        node_id: node.into(),
+        statuses,
+        applied_version: 0,
+        draining: vec![],
+    }
+}
+
+/// The task ids of each status entry proposed so far.
+fn status_entries(fake: &InMemoryRaft) -> Vec<Vec<String>> {
+    fake.entries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|c| match c {
+            Command::Tasks { ops, .. } => Some(
+                ops.iter()
+                    .filter_map(|op| match op {
+                        TaskOp::Status { id, .. } => Some(id.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 5s: {what}");
+}
+
+#[tokio::test]
+async fn a_report_updates_only_tasks_the_store_has_on_that_node() {
+    let (d, fake) = leader();
+    d.report("n2", report("n2", vec![update("ghost", TaskState::Failed)]))
+        .await
+        .expect("an unknown id is dropped, not a reason to refuse the heartbeat");
+    let mixed = vec![
+        update("t1", TaskState::Failed),
+        update("ghost", TaskState::Failed),
+        update("t2", TaskState::Complete),
+    ];
+    d.report("n2", report("n2", mixed))
+        .await
+        .expect("another node's task is dropped; n2's own update still counts");
+    eventually("t2 completes", || {
+        d.raft.state().tasks["t2"].status.state == TaskState::Complete
+    })
+    .await;
+    assert_eq!(d.raft.state().tasks["t1"].status.state, TaskState::Running);
+    let entries = status_entries(&fake);
+    assert_eq!(
+        entries,
+        [vec!["t2".to_string()]],
+        "nothing else reached raft"
+    );
+}
+
+#[tokio::test]
+async fn a_large_report_is_split_into_bounded_raft_entries() {
+    let (d, fake) = leader();
+    let n = 2 * STATUS_BATCH_MAX + 50;
+    let statuses = (0..n).map(|_| update("t1", TaskState::Running)).collect();
+    d.report("n1", report("n1", statuses)).await.unwrap();
+    eventually("every update proposed", || {
+        status_entries(&fake).iter().map(Vec::len).sum::<usize>() == n
+    })
+    .await;
+    let sizes: Vec<usize> = status_entries(&fake).iter().map(Vec::len).collect();
+    assert!(
+        sizes.iter().all(|&len| len <= STATUS_BATCH_MAX),
+        "entry sizes {sizes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_status_queue_fails_the_report_instead_of_growing() {
+    let (d, fake) = leader();
+    // Raft stops committing: the batcher holds one batch, the queue fills behind it.
+    fake.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = STATUS_QUEUE + 2 * STATUS_BATCH_MAX;
+    let statuses = (0..n).map(|_| update("t1", TaskState::Running)).collect();
+    let err = d
+        .report("n1", report("n1", statuses))
+        .await
+        .expect_err("more than the queue holds");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn only_the_nodes_a_log_subscription_went_to_publish_to_it() {
+    let (d, _fake) = leader();
+    let mut sessions = Vec::new();
+    for node in ["n1", "n2", "n3"] {
+        let req = SessionRequest {
+            node_id: node.into(),
+            description: Default::default(),
+        };
+        let mut rx = d.session(node, req).await.unwrap();
+        assert!(matches!(
+            rx.recv().await,
+            Some(Ok(SessionMessage::Snapshot { .. }))
+        ));
+        sessions.push(rx);
+    }
+    // The snapshot goes out before the session can take a subscription.
+    eventually("three sessions registered", || {
+        d.sessions.lock().unwrap().len() == 3
+    })
+    .await;
+    let mut reader = d
+        .subscribe_logs(LogsRequest {
+            service: "web".into(),
+            follow: false,
+            tail: None,
+            since: None,
+        })
+        .unwrap();
+    let mut asked = Vec::new();
+    for rx in &mut sessions[..2] {
+        match rx.recv().await {
+            Some(Ok(SessionMessage::Logs(sub))) => asked.push(sub),
+            other => panic!("expected a log subscription, got {other:?}"),
+        }
+    }
+    let id = asked[0].id;
+    assert_eq!(asked[0].task_ids, ["t1"]);
+    assert_eq!(asked[1].task_ids, ["t2"]);
+    let publish = |node: &'static str, items: Vec<PublishItem>| {
+        let d = d.clone();
+        async move {
+            let stream = tokio_stream::iter(items.into_iter().map(Ok));
+            d.publish_logs(node, stream).await
+        }
+    };
+    let line = |task: &str, text: &str| PublishItem::Line {
+        task_id: task.into(),
+        line: text.into(),
+        time: None,
+        stream: Default::default(),
+    };
+    // n3 has no task of web and was sent nothing: refused, and its Done ends nothing.
+    let err = publish(
+        "n3",
+        vec![
+            PublishItem::Start { subscription: id },
+            line("t1", "forged by n3"),
+            PublishItem::Done,
+        ],
+    )
+    .await
+    .expect_err("n3 was not asked");
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    // n2 was asked, for t2 only: its line for n1's t1 is dropped.
+    publish(
+        "n2",
+        vec![
+            PublishItem::Start { subscription: id },
+            line("t1", "forged by n2"),
+            line("t2", "from n2"),
+            PublishItem::Done,
+        ],
+    )
+    .await
+    .unwrap();
+    publish(
+        "n1",
+        vec![
+            PublishItem::Start { subscription: id },
+            line("t1", "from n1"),
+            PublishItem::Done,
+        ],
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(l) = reader.recv().await {
+        let l = l.unwrap();
+        got.push((l.task_id, l.line));
+    }
+    assert_eq!(
+        got,
+        [
+            ("t2".to_string(), "from n2".to_string()),
+            ("t1".to_string(), "from n1".to_string())
+        ]
+    );
 }
