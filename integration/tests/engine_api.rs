@@ -129,7 +129,7 @@ fn engine(args: &[&str]) -> String {
 
 fn web_command(greeting_var: &str) -> String {
     format!(
-        "echo started ${greeting_var}; echo ${greeting_var} > /www/index.html; exec httpd -f -p 80 -h /www"
+        "echo started ${greeting_var}; echo serving on 80 >&2; echo ${greeting_var} > /www/index.html; exec httpd -f -p 80 -h /www"
     )
 }
 
@@ -580,6 +580,28 @@ fn the_docker_cli_and_docker_py_drive_a_shoal_swarm() {
             && l.ends_with("| started bonjour")),
         "{logs}"
     );
+    // Times first, as Docker prints them; stderr lines on the CLI's stderr.
+    let o = cli.raw(h, &["service", "logs", "--timestamps", "web"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    let started = out
+        .lines()
+        .find(|l| l.ends_with("| started bonjour"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (stamp, rest) = started.split_once(' ').unwrap();
+    assert!(
+        stamp.len() == 30 && stamp.ends_with('Z') && rest.starts_with("web."),
+        "{started}"
+    );
+    assert!(err.contains("| serving on 80"), "stderr: {err}");
+    assert!(!out.contains("serving on 80"), "stdout: {out}");
+    let later = cli.ok(
+        h,
+        &["service", "logs", "--since", "2099-01-01T00:00:00Z", "web"],
+    );
+    assert_eq!(later, "", "nothing was written after 2099");
 
     // Bad input: Docker's status codes, a message naming the object, nothing applied.
     let sock = &bed.nodes[0].engine_socket;
