@@ -1,6 +1,7 @@
 //! shoal's manager: the raft-replicated cluster store and everything that runs on it.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod allocator;
 pub mod ca;
 pub mod consensus;

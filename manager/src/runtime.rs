@@ -11,7 +11,15 @@ use shoal_api::dispatch::ManagerPeer;
 use shoal_api::pb;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
+
+/// Streams one connection may hold open: a node needs a session, reports, log streams and
+/// raft traffic, far fewer than this.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// A join or a renewal: a token, a CSR and the node's description.
+const CA_MESSAGE_MAX: usize = 1 << 20;
 
 pub struct ManagerConfig {
     pub raft_dir: PathBuf,
@@ -70,30 +78,47 @@ impl ManagerRuntime {
                 source,
             })?;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let admitted = || crate::admission::interceptor(raft.clone());
         let router = tonic::transport::Server::builder()
             .tls_config(server_tls(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem))?
             .tcp_nodelay(true)
-            .add_service(
+            // A peer that goes silent (a partition, a crashed host) is noticed in about 30 s
+            // rather than after TCP's retransmissions give up, and one connection can't
+            // open streams without bound.
+            .tcp_keepalive(Some(Duration::from_secs(30)))
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .add_service(InterceptedService::new(
                 pb::raft_server::RaftServer::new(RaftService {
                     raft: raft.clone(),
                     transport: transport.clone(),
                 })
                 .max_decoding_message_size(256 << 20),
-            )
-            .add_service(pb::control_server::ControlServer::new(ControlService {
-                raft: raft.clone(),
-                api: control.clone(),
-                dispatcher: dispatcher.clone(),
-            }))
-            .add_service(pb::dispatcher_server::DispatcherServer::new(
-                DispatcherService {
-                    dispatcher: dispatcher.clone(),
-                },
+                admitted(),
             ))
-            .add_service(pb::ca_server::CaServer::new(CaService {
-                raft: raft.clone(),
-                data_key: cfg.data_key.clone(),
-            }));
+            .add_service(InterceptedService::new(
+                pb::control_server::ControlServer::new(ControlService {
+                    raft: raft.clone(),
+                    api: control.clone(),
+                    dispatcher: dispatcher.clone(),
+                }),
+                admitted(),
+            ))
+            .add_service(InterceptedService::new(
+                pb::dispatcher_server::DispatcherServer::new(DispatcherService {
+                    dispatcher: dispatcher.clone(),
+                }),
+                admitted(),
+            ))
+            // Joiners are anonymous; a join or renewal is a token, a CSR and a description.
+            .add_service(
+                pb::ca_server::CaServer::new(CaService {
+                    raft: raft.clone(),
+                    data_key: cfg.data_key.clone(),
+                })
+                .max_decoding_message_size(CA_MESSAGE_MAX),
+            );
         let addr = cfg.listen_addr;
         let mut tasks = vec![
             tokio::spawn(async move {
