@@ -91,6 +91,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
+/// Where `save_certs` puts a new set of certificates before it takes their place.
+const STAGED_CERTS: &str = "certificates.new";
+
+/// Makes a directory's entries (renames, new files) durable.
+fn sync_dir(dir: &Path) -> Result<(), IdentityError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
 /// Writes a file durably and atomically (temp file, fsync, rename), private to root.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), IdentityError> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -105,7 +115,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), IdentityError> {
     f.write_all(data).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    Ok(())
+    // The rename itself is durable only once the directory is.
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 pub struct StateDir {
@@ -119,6 +130,12 @@ impl StateDir {
         private_files::create_dir(&root).map_err(io(&root))?;
         let certs = root.join("certificates");
         private_files::create_dir(&certs).map_err(io(&certs))?;
+        // A save that stopped half-way: the exchange below did not happen (this is the new
+        // set) or did (this is the old one); either way `certificates/` is a whole set.
+        let staged = root.join(STAGED_CERTS);
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged).map_err(io(&staged))?;
+        }
         let node = root.join("node.json");
         private_files::restrict(&node, private_files::FILE_MODE).map_err(io(&node))?;
         for dir in ["certificates", "keys", "raft"] {
@@ -186,16 +203,38 @@ impl StateDir {
     /// Writes the certificates, with the TLS key locked under the data key `lock` when the
     /// swarm is autolocked (managers only).
     pub fn save_certs(&self, certs: &Certs, lock: Option<&DataKey>) -> Result<(), IdentityError> {
-        write_private(
-            &self.cert_path("swarm-root-ca.crt"),
-            certs.ca_pem.as_bytes(),
-        )?;
+        // The key and the certificate must change together: a crash between two renames
+        // would leave a key that does not match its certificate, and a node that can't
+        // talk to its swarm. So the new set is written whole into a staged directory,
+        // which then trades places with `certificates/` in one atomic rename.
+        let live = self.root.join("certificates");
+        let staged = self.root.join(STAGED_CERTS);
+        if staged.exists() {
+            std::fs::remove_dir_all(&staged).map_err(io(&staged))?;
+        }
+        private_files::create_dir(&staged).map_err(io(&staged))?;
         let key = match lock {
             Some(lock) => lock.lock_text(NODE_KEY_PURPOSE, certs.key_pem.as_bytes()),
             None => certs.key_pem.clone(),
         };
-        write_private(&self.cert_path("swarm-node.key"), key.as_bytes())?;
-        write_private(&self.cert_path("swarm-node.crt"), certs.cert_pem.as_bytes())
+        for (name, data) in [
+            ("swarm-root-ca.crt", certs.ca_pem.as_bytes()),
+            ("swarm-node.key", key.as_bytes()),
+            ("swarm-node.crt", certs.cert_pem.as_bytes()),
+        ] {
+            write_private(&staged.join(name), data)?;
+        }
+        sync_dir(&staged)?;
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &staged,
+            nix::fcntl::AT_FDCWD,
+            &live,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| io(&live)(e.into()))?;
+        sync_dir(&self.root)?;
+        std::fs::remove_dir_all(&staged).map_err(io(&staged))
     }
 
     /// Forgets the swarm: identity, certificates, raft log and task output.
@@ -258,6 +297,40 @@ mod tests {
             cert_pem: "CERT".into(),
             key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n".into(),
         }
+    }
+
+    #[test]
+    fn key_and_certificate_change_together_and_a_half_save_leaves_the_old_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path().to_path_buf()).unwrap();
+        state.save_certs(&certs(), None).unwrap();
+        let mut next = certs();
+        next.cert_pem = "CERT2".into();
+        next.key_pem = "KEY2".into();
+        state.save_certs(&next, None).unwrap();
+        let live = dir.path().join("certificates");
+        assert_eq!(
+            std::fs::read_to_string(live.join("swarm-node.crt")).unwrap(),
+            "CERT2"
+        );
+        assert_eq!(
+            std::fs::read_to_string(live.join("swarm-node.key")).unwrap(),
+            "KEY2"
+        );
+        assert!(!dir.path().join(STAGED_CERTS).exists());
+        // A crash after the new key was staged but before the exchange: the old pair stays,
+        // and the next start clears the staged one.
+        let staged = dir.path().join(STAGED_CERTS);
+        std::fs::create_dir(&staged).unwrap();
+        std::fs::write(staged.join("swarm-node.key"), "KEY3").unwrap();
+        let state = StateDir::new(dir.path().to_path_buf()).unwrap();
+        assert!(!staged.exists());
+        let pair = (
+            std::fs::read_to_string(live.join("swarm-node.key")).unwrap(),
+            std::fs::read_to_string(live.join("swarm-node.crt")).unwrap(),
+        );
+        assert_eq!(pair, ("KEY2".to_string(), "CERT2".to_string()));
+        state.save_certs(&certs(), None).unwrap();
     }
 
     #[test]

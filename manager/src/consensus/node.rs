@@ -193,7 +193,12 @@ impl RaftHandle {
         let single_voter_bootstrap = bootstrap;
         let join = std::thread::Builder::new()
             .name(format!("raft-{}", cfg.id))
-            .spawn(move || thread.run(single_voter_bootstrap))
+            .spawn(move || {
+                fail_stop(
+                    || thread.run(single_voter_bootstrap),
+                    || std::process::exit(RAFT_PANIC_EXIT),
+                )
+            })
             .expect("spawn raft thread");
         Ok(RaftHandle {
             id: cfg.id,
@@ -352,6 +357,22 @@ impl RaftHandle {
         if let Some(t) = self.thread.lock().expect("thread lock").take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Exit status of a manager whose raft thread panicked (EX_SOFTWARE).
+pub const RAFT_PANIC_EXIT: i32 = 70;
+
+/// Runs the raft loop; if it panics, calls `stop` instead of returning. A manager whose raft
+/// thread is gone applies nothing more and may hold the state lock poisoned, yet would go
+/// on answering from a frozen store: a zombie. Stopping the process lets its supervisor
+/// start it again from the on-disk log, which is what raft's crash model expects.
+fn fail_stop(run: impl FnOnce(), stop: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+        tracing::error!(
+            "the raft thread panicked; stopping the process so it restarts from its log"
+        );
+        stop();
     }
 }
 
@@ -763,5 +784,24 @@ impl RaftThread {
         self.last_snapshot = index;
         tracing::debug!(index, "raft log compacted into a snapshot");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod fail_stop_tests {
+    use super::fail_stop;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_panicking_raft_loop_stops_the_process_and_a_clean_end_does_not() {
+        let stopped = Cell::new(false);
+        fail_stop(
+            || panic!("apply found a broken invariant"),
+            || stopped.set(true),
+        );
+        assert!(stopped.get());
+        let stopped = Cell::new(false);
+        fail_stop(|| {}, || stopped.set(true));
+        assert!(!stopped.get());
     }
 }

@@ -1138,7 +1138,19 @@ impl ClusterState {
 
 /// Resources, placement, restart and update settings that make no sense, refused with the
 /// field (Docker's name) and the flag that sets it.
+/// Replicas one service may ask for. Each is a task the leader allocates an address for
+/// and proposes at once; without a bound one `--replicas 100000000` would take every
+/// manager's memory. Far above what any one service of a real cluster runs.
+pub const MAX_REPLICAS: u64 = 100_000;
+
 fn check_deploy_settings(spec: &ServiceSpec) -> Result<(), String> {
+    if let ServiceMode::Replicated { replicas } = spec.mode
+        && replicas > MAX_REPLICAS
+    {
+        return Err(format!(
+            "{replicas} replicas is more than a service may have ({MAX_REPLICAS}); split it into several services"
+        ));
+    }
     let tt = &spec.task_template;
     let (limits, reservations) = (&tt.resources.limits, &tt.resources.reservations);
     let amounts = [

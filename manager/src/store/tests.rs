@@ -616,6 +616,25 @@ fn nonsensical_deploy_settings_are_refused_naming_the_field() {
     type Edit = fn(&mut ServiceSpec);
     let cases: Vec<(&str, Edit, &str)> = vec![
         (
+            "more replicas than a service may have",
+            |s| {
+                s.mode = ServiceMode::Replicated {
+                    replicas: 100_000_000,
+                }
+            },
+            "100000000 replicas is more than a service may have (100000); split it into several services",
+        ),
+        (
+            "a log cap the node can't read",
+            |s| {
+                s.task_template.log_driver = Some(Driver {
+                    name: "json-file".into(),
+                    options: [("max-size".to_string(), "huge".to_string())].into(),
+                })
+            },
+            "log option max-size=\"huge\": give a size such as 10m",
+        ),
+        (
             "negative CPU reservation",
             |s| s.task_template.resources.reservations.nano_cpus = -1,
             "Resources.Reservations.NanoCPUs (--reserve-cpu) is -0.000000001; it can't be negative",
@@ -734,7 +753,10 @@ fn nonsensical_deploy_settings_are_refused_naming_the_field() {
         assert_eq!(s, before, "case: {name}: nothing changed");
         // The same refusal on update, leaving the service as it was.
         let mut base = service_spec("web", 1, &[], &[]);
-        base.mode = spec.mode.clone();
+        // A mode can't change on update; a refused replica count is not a mode.
+        if matches!(spec.mode, ServiceMode::Global {}) {
+            base.mode = spec.mode.clone();
+        }
         create(&mut s, 3, "web", base).unwrap();
         let before = s.clone();
         let e = s
