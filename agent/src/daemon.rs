@@ -215,61 +215,40 @@ impl Daemon {
     /// Gets a new certificate from a manager, then restarts the node's parts with it (tasks
     /// keep running: the task runner is carried over).
     async fn renew(self: &Arc<Self>, generation: u64) -> Result<(), Status> {
-        let mut inner = self.inner.lock().await;
-        let Some(r) = inner.as_ref().filter(|r| r.generation == generation) else {
-            return Ok(());
-        };
-        let managers: Vec<String> = {
+        // What the request needs is read under the lock; the calls to the managers are made
+        // without it, so that `shoal info`, `/metrics` and the local API keep answering
+        // while a manager is slow or unreachable.
+        let (managers, view_managers, tls, role, raft) = {
+            let inner = self.inner.lock().await;
+            let Some(r) = inner.as_ref().filter(|r| r.generation == generation) else {
+                return Ok(());
+            };
             let view = r.agent.view.read().expect("view lock");
-            let mut m: Vec<String> = view.managers.iter().map(|m| m.addr.clone()).collect();
-            m.extend(r.identity.managers.iter().map(|m| m.addr.clone()));
-            m
+            let mut managers: Vec<String> = view.managers.iter().map(|m| m.addr.clone()).collect();
+            managers.extend(r.identity.managers.iter().map(|m| m.addr.clone()));
+            let tls = ca::tls::client_tls(&r.certs.ca_pem, &r.certs.cert_pem, &r.certs.key_pem);
+            let raft = r.manager.as_ref().map(|m| m.raft.clone());
+            (managers, view.managers.clone(), tls, r.identity.role, raft)
         };
-        let view_managers = r.agent.view.read().expect("view lock").managers.clone();
         let (key_pem, csr_pem) = ca::new_key_and_csr().map_err(internal)?;
-        let tls = ca::tls::client_tls(&r.certs.ca_pem, &r.certs.cert_pem, &r.certs.key_pem);
-        let mut answer = None;
-        let mut last_err = err(ErrorKind::Unavailable, "no manager known");
-        for addr in managers {
-            let channel = match tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-                .and_then(|e| e.tls_config(tls.clone()))
-            {
-                Ok(e) => e.connect_timeout(Duration::from_secs(2)),
-                Err(e) => {
-                    last_err = internal(e);
-                    continue;
-                }
-            };
-            let Ok(channel) = channel.connect().await else {
-                continue;
-            };
-            let mut client = pb::ca_client::CaClient::new(channel);
-            match client
-                .renew(frame(&RenewRequest {
-                    csr_pem: csr_pem.clone(),
-                }))
-                .await
-            {
-                Ok(reply) => {
-                    answer = Some(unframe::<RenewResponse>(reply.get_ref())?);
-                    break;
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        let answer = answer.ok_or(last_err)?;
-        if r.identity.role == NodeRole::Manager
+        let answer = request_renewal(&managers, &tls, &csr_pem).await?;
+        if role == NodeRole::Manager
             && answer.role == NodeRole::Worker
-            && let Some(m) = &r.manager
+            && let Some(raft) = &raft
         {
             // Keep answering raft until the leader has removed this voter: with two
             // managers, leaving earlier would take the quorum with it.
             for _ in 0..200 {
-                if !m.raft.voters().contains(&m.raft.id) {
+                if !raft.voters().contains(&raft.id) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+        let mut inner = self.inner.lock().await;
+        // A leave, or another restart of the node's parts, may have come in meanwhile.
+        if inner.as_ref().is_none_or(|r| r.generation != generation) {
+            return Ok(());
         }
         let old = inner.take().expect("checked");
         let certs = Certs {
@@ -655,15 +634,25 @@ impl Daemon {
                 format!("cannot listen on {listen}: {e}; choose another --listen-addr"),
             )
         })?);
-        let ca_pem = ca::tls::fetch_root_ca(remote, &token.ca_digest)
-            .await
-            .map_err(|e| err(ErrorKind::Permission, e.to_string()))?;
+        let ca_pem = tokio::time::timeout(
+            MANAGER_CALL_DEADLINE,
+            ca::tls::fetch_root_ca(remote, &token.ca_digest),
+        )
+        .await
+        .map_err(|_| {
+            err(
+                ErrorKind::Unavailable,
+                format!("manager {remote} did not answer within {MANAGER_CALL_DEADLINE:?}"),
+            )
+        })?
+        .map_err(|e| err(ErrorKind::Permission, e.to_string()))?;
         let (key_pem, csr_pem) = ca::new_key_and_csr().map_err(internal)?;
         let channel = tonic::transport::Endpoint::from_shared(format!("https://{remote}"))
             .map_err(internal)?
             .tls_config(ca::tls::join_client_tls(&ca_pem))
             .map_err(internal)?
             .connect_timeout(Duration::from_secs(5))
+            .timeout(MANAGER_CALL_DEADLINE)
             .connect()
             .await
             .map_err(|e| {
@@ -1067,6 +1056,47 @@ impl Daemon {
             }
         }
     }
+}
+
+/// How long one call to a manager may take (connect, TLS, answer) before the next manager is
+/// tried: a silent drop otherwise waits for TCP to give up.
+const MANAGER_CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Asks each manager in turn for a certificate for `csr_pem`.
+async fn request_renewal(
+    managers: &[String],
+    tls: &tonic::transport::ClientTlsConfig,
+    csr_pem: &str,
+) -> Result<RenewResponse, Status> {
+    let mut last_err = err(ErrorKind::Unavailable, "no manager known");
+    for addr in managers {
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+            .and_then(|e| e.tls_config(tls.clone()))
+        {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(MANAGER_CALL_DEADLINE),
+            Err(e) => {
+                last_err = internal(e);
+                continue;
+            }
+        };
+        let Ok(channel) = endpoint.connect().await else {
+            last_err = err(
+                ErrorKind::Unavailable,
+                format!("cannot reach manager {addr}"),
+            );
+            continue;
+        };
+        let request = frame(&RenewRequest {
+            csr_pem: csr_pem.to_string(),
+        });
+        match pb::ca_client::CaClient::new(channel).renew(request).await {
+            Ok(reply) => return unframe::<RenewResponse>(reply.get_ref()),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
 }
 
 /// The unlock key a join or renewal answer carried, if the swarm is autolocked.

@@ -7,7 +7,7 @@ use shoal_api::objects::{NodeDescription, Platform, Resources};
 use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::wire::{frame, unframe};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -47,7 +47,13 @@ fn connect(addr: &str, tls: &ClientTlsConfig) -> Option<DispatcherClient<Channel
         .tls_config(tls.clone())
         .ok()?
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A manager that went silent (partitioned, its host gone) is noticed by HTTP/2
+        // pings within about 10 s, and the session moves on to another manager.
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(Duration::from_secs(15)));
     Some(DispatcherClient::new(ep.connect_lazy()).max_decoding_message_size(256 << 20))
 }
 
@@ -186,8 +192,9 @@ async fn run_session(
     };
     // Nothing of this session is applied yet (versions of an earlier one mean nothing here).
     runner.set_applied(0);
-    // Aborted however this session ends, also when the agent is stopped mid-stream.
-    let _heartbeat = AbortOnDrop(tokio::spawn(report_loop(
+    // Aborted however this session ends, also when the agent is stopped mid-stream; when it
+    // ends by itself (the manager stopped taking reports), so does the session.
+    let mut heartbeat = AbortOnDrop(tokio::spawn(report_loop(
         cfg.clone(),
         client.clone(),
         runner.clone(),
@@ -207,6 +214,9 @@ async fn run_session(
         };
         let next = tokio::select! {
             m = stream.message() => Ok(m),
+            _ = &mut heartbeat.0 => {
+                break SessionEnd::Failed("the manager stopped taking reports".into());
+            }
             _ = tokio::time::sleep(retry) => Err(()),
             // A task finished preparing (its image pulled): start it with the view as it is.
             () = runner.woken() => {
@@ -280,12 +290,18 @@ async fn run_session(
 
 /// Heartbeats five times per period, carrying whatever status changed meanwhile; reports
 /// that fail are kept and sent again.
+/// Heartbeat periods of failed reports after which the session is given up.
+const REPORT_FAILURES_END_SESSION: u32 = 3;
+
+/// Sends heartbeats and status changes until reports have failed for
+/// `REPORT_FAILURES_END_SESSION` heartbeat periods in a row.
 async fn report_loop(
     cfg: AgentConfig,
     mut client: DispatcherClient<Channel>,
     runner: TaskRunner,
     view: SharedView,
 ) {
+    let mut failing_since: Option<Instant> = None;
     loop {
         let period = view
             .read()
@@ -300,12 +316,25 @@ async fn report_loop(
             applied_version: applied,
             draining: runner.draining(),
         };
-        match client.report(frame(&req)).await {
+        let mut call = tonic::Request::new(frame(&req));
+        // A report that can't arrive within a heartbeat period is as good as lost.
+        // (At least 5 s: a loaded manager may be slow without being gone.)
+        let deadline = Duration::from_nanos(period).max(Duration::from_secs(5));
+        call.set_timeout(deadline);
+        match client.report(call).await {
             Err(status) => {
                 tracing::debug!(error = %status.message(), "report failed; will resend");
                 runner.requeue(statuses);
+                let failing = *failing_since.get_or_insert_with(Instant::now);
+                // The manager marks a node down after a few missed heartbeats; by then this
+                // session is no use and another manager (the new leader) should get it.
+                if failing.elapsed() > deadline * REPORT_FAILURES_END_SESSION {
+                    tracing::info!(error = %status.message(), "reports have failed for several heartbeats; ending the session");
+                    return;
+                }
             }
             Ok(resp) => {
+                failing_since = None;
                 if let Ok(r) = shoal_api::wire::unframe::<ReportResponse>(resp.get_ref()) {
                     runner.mark_drained(r.drained);
                 }
