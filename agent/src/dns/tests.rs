@@ -1,7 +1,7 @@
 use super::answer::{Outcome, Transport, answer};
 use super::records::Scope;
 use super::records::scope_for;
-use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use shoal_api::dispatch::*;
 use shoal_api::objects::*;
@@ -810,5 +810,135 @@ fn loopback_resolvers_in_resolv_conf_are_kept() {
             "198.51.100.1:53"
         ]
         .map(|a| a.parse::<SocketAddr>().unwrap())
+    );
+}
+
+/// What a reply to `packet` over `transport` must be, whatever `packet` was.
+fn check_reply(packet: &[u8], transport: Transport, r: &[u8]) {
+    assert!(
+        super::answer::is_query(packet),
+        "a reply to a non-query: {packet:02x?}"
+    );
+    let m = Message::from_vec(r).unwrap_or_else(|e| panic!("{e}: {r:02x?} for {packet:02x?}"));
+    assert_eq!(&r[..2], &packet[..2], "id echoed");
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    let req = Message::from_vec(packet).ok();
+    let edns = req.as_ref().and_then(|q| q.edns.as_ref());
+    let limit = match (transport, edns) {
+        (Transport::Tcp, _) => 65535,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(e)) => usize::from(e.max_payload()).clamp(512, 4096),
+    };
+    assert!(
+        r.len() <= limit,
+        "{} bytes over {transport:?}, limit {limit}",
+        r.len()
+    );
+    if req.is_some() {
+        assert_eq!(
+            m.edns.is_some(),
+            edns.is_some(),
+            "an OPT exactly when asked with one"
+        );
+    }
+}
+
+#[test]
+fn the_answer_path_survives_random_and_mutated_packets() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut s = big(300);
+    s.reverse
+        .insert(Ipv4Addr::new(10, 0, 0, 1), "big.1.x".into());
+    let names = [
+        "tasks.big.",
+        "web.",
+        "WeB.",
+        "outside.example.",
+        "1.0.0.10.in-addr.arpa.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::PTR,
+        RecordType::MX,
+        RecordType::ANY,
+    ];
+    let (mut replies, mut forwards) = (0, 0);
+    for i in 0..6000 {
+        let mut m = Message::query();
+        m.metadata.id = rng.random();
+        m.metadata.op_code = OpCode::from_u8(rng.random_range(0u8..6));
+        for _ in 0..rng.random_range(0..3) {
+            let name = names[rng.random_range(0..names.len())];
+            let t = types[rng.random_range(0..types.len())];
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        }
+        if rng.random_bool(0.5) {
+            let mut e = Edns::new();
+            e.set_max_payload(rng.random());
+            e.set_version(if rng.random_bool(0.9) {
+                0
+            } else {
+                rng.random()
+            });
+            m.set_edns(e);
+        }
+        let mut p = match i % 3 {
+            0 => (0..rng.random_range(0..600))
+                .map(|_| rng.random())
+                .collect(),
+            _ => m.to_vec().unwrap(),
+        };
+        // Mangle: flip bytes (QR among them), cut, or append junk.
+        if i % 3 == 2 && !p.is_empty() {
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..p.len());
+                p[at] = rng.random();
+            }
+            match rng.random_range(0..3) {
+                0 => p.truncate(rng.random_range(0..=p.len())),
+                1 => p.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>())),
+                _ => {}
+            }
+        }
+        if rng.random_bool(0.1) && p.len() > 2 {
+            p[2] |= 0x80;
+        }
+        for transport in [UDP, TCP] {
+            match answer(&s, &p, transport) {
+                Outcome::Reply(r) => {
+                    check_reply(&p, transport, &r);
+                    replies += 1;
+                }
+                Outcome::Drop => {}
+                Outcome::Forward(req) => {
+                    assert!(super::answer::is_query(&p));
+                    forwards += 1;
+                    // What goes back for a forward: SERVFAIL, or an upstream's answer
+                    // (here, ours for tasks.big, as if an upstream knew it).
+                    check_reply(
+                        &p,
+                        transport,
+                        &super::answer::servfail(&req, transport).unwrap(),
+                    );
+                    let big_answer = bytes(answer(&s, &edns_query("tasks.big.", Some(4096)), TCP));
+                    let mut upstream = Message::from_vec(&big_answer).unwrap();
+                    upstream.queries = req.queries.clone();
+                    upstream.edns = req.edns.clone();
+                    upstream.metadata.id = 99;
+                    let upstream = upstream.to_vec().unwrap();
+                    let r = super::answer::upstream_reply(&req, 99, &upstream, transport).unwrap();
+                    check_reply(&p, transport, &r);
+                    assert!(
+                        super::answer::upstream_reply(&req, 98, &upstream, transport).is_none()
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        replies > 1000 && forwards > 100,
+        "{replies} replies, {forwards} forwards"
     );
 }
