@@ -2,33 +2,74 @@
 //! inside its own namespace, by sockets that shoald opens there; internal names come from
 //! the node's view, everything else goes to the task's own `--dns` servers, or to the
 //! host's resolvers when it has none.
+//!
+//! Only the listening sockets live in the task's namespace. Forwarding sockets are made on
+//! the runtime's threads, which stay in shoald's own namespace (only `bind_in`'s thread
+//! enters another), so upstreams are reached as the host reaches them: a loopback resolver
+//! such as systemd-resolved's 127.0.0.53 works, as it does for Docker's embedded DNS.
+//!
+//! Work is bounded per task: forwards in flight and TCP connections are capped (what is
+//! over is dropped, and the client retries), idle TCP connections are closed, and a failing
+//! accept or receive (EMFILE, ENFILE) backs off instead of spinning.
 
 pub mod answer;
 pub mod records;
 
-use answer::{Outcome, answer, servfail};
+use answer::{Outcome, Transport, answer, servfail, upstream_reply, with_id};
+use hickory_proto::op::Message;
 use records::{Scope, scope_for};
 use shoal_api::dispatch::NodeView;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::{JoinHandle, JoinSet};
 
+/// How long one upstream has to answer a forwarded query.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What one task's server may hold at a time.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Forwards in flight. A query past this is dropped: the client asks again after its
+    /// timeout, and a task flooding its resolver holds at most this many sockets.
+    forwards: usize,
+    /// TCP connections; one more is closed at once.
+    tcp_conns: usize,
+    /// A TCP client that sends nothing, or does not read its answer, for this long is
+    /// closed (RFC 7766 §6.2.3: servers should not hold idle connections for long).
+    tcp_idle: Duration,
+}
+
+const LIMITS: Limits = Limits {
+    forwards: 64,
+    tcp_conns: 16,
+    tcp_idle: Duration::from_secs(10),
+};
+
+type Scopes = Arc<RwLock<HashMap<String, Arc<Scope>>>>;
+
+/// The nameservers of a resolv.conf. Loopback ones are kept: forwarding happens in shoald's
+/// own namespace, where they are the host's resolvers.
+fn nameservers(resolv_conf: &str) -> Vec<SocketAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("nameserver"), Some(addr)) => addr.parse::<std::net::IpAddr>().ok(),
+                _ => None,
+            }
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
 
 /// The host's resolvers, from the resolv.conf shoald sees.
 fn upstreams() -> Vec<SocketAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("nameserver"))
-        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-        // Our own address would loop back into a task namespace's server.
-        .filter(|ip| !ip.is_loopback())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
+    nameservers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
 }
 
 /// Binds 127.0.0.11:53 in the named network namespace `netns` (on a thread of its own,
@@ -50,7 +91,7 @@ fn bind_in(netns: String) -> std::io::Result<(std::net::UdpSocket, std::net::Tcp
 
 #[derive(Default)]
 pub struct Dns {
-    scopes: Arc<RwLock<HashMap<String, Arc<Scope>>>>,
+    scopes: Scopes,
     listeners: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
 }
 
@@ -81,8 +122,18 @@ impl Dns {
             return;
         };
         let handles = vec![
-            tokio::spawn(serve_udp(udp, task_id.to_string(), self.scopes.clone())),
-            tokio::spawn(serve_tcp(tcp, task_id.to_string(), self.scopes.clone())),
+            tokio::spawn(serve_udp(
+                udp,
+                task_id.to_string(),
+                self.scopes.clone(),
+                LIMITS,
+            )),
+            tokio::spawn(serve_tcp(
+                tcp,
+                task_id.to_string(),
+                self.scopes.clone(),
+                LIMITS,
+            )),
         ];
         if let Some(old) = self
             .listeners
@@ -101,7 +152,7 @@ impl Dns {
     }
 }
 
-fn scope_of(scopes: &RwLock<HashMap<String, Arc<Scope>>>, task: &str) -> Arc<Scope> {
+fn scope_of(scopes: &Scopes, task: &str) -> Arc<Scope> {
     scopes
         .read()
         .expect("lock")
@@ -110,101 +161,240 @@ fn scope_of(scopes: &RwLock<HashMap<String, Arc<Scope>>>, task: &str) -> Arc<Sco
         .unwrap_or_default()
 }
 
+fn count(result: &str, started: Instant) {
+    crate::metrics::global().dns(result, started.elapsed().as_secs_f64());
+}
+
+/// The pause after a failed accept or receive. Such errors tend to last (EMFILE until a
+/// descriptor is freed), and retrying at once would spin a core.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// How long to wait after another failure, and whether it is the first in a row.
+    fn failed(&mut self) -> (Duration, bool) {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        (wait, wait == Self::FIRST)
+    }
+
+    fn succeeded(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    async fn wait(&mut self, task: &str, doing: &str, error: &std::io::Error) {
+        let (wait, first) = self.failed();
+        if first {
+            tracing::warn!(task, %error, "DNS server {doing} failed; backing off");
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+}
+
 /// An answer for `packet`: ours, the upstream's, or SERVFAIL; counted in the metrics.
-async fn respond(scope: &Scope, packet: &[u8]) -> Option<Vec<u8>> {
-    let started = std::time::Instant::now();
-    let (result, reply) = match answer(scope, packet) {
+async fn respond(scope: &Scope, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+    let started = Instant::now();
+    let (result, reply) = match answer(scope, packet, transport) {
         Outcome::Reply(r) => ("answered", Some(r)),
         Outcome::Drop => ("dropped", None),
-        Outcome::Forward => ("forwarded", forwarded(&scope.forwarders, packet).await),
+        Outcome::Forward(req) => ("forwarded", forwarded(scope, &req, packet, transport).await),
     };
-    crate::metrics::global().dns(result, started.elapsed().as_secs_f64());
+    count(result, started);
     reply
 }
 
-async fn forwarded(own: &[SocketAddr], packet: &[u8]) -> Option<Vec<u8>> {
-    let ups = if own.is_empty() {
+/// The first answer to `req` from the task's forwarders (or the host's resolvers), over the
+/// transport the client used, as Docker's resolver does: a client that got TC over UDP and
+/// asks again over TCP gets the whole answer. SERVFAIL when none answers.
+async fn forwarded(
+    scope: &Scope,
+    req: &Message,
+    packet: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let ups = if scope.forwarders.is_empty() {
         upstreams()
     } else {
-        own.to_vec()
+        scope.forwarders.clone()
     };
     for up in ups {
-        if let Some(r) = forward(up, packet).await {
-            return Some(r);
+        let reply = match transport {
+            Transport::Udp => forward_udp(up, req, packet).await,
+            Transport::Tcp => forward_tcp(up, req, packet).await,
+        };
+        if reply.is_some() {
+            return reply;
         }
     }
-    match servfail(packet) {
-        Outcome::Reply(r) => Some(r),
-        _ => None,
+    servfail(req, transport)
+}
+
+fn unspecified(like: SocketAddr) -> SocketAddr {
+    match like {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     }
 }
 
-async fn forward(up: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
-    let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
-    sock.send_to(packet, up).await.ok()?;
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    buf.truncate(n);
-    Some(buf)
+async fn forward_udp(up: SocketAddr, req: &Message, packet: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind(unspecified(up)).await.ok()?;
+    // Connected, the socket only takes datagrams from `up`, and an unreachable upstream
+    // shows as an error at once instead of after the timeout.
+    sock.connect(up).await.ok()?;
+    // A random id the asking task never sees: with the source check, a local process
+    // cannot answer in the upstream's place.
+    let id = rand::random::<u16>();
+    sock.send(&with_id(packet, id)).await.ok()?;
+    // An upstream may answer an EDNS client with more than we advertise; read it whole.
+    let mut buf = vec![0u8; answer::TCP_MAX];
+    let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
+    loop {
+        let n = tokio::time::timeout_at(deadline, sock.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        match upstream_reply(req, id, &buf[..n], Transport::Udp) {
+            Some(reply) => return Some(reply),
+            None => tracing::debug!(upstream = %up, "ignored an answer to another query"),
+        }
+    }
 }
 
-async fn serve_udp(
-    sock: tokio::net::UdpSocket,
-    task: String,
-    scopes: Arc<RwLock<HashMap<String, Arc<Scope>>>>,
-) {
-    let sock = Arc::new(sock);
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-            continue;
-        };
-        let packet = buf[..n].to_vec();
-        let scope = scope_of(&scopes, &task);
-        let sock = sock.clone();
-        tokio::spawn(async move {
-            if let Some(r) = respond(&scope, &packet).await {
-                let _ = sock.send_to(&r, from).await;
+async fn forward_tcp(up: SocketAddr, req: &Message, packet: &[u8]) -> Option<Vec<u8>> {
+    let id = rand::random::<u16>();
+    let query = framed(&with_id(packet, id))?;
+    tokio::time::timeout(UPSTREAM_TIMEOUT, async {
+        let mut conn = TcpStream::connect(up).await.ok()?;
+        conn.write_all(&query).await.ok()?;
+        loop {
+            let len = conn.read_u16().await.ok()?;
+            let mut reply = vec![0u8; len.into()];
+            conn.read_exact(&mut reply).await.ok()?;
+            if let Some(reply) = upstream_reply(req, id, &reply, Transport::Tcp) {
+                return Some(reply);
             }
-        });
+        }
+    })
+    .await
+    .ok()?
+}
+
+/// `message` behind its 16-bit length, for TCP; None if it is too long to say so, rather
+/// than a wrapped length. `fit` keeps every reply of ours short enough.
+fn framed(message: &[u8]) -> Option<Vec<u8>> {
+    let len = u16::try_from(message.len()).ok()?;
+    let mut out = Vec::with_capacity(2 + message.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(message);
+    Some(out)
+}
+
+/// Internal names are answered in the receive loop, without a task; forwards run on tasks
+/// of their own, at most `limits.forwards` at a time. They are held in a `JoinSet`, so that
+/// stopping the server (aborting this future) stops them too.
+async fn serve_udp(sock: UdpSocket, task: String, scopes: Scopes, limits: Limits) {
+    let sock = Arc::new(sock);
+    let mut forwards = JoinSet::new();
+    let mut backoff = Backoff::default();
+    let mut buf = vec![0u8; answer::UDP_EDNS_MAX.into()];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(got) => {
+                backoff.succeeded();
+                got
+            }
+            Err(e) => {
+                backoff.wait(&task, "receiving", &e).await;
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let scope = scope_of(&scopes, &task);
+        match answer(&scope, &buf[..n], Transport::Udp) {
+            Outcome::Reply(r) => {
+                let _ = sock.send_to(&r, from).await;
+                count("answered", started);
+            }
+            Outcome::Drop => count("dropped", started),
+            Outcome::Forward(req) => {
+                while forwards.try_join_next().is_some() {}
+                if forwards.len() >= limits.forwards {
+                    count("dropped", started);
+                    continue;
+                }
+                let packet = buf[..n].to_vec();
+                let sock = sock.clone();
+                forwards.spawn(async move {
+                    if let Some(r) = forwarded(&scope, &req, &packet, Transport::Udp).await {
+                        let _ = sock.send_to(&r, from).await;
+                    }
+                    count("forwarded", started);
+                });
+            }
+        }
     }
 }
 
-async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    task: String,
-    scopes: Arc<RwLock<HashMap<String, Arc<Scope>>>>,
-) {
+/// At most `limits.tcp_conns` connections at a time, in a `JoinSet` for the same reason as the
+/// forwards.
+async fn serve_tcp(listener: TcpListener, task: String, scopes: Scopes, limits: Limits) {
+    let mut conns = JoinSet::new();
+    let mut backoff = Backoff::default();
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
-            continue;
+        let conn = match listener.accept().await {
+            Ok((conn, _)) => {
+                backoff.succeeded();
+                conn
+            }
+            Err(e) => {
+                backoff.wait(&task, "accepting", &e).await;
+                continue;
+            }
         };
+        while conns.try_join_next().is_some() {}
+        // Over the cap the connection is closed at once, which sends the client to its
+        // next server sooner than a timeout would.
+        if conns.len() >= limits.tcp_conns {
+            continue;
+        }
         let scopes = scopes.clone();
         let task = task.clone();
-        tokio::spawn(async move {
-            // Length-prefixed messages until the client closes.
-            loop {
-                let Ok(len) = conn.read_u16().await else {
-                    return;
-                };
-                let mut packet = vec![0u8; len as usize];
-                if conn.read_exact(&mut packet).await.is_err() {
-                    return;
-                }
-                let scope = scope_of(&scopes, &task);
-                let Some(r) = respond(&scope, &packet).await else {
-                    return;
-                };
-                if conn.write_u16(r.len() as u16).await.is_err()
-                    || conn.write_all(&r).await.is_err()
-                {
-                    return;
-                }
-            }
-        });
+        conns.spawn(async move { serve_conn(conn, &task, &scopes, limits.tcp_idle).await });
+    }
+}
+
+/// Length-prefixed messages until the client closes, stays idle for `idle`, or sends
+/// something that gets no answer.
+async fn serve_conn(mut conn: TcpStream, task: &str, scopes: &Scopes, idle: Duration) {
+    use tokio::time::timeout;
+    loop {
+        let Ok(Ok(len)) = timeout(idle, conn.read_u16()).await else {
+            return;
+        };
+        let mut packet = vec![0u8; len.into()];
+        let Ok(Ok(_)) = timeout(idle, conn.read_exact(&mut packet)).await else {
+            return;
+        };
+        let scope = scope_of(scopes, task);
+        let Some(out) = respond(&scope, &packet, Transport::Tcp)
+            .await
+            .and_then(|r| framed(&r))
+        else {
+            return;
+        };
+        let Ok(Ok(())) = timeout(idle, conn.write_all(&out)).await else {
+            return;
+        };
     }
 }
 

@@ -1,9 +1,17 @@
-use super::answer::{Outcome, answer};
+use super::answer::{Outcome, Transport, answer};
+use super::records::Scope;
 use super::records::scope_for;
-use hickory_proto::op::{Message, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use shoal_api::dispatch::*;
 use shoal_api::objects::*;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::time::timeout;
 
 fn network(id: &str, ingress: bool) -> NetworkView {
     NetworkView {
@@ -93,6 +101,9 @@ fn asker(nets: &[&str]) -> Task {
         restart_count: 0,
     }
 }
+
+const UDP: Transport = Transport::Udp;
+const TCP: Transport = Transport::Tcp;
 
 fn view() -> NodeView {
     NodeView {
@@ -289,7 +300,7 @@ fn reply(o: Outcome) -> Message {
 #[test]
 fn answers_a_aaaa_ptr_and_forwards_the_rest() {
     let s = scope_for(&view(), &asker(&["app"]));
-    let a = reply(answer(&s, &query("tasks.web.", RecordType::A)));
+    let a = reply(answer(&s, &query("tasks.web.", RecordType::A), UDP));
     assert_eq!(a.metadata.id, 4242);
     assert_eq!(a.metadata.response_code, ResponseCode::NoError);
     let got: Vec<String> = a
@@ -302,7 +313,7 @@ fn answers_a_aaaa_ptr_and_forwards_the_rest() {
         .collect();
     assert_eq!(got, ["198.19.1.3", "198.19.1.4"]);
     assert!(a.answers.iter().all(|r| r.ttl == super::answer::TTL));
-    let aaaa = reply(answer(&s, &query("web.", RecordType::AAAA)));
+    let aaaa = reply(answer(&s, &query("web.", RecordType::AAAA), UDP));
     assert_eq!(
         (aaaa.metadata.response_code, aaaa.answers.len()),
         (ResponseCode::NoError, 0)
@@ -310,45 +321,624 @@ fn answers_a_aaaa_ptr_and_forwards_the_rest() {
     let ptr = reply(answer(
         &s,
         &query("4.1.19.198.in-addr.arpa.", RecordType::PTR),
+        UDP,
     ));
     assert_eq!(ptr.answers.len(), 1);
     assert!(matches!(
-        answer(&s, &query("example.org.", RecordType::A)),
-        Outcome::Forward
+        answer(&s, &query("example.org.", RecordType::A), UDP),
+        Outcome::Forward(_)
     ));
     assert!(matches!(
-        answer(&s, &query("secret.", RecordType::A)),
-        Outcome::Forward
+        answer(&s, &query("secret.", RecordType::A), UDP),
+        Outcome::Forward(_)
     ));
 }
 
 #[test]
-fn malformed_packets_get_formerr_or_nothing_and_never_panic() {
+fn malformed_queries_get_formerr_and_headerless_packets_nothing() {
     let s = scope_for(&view(), &asker(&["app"]));
-    let bad = reply(answer(&s, &[0x12, 0x34, 0xff]));
+    // A query's header, then a question cut short.
+    let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    p.extend_from_slice(&[7, b'e', b'x']);
+    let bad = reply(answer(&s, &p, UDP));
     assert_eq!(
         (bad.metadata.id, bad.metadata.response_code),
         (0x1234, ResponseCode::FormErr)
     );
-    assert!(matches!(answer(&s, &[7]), Outcome::Drop));
-    // A deterministic stream of junk and of mangled real queries.
-    let mut x: u32 = 12345;
-    let mut next = || {
-        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-        (x >> 16) as u8
-    };
-    let good = query("web.", RecordType::A);
-    for i in 0..5000 {
-        let mut p: Vec<u8> = if i % 2 == 0 {
-            (0..(next() as usize % 64)).map(|_| next()).collect()
-        } else {
-            good.clone()
-        };
-        if !p.is_empty() {
-            let at = next() as usize % p.len();
-            p[at] = next();
-            p.truncate(p.len() - (next() as usize % p.len().max(1)).min(p.len()));
-        }
-        let _ = answer(&s, &p);
+    assert!(matches!(answer(&s, &[7], UDP), Outcome::Drop));
+    assert!(
+        matches!(answer(&s, &p[..11], UDP), Outcome::Drop),
+        "no whole header: no way to tell a query from a response"
+    );
+}
+
+/// A scope where `tasks.big` has `n` addresses and `web` one.
+fn big(n: u32) -> Scope {
+    let mut s = Scope::default();
+    s.names.insert(
+        "tasks.big".into(),
+        (0..n).map(|i| Ipv4Addr::from(0x0a00_0000 + i)).collect(),
+    );
+    s.names
+        .insert("web".into(), vec![Ipv4Addr::new(198, 19, 1, 2)]);
+    s
+}
+
+/// An A query for `name` with an OPT advertising `size`, or none.
+fn edns_query(name: &str, size: Option<u16>) -> Vec<u8> {
+    let mut m = Message::from_vec(&query(name, RecordType::A)).unwrap();
+    if let Some(size) = size {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
     }
+    m.to_vec().unwrap()
+}
+
+fn bytes(o: Outcome) -> Vec<u8> {
+    match o {
+        Outcome::Reply(r) => r,
+        _ => panic!("expected a reply"),
+    }
+}
+
+fn a_records(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => a.0.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_response_gets_no_answer() {
+    let s = scope_for(&view(), &asker(&["app"]));
+    // Our own answer, as a spoofed datagram from 127.0.0.11:53 would carry it back to us.
+    let ours = bytes(answer(&s, &query("web.", RecordType::A), UDP));
+    assert!(matches!(answer(&s, &ours, UDP), Outcome::Drop));
+    let mut notify = query("web.", RecordType::A);
+    notify[2] = 0x80 | (4 << 3);
+    assert!(matches!(answer(&s, &notify, TCP), Outcome::Drop));
+    let mut junk = vec![0xab; 40];
+    junk[2] = 0x80;
+    assert!(
+        matches!(answer(&s, &junk, UDP), Outcome::Drop),
+        "not even a FORMERR"
+    );
+}
+
+#[test]
+fn udp_without_edns_stays_within_512_bytes_with_tc_and_whole_records() {
+    let s = big(60);
+    let r = bytes(answer(&s, &edns_query("tasks.big.", None), UDP));
+    assert!(r.len() <= 512, "{} bytes", r.len());
+    let m = Message::from_vec(&r).unwrap();
+    assert!(m.metadata.truncation);
+    assert!(m.edns.is_none());
+    assert_eq!(m.metadata.id, 4242);
+    // 12 bytes of header, 15 of question, 16 per A record (its name a pointer): 30 fit.
+    assert_eq!(m.answers.len(), 30);
+    let whole =
+        Message::from_vec(&bytes(answer(&s, &edns_query("tasks.big.", None), TCP))).unwrap();
+    assert!(!whole.metadata.truncation);
+    assert_eq!(whole.answers.len(), 60, "TCP has room for all");
+}
+
+#[test]
+fn udp_with_edns_takes_the_clients_size_and_answers_with_an_opt() {
+    let s = big(60);
+    // (advertised, the limit we keep to, whether all 60 fit)
+    for (advertised, limit, all) in [
+        (1232, 1232, true),
+        (600, 600, false),
+        (100, 512, false),
+        (65000, 4096, true),
+    ] {
+        let r = bytes(answer(&s, &edns_query("tasks.big.", Some(advertised)), UDP));
+        assert!(r.len() <= limit, "{advertised}: {} bytes", r.len());
+        let m = Message::from_vec(&r).unwrap();
+        let opt = m.edns.as_ref().expect("an OPT in the reply");
+        assert_eq!(opt.max_payload(), super::answer::UDP_EDNS_MAX);
+        assert_eq!(m.metadata.truncation, !all, "{advertised}");
+        if all {
+            assert_eq!(m.answers.len(), 60);
+        } else {
+            // As many as fit: one more would not.
+            assert!(
+                r.len() + 16 > limit,
+                "{advertised}: room left in {} bytes",
+                r.len()
+            );
+        }
+    }
+    let r = bytes(answer(
+        &big(300),
+        &edns_query("tasks.big.", Some(65000)),
+        UDP,
+    ));
+    let m = Message::from_vec(&r).unwrap();
+    assert!(r.len() <= 4096 && m.metadata.truncation && m.edns.is_some());
+}
+
+#[test]
+fn tcp_answers_stay_within_a_16_bit_length_and_keep_the_opt() {
+    let r = bytes(answer(
+        &big(5000),
+        &edns_query("tasks.big.", Some(1232)),
+        TCP,
+    ));
+    assert!(r.len() <= 65535, "{} bytes", r.len());
+    let m = Message::from_vec(&r).unwrap();
+    assert!(m.metadata.truncation);
+    assert!(m.edns.is_some(), "the OPT survives the truncation");
+    // Past 16 KiB hickory stops compressing names: a record takes 16 to 25 bytes.
+    assert!(
+        r.len() + 25 > 65535,
+        "{} bytes, {} answers: room for more",
+        r.len(),
+        m.answers.len()
+    );
+}
+
+#[test]
+fn an_unknown_edns_version_gets_badvers_and_several_questions_formerr() {
+    let s = big(1);
+    let mut m = Message::from_vec(&edns_query("web.", Some(1232))).unwrap();
+    m.edns.as_mut().unwrap().set_version(1);
+    let r = reply(answer(&s, &m.to_vec().unwrap(), UDP));
+    // 16 reads back as BADSIG, which shares the code.
+    let code = r.metadata.response_code;
+    assert_eq!((code.high(), code.low()), (1, 0), "BADVERS is 16");
+    assert_eq!(r.edns.as_ref().map(Edns::version), Some(0));
+    assert!(r.answers.is_empty());
+    let mut two = Message::from_vec(&query("web.", RecordType::A)).unwrap();
+    two.add_query(Query::query(
+        Name::from_ascii("web.").unwrap(),
+        RecordType::AAAA,
+    ));
+    let r = reply(answer(&s, &two.to_vec().unwrap(), UDP));
+    assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
+    assert!(
+        r.queries.is_empty(),
+        "a refusal need not repeat the questions"
+    );
+}
+
+fn scopes_of(scope: Scope) -> super::Scopes {
+    Arc::new(RwLock::new(HashMap::from([(
+        "t".to_string(),
+        Arc::new(scope),
+    )])))
+}
+
+/// The limits shoald uses, but for a short idle time, for the test of it: tests run with a
+/// real clock, since the workspace's tokio has no `test-util` for a paused one.
+const SHORT_IDLE: super::Limits = super::Limits {
+    tcp_idle: Duration::from_millis(300),
+    ..super::LIMITS
+};
+
+async fn udp_server(scope: Scope) -> SocketAddr {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(super::serve_udp(
+        sock,
+        "t".into(),
+        scopes_of(scope),
+        super::LIMITS,
+    ));
+    addr
+}
+
+async fn tcp_server(scope: Scope, limits: super::Limits) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(super::serve_tcp(
+        listener,
+        "t".into(),
+        scopes_of(scope),
+        limits,
+    ));
+    addr
+}
+
+async fn ask_tcp(conn: &mut TcpStream, q: &[u8]) -> Message {
+    conn.write_all(&super::framed(q).unwrap()).await.unwrap();
+    let len = conn.read_u16().await.unwrap();
+    let mut r = vec![0u8; len.into()];
+    conn.read_exact(&mut r).await.unwrap();
+    Message::from_vec(&r).unwrap()
+}
+
+#[tokio::test]
+async fn the_server_is_silent_to_responses() {
+    let server = udp_server(scope_for(&view(), &asker(&["app"]))).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut response = query("web.", RecordType::A);
+    response[2] |= 0x80;
+    client.send_to(&response, server).await.unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(
+        timeout(Duration::from_millis(300), client.recv(&mut buf))
+            .await
+            .is_err(),
+        "a reply to a response"
+    );
+    client
+        .send_to(&query("web.", RecordType::A), server)
+        .await
+        .unwrap();
+    let n = timeout(Duration::from_secs(5), client.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Message::from_vec(&buf[..n]).unwrap().metadata.id, 4242);
+}
+
+#[tokio::test]
+async fn tcp_lengths_say_what_follows() {
+    let server = tcp_server(big(5000), super::LIMITS).await;
+    let mut conn = TcpStream::connect(server).await.unwrap();
+    let m = ask_tcp(&mut conn, &edns_query("tasks.big.", None)).await;
+    assert!(m.metadata.truncation);
+    // The stream is still in step: the next answer reads right.
+    let m = ask_tcp(&mut conn, &edns_query("web.", None)).await;
+    assert_eq!(a_records(&m), ["198.19.1.2"]);
+}
+
+#[tokio::test]
+async fn forwards_in_flight_are_capped() {
+    // An upstream that never answers: every forward waits out its timeout.
+    let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    upstream.set_nonblocking(true).unwrap();
+    let server = udp_server(Scope {
+        forwarders: vec![upstream.local_addr().unwrap()],
+        ..Scope::default()
+    })
+    .await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..150 {
+        let q = query(&format!("n{i}.example."), RecordType::A);
+        client.send_to(&q, server).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut buf = [0u8; 512];
+    let mut forwarded = 0;
+    while upstream.recv(&mut buf).is_ok() {
+        forwarded += 1;
+    }
+    assert!(
+        forwarded > 0 && forwarded <= super::LIMITS.forwards,
+        "{forwarded} forwards in flight"
+    );
+}
+
+#[tokio::test]
+async fn tcp_connections_over_the_cap_are_closed_at_once() {
+    let server = tcp_server(big(1), super::LIMITS).await;
+    let mut held = Vec::new();
+    for _ in 0..super::LIMITS.tcp_conns {
+        let mut conn = TcpStream::connect(server).await.unwrap();
+        // A round trip: the server has taken this one before the next connects.
+        ask_tcp(&mut conn, &edns_query("web.", None)).await;
+        held.push(conn);
+    }
+    let mut extra = TcpStream::connect(server).await.unwrap();
+    let mut b = [0u8; 1];
+    let read = timeout(Duration::from_secs(2), extra.read(&mut b))
+        .await
+        .expect("closed, not left open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let m = ask_tcp(&mut held[0], &edns_query("web.", None)).await;
+    assert_eq!(
+        a_records(&m),
+        ["198.19.1.2"],
+        "the held ones are still served"
+    );
+}
+
+#[tokio::test]
+async fn idle_tcp_connections_are_closed() {
+    let server = tcp_server(big(1), SHORT_IDLE).await;
+    let mut conn = TcpStream::connect(server).await.unwrap();
+    ask_tcp(&mut conn, &edns_query("web.", None)).await;
+    let mut b = [0u8; 1];
+    let read = timeout(SHORT_IDLE.tcp_idle * 10, conn.read(&mut b)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+}
+
+#[test]
+fn failing_accepts_back_off_up_to_a_second() {
+    let mut b = super::Backoff::default();
+    let waits: Vec<(u64, bool)> = (0..9)
+        .map(|_| b.failed())
+        .map(|(d, first)| (d.as_millis() as u64, first))
+        .collect();
+    assert_eq!(
+        waits,
+        [
+            (10, true),
+            (20, false),
+            (40, false),
+            (80, false),
+            (160, false),
+            (320, false),
+            (640, false),
+            (1000, false),
+            (1000, false)
+        ]
+    );
+    b.succeeded();
+    assert_eq!(b.failed(), (Duration::from_millis(10), true));
+}
+
+/// An answer to `name` with `id`, as an upstream would send it.
+fn upstream_answer(id: u16, name: &str, ip: [u8; 4]) -> Vec<u8> {
+    let name = Name::from_ascii(name).unwrap();
+    let mut m = Message::response(id, OpCode::Query);
+    m.add_query(Query::query(name.clone(), RecordType::A));
+    m.add_answer(Record::from_rdata(
+        name,
+        60,
+        RData::from(Ipv4Addr::from(ip)),
+    ));
+    m.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn the_forwarder_takes_only_its_upstreams_answer_to_its_question() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let forger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let scope = Scope {
+        forwarders: vec![upstream.local_addr().unwrap()],
+        ..Scope::default()
+    };
+    let packet = query("outside.example.", RecordType::A);
+    let req = Message::from_vec(&packet).unwrap();
+    let fake = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
+        let id = Message::from_vec(&buf[..n]).unwrap().metadata.id;
+        let name = "outside.example.";
+        // Another local process answering first, with the asking task's id and with
+        // the upstream's: neither comes from the upstream.
+        for forged_id in [4242, id] {
+            let forged = upstream_answer(forged_id, name, [6, 6, 6, 6]);
+            forger.send_to(&forged, from).await.unwrap();
+        }
+        let wrong_id = upstream_answer(id ^ 0x8000, name, [7, 7, 7, 7]);
+        let wrong_question = upstream_answer(id, "other.example.", [8, 8, 8, 8]);
+        let not_a_response = super::answer::with_id(&query(name, RecordType::A), id);
+        for junk in [wrong_id, wrong_question, not_a_response, vec![0; 5]] {
+            upstream.send_to(&junk, from).await.unwrap();
+        }
+        let right = upstream_answer(id, name, [1, 2, 3, 4]);
+        upstream.send_to(&right, from).await.unwrap();
+    });
+    let r = super::forwarded(&scope, &req, &packet, UDP).await.unwrap();
+    fake.await.unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert_eq!(m.metadata.id, 4242, "the client's id back");
+    assert_eq!(a_records(&m), ["1.2.3.4"]);
+}
+
+/// A loopback upstream that answers every query with 192.0.2.1, over UDP and TCP on one
+/// port; it reports the ids it was sent.
+async fn echo_upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let answer_to = |q: &[u8]| {
+        let q = Message::from_vec(q).unwrap();
+        let name = q.queries[0].name().to_ascii();
+        (
+            q.metadata.id,
+            upstream_answer(q.metadata.id, &name, [192, 0, 2, 1]),
+        )
+    };
+    let udp_tx = tx.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let (id, r) = answer_to(&buf[..n]);
+            let _ = udp_tx.send(id);
+            let _ = udp.send_to(&r, from).await;
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = tcp.accept().await {
+            let len = conn.read_u16().await.unwrap();
+            let mut q = vec![0u8; len.into()];
+            conn.read_exact(&mut q).await.unwrap();
+            let (id, r) = answer_to(&q);
+            let _ = tx.send(id);
+            conn.write_all(&super::framed(&r).unwrap()).await.unwrap();
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn forwarded_queries_carry_ids_of_their_own_over_udp_and_tcp() {
+    let (up, mut ids) = echo_upstream().await;
+    let scope = Scope {
+        forwarders: vec![up],
+        ..Scope::default()
+    };
+    let packet = query("outside.example.", RecordType::A);
+    let req = Message::from_vec(&packet).unwrap();
+    for transport in [UDP, TCP] {
+        let mut sent = Vec::new();
+        // Three tries: a random id equals the client's once in 65536.
+        for _ in 0..3 {
+            let r = super::forwarded(&scope, &req, &packet, transport)
+                .await
+                .unwrap();
+            let m = Message::from_vec(&r).unwrap();
+            assert_eq!(
+                (m.metadata.id, a_records(&m)),
+                (4242, vec!["192.0.2.1".to_string()])
+            );
+            sent.push(ids.recv().await.unwrap());
+        }
+        assert!(
+            sent.iter().any(|&id| id != 4242),
+            "the client's id went upstream over {transport:?}: {sent:?}"
+        );
+    }
+}
+
+#[test]
+fn loopback_resolvers_in_resolv_conf_are_kept() {
+    let resolved =
+        "# systemd-resolved stub\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n";
+    assert_eq!(
+        super::nameservers(resolved),
+        ["127.0.0.53:53".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(
+        super::nameservers(
+            "nameserver 127.0.0.1\nnameserver ::1\nnameserver 192.0.2.1 # office\nnameserverx 1.1.1.1\n  nameserver\t198.51.100.1\n"
+        ),
+        [
+            "127.0.0.1:53",
+            "[::1]:53",
+            "192.0.2.1:53",
+            "198.51.100.1:53"
+        ]
+        .map(|a| a.parse::<SocketAddr>().unwrap())
+    );
+}
+
+/// What a reply to `packet` over `transport` must be, whatever `packet` was.
+fn check_reply(packet: &[u8], transport: Transport, r: &[u8]) {
+    assert!(
+        super::answer::is_query(packet),
+        "a reply to a non-query: {packet:02x?}"
+    );
+    let m = Message::from_vec(r).unwrap_or_else(|e| panic!("{e}: {r:02x?} for {packet:02x?}"));
+    assert_eq!(&r[..2], &packet[..2], "id echoed");
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    let req = Message::from_vec(packet).ok();
+    let edns = req.as_ref().and_then(|q| q.edns.as_ref());
+    let limit = match (transport, edns) {
+        (Transport::Tcp, _) => 65535,
+        (Transport::Udp, None) => 512,
+        (Transport::Udp, Some(e)) => usize::from(e.max_payload()).clamp(512, 4096),
+    };
+    assert!(
+        r.len() <= limit,
+        "{} bytes over {transport:?}, limit {limit}",
+        r.len()
+    );
+    if req.is_some() {
+        assert_eq!(
+            m.edns.is_some(),
+            edns.is_some(),
+            "an OPT exactly when asked with one"
+        );
+    }
+}
+
+#[test]
+fn the_answer_path_survives_random_and_mutated_packets() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut s = big(300);
+    s.reverse
+        .insert(Ipv4Addr::new(10, 0, 0, 1), "big.1.x".into());
+    let names = [
+        "tasks.big.",
+        "web.",
+        "WeB.",
+        "outside.example.",
+        "1.0.0.10.in-addr.arpa.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::PTR,
+        RecordType::MX,
+        RecordType::ANY,
+    ];
+    let (mut replies, mut forwards) = (0, 0);
+    for i in 0..6000 {
+        let mut m = Message::query();
+        m.metadata.id = rng.random();
+        m.metadata.op_code = OpCode::from_u8(rng.random_range(0u8..6));
+        for _ in 0..rng.random_range(0..3) {
+            let name = names[rng.random_range(0..names.len())];
+            let t = types[rng.random_range(0..types.len())];
+            m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        }
+        if rng.random_bool(0.5) {
+            let mut e = Edns::new();
+            e.set_max_payload(rng.random());
+            e.set_version(if rng.random_bool(0.9) {
+                0
+            } else {
+                rng.random()
+            });
+            m.set_edns(e);
+        }
+        let mut p = match i % 3 {
+            0 => (0..rng.random_range(0..600))
+                .map(|_| rng.random())
+                .collect(),
+            _ => m.to_vec().unwrap(),
+        };
+        // Mangle: flip bytes (QR among them), cut, or append junk.
+        if i % 3 == 2 && !p.is_empty() {
+            for _ in 0..rng.random_range(1..4) {
+                let at = rng.random_range(0..p.len());
+                p[at] = rng.random();
+            }
+            match rng.random_range(0..3) {
+                0 => p.truncate(rng.random_range(0..=p.len())),
+                1 => p.extend((0..rng.random_range(1..40)).map(|_| rng.random::<u8>())),
+                _ => {}
+            }
+        }
+        if rng.random_bool(0.1) && p.len() > 2 {
+            p[2] |= 0x80;
+        }
+        for transport in [UDP, TCP] {
+            match answer(&s, &p, transport) {
+                Outcome::Reply(r) => {
+                    check_reply(&p, transport, &r);
+                    replies += 1;
+                }
+                Outcome::Drop => {}
+                Outcome::Forward(req) => {
+                    assert!(super::answer::is_query(&p));
+                    forwards += 1;
+                    // What goes back for a forward: SERVFAIL, or an upstream's answer
+                    // (here, ours for tasks.big, as if an upstream knew it).
+                    check_reply(
+                        &p,
+                        transport,
+                        &super::answer::servfail(&req, transport).unwrap(),
+                    );
+                    let big_answer = bytes(answer(&s, &edns_query("tasks.big.", Some(4096)), TCP));
+                    let mut upstream = Message::from_vec(&big_answer).unwrap();
+                    upstream.queries = req.queries.clone();
+                    upstream.edns = req.edns.clone();
+                    upstream.metadata.id = 99;
+                    let upstream = upstream.to_vec().unwrap();
+                    let r = super::answer::upstream_reply(&req, 99, &upstream, transport).unwrap();
+                    check_reply(&p, transport, &r);
+                    assert!(
+                        super::answer::upstream_reply(&req, 98, &upstream, transport).is_none()
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        replies > 1000 && forwards > 100,
+        "{replies} replies, {forwards} forwards"
+    );
 }
