@@ -352,6 +352,7 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
     assert_unique(&s, &t);
 
     // SIGKILL the leader; another manager takes over with everything intact.
+    let listed = nodes(&c, 0).await.expect("the node list");
     let leader = listed
         .iter()
         .find(|n| n.manager_status.as_ref().is_some_and(|m| m.leader))
@@ -363,6 +364,22 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
         .unwrap();
     c.kill(leader_idx);
     let survivor = (0..3).find(|i| *i != leader_idx).unwrap();
+    // A write issued the moment the leader dies: the survivor still forwards it to the dead
+    // leader, then sends it again to the next one; the caller sees one success.
+    let started = std::time::Instant::now();
+    c.control(
+        survivor,
+        C::ServiceCreate {
+            spec: spec("svc-at-failover", 1, 0),
+            registry_auth: None,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a write issued as the leader died: {}", e.message()));
+    eprintln!(
+        "a write issued as the leader was SIGKILLed committed in {:?}",
+        started.elapsed()
+    );
     eventually(Duration::from_secs(15), "a new leader", || async {
         let n = nodes(&c, survivor).await?;
         n.iter()
@@ -372,7 +389,11 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
     .await
     .unwrap();
     let (s, _) = services_and_tasks(&c, survivor).await;
-    assert_eq!(s.len(), 20, "all services survive the leader's loss");
+    assert_eq!(
+        s.len(),
+        21,
+        "all services survive the leader's loss, the one created then once"
+    );
     for k in 20..25u16 {
         eventually(
             Duration::from_secs(10),
@@ -418,14 +439,14 @@ async fn three_managers_two_workers_survive_leader_loss_and_restarts() {
             else {
                 return None;
             };
-            (s.len() == 25).then_some((s, t))
+            (s.len() == 26).then_some((s, t))
         },
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", c.log(0)));
     assert_unique(&s, &t);
     // Tasks run again after the restart.
-    eventually(Duration::from_secs(30), "25 running services", || async {
+    eventually(Duration::from_secs(30), "26 running services", || async {
         let R::Services(s) = c.control(0, C::ServiceList).await.ok()? else {
             return None;
         };

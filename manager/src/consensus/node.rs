@@ -189,6 +189,7 @@ impl RaftHandle {
             waiters: HashMap::new(),
             cfg: cfg.clone(),
             last_snapshot: applied,
+            proposed_to: 0,
         };
         let single_voter_bootstrap = bootstrap;
         let join = std::thread::Builder::new()
@@ -274,7 +275,10 @@ impl RaftHandle {
 
     /// Whether a write has a chance now; fails at once when quorum is known to be lost.
     pub fn check_quorum(&self) -> Result<(), ProposeError> {
-        if self.leader_id() == 0 {
+        // No leader, but a majority answers: an election is under way (the leader just
+        // died) and the write waits for its outcome. No leader and no majority: it can't.
+        let (reachable, managers) = self.reachable();
+        if self.leader_id() == 0 && reachable < managers / 2 + 1 {
             return Err(self.quorum_error());
         }
         // A leader that lost its majority steps down within an election timeout
@@ -457,6 +461,9 @@ impl RaftHandle {
 
 struct Waiter {
     reply: oneshot::Sender<Result<Applied, ProposeError>>,
+    /// The proposal, kept until it applies so it can be sent again to a new leader: one
+    /// forwarded to a leader that then died is otherwise lost. None for conf changes.
+    data: Option<Vec<u8>>,
 }
 
 struct RaftThread {
@@ -469,6 +476,8 @@ struct RaftThread {
     waiters: HashMap<u64, Waiter>,
     cfg: RaftConfig,
     last_snapshot: u64,
+    /// The leader the waiting proposals were last sent to (0: none yet).
+    proposed_to: u64,
 }
 
 impl RaftThread {
@@ -506,6 +515,38 @@ impl RaftThread {
                 std::process::exit(70);
             }
             self.publish_status();
+            self.repropose_on_leader_change();
+        }
+    }
+
+    /// Sends every proposal still waiting to a leader that was not the one it went to. A
+    /// proposal forwarded to a leader that died (or was partitioned away) before it
+    /// replicated the entry is gone; one it did replicate may now be in the log twice, and
+    /// apply skips the copy by its request id.
+    fn repropose_on_leader_change(&mut self) {
+        let leader = self.raw.raft.leader_id;
+        if leader == 0 || leader == self.proposed_to {
+            return;
+        }
+        let first = self.proposed_to == 0 && self.waiters.is_empty();
+        self.proposed_to = leader;
+        if first {
+            return;
+        }
+        let mut sent = 0;
+        for w in self.waiters.values() {
+            if let Some(data) = &w.data
+                && self.raw.propose(vec![], data.clone()).is_ok()
+            {
+                sent += 1;
+            }
+        }
+        if sent > 0 {
+            tracing::info!(
+                leader,
+                proposals = sent,
+                "proposals sent again to the new leader"
+            );
         }
     }
 
@@ -516,10 +557,18 @@ impl RaftThread {
                 data,
                 reply,
             } => {
-                if self.raw.propose(vec![], data).is_err() {
+                // Without a leader (an election under way) raft drops it; it is proposed
+                // again once one is known, within the caller's commit timeout.
+                if self.raw.propose(vec![], data.clone()).is_err() && self.raw.raft.leader_id != 0 {
                     let _ = reply.send(Err(self.no_quorum()));
                 } else {
-                    self.waiters.insert(request_id, Waiter { reply });
+                    self.waiters.insert(
+                        request_id,
+                        Waiter {
+                            reply,
+                            data: Some(data),
+                        },
+                    );
                 }
             }
             Msg::ConfChange {
@@ -531,7 +580,8 @@ impl RaftThread {
                 .propose_conf_change(request_id.to_le_bytes().to_vec(), change)
             {
                 Ok(()) => {
-                    self.waiters.insert(request_id, Waiter { reply });
+                    self.waiters
+                        .insert(request_id, Waiter { reply, data: None });
                 }
                 Err(e) => {
                     let _ = reply.send(Err(ProposeError::ConfChange(e.to_string())));
@@ -712,11 +762,20 @@ impl RaftThread {
                 return;
             }
         };
-        let result = self
-            .state
-            .write()
-            .expect("state lock")
-            .apply(entry.index, proposal.command);
+        let result = {
+            let mut state = self.state.write().expect("state lock");
+            if !state.recent_requests.first_time(proposal.request_id) {
+                // A copy re-sent after a leader change; the first one was applied (and its
+                // waiter, if here, answered).
+                tracing::debug!(
+                    index = entry.index,
+                    request = proposal.request_id,
+                    "skipping a repeated proposal"
+                );
+                return;
+            }
+            state.apply(entry.index, proposal.command)
+        };
         if let Err(e) = &result {
             tracing::debug!(index = entry.index, error = %e, "command refused");
         }

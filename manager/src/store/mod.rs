@@ -147,6 +147,59 @@ pub struct ClusterState {
     /// (`ca::UnlockKey::seal_under`); present exactly when autolock is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlock_key: Option<String>,
+    /// Request ids of the last entries applied: a proposal re-sent after a leader change
+    /// may be in the log twice, and only its first copy applies. Replicated (and in
+    /// snapshots) so that every manager skips the same copies.
+    #[serde(default, skip_serializing_if = "RecentRequests::is_empty")]
+    pub recent_requests: RecentRequests,
+}
+
+/// How many request ids [`RecentRequests`] remembers: a re-sent proposal follows its first
+/// copy within a few elections, far fewer entries than this.
+pub const RECENT_REQUESTS: usize = 10_000;
+
+/// A bounded window of request ids, oldest first.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(
+    from = "std::collections::VecDeque<u64>",
+    into = "std::collections::VecDeque<u64>"
+)]
+pub struct RecentRequests {
+    order: std::collections::VecDeque<u64>,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl From<std::collections::VecDeque<u64>> for RecentRequests {
+    fn from(order: std::collections::VecDeque<u64>) -> Self {
+        let seen = order.iter().copied().collect();
+        RecentRequests { order, seen }
+    }
+}
+
+impl From<RecentRequests> for std::collections::VecDeque<u64> {
+    fn from(r: RecentRequests) -> Self {
+        r.order
+    }
+}
+
+impl RecentRequests {
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Records `id`; false when it was seen already (a duplicate to skip).
+    pub fn first_time(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RECENT_REQUESTS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
 }
 
 /// See [`ClusterState::task_times`]. RFC 3339, empty until it happened.

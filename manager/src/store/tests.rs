@@ -1106,3 +1106,20 @@ mod files {
         assert!(s.configs.is_empty());
     }
 }
+
+#[test]
+fn a_request_id_applies_once_and_the_window_stays_bounded() {
+    use super::{RECENT_REQUESTS, RecentRequests};
+    let mut r = RecentRequests::default();
+    assert!(r.first_time(7));
+    assert!(!r.first_time(7), "the copy of a re-sent proposal");
+    for id in 100..100 + RECENT_REQUESTS as u64 {
+        assert!(r.first_time(id));
+    }
+    assert!(r.first_time(7), "forgotten once older than the window");
+    // Snapshots carry the window, so a manager restored from one skips the same copies.
+    let back: RecentRequests = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+    let mut back = back;
+    assert!(!back.first_time(7));
+}
