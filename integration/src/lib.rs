@@ -131,6 +131,11 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The daemon's process id while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(|c| c.id())
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.nodes[i].dir.join("shoald.log")).unwrap_or_default()
     }
