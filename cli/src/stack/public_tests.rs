@@ -395,3 +395,110 @@ fn atsea_shop_uses_external_secrets_by_their_own_names() {
         ["staging_token payment_token"]
     );
 }
+
+/// Mangled Compose files (public stacks with bytes flipped, lines dropped, repeated or cut,
+/// YAML tokens inserted) are read and converted, or refused with a message; never a panic.
+#[test]
+fn mangled_compose_files_are_refused_or_converted_never_a_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xc0_4905e);
+    let files = [
+        stack_file!("voting-app-2020.yml"),
+        stack_file!("swarmpit.yml"),
+        stack_file!("portainer-agent-stack.yml"),
+        stack_file!("dogvscat-voting.yml"),
+        stack_file!("dockerswarm-rocks-traefik-host.yml"),
+    ];
+    let tokens = [
+        ": ",
+        "- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "&a ",
+        "*a",
+        "<<: *a\n",
+        "${",
+        "$$",
+        "\"",
+        "'",
+        "\t",
+        "\n  ",
+        "\n",
+        "!!str ",
+        "? ",
+        "|\n",
+        ">-\n",
+        "~",
+        "0x",
+        "1e999",
+        "-1",
+        "99999999999999999999",
+    ];
+    let (mut converted, mut refused) = (0, 0);
+    for round in 0..1500 {
+        let base = &files[rng.random_range(0..files.len())];
+        let mut lines: Vec<String> = base.text.lines().map(String::from).collect();
+        for _ in 0..rng.random_range(1..4) {
+            if lines.is_empty() {
+                break;
+            }
+            let i = rng.random_range(0..lines.len());
+            match rng.random_range(0..5) {
+                0 => {
+                    lines.remove(i);
+                }
+                1 => {
+                    let l = lines[i].clone();
+                    lines.insert(i, l);
+                }
+                2 => {
+                    let l = &mut lines[i];
+                    let cut = rng.random_range(0..=l.len());
+                    let cut = (0..=cut)
+                        .rev()
+                        .find(|c| l.is_char_boundary(*c))
+                        .unwrap_or(0);
+                    l.truncate(cut);
+                }
+                3 => {
+                    let l = &mut lines[i];
+                    let at = (0..=rng.random_range(0..=l.len()))
+                        .rev()
+                        .find(|c| l.is_char_boundary(*c))
+                        .unwrap_or(0);
+                    l.insert_str(at, tokens[rng.random_range(0..tokens.len())]);
+                }
+                _ => {
+                    let mut bytes = std::mem::take(&mut lines[i]).into_bytes();
+                    if !bytes.is_empty() {
+                        let j = rng.random_range(0..bytes.len());
+                        bytes[j] = rng.random_range(0x20..0x7f);
+                    }
+                    lines[i] = String::from_utf8_lossy(&bytes).into_owned();
+                }
+            }
+        }
+        let src = load::Source {
+            name: base.name.clone(),
+            text: lines.join("\n"),
+        };
+        let result = std::panic::catch_unwind(|| plan_files("fuzz", &[src], &env));
+        match result {
+            Err(_) => panic!("round {round}: a mangled {} panicked", base.name),
+            Ok(Ok(_)) => converted += 1,
+            Ok(Err(e)) => {
+                refused += 1;
+                assert!(
+                    !format!("{e:#}").trim().is_empty(),
+                    "round {round}: an empty error"
+                );
+            }
+        }
+    }
+    assert!(
+        converted > 0 && refused > 0,
+        "{converted} converted, {refused} refused"
+    );
+}
