@@ -400,7 +400,8 @@ impl TaskRunner {
         let plans: Vec<NetworkPlan> = match &overlay {
             Some(ctx) => {
                 let plans = desired(view, &ctx.node_id);
-                for e in ctx.overlay.sync(&plans, view.data_path_port) {
+                let senders = crate::overlay::vxlan_senders(view, &ctx.node_id);
+                for e in ctx.overlay.sync(&plans, view.data_path_port, senders) {
                     tracing::warn!(error = %e, "overlay not in its desired state");
                 }
                 self.replumb(ctx, view, &plans);

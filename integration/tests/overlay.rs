@@ -153,7 +153,9 @@ fn tasks_reach_each_other_across_nodes_over_vxlan() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let bed = Testbed::up("shov", 3, 1, root.path()).unwrap();
+    let mut bed = Testbed::up("shov", 3, 1, root.path()).unwrap();
+    // An underlay host that is not a node, for the VXLAN filter's check below.
+    let stranger = bed.outside_client("vx", "198.18.0.200").unwrap();
     let h1 = bed.nodes[0].host();
     shoal(
         &h1,
@@ -314,6 +316,57 @@ fn tasks_reach_each_other_across_nodes_over_vxlan() {
         Ok(())
     };
     wait_for("exact FDB and neighbour entries", 10, || check(&tasks).ok());
+
+    // VXLAN from an underlay host that is not a node is dropped in the node's namespace
+    // before the kernel decapsulates it (the overlay's own traffic went through above).
+    let node1 = bed.nodes[0].netns.clone();
+    let dropped = || -> u64 {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &node1,
+                "nft",
+                "list",
+                "table",
+                "ip",
+                "shoal_underlay",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "no underlay filter on node 1: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&bed.nodes[1].addr) && text.contains(&bed.nodes[2].addr),
+            "the other nodes may send: {text}"
+        );
+        text.split("counter packets ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in {text}"))
+    };
+    let before = dropped();
+    let send = format!(
+        "for i in $(seq 20); do printf 'vxlan' > /dev/udp/{}/4789; done",
+        bed.nodes[0].addr
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", &stranger, "bash", "-c", &send])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the stranger's datagrams dropped", 5, || {
+        (dropped() >= before + 20).then_some(())
+    });
 
     // Scaling down removes the entries everywhere.
     shoal(&h1, &["service", "scale", "echo=1"]);

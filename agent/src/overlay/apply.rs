@@ -52,6 +52,7 @@ pub struct Overlay {
     local: Ipv4Addr,
     /// Underlay MTU minus the VXLAN overhead.
     pub mtu: u32,
+    filter: super::underlay_filter::UnderlayFilter,
 }
 
 impl Overlay {
@@ -70,13 +71,23 @@ impl Overlay {
         Ok(Overlay {
             local,
             mtu: mtu.saturating_sub(VXLAN_OVERHEAD),
+            filter: Default::default(),
         })
     }
 
-    /// Brings every planned network to its desired state and removes the others. Goes on
-    /// after a failure and returns every error.
-    pub fn sync(&self, plans: &[NetworkPlan], port: u16) -> Vec<OverlayError> {
+    /// Brings every planned network to its desired state and removes the others, and lets
+    /// VXLAN in from `senders` only. Goes on after a failure and returns every error.
+    pub fn sync(
+        &self,
+        plans: &[NetworkPlan],
+        port: u16,
+        senders: BTreeSet<Ipv4Addr>,
+    ) -> Vec<OverlayError> {
         let mut errors = Vec::new();
+        // The filter first: a network is never up without it.
+        if let Err(e) = self.filter.sync(port, self.local, senders, plans.len()) {
+            errors.push(e);
+        }
         for plan in plans {
             if let Err(e) = self.ensure_network(plan.vni, port) {
                 errors.push(e);

@@ -4,6 +4,7 @@
 //! the kernel match it.
 
 pub mod apply;
+pub mod underlay_filter;
 
 use shoal_api::dispatch::NodeView;
 use shoal_api::objects::{Task, TaskState};
@@ -142,6 +143,17 @@ pub fn desired(view: &NodeView, my_node: &str) -> Vec<NetworkPlan> {
                 gateway: my_ingress.clone().filter(|_| is_ingress),
             }
         })
+        .collect()
+}
+
+/// Underlay addresses that may send this node VXLAN: the other nodes on its networks
+/// (ingress is on every node, so in practice every node of the cluster).
+pub fn vxlan_senders(view: &NodeView, my_node: &str) -> std::collections::BTreeSet<Ipv4Addr> {
+    view.networks
+        .iter()
+        .flat_map(|n| n.peers.iter())
+        .filter(|p| p.node_id != my_node)
+        .filter_map(|p| p.addr.parse().ok())
         .collect()
 }
 
