@@ -331,6 +331,11 @@ impl Testbed {
         Ok(())
     }
 
+    /// Node `i`'s shoald process id while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILLs node `i`'s shoald (its tasks live on) and starts it again.
     pub fn restart(&mut self, i: usize, shoald: &Path, extra: &[&str]) -> Result<()> {
         if let Some(mut c) = self.nodes[i].child.take() {

@@ -1,0 +1,368 @@
+//! Faults on the namespace testbed (3 managers, 1 worker), each checked by what a client saw:
+//! every acknowledged write is on every manager exactly once afterwards, no VIP is handed out
+//! twice, every node is Ready again after healing, and the times it took are printed. A
+//! partition is a drop table in a node's own namespace; a stall is SIGSTOP.
+
+use shoal_integration::bin_dir;
+use shoal_integration::testbed::{Testbed, require_root};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs the shoal CLI against `host`; stdout, or stderr as the error.
+fn shoal(host: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin_dir().join("shoal"))
+        .arg("-H")
+        .arg(host)
+        .args(args)
+        .output()
+        .expect("run shoal");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Drops all traffic between node namespace `netns` and `peers`, both ways.
+fn partition(netns: &str, peers: &[&str]) {
+    let set = peers.join(", ");
+    let script = format!(
+        "table ip fault {{
+    chain in {{ type filter hook input priority -300; policy accept; ip saddr {{ {set} }} drop; }}
+    chain out {{ type filter hook output priority -300; policy accept; ip daddr {{ {set} }} drop; }}
+}}
+"
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "partition {netns}");
+}
+
+fn heal(netns: &str) {
+    let ok = Command::new("ip")
+        .args([
+            "netns", "exec", netns, "nft", "delete", "table", "ip", "fault",
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "heal {netns}");
+}
+
+/// What clients were told: writes acknowledged, and how long things took.
+#[derive(Default)]
+struct Checker {
+    acked: Vec<String>,
+    figures: Vec<(String, Duration)>,
+}
+
+impl Checker {
+    /// A write: a service with no replicas on the overlay (it takes a VIP).
+    fn write(&mut self, host: &str, name: &str) -> Result<(), String> {
+        shoal(
+            host,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--runtime",
+                "native",
+                "--replicas",
+                "0",
+                "--network",
+                "app",
+                "--name",
+                name,
+                "sleep",
+                "1",
+            ],
+        )?;
+        self.acked.push(name.to_string());
+        Ok(())
+    }
+
+    /// Retries a write until it is acknowledged; the time it took.
+    fn write_until_acked(&mut self, host: &str, name: &str, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            match self.write(host, name) {
+                Ok(()) => return start.elapsed(),
+                Err(e) if e.contains("already exists") || e.contains("is already in use") => {
+                    // An earlier attempt applied after all ("it may still apply").
+                    self.acked.push(name.to_string());
+                    return start.elapsed();
+                }
+                Err(e) => assert!(start.elapsed() < limit, "{name} never committed: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn figure(&mut self, what: &str, took: Duration) {
+        eprintln!("fault figure: {what}: {took:?}");
+        self.figures.push((what.to_string(), took));
+    }
+
+    /// Every manager has every acknowledged service once, and VIPs are unique.
+    fn check(&self, bed: &Testbed, managers: usize) -> Result<(), String> {
+        for m in &bed.nodes[..managers] {
+            let ls = shoal(&m.host(), &["service", "ls", "--format", "{{.Name}}"])?;
+            let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+            for name in ls.lines() {
+                *count.entry(name).or_default() += 1;
+            }
+            for name in &self.acked {
+                match count.get(name.as_str()) {
+                    Some(1) => {}
+                    other => return Err(format!("{}: {name} seen {other:?} times", m.name)),
+                }
+            }
+        }
+        let all = shoal(&bed.nodes[0].host(), &["service", "ls", "-q"])?;
+        let ids: Vec<&str> = all.lines().collect();
+        let mut args = vec![
+            "service",
+            "inspect",
+            "--format",
+            "{{range .Endpoint.VirtualIPs}}{{.Addr}}{{end}}",
+        ];
+        args.extend(ids.iter().copied());
+        let vips = shoal(&bed.nodes[0].host(), &args)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for v in vips.lines().filter(|l| !l.is_empty()) {
+            if !seen.insert(v.to_string()) {
+                return Err(format!("VIP {v} handed out twice"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn leader(bed: &Testbed, from: usize) -> Option<usize> {
+    let ls = shoal(
+        &bed.nodes[from].host(),
+        &["node", "ls", "--format", "{{.Hostname}} {{.ManagerStatus}}"],
+    )
+    .ok()?;
+    let name = ls
+        .lines()
+        .find(|l| l.ends_with(" Leader"))?
+        .split(' ')
+        .next()?
+        .to_string();
+    bed.nodes.iter().position(|n| n.name == name)
+}
+
+/// Waits until `what` holds; the time it took.
+fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start.elapsed()
+}
+
+fn all_ready(bed: &Testbed, from: usize) -> bool {
+    shoal(
+        &bed.nodes[from].host(),
+        &["node", "ls", "--format", "{{.Status}}"],
+    )
+    .is_ok_and(|s| s.lines().count() == bed.nodes.len() && s.lines().all(|l| l == "Ready"))
+}
+
+#[test]
+fn acknowledged_writes_survive_partitions_and_stalls() {
+    if !require_root("acknowledged_writes_survive_partitions_and_stalls") {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let bed = Testbed::up("shflt", 4, 3, root.path()).unwrap();
+    let h = |i: usize| bed.nodes[i].host();
+    shoal(
+        &h(0),
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.60.0/24",
+            "app",
+        ],
+    )
+    .unwrap();
+    let mut c = Checker::default();
+    for i in 0..3 {
+        c.write(&h(i), &format!("before-{i}")).unwrap();
+    }
+
+    // 1. The leader is cut off from the other managers.
+    let old = leader(&bed, 0).expect("a leader");
+    let majority: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let peers: Vec<&str> = bed
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != old)
+        .map(|(_, n)| n.addr.as_str())
+        .collect();
+    partition(&bed.nodes[old].netns, &peers);
+    let took = c.write_until_acked(&h(majority[0]), "majority-1", Duration::from_secs(30));
+    c.figure(
+        "leader partitioned: first write acknowledged by the majority",
+        took,
+    );
+    let start = Instant::now();
+    let refused = shoal(
+        &h(old),
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--runtime",
+            "native",
+            "--replicas",
+            "0",
+            "--name",
+            "isolated-1",
+            "sleep",
+            "1",
+        ],
+    );
+    let refusal = refused.expect_err("the isolated side must refuse writes");
+    c.figure(
+        "leader partitioned: the isolated side refused a write",
+        start.elapsed(),
+    );
+    eprintln!("isolated side said: {refusal}");
+    for k in 2..6 {
+        c.write(&h(majority[k % 2]), &format!("majority-{k}"))
+            .unwrap();
+    }
+    heal(&bed.nodes[old].netns);
+    let took = until(
+        "every node Ready after healing",
+        Duration::from_secs(60),
+        || (0..3).all(|i| all_ready(&bed, i)),
+    );
+    c.figure(
+        "leader partition healed: every node Ready on every manager",
+        took,
+    );
+    until(
+        "managers agree after healing",
+        Duration::from_secs(30),
+        || c.check(&bed, 3).is_ok(),
+    );
+    c.check(&bed, 3).unwrap();
+
+    // 2. The leader stalls (SIGSTOP) past the election timeout, then comes back.
+    let old = leader(&bed, 0).expect("a leader");
+    let other = (0..3).find(|i| *i != old).unwrap();
+    let pid = bed.pid(old).unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let took = c.write_until_acked(&h(other), "stalled-1", Duration::from_secs(30));
+    c.figure(
+        "leader stopped: first write acknowledged by the others",
+        took,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    c.write(&h(old), "after-stall").unwrap();
+    let took = until(
+        "every node Ready after the stall",
+        Duration::from_secs(60),
+        || (0..3).all(|i| all_ready(&bed, i)),
+    );
+    c.figure("leader continued: every node Ready on every manager", took);
+    until(
+        "managers agree after the stall",
+        Duration::from_secs(30),
+        || c.check(&bed, 3).is_ok(),
+    );
+
+    // 3. The worker is cut off from every manager; its task goes on serving.
+    shoal(
+        &h(0),
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--runtime",
+            "native",
+            "--name",
+            "on-worker",
+            "--constraint",
+            "node.hostname==node-4",
+            "sleep",
+            "1000",
+        ],
+    )
+    .unwrap();
+    until("on-worker running", Duration::from_secs(30), || {
+        shoal(
+            &h(0),
+            &[
+                "service",
+                "ls",
+                "--filter",
+                "name=on-worker",
+                "--format",
+                "{{.Replicas}}",
+            ],
+        )
+        .is_ok_and(|r| r.trim() == "1/1")
+    });
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", "sleep 1000"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+            .unwrap_or(0)
+    };
+    let before = running();
+    assert!(before >= 1);
+    let managers: Vec<&str> = bed.nodes[..3].iter().map(|n| n.addr.as_str()).collect();
+    partition(&bed.nodes[3].netns, &managers);
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        running(),
+        before,
+        "the worker's task kept running while cut off"
+    );
+    c.write(&h(0), "while-worker-cut").unwrap();
+    heal(&bed.nodes[3].netns);
+    let took = until("the worker Ready again", Duration::from_secs(60), || {
+        all_ready(&bed, 0)
+    });
+    c.figure("worker partition healed: the worker Ready", took);
+    c.check(&bed, 3).unwrap();
+    eprintln!(
+        "fault suite: {} writes acknowledged and found once on every manager; lost 0, duplicates 0",
+        c.acked.len()
+    );
+}
