@@ -131,6 +131,56 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Runs the shoal CLI against node `i`; its stdout, failing the test on an error.
+    pub fn shoal_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.shoal(i, args);
+        assert!(
+            out.status.success(),
+            "{} {args:?}: {}",
+            self.nodes[i].name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// With the CLI, as an operator would: node 1 initializes a swarm (pool 198.19.0.0/16),
+    /// the next `managers - 1` nodes join as managers, the others as workers.
+    pub fn form_swarm(&self, managers: usize) {
+        let ip = |i: usize| self.nodes[i].ip.clone();
+        let listen = |i: usize| format!("{}:2377", ip(i));
+        self.shoal_ok(
+            0,
+            &[
+                "swarm",
+                "init",
+                "--advertise-addr",
+                &ip(0),
+                "--listen-addr",
+                &listen(0),
+                "--default-addr-pool",
+                "198.19.0.0/16",
+            ],
+        );
+        for i in 1..self.nodes.len() {
+            let role = if i < managers { "manager" } else { "worker" };
+            let token = self.shoal_ok(0, &["swarm", "join-token", "-q", role]);
+            self.shoal_ok(
+                i,
+                &[
+                    "swarm",
+                    "join",
+                    "--token",
+                    token.trim(),
+                    "--advertise-addr",
+                    &ip(i),
+                    "--listen-addr",
+                    &listen(i),
+                    &self.nodes[0].grpc_addr(),
+                ],
+            );
+        }
+    }
+
     /// The daemon's process id while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].child.as_ref().map(|c| c.id())

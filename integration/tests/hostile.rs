@@ -13,13 +13,7 @@ use tonic::Code;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 fn ok(c: &LocalCluster, i: usize, args: &[&str]) -> String {
-    let out = c.shoal(i, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    c.shoal_ok(i, args)
 }
 
 /// The largest resident size the process has had, in KiB (`VmHWM`).
@@ -65,39 +59,7 @@ fn status(state: TaskState) -> TaskStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_worker_and_an_anonymous_caller_change_nothing() {
     let mut c = LocalCluster::start(2, 191).expect("start daemons");
-    let (m_ip, w_ip) = (c.nodes[0].ip.clone(), c.nodes[1].ip.clone());
-    ok(
-        &c,
-        0,
-        &[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            &m_ip,
-            "--listen-addr",
-            &format!("{m_ip}:2377"),
-            "--default-addr-pool",
-            "198.19.0.0/16",
-        ],
-    );
-    let token = ok(&c, 0, &["swarm", "join-token", "-q", "worker"])
-        .trim()
-        .to_string();
-    ok(
-        &c,
-        1,
-        &[
-            "swarm",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            &w_ip,
-            "--listen-addr",
-            &format!("{w_ip}:2377"),
-            &c.nodes[0].grpc_addr(),
-        ],
-    );
+    c.form_swarm(1);
     // A task of the manager's, which the worker will try to report on.
     ok(
         &c,

@@ -188,21 +188,7 @@ fn kept_numbers(task_dir: &std::path::Path) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_output_keeps_times_and_streams_stays_capped_and_outlives_a_restart() {
     let mut c = LocalCluster::start(1, 181).expect("start daemon");
-    let ip = c.nodes[0].ip.clone();
-    ok(
-        &c,
-        0,
-        &[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            &ip,
-            "--listen-addr",
-            &format!("{ip}:2377"),
-            "--default-addr-pool",
-            "198.19.0.0/16",
-        ],
-    );
+    c.form_swarm(1);
     let before = shoal_agent::logs::record::now();
     // About 10 KB/s, every 20th line on stderr; the cap is 2 files of 4 KiB.
     ok(
