@@ -305,7 +305,95 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
         || c.check(&bed, 3).is_ok(),
     );
 
-    // 3. The worker is cut off from every manager; its task goes on serving.
+    // 3. Every manager cut off from every other (a symmetric partition): nobody has a
+    // majority, every write is refused, and after healing they elect one leader and agree.
+    let addrs: Vec<String> = bed.nodes.iter().map(|n| n.addr.clone()).collect();
+    for i in 0..3 {
+        let others: Vec<&str> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| addrs[j].as_str())
+            .collect();
+        partition(&bed.nodes[i].netns, &others);
+    }
+    for i in 0..3 {
+        let name = format!("split-{i}");
+        let e = shoal(
+            &h(i),
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--runtime",
+                "native",
+                "--replicas",
+                "0",
+                "--name",
+                &name,
+                "sleep",
+                "1",
+            ],
+        );
+        assert!(e.is_err(), "manager {i} took a write without a majority");
+    }
+    for i in 0..3 {
+        heal(&bed.nodes[i].netns);
+    }
+    let took = until(
+        "one leader after the split",
+        Duration::from_secs(30),
+        || {
+            let seen: Vec<Option<usize>> = (0..3).map(|i| leader(&bed, i)).collect();
+            seen[0].is_some() && seen.iter().all(|l| *l == seen[0])
+        },
+    );
+    c.figure(
+        "symmetric partition healed: one leader seen by every manager",
+        took,
+    );
+    c.write_until_acked(&h(0), "after-split", Duration::from_secs(30));
+
+    // 4. The leader's link flaps: cut and restored five times while writes go on.
+    for round in 0..5 {
+        let l = leader(&bed, 0)
+            .or_else(|| leader(&bed, 1))
+            .expect("a leader");
+        let others: Vec<&str> = (0..4)
+            .filter(|j| *j != l)
+            .map(|j| addrs[j].as_str())
+            .collect();
+        partition(&bed.nodes[l].netns, &others);
+        let writer = (0..3).find(|i| *i != l).unwrap();
+        c.write_until_acked(
+            &h(writer),
+            &format!("flap-{round}"),
+            Duration::from_secs(30),
+        );
+        heal(&bed.nodes[l].netns);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let took = until(
+        "every node Ready after flapping",
+        Duration::from_secs(60),
+        || (0..3).all(|i| all_ready(&bed, i)),
+    );
+    c.figure(
+        "flapping leader link healed: every node Ready on every manager",
+        took,
+    );
+    until(
+        "managers agree after flapping",
+        Duration::from_secs(30),
+        || c.check(&bed, 3).is_ok(),
+    );
+    for i in 0..3 {
+        let ls = shoal(&h(i), &["service", "ls", "--format", "{{.Name}}"]).unwrap();
+        assert!(
+            !ls.lines().any(|l| l.starts_with("split-")),
+            "a refused write applied: {ls}"
+        );
+    }
+
+    // 5. The worker is cut off from every manager; its task goes on serving.
     shoal(
         &h(0),
         &[
