@@ -335,6 +335,7 @@ impl DiskStorage {
                 .set_len(offset)
                 .and_then(|()| inner.log.sync_data())
                 .map_err(io_err("truncate", &path))?;
+            fail::fail_point!("raft-log-after-truncate", |_| Err(crash_point(&path)));
             inner.entries.truncate(keep);
             inner.offsets.truncate(keep);
             inner.log_len = offset;
@@ -345,7 +346,13 @@ impl DiskStorage {
             offsets.push(inner.log_len + buf.len() as u64);
             push_frame(&mut buf, e, "raft log entry")?;
         }
+        fail::fail_point!("raft-log-torn-append", |_| {
+            // Half the frames reach the file, as when the process dies mid-write.
+            let _ = inner.log.write_all_at(&buf[..buf.len() / 2], inner.log_len);
+            Err(crash_point(&path))
+        });
         let written = inner.log.write_all_at(&buf, inner.log_len);
+        fail::fail_point!("raft-log-before-sync", |_| Err(crash_point(&path)));
         if let Err(e) = written.and_then(|()| inner.log.sync_data()) {
             // Best effort: do not leave a partial append for the next one to land before.
             let _ = inner.log.set_len(inner.log_len);
@@ -629,12 +636,28 @@ fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError
         .mode(crate::private_files::FILE_MODE)
         .open(&tmp)
         .map_err(io_err("create", &tmp))?;
+    fail::fail_point!("raft-file-torn-temp", |_| {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        Err(crash_point(&tmp))
+    });
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(io_err("write", &tmp))?;
     let path = dir.join(name);
+    fail::fail_point!("raft-file-before-rename", |_| Err(crash_point(&path)));
     fs::rename(&tmp, &path).map_err(io_err("rename into place", &path))?;
+    fail::fail_point!("raft-file-after-rename", |_| Err(crash_point(&path)));
     sync_dir(dir)
+}
+
+/// The error a crash point returns in tests (`fail`): the process "dies" there, and the
+/// test reopens the directory as a restart would.
+#[allow(
+    dead_code,
+    reason = "called only where fail's failpoints feature (tests) compiles the crash points in"
+)]
+fn crash_point(path: &Path) -> StorageError {
+    io_err("crash point at", path)(io::Error::other("simulated crash"))
 }
 
 /// Appends one frame holding `msg` to `out`.
