@@ -30,7 +30,7 @@ use records::{Scope, scope_for};
 use shoal_api::dispatch::NodeView;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, RwLock};
@@ -480,21 +480,33 @@ async fn serve_udp(sock: UdpSocket, task: String, scopes: Scopes, limits: Limits
     let mut backoff = Backoff::default();
     let mut b = Batch::new();
     loop {
-        let n = match sock
-            .async_io(Interest::READABLE, || {
-                recv_batch(fd, &mut b.bufs, &mut b.got)
-            })
-            .await
-        {
-            Ok(n) => {
-                backoff.succeeded();
-                n
+        if let Err(e) = sock.readable().await {
+            backoff.wait(&task, "waiting to receive", &e).await;
+            continue;
+        }
+        let mut n = 0;
+        // A short batch means recvmmsg found the queue empty before the batch was full: tell
+        // tokio the socket is drained now (WouldBlock clears its readiness) rather than with
+        // one more call that would find nothing. The epoll event of a datagram arriving
+        // after that is still pending, so none waits unseen.
+        let received = sock.try_io(Interest::READABLE, || {
+            n = recv_batch(fd, &mut b.bufs, &mut b.got)?;
+            if n < BATCH {
+                Err(ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
             }
-            Err(e) => {
+        });
+        match received {
+            Err(e) if e.kind() != ErrorKind::WouldBlock => {
                 backoff.wait(&task, "receiving", &e).await;
                 continue;
             }
-        };
+            _ => backoff.succeeded(),
+        }
+        if n == 0 {
+            continue;
+        }
         let started = Instant::now();
         // Once a batch: the scope a view update put in place since the last one.
         let served = scope_of(&scopes, &task);
@@ -518,11 +530,17 @@ async fn serve_udp(sock: UdpSocket, task: String, scopes: Scopes, limits: Limits
         if replies == 0 {
             continue;
         }
-        let sent = sock
-            .async_io(Interest::WRITABLE, || {
-                send_batch(fd, &b.out, &b.out_len, &b.to, replies)
-            })
-            .await;
+        // One reply (a light load) goes by sendto, which copies no message header and
+        // vector in the kernel; more go in one sendmmsg.
+        let sent = match (replies, b.to[0].as_ref().and_then(socket_addr)) {
+            (1, Some(to)) => sock.send_to(&b.out[0][..b.out_len[0]], to).await.map(drop),
+            _ => {
+                sock.async_io(Interest::WRITABLE, || {
+                    send_batch(fd, &b.out, &b.out_len, &b.to, replies)
+                })
+                .await
+            }
+        };
         if let Err(error) = sent {
             tracing::debug!(task, %error, "DNS replies not sent");
         }
