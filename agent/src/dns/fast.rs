@@ -107,7 +107,8 @@ impl Table {
         }
     }
 
-    /// This table if it answers `names` exactly as a new one would, else a new one.
+    /// One of `known` that answers `names` exactly as a new table would, else a new one:
+    /// a view update that leaves a scope's names alone builds nothing.
     pub fn reuse_or_build<'a>(
         names: &BTreeMap<String, Vec<Ipv4Addr>>,
         known: impl IntoIterator<Item = &'a std::sync::Arc<Table>>,

@@ -132,8 +132,7 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Recomputes what each local task may resolve.
-    /// A table is built only for names no task had before: tasks with equal names share
+    /// Recomputes what each local task may resolve. A table is built only for names no task had before: tasks with equal names share
     /// one, and a view that leaves a task's names alone leaves its table alone.
     pub fn update(&self, view: &NodeView) {
         let mut tables: Vec<Arc<fast::Table>> = vec![];
