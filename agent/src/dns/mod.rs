@@ -11,20 +11,33 @@
 //! Work is bounded per task: forwards in flight and TCP connections are capped (what is
 //! over is dropped, and the client retries), idle TCP connections are closed, and a failing
 //! accept or receive (EMFILE, ENFILE) backs off instead of spinning.
+//!
+//! Over UDP one loop per socket reads datagrams in batches (`recvmmsg`), answers internal
+//! names from the scope's table of pre-encoded answers (`fast`), sends those replies in one
+//! `sendmmsg`, and queues everything else, boundedly, for a task that runs the general path
+//! (`answer`) and the forwards. TCP always takes the general path.
 
 pub mod answer;
+pub mod fast;
 pub mod records;
 
 use answer::{Outcome, Transport, answer, servfail, upstream_reply, with_id};
 use hickory_proto::op::Message;
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
 use records::{Scope, scope_for};
 use shoal_api::dispatch::NodeView;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// How long one upstream has to answer a forwarded query.
@@ -49,7 +62,30 @@ const LIMITS: Limits = Limits {
     tcp_idle: Duration::from_secs(10),
 };
 
-type Scopes = Arc<RwLock<HashMap<String, Arc<Scope>>>>;
+/// Datagrams read (and replies sent) per system call. Enough to amortise the call at a few
+/// hundred thousand queries a second; small enough that a batch's wait stays in microseconds.
+const BATCH: usize = 32;
+
+/// Datagrams waiting for the general path per socket. What is over is dropped (the client
+/// asks again), so a flood of external names cannot hold memory or delay internal ones.
+const SLOW_QUEUE: usize = 256;
+
+/// What one task is answered from: its scope, for the general path, and the pre-encoded
+/// answers of the fast path, one table shared by every task whose names are the same.
+#[derive(Debug, Default)]
+pub struct Served {
+    pub scope: Scope,
+    pub table: Arc<fast::Table>,
+}
+
+impl Served {
+    pub fn new(scope: Scope) -> Served {
+        let table = Arc::new(fast::Table::new(&scope.names));
+        Served { scope, table }
+    }
+}
+
+type Scopes = Arc<RwLock<HashMap<String, Arc<Served>>>>;
 
 /// The nameservers of a resolv.conf. Loopback ones are kept: forwarding happens in shoald's
 /// own namespace, where they are the host's resolvers.
@@ -96,14 +132,35 @@ pub struct Dns {
 }
 
 impl Dns {
-    /// Recomputes what each local task may resolve.
+    /// Recomputes what each local task may resolve. A table is built only for names no task had before: tasks with equal names share
+    /// one, and a view that leaves a task's names alone leaves its table alone.
     pub fn update(&self, view: &NodeView) {
-        let scopes: HashMap<String, Arc<Scope>> = view
-            .tasks
-            .iter()
-            .map(|t| (t.id.clone(), Arc::new(scope_for(view, t))))
-            .collect();
+        let mut tables: Vec<Arc<fast::Table>> = vec![];
+        for s in self.scopes.read().expect("lock").values() {
+            if !tables.iter().any(|t| Arc::ptr_eq(t, &s.table)) {
+                tables.push(s.table.clone());
+            }
+        }
+        let kept = tables.len();
+        let mut scopes: HashMap<String, Arc<Served>> = HashMap::new();
+        for t in &view.tasks {
+            let scope = scope_for(view, t);
+            let table = fast::Table::reuse_or_build(&scope.names, &tables);
+            if !tables.iter().any(|k| Arc::ptr_eq(k, &table)) {
+                tables.push(table.clone());
+            }
+            scopes.insert(t.id.clone(), Arc::new(Served { scope, table }));
+        }
+        if tables.len() > kept {
+            tracing::debug!(built = tables.len() - kept, "DNS answer tables rebuilt");
+        }
         *self.scopes.write().expect("lock") = scopes;
+    }
+
+    /// The table `task` is answered from (tests and benchmarks check the sharing).
+    pub fn table(&self, task: &str) -> Option<Arc<fast::Table>> {
+        let scopes = self.scopes.read().expect("lock");
+        scopes.get(task).map(|s| s.table.clone())
     }
 
     /// Starts answering the task whose network namespace is `netns`.
@@ -152,7 +209,7 @@ impl Dns {
     }
 }
 
-fn scope_of(scopes: &Scopes, task: &str) -> Arc<Scope> {
+fn scope_of(scopes: &Scopes, task: &str) -> Arc<Served> {
     scopes
         .read()
         .expect("lock")
@@ -299,28 +356,216 @@ fn framed(message: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Internal names are answered in the receive loop, without a task; forwards run on tasks
-/// of their own, at most `limits.forwards` at a time. They are held in a `JoinSet`, so that
-/// stopping the server (aborting this future) stops them too.
+/// A batch of datagrams in and of replies out, kept for the socket's life so that the
+/// per-packet path allocates nothing.
+struct Batch {
+    bufs: Box<[[u8; RECV_MAX]; BATCH]>,
+    got: [(usize, Option<SockaddrStorage>); BATCH],
+    out: Box<[[u8; fast::REPLY_MAX]; BATCH]>,
+    out_len: [usize; BATCH],
+    to: [Option<SockaddrStorage>; BATCH],
+}
+
+/// The receive buffer: what we advertise, so an EDNS client's query fits.
+const RECV_MAX: usize = answer::UDP_EDNS_MAX as usize;
+
+fn boxed<const N: usize>() -> Box<[[u8; N]; BATCH]> {
+    // Through a Vec, so that 128 KiB never sit on the stack.
+    vec![[0u8; N]; BATCH]
+        .into_boxed_slice()
+        .try_into()
+        .expect("BATCH buffers")
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            bufs: boxed(),
+            got: [(0, None); BATCH],
+            out: boxed(),
+            out_len: [0; BATCH],
+            to: [None; BATCH],
+        }
+    }
+}
+
+thread_local! {
+    // nix's headers hold raw pointers, so they are not Send and cannot live in the task's
+    // future; one set per runtime thread, used only inside a synchronous call, does.
+    static RECV_HEADERS: RefCell<Option<MultiHeaders<SockaddrStorage>>> = const { RefCell::new(None) };
+    static SEND_HEADERS: RefCell<Option<MultiHeaders<SockaddrStorage>>> = const { RefCell::new(None) };
+}
+
+/// Up to `BATCH` datagrams into `bufs`, their lengths and sources into `got`; WouldBlock
+/// when there are none.
+fn recv_batch(
+    fd: RawFd,
+    bufs: &mut [[u8; RECV_MAX]; BATCH],
+    got: &mut [(usize, Option<SockaddrStorage>); BATCH],
+) -> std::io::Result<usize> {
+    RECV_HEADERS.with_borrow_mut(|headers| {
+        let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
+        let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
+        let results = recvmmsg(fd, headers, iovs.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+        let mut n = 0;
+        for (slot, r) in got.iter_mut().zip(results) {
+            *slot = (r.bytes, r.address);
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
+/// The first `n` replies in one call. nix does not say safely how many of them went (its
+/// results read addresses that sendmmsg never wrote), and a UDP send stops early only when
+/// the socket's buffer is full: a reply left out then is lost like any datagram, and the
+/// client asks again.
+fn send_batch(
+    fd: RawFd,
+    out: &[[u8; fast::REPLY_MAX]; BATCH],
+    lens: &[usize; BATCH],
+    to: &[Option<SockaddrStorage>; BATCH],
+    n: usize,
+) -> std::io::Result<()> {
+    SEND_HEADERS.with_borrow_mut(|headers| {
+        let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
+        let iovs: [[IoSlice; 1]; BATCH] =
+            std::array::from_fn(|i| [IoSlice::new(&out[i][..lens[i]])]);
+        let none: [ControlMessage; 0] = [];
+        sendmmsg(
+            fd,
+            headers,
+            &iovs[..n],
+            &to[..n],
+            none,
+            MsgFlags::MSG_DONTWAIT,
+        )?;
+        Ok(())
+    })
+}
+
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// A counter of the DNS metric, looked up once: the lookup allocates its label.
+fn counter(result: &str) -> prometheus_client::metrics::counter::Counter {
+    let labels = crate::metrics::DnsLabels {
+        result: result.into(),
+    };
+    (*crate::metrics::global().dns_queries.get_or_create(&labels)).clone()
+}
+
+/// The receive loop: internal names are answered here, in batches, from the scope's table;
+/// the rest goes to `serve_udp_slow` through a bounded queue. Both run in a `JoinSet` of
+/// this future's, so that stopping the server (aborting it) stops the forwards too.
 async fn serve_udp(sock: UdpSocket, task: String, scopes: Scopes, limits: Limits) {
     let sock = Arc::new(sock);
-    let mut forwards = JoinSet::new();
+    let fd = sock.as_raw_fd();
+    let (queue, queued) = mpsc::channel(SLOW_QUEUE);
+    let mut slow = JoinSet::new();
+    slow.spawn(serve_udp_slow(
+        sock.clone(),
+        queued,
+        task.clone(),
+        scopes.clone(),
+        limits,
+    ));
+    let (answered, dropped) = (counter("answered"), counter("dropped"));
+    let seconds = crate::metrics::global().dns_seconds.clone();
     let mut backoff = Backoff::default();
-    let mut buf = vec![0u8; answer::UDP_EDNS_MAX.into()];
+    let mut b = Batch::new();
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(got) => {
-                backoff.succeeded();
-                got
+        if let Err(e) = sock.readable().await {
+            backoff.wait(&task, "waiting to receive", &e).await;
+            continue;
+        }
+        let mut n = 0;
+        // A short batch means recvmmsg found the queue empty before the batch was full: tell
+        // tokio the socket is drained now (WouldBlock clears its readiness) rather than with
+        // one more call that would find nothing. The epoll event of a datagram arriving
+        // after that is still pending, so none waits unseen.
+        let received = sock.try_io(Interest::READABLE, || {
+            n = recv_batch(fd, &mut b.bufs, &mut b.got)?;
+            if n < BATCH {
+                Err(ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
             }
-            Err(e) => {
+        });
+        match received {
+            Err(e) if e.kind() != ErrorKind::WouldBlock => {
                 backoff.wait(&task, "receiving", &e).await;
                 continue;
             }
-        };
+            _ => backoff.succeeded(),
+        }
+        if n == 0 {
+            continue;
+        }
         let started = Instant::now();
-        let scope = scope_of(&scopes, &task);
-        match answer(&scope, &buf[..n], Transport::Udp) {
+        // Once a batch: the scope a view update put in place since the last one.
+        let served = scope_of(&scopes, &task);
+        let mut replies = 0;
+        for (i, (len, from)) in b.got[..n].iter().enumerate() {
+            let packet = &b.bufs[i][..*len];
+            if let Some(out) = fast::answer(&served.table, packet, &mut b.out[replies]) {
+                b.out_len[replies] = out;
+                b.to[replies] = *from;
+                replies += 1;
+                continue;
+            }
+            let Some(from) = from.as_ref().and_then(socket_addr) else {
+                dropped.inc();
+                continue;
+            };
+            if queue.try_send((packet.to_vec(), from)).is_err() {
+                dropped.inc();
+            }
+        }
+        if replies == 0 {
+            continue;
+        }
+        // One reply (a light load) goes by sendto, which copies no message header and
+        // vector in the kernel; more go in one sendmmsg.
+        let sent = match (replies, b.to[0].as_ref().and_then(socket_addr)) {
+            (1, Some(to)) => sock.send_to(&b.out[0][..b.out_len[0]], to).await.map(drop),
+            _ => {
+                sock.async_io(Interest::WRITABLE, || {
+                    send_batch(fd, &b.out, &b.out_len, &b.to, replies)
+                })
+                .await
+            }
+        };
+        if let Err(error) = sent {
+            tracing::debug!(task, %error, "DNS replies not sent");
+        }
+        answered.inc_by(replies as u64);
+        // Every reply of a batch waited for the same send.
+        let took = started.elapsed().as_secs_f64();
+        for _ in 0..replies {
+            seconds.observe(took);
+        }
+    }
+}
+
+/// The general path for UDP: what the fast path did not take, answered by `answer` or
+/// forwarded, at most `limits.forwards` forwards at a time.
+async fn serve_udp_slow(
+    sock: Arc<UdpSocket>,
+    mut queued: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    task: String,
+    scopes: Scopes,
+    limits: Limits,
+) {
+    let mut forwards = JoinSet::new();
+    while let Some((packet, from)) = queued.recv().await {
+        let started = Instant::now();
+        let served = scope_of(&scopes, &task);
+        match answer(&served.scope, &packet, Transport::Udp) {
             Outcome::Reply(r) => {
                 let _ = sock.send_to(&r, from).await;
                 count("answered", started);
@@ -332,10 +577,10 @@ async fn serve_udp(sock: UdpSocket, task: String, scopes: Scopes, limits: Limits
                     count("dropped", started);
                     continue;
                 }
-                let packet = buf[..n].to_vec();
                 let sock = sock.clone();
                 forwards.spawn(async move {
-                    if let Some(r) = forwarded(&scope, &req, &packet, Transport::Udp).await {
+                    let scope = &served.scope;
+                    if let Some(r) = forwarded(scope, &req, &packet, Transport::Udp).await {
                         let _ = sock.send_to(&r, from).await;
                     }
                     count("forwarded", started);
@@ -385,8 +630,8 @@ async fn serve_conn(mut conn: TcpStream, task: &str, scopes: &Scopes, idle: Dura
         let Ok(Ok(_)) = timeout(idle, conn.read_exact(&mut packet)).await else {
             return;
         };
-        let scope = scope_of(scopes, task);
-        let Some(out) = respond(&scope, &packet, Transport::Tcp)
+        let served = scope_of(scopes, task);
+        let Some(out) = respond(&served.scope, &packet, Transport::Tcp)
             .await
             .and_then(|r| framed(&r))
         else {

@@ -509,7 +509,7 @@ fn an_unknown_edns_version_gets_badvers_and_several_questions_formerr() {
 fn scopes_of(scope: Scope) -> super::Scopes {
     Arc::new(RwLock::new(HashMap::from([(
         "t".to_string(),
-        Arc::new(scope),
+        Arc::new(super::Served::new(scope)),
     )])))
 }
 
@@ -941,4 +941,294 @@ fn the_answer_path_survives_random_and_mutated_packets() {
         replies > 1000 && forwards > 100,
         "{replies} replies, {forwards} forwards"
     );
+}
+
+// ---- the fast path against the general one ----
+
+/// The fast path's reply to `p`, if it takes it, after checking that it is the general
+/// path's to the byte.
+fn fast_and_checked(s: &Scope, table: &super::fast::Table, p: &[u8]) -> Option<Vec<u8>> {
+    let mut out = [0u8; super::fast::REPLY_MAX];
+    let n = super::fast::answer(table, p, &mut out)?;
+    match answer(s, p, UDP) {
+        Outcome::Reply(r) => assert_eq!(
+            out[..n],
+            r[..],
+            "fast path, then general path, for {p:02x?}"
+        ),
+        _ => panic!("the fast path answered what the general path does not: {p:02x?}"),
+    }
+    Some(out[..n].to_vec())
+}
+
+/// Names at the edges the fast path reads: the longest name a query can carry (255 bytes
+/// on the wire) and one byte more, labels with `_` and `-`, and names the general path
+/// spells with escapes.
+fn edge_scope() -> Scope {
+    let mut s = big(300);
+    let ips = |n: u32| (0..n).map(|i| Ipv4Addr::from(0xc613_0000 + i)).collect();
+    let longest = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(61)
+    );
+    let too_long = format!("{longest}e");
+    for (name, n) in [
+        ("tasks.three".to_string(), 3),
+        ("tasks.hundred".to_string(), 100),
+        ("_srv-like.x-1".to_string(), 2),
+        ("empty".to_string(), 0),
+        ("we b".to_string(), 1),
+        ("-dash".to_string(), 1),
+        ("a.b\\c".to_string(), 1),
+        (longest, 2),
+        (too_long, 2),
+    ] {
+        s.names.insert(name, ips(n));
+    }
+    s
+}
+
+/// A query built byte by byte, so that every field the fast path reads can be odd.
+fn raw_query(rng: &mut impl rand::Rng, name: &str) -> Vec<u8> {
+    let mut p = rng.random::<u16>().to_be_bytes().to_vec();
+    // Mostly RD alone; sometimes AD or CD (dig sets AD), sometimes any flag at all.
+    let flags2 = match rng.random_range(0..10) {
+        0 => rng.random::<u8>() & 0x7f,
+        1..=5 => 0x01,
+        _ => 0x00,
+    };
+    let flags3 = match rng.random_range(0..10) {
+        0 => rng.random(),
+        1 => 0x20,
+        2 => 0x10,
+        _ => 0,
+    };
+    p.extend_from_slice(&[flags2, flags3]);
+    let counts: [u16; 4] = if rng.random_bool(0.9) {
+        [1, 0, 0, u16::from(rng.random_bool(0.6))]
+    } else {
+        [
+            rng.random_range(0..3),
+            rng.random_range(0..2),
+            0,
+            rng.random_range(0..3),
+        ]
+    };
+    for c in counts {
+        p.extend_from_slice(&c.to_be_bytes());
+    }
+    for label in name.split('.') {
+        // Any case: the reply must carry the client's.
+        p.push(label.len() as u8);
+        p.extend(label.bytes().map(|b| {
+            if rng.random_bool(0.5) {
+                b.to_ascii_uppercase()
+            } else {
+                b
+            }
+        }));
+    }
+    p.push(0);
+    let qtype: u16 = [1, 1, 1, 28, 12, 15, 255][rng.random_range(0..7)];
+    let class: u16 = if rng.random_bool(0.95) { 1 } else { 3 };
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&class.to_be_bytes());
+    if counts[3] > 0 {
+        let size: u16 =
+            [0, 100, 511, 512, 513, 600, 1232, 4095, 4096, 4097, 65535][rng.random_range(0..11)];
+        let version = if rng.random_bool(0.9) {
+            0
+        } else {
+            rng.random()
+        };
+        let ext = if rng.random_bool(0.95) {
+            0
+        } else {
+            rng.random()
+        };
+        let mut flags: u16 = if rng.random_bool(0.5) { 0x8000 } else { 0 };
+        if rng.random_bool(0.05) {
+            flags |= rng.random::<u16>() & 0x7fff;
+        }
+        p.extend_from_slice(&[0, 0, 41]);
+        p.extend_from_slice(&size.to_be_bytes());
+        p.extend_from_slice(&[ext, version]);
+        p.extend_from_slice(&flags.to_be_bytes());
+        if rng.random_bool(0.1) {
+            // An option (a client cookie, as dig sends).
+            p.extend_from_slice(&[0, 12, 0, 10, 0, 8]);
+            p.extend((0..8).map(|_| rng.random::<u8>()));
+        } else {
+            p.extend_from_slice(&[0, 0]);
+        }
+    }
+    p
+}
+
+#[test]
+fn the_fast_path_answers_byte_for_byte_as_the_general_path() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+    let s = edge_scope();
+    let table = super::fast::Table::new(&s.names);
+    let names: Vec<String> = s
+        .names
+        .keys()
+        .cloned()
+        .chain(["outside.example".into(), "1.0.0.10.in-addr.arpa".into()])
+        .collect();
+    let (mut taken, mut truncated, mut truncated_edns, mut mangled_taken) = (0, 0, 0, 0);
+    for i in 0..40_000 {
+        let name = &names[rng.random_range(0..names.len())];
+        let mut p = match i % 4 {
+            0 => (0..rng.random_range(0..300))
+                .map(|_| rng.random())
+                .collect(),
+            _ => raw_query(&mut rng, name),
+        };
+        let mangled = i % 4 == 3 && !p.is_empty();
+        if mangled {
+            for _ in 0..rng.random_range(1..3) {
+                let at = rng.random_range(0..p.len());
+                p[at] = rng.random();
+            }
+            match rng.random_range(0..4) {
+                0 => p.truncate(rng.random_range(0..=p.len())),
+                1 => p.extend((0..rng.random_range(1..20)).map(|_| rng.random::<u8>())),
+                _ => {}
+            }
+        }
+        if let Some(r) = fast_and_checked(&s, &table, &p) {
+            taken += 1;
+            mangled_taken += usize::from(mangled);
+            if r[2] & 0x02 != 0 {
+                truncated += 1;
+                truncated_edns += usize::from(r[11] == 1);
+            }
+        }
+    }
+    // The generator must reach the fast path often, truncation with and without EDNS too.
+    assert!(
+        taken > 3000 && truncated > 500 && truncated_edns > 200 && mangled_taken > 30,
+        "{taken} taken, {truncated} truncated ({truncated_edns} with EDNS), {mangled_taken} mangled"
+    );
+}
+
+#[test]
+fn the_fast_path_takes_what_hickory_encodes_and_leaves_the_rest() {
+    let s = edge_scope();
+    let table = super::fast::Table::new(&s.names);
+    let took = |p: &[u8]| fast_and_checked(&s, &table, p).is_some();
+    assert!(took(&query("tasks.three.", RecordType::A)));
+    assert!(took(&query("TASKS.Hundred.", RecordType::A)));
+    assert!(took(&query("web.", RecordType::AAAA)));
+    assert!(took(&query("empty.", RecordType::A)));
+    assert!(took(&query("_srv-like.X-1.", RecordType::A)));
+    assert!(took(&edns_query("tasks.big.", Some(1232))));
+    let longest = s.names.keys().find(|n| n.len() == 253).unwrap().clone();
+    assert!(took(&query(&format!("{longest}."), RecordType::A)));
+    // Left to the general path: PTR, external names, escaped labels, several questions.
+    assert!(!took(&query("4.1.19.198.in-addr.arpa.", RecordType::PTR)));
+    assert!(!took(&query("outside.example.", RecordType::A)));
+    assert!(!took(&query("tasks.three.", RecordType::MX)));
+    let mut two = Message::from_vec(&query("web.", RecordType::A)).unwrap();
+    two.add_query(Query::query(
+        Name::from_ascii("web.").unwrap(),
+        RecordType::A,
+    ));
+    assert!(!took(&two.to_vec().unwrap()));
+    for name in ["we b", "-dash"] {
+        let mut p = query("x.", RecordType::A);
+        p.truncate(12);
+        p.push(name.len() as u8);
+        p.extend_from_slice(name.as_bytes());
+        p.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert!(!took(&p), "{name}");
+    }
+    // tasks.<svc> with 100 tasks over UDP without EDNS: 30 whole records and TC.
+    let r = fast_and_checked(&s, &table, &query("tasks.hundred.", RecordType::A)).unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert!(m.metadata.truncation && r.len() <= 512);
+    assert_eq!(m.answers.len(), (512 - 12 - 19) / 16);
+}
+
+fn task_on(id: &str, nets: &[&str]) -> Task {
+    Task {
+        id: id.into(),
+        ..asker(nets)
+    }
+}
+
+#[test]
+fn tasks_with_equal_names_share_a_table_rebuilt_only_when_names_change() {
+    let dns = super::Dns::default();
+    let mut v = view();
+    v.tasks = vec![
+        task_on("a", &["app"]),
+        task_on("b", &["app", "ing"]),
+        task_on("c", &["other"]),
+    ];
+    dns.update(&v);
+    let table = |t: &str| dns.table(t).unwrap();
+    assert!(
+        Arc::ptr_eq(&table("a"), &table("b")),
+        "ingress adds no names"
+    );
+    assert!(!Arc::ptr_eq(&table("a"), &table("c")));
+    let (a, c) = (table("a"), table("c"));
+    // A view that changes no names (another task's status) keeps the tables.
+    v.tasks[2].status.message = "running".into();
+    dns.update(&v);
+    assert!(Arc::ptr_eq(&table("a"), &a) && Arc::ptr_eq(&table("c"), &c));
+    // A new backend on `app` changes what a and b resolve, not what c does.
+    v.endpoints[0]
+        .backends
+        .push(backend("web.3.eee", "app", "198.19.1.5/24"));
+    dns.update(&v);
+    assert!(!Arc::ptr_eq(&table("a"), &a));
+    assert!(Arc::ptr_eq(&table("a"), &table("b")));
+    assert!(Arc::ptr_eq(&table("c"), &c));
+    assert_eq!(table("a").len(), a.len() + 1, "web.3.eee");
+}
+
+#[tokio::test]
+async fn a_burst_gets_every_answer_the_general_path_gives() {
+    use rand::SeedableRng;
+    let s = edge_scope();
+    let server = udp_server(s.clone()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Internal names (fast), PTR and malformed (general, through the queue); no external
+    // names, which would wait on forwarders.
+    let mut want = HashMap::new();
+    for i in 0..200u16 {
+        let mut p = match i % 4 {
+            0 => query("4.1.19.198.in-addr.arpa.", RecordType::PTR),
+            1 => vec![0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'x'],
+            _ => raw_query(&mut rng, "tasks.hundred"),
+        };
+        p[..2].copy_from_slice(&i.to_be_bytes());
+        let Outcome::Reply(r) = answer(&s, &p, UDP) else {
+            continue;
+        };
+        want.insert(i, r);
+        client.send_to(&p, server).await.unwrap();
+    }
+    let mut buf = [0u8; 4096];
+    for _ in 0..want.len() {
+        let n = timeout(Duration::from_secs(2), client.recv(&mut buf))
+            .await
+            .expect("every query answered")
+            .unwrap();
+        let id = u16::from_be_bytes([buf[0], buf[1]]);
+        assert_eq!(
+            want.remove(&id).as_deref(),
+            Some(&buf[..n]),
+            "the reply to {id}"
+        );
+    }
+    assert!(want.is_empty());
 }

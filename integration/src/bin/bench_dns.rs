@@ -76,14 +76,19 @@ struct Service {
     tasks: Vec<(String, String, Ipv4Addr)>,
 }
 
-/// Service `i` has its VIP at 198.19.0.(2 + 4i) and its tasks right after it.
+/// The main table's services.
 fn services() -> Vec<Service> {
+    services_of(SERVICES, REPLICAS)
+}
+
+/// Service `i` has its VIP at 198.19.0.(2 + (replicas + 1) i) and its tasks right after it.
+fn services_of(count: u32, replicas: u32) -> Vec<Service> {
     let base = u32::from(Ipv4Addr::new(198, 19, 0, 0));
-    (0..SERVICES)
+    (0..count)
         .map(|i| {
             let name = format!("svc-{:04}", i + 1);
-            let first = base + 2 + i * (REPLICAS + 1);
-            let tasks = (1..=REPLICAS)
+            let first = base + 2 + i * (replicas + 1);
+            let tasks = (1..=replicas)
                 .map(|slot| {
                     let id = format!("{:025}", u64::from(i) * 100 + u64::from(slot));
                     (
@@ -135,14 +140,30 @@ fn task(id: &str, service: &str, slot: u64, addr: Ipv4Addr) -> Task {
 /// The node's view: the asking task is the only local one; the services' tasks run
 /// elsewhere. (Networks are left out: the DNS only reads them to leave ingress out.)
 fn node_view(services: &[Service]) -> NodeView {
+    node_view_of(services, EndpointMode::Vip, 1)
+}
+
+/// The view with `local` tasks on this node (the asking one, "client", first), all on the
+/// one network, so that their scopes are equal.
+fn node_view_of(services: &[Service], mode: EndpointMode, local: u32) -> NodeView {
+    let first = u32::from(CLIENT_IP);
     NodeView {
-        tasks: vec![task("client", "client", 1, CLIENT_IP)],
+        tasks: (0..local)
+            .map(|i| {
+                let id = if i == 0 {
+                    "client".to_string()
+                } else {
+                    format!("local-{i}")
+                };
+                task(&id, "client", u64::from(i) + 1, Ipv4Addr::from(first - i))
+            })
+            .collect(),
         endpoints: services
             .iter()
             .map(|s| ServiceEndpoint {
                 service_id: s.name.clone(),
                 service_name: s.name.clone(),
-                mode: EndpointMode::Vip,
+                mode,
                 ports: vec![],
                 virtual_ips: vec![VirtualIp {
                     network_id: NETWORK.into(),
@@ -409,6 +430,11 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
 
 /// (rcode, answer count) of `server`'s reply to `name`, asked from the client address.
 fn ask(netns: &str, server: Ipv4Addr, name: &str) -> Result<(u8, u16)> {
+    ask_full(netns, server, name).map(|(rcode, count, _, _)| (rcode, count))
+}
+
+/// (rcode, answer count, TC, length) of `server`'s reply to `name`.
+fn ask_full(netns: &str, server: Ipv4Addr, name: &str) -> Result<(u8, u16, bool, usize)> {
     let name = name.to_string();
     in_netns(netns, CLIENT_CPU, move || {
         let sock = UdpSocket::bind((CLIENT_IP, 0))?;
@@ -419,7 +445,12 @@ fn ask(netns: &str, server: Ipv4Addr, name: &str) -> Result<(u8, u16)> {
         if n < 12 || buf[..2] != [0x5e, 0x11] {
             bail!("a malformed reply from {server} for {name}");
         }
-        Ok((buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]])))
+        Ok((
+            buf[3] & 0x0f,
+            u16::from_be_bytes([buf[6], buf[7]]),
+            buf[2] & 0x02 != 0,
+            n,
+        ))
     })
 }
 
@@ -575,7 +606,10 @@ fn parse_dnsperf(out: &str) -> Result<Throughput> {
 }
 
 fn dnsperf(ns: &Netns, dir: &Path, server: Ipv4Addr, secs: u32) -> Result<Throughput> {
-    let queries = dir.join("queries.txt");
+    dnsperf_with(ns, &dir.join("queries.txt"), server, secs)
+}
+
+fn dnsperf_with(ns: &Netns, queries: &Path, server: Ipv4Addr, secs: u32) -> Result<Throughput> {
     let (server_s, client, secs) = (server.to_string(), CLIENT_IP.to_string(), secs.to_string());
     let argv = [
         "dnsperf",
@@ -843,6 +877,133 @@ fn clean_up_on_signal(dir: PathBuf) {
     });
 }
 
+// ---- shoal alone: scope sizes, endpoint modes, answer sizes ----
+
+struct Scenario {
+    label: &'static str,
+    view: NodeView,
+    names: Vec<String>,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let vip_names = |s: &[Service]| s.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    let tasks_names = |s: &[Service]| {
+        s.iter()
+            .map(|s| format!("tasks.{}", s.name))
+            .collect::<Vec<_>>()
+    };
+    let one = services_of(1, REPLICAS);
+    let many = services_of(10_000, REPLICAS);
+    let main = services();
+    let wide = services_of(100, 100);
+    vec![
+        Scenario {
+            label: "1 service on the network, VIP",
+            view: node_view_of(&one, EndpointMode::Vip, 1),
+            names: vip_names(&one),
+        },
+        Scenario {
+            label: "10,000 services on the network, VIP",
+            view: node_view_of(&many, EndpointMode::Vip, 1),
+            names: vip_names(&many),
+        },
+        Scenario {
+            label: "1,000 services, VIP, one local task",
+            view: node_view_of(&main, EndpointMode::Vip, 1),
+            names: vip_names(&main),
+        },
+        Scenario {
+            label: "1,000 services, VIP, 50 local tasks (50 scopes)",
+            view: node_view_of(&main, EndpointMode::Vip, 50),
+            names: vip_names(&main),
+        },
+        Scenario {
+            label: "1,000 services, dnsrr (3 tasks each)",
+            view: node_view_of(&main, EndpointMode::Dnsrr, 1),
+            names: vip_names(&main),
+        },
+        Scenario {
+            label: "tasks.<svc>, 3 tasks (1,000 services)",
+            view: node_view_of(&main, EndpointMode::Vip, 1),
+            names: tasks_names(&main),
+        },
+        Scenario {
+            label: "tasks.<svc>, 100 tasks (100 services), UDP without EDNS",
+            view: node_view_of(&wide, EndpointMode::Vip, 1),
+            names: tasks_names(&wide),
+        },
+    ]
+}
+
+/// One table row per scenario: shoal alone, started afresh on the server core with the
+/// scenario's view; dnsperf as in the main table, `runs` times.
+fn run_scenarios(ns: &Netns, dir: &Path, ours: &[u32], runs: usize, secs: u32) -> Result<String> {
+    let mut table = String::new();
+    for sc in scenarios() {
+        // The view update as shoald makes it, timed on this (client) core.
+        let dns = shoal_agent::dns::Dns::default();
+        let started = Instant::now();
+        dns.update(&sc.view);
+        let update = started.elapsed().as_secs_f64();
+        let mut tables: Vec<Arc<shoal_agent::dns::fast::Table>> = vec![];
+        for t in &sc.view.tasks {
+            if let Some(tb) = dns.table(&t.id)
+                && !tables.iter().any(|k| Arc::ptr_eq(k, &tb))
+            {
+                tables.push(tb);
+            }
+        }
+        drop(dns);
+        let queries = dir.join("scenario.txt");
+        let file: String = sc.names.iter().map(|n| format!("{n} A\n")).collect();
+        std::fs::write(&queries, file)?;
+        let _shoal = start_shoal(sc.view, "client", &ns.name)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let probe = loop {
+            match ask_full(&ns.name, SHOAL_IP, &sc.names[0]) {
+                Ok(got) => break got,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => return Err(e.context(format!("{}: shoal does not answer", sc.label))),
+            }
+        };
+        let mut got = vec![];
+        for round in 1..=runs {
+            let what = format!("{}, round {round}", sc.label);
+            let (mut r, quiet) = clean(&what, ours, || dnsperf_with(ns, &queries, SHOAL_IP, secs))?;
+            r.quiet = quiet;
+            if r.not_noerror > 0 {
+                bail!("{}: {} answers were not NOERROR", sc.label, r.not_noerror);
+            }
+            eprintln!(
+                "{what}: {:.0} q/s (CPU {SERVER_CPU} {:.0}%, CPU {CLIENT_CPU} {:.0}%)",
+                r.qps,
+                r.server_busy * 100.0,
+                r.client_busy * 100.0
+            );
+            got.push(r);
+        }
+        let m = |f: &dyn Fn(&Throughput) -> f64| median(got.iter().map(f).collect());
+        let _ = writeln!(
+            table,
+            "| {} | {} | {}{}, {} bytes | {:.1} ms | {} | {:.0} | {:.0}% / {:.0}% | {:.0} |",
+            sc.label,
+            sc.names.len(),
+            probe.1,
+            if probe.2 { " (TC)" } else { "" },
+            probe.3,
+            update * 1e3,
+            tables.len(),
+            m(&|r| r.qps),
+            m(&|r| r.server_busy) * 100.0,
+            m(&|r| r.client_busy) * 100.0,
+            m(&|r| r.qps / r.server_busy.max(0.01)),
+        );
+    }
+    Ok(table)
+}
+
 fn main() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench_dns builds a network namespace: run it as root");
@@ -972,6 +1133,10 @@ fn main() -> Result<()> {
         }
     }
 
+    // The main table's shoal is done; the scenarios start their own on the same address.
+    drop(_shoal);
+    let scenario_rows = run_scenarios(&ns, dir.path(), &ours, runs, seconds)?;
+
     let baseline = median(servers[2].most.iter().map(|r| r.qps).collect());
     let p99_at_bar = |s: &Server| median(s.bar.iter().map(|r| r.quantile(0.99)).collect());
     let verdict = {
@@ -990,6 +1155,40 @@ fn main() -> Result<()> {
             if p99 < 0.001 { "met" } else { "not met" },
             time(p99_at_bar(&servers[2])),
             time(p99_at_bar(echo)),
+        )
+    };
+    // Issue 18's bars, all against servers measured in this run.
+    let issue_bars = {
+        let (shoal, unbound, echo) = (&servers[0], &servers[2], &servers[3]);
+        let qps = |s: &Server| median(s.most.iter().map(|r| r.qps).collect());
+        let per_core = |s: &Server| {
+            median(
+                s.most
+                    .iter()
+                    .map(|r| r.qps / r.server_busy.max(0.01))
+                    .collect(),
+            )
+        };
+        let cpu = |s: &Server| median(s.bar.iter().map(|r| r.server_busy).collect());
+        let met = |ok: bool| if ok { "met" } else { "not met" };
+        format!(
+            "Bars of issue 18 (same run): q/s at least 1.05x unbound's: {:.2}x ({}); at least \
+             0.9x the echo's: {:.2}x ({}); CPU {SERVER_CPU} at {BAR_QPS} q/s at most unbound's: \
+             {:.0}% vs {:.0}% ({}); p99 at {BAR_QPS} q/s at most unbound's: {} vs {} ({}). Per \
+             busy server core: shoal {:.0}, unbound {:.0}, echo {:.0} q/s.",
+            qps(shoal) / qps(unbound),
+            met(qps(shoal) >= 1.05 * qps(unbound)),
+            qps(shoal) / qps(echo),
+            met(qps(shoal) >= 0.9 * qps(echo)),
+            cpu(shoal) * 100.0,
+            cpu(unbound) * 100.0,
+            met(cpu(shoal) <= cpu(unbound)),
+            time(p99_at_bar(shoal)),
+            time(p99_at_bar(unbound)),
+            met(p99_at_bar(shoal) <= p99_at_bar(unbound)),
+            per_core(shoal),
+            per_core(unbound),
+            per_core(echo),
         )
     };
     let mut table = String::new();
@@ -1085,7 +1284,16 @@ fn main() -> Result<()> {
          q/s per busy server core | answered q/s at {BAR_QPS} offered | CPU {SERVER_CPU} busy | \
          lost | p50 | p99 \
          (best) | p99 at {LIGHT_QPS} q/s (best) | q/s vs unbound |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|\n{table}\n{verdict}\n\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n{table}\n{verdict}\n\n{issue_bars}\n\n\
+         shoal alone across scopes and answers (its fast path: internal names answered in \
+         batches from a table of pre-encoded answers per scope, shared by tasks whose names \
+         are equal), dnsperf as above, median of {runs} runs; each row starts a fresh server \
+         with its view. \"answer\" is the reply to the first name over UDP without EDNS; the \
+         view update (every local task's scope and answer table, on CPU {CLIENT_CPU}) is timed \
+         once.\n\n\
+         | scope | names asked | answer | view update | tables | q/s, most | busy CPU \
+         {SERVER_CPU} / CPU {CLIENT_CPU} | q/s per busy server core |\n\
+         |---|---|---|---|---|---|---|---|\n{scenario_rows}\n\
          Re-run (as root): `scripts/bench-deps.sh && cargo build --release -p \
          shoal-integration --bin bench_dns && target/release/bench_dns --write BENCHMARKS.md`\n",
         kernel.trim(),
