@@ -259,6 +259,21 @@ impl Drop for LocalCluster {
 
 /// Kills task processes whose task dir lies under `root` (they run in their own process
 /// groups, so killing shoald does not reach them).
+/// A task's output as it printed it: the text of each record in its output files (times
+/// and stream names left out), oldest first; None before the first file exists.
+pub fn task_output(task_dir: &Path) -> Option<String> {
+    let current = task_dir.join("output.log");
+    std::fs::metadata(&current).ok()?;
+    let mut out = String::new();
+    for file in shoal_agent::logs::rotate::files_oldest_first(&current) {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            out.push_str(shoal_agent::logs::record::parse(line).text);
+            out.push('\n');
+        }
+    }
+    Some(out)
+}
+
 pub fn kill_tasks_under(root: &Path) {
     remove_containers_under(root);
     let marker = format!("SHOAL_TASK_DIR={}", root.display());

@@ -73,13 +73,9 @@ async fn native_tasks_get_their_own_namespaces_and_resolver() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", c.log(0)));
-    let log_path = c.nodes[0]
-        .dir
-        .join("state/tasks")
-        .join(&task.task.id)
-        .join("output.log");
+    let task_dir = c.nodes[0].dir.join("state/tasks").join(&task.task.id);
     let output = eventually(Duration::from_secs(10), "the task's output", || async {
-        let s = std::fs::read_to_string(&log_path).ok()?;
+        let s = shoal_integration::task_output(&task_dir)?;
         s.contains("netns=").then_some(s)
     })
     .await
@@ -139,12 +135,8 @@ async fn task_outcome(c: &LocalCluster, service: &str, marker: &str) -> Result<S
             if t.status.state == TaskState::Rejected || t.status.state == TaskState::Failed {
                 return Some(Err(t.status.err));
             }
-            let log = c.nodes[0]
-                .dir
-                .join("state/tasks")
-                .join(&t.id)
-                .join("output.log");
-            let s = std::fs::read_to_string(log).ok()?;
+            let dir = c.nodes[0].dir.join("state/tasks").join(&t.id);
+            let s = shoal_integration::task_output(&dir)?;
             s.contains(marker).then_some(Ok(s))
         },
     )
