@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
 pub const TABLE: &str = "shoal_underlay";
 
@@ -20,6 +21,9 @@ pub const TABLE: &str = "shoal_underlay";
 #[derive(Default)]
 pub struct UnderlayFilter {
     programmed: Mutex<Option<(u16, BTreeSet<Ipv4Addr>)>>,
+    /// Set once `nft` turned out missing (an iptables-only host): said once, not at every
+    /// reconcile.
+    no_nft: std::sync::atomic::AtomicBool,
 }
 
 /// The whole table, replaced in one `nft -f` transaction.
@@ -98,12 +102,23 @@ impl UnderlayFilter {
             return Ok(());
         }
         let want = (port, senders);
-        if programmed.as_ref() == Some(&want) {
+        if programmed.as_ref() == Some(&want) || self.no_nft.load(Ordering::Relaxed) {
             return Ok(());
         }
-        nft(&ruleset(want.0, local, &want.1))?;
-        *programmed = Some(want);
-        Ok(())
+        match nft(&ruleset(want.0, local, &want.1)) {
+            Err(OverlayError::Missing { .. }) => {
+                self.no_nft.store(true, Ordering::Relaxed);
+                tracing::warn!(
+                    "nft is not installed: VXLAN is taken from any underlay host; install nftables to let only the cluster's nodes in"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(()) => {
+                *programmed = Some(want);
+                Ok(())
+            }
+        }
     }
 }
 
