@@ -60,6 +60,28 @@ fn heal(netns: &str) {
     assert!(ok, "heal {netns}");
 }
 
+/// One write: a service with no replicas on the overlay (it takes a VIP).
+fn create(host: &str, name: &str) -> Result<String, String> {
+    shoal(
+        host,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--runtime",
+            "native",
+            "--replicas",
+            "0",
+            "--network",
+            "app",
+            "--name",
+            name,
+            "sleep",
+            "1",
+        ],
+    )
+}
+
 /// What clients were told: writes acknowledged, and how long things took.
 #[derive(Default)]
 struct Checker {
@@ -68,26 +90,9 @@ struct Checker {
 }
 
 impl Checker {
-    /// A write: a service with no replicas on the overlay (it takes a VIP).
+    /// A write, recorded once acknowledged.
     fn write(&mut self, host: &str, name: &str) -> Result<(), String> {
-        shoal(
-            host,
-            &[
-                "service",
-                "create",
-                "--detach",
-                "--runtime",
-                "native",
-                "--replicas",
-                "0",
-                "--network",
-                "app",
-                "--name",
-                name,
-                "sleep",
-                "1",
-            ],
-        )?;
+        create(host, name)?;
         self.acked.push(name.to_string());
         Ok(())
     }
@@ -107,6 +112,18 @@ impl Checker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// After healing: every node Ready on every manager (timed as `figure`), then the
+    /// managers agree on every acknowledged write.
+    fn settle(&mut self, bed: &Testbed, ready: &str, figure: &str, agree: &str) {
+        let took = until(ready, Duration::from_secs(60), || {
+            (0..3).all(|i| all_ready(bed, i))
+        });
+        self.figure(figure, took);
+        until(agree, Duration::from_secs(30), || {
+            self.check(bed, 3).is_ok()
+        });
     }
 
     fn figure(&mut self, what: &str, took: Duration) {
@@ -225,22 +242,7 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
         took,
     );
     let start = Instant::now();
-    let refused = shoal(
-        &h(old),
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--runtime",
-            "native",
-            "--replicas",
-            "0",
-            "--name",
-            "isolated-1",
-            "sleep",
-            "1",
-        ],
-    );
+    let refused = create(&h(old), "isolated-1");
     let refusal = refused.expect_err("the isolated side must refuse writes");
     c.figure(
         "leader partitioned: the isolated side refused a write",
@@ -252,19 +254,11 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
             .unwrap();
     }
     heal(&bed.nodes[old].netns);
-    let took = until(
+    c.settle(
+        &bed,
         "every node Ready after healing",
-        Duration::from_secs(60),
-        || (0..3).all(|i| all_ready(&bed, i)),
-    );
-    c.figure(
         "leader partition healed: every node Ready on every manager",
-        took,
-    );
-    until(
         "managers agree after healing",
-        Duration::from_secs(30),
-        || c.check(&bed, 3).is_ok(),
     );
     c.check(&bed, 3).unwrap();
 
@@ -293,16 +287,11 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
             .success()
     );
     c.write(&h(old), "after-stall").unwrap();
-    let took = until(
+    c.settle(
+        &bed,
         "every node Ready after the stall",
-        Duration::from_secs(60),
-        || (0..3).all(|i| all_ready(&bed, i)),
-    );
-    c.figure("leader continued: every node Ready on every manager", took);
-    until(
+        "leader continued: every node Ready on every manager",
         "managers agree after the stall",
-        Duration::from_secs(30),
-        || c.check(&bed, 3).is_ok(),
     );
 
     // 3. Every manager cut off from every other (a symmetric partition): nobody has a
@@ -321,22 +310,7 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
     let mut definite = Vec::new();
     for i in 0..3 {
         let name = format!("split-{i}");
-        let e = shoal(
-            &h(i),
-            &[
-                "service",
-                "create",
-                "--detach",
-                "--runtime",
-                "native",
-                "--replicas",
-                "0",
-                "--name",
-                &name,
-                "sleep",
-                "1",
-            ],
-        );
+        let e = create(&h(i), &name);
         let e = e.expect_err("a write taken without a majority");
         if !e.contains("may still apply") {
             definite.push(name);
@@ -378,19 +352,11 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
         heal(&bed.nodes[l].netns);
         std::thread::sleep(Duration::from_millis(300));
     }
-    let took = until(
+    c.settle(
+        &bed,
         "every node Ready after flapping",
-        Duration::from_secs(60),
-        || (0..3).all(|i| all_ready(&bed, i)),
-    );
-    c.figure(
         "flapping leader link healed: every node Ready on every manager",
-        took,
-    );
-    until(
         "managers agree after flapping",
-        Duration::from_secs(30),
-        || c.check(&bed, 3).is_ok(),
     );
     for i in 0..3 {
         let ls = shoal(&h(i), &["service", "ls", "--format", "{{.Name}}"]).unwrap();

@@ -192,23 +192,27 @@ mod tests {
         out
     }
 
+    /// A task's output file that rotates every two one-letter records, `max_files` kept;
+    /// and the size of one record.
+    fn two_records_per_file(max_files: u32) -> (tempfile::TempDir, u64, RotatingLog) {
+        let dir = tempfile::tempdir().unwrap();
+        let one = rec(0, "a").len() as u64;
+        let limits = Limits {
+            max_size: 2 * one,
+            max_files,
+        };
+        let log = RotatingLog::open(&dir.path().join("output.log"), limits).unwrap();
+        (dir, one, log)
+    }
+
     fn texts(lines: &[String]) -> Vec<&str> {
         lines.iter().map(|l| record::parse(l).text).collect()
     }
 
     #[test]
     fn tail_and_since_take_lines_across_rotated_files() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, one, mut log) = two_records_per_file(3);
         let path = dir.path().join("output.log");
-        let one = rec(0, "a").len() as u64;
-        let mut log = RotatingLog::open(
-            &path,
-            Limits {
-                max_size: 2 * one,
-                max_files: 3,
-            },
-        )
-        .unwrap();
         for (t, text) in [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")] {
             log.write(&rec(t, text)).unwrap();
         }
@@ -233,17 +237,8 @@ mod tests {
 
     #[test]
     fn a_follower_reads_on_across_a_rotation() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, _, mut log) = two_records_per_file(2);
         let path = dir.path().join("output.log");
-        let one = rec(0, "a").len() as u64;
-        let mut log = RotatingLog::open(
-            &path,
-            Limits {
-                max_size: 2 * one,
-                max_files: 2,
-            },
-        )
-        .unwrap();
         log.write(&rec(1, "a")).unwrap();
         let (_, mut cursor) = initial_lines(&path, None, None);
         log.write(&rec(2, "b")).unwrap();
