@@ -49,6 +49,8 @@ pub enum ManagerError {
     },
     #[error("TLS setup: {0}")]
     Tls(#[from] tonic::transport::Error),
+    #[error("this manager's own certificate: {0}")]
+    OwnCertificate(#[from] crate::ca::CaError),
 }
 
 pub struct ManagerRuntime {
@@ -60,6 +62,7 @@ pub struct ManagerRuntime {
 
 impl ManagerRuntime {
     pub async fn start(cfg: ManagerConfig) -> Result<ManagerRuntime, ManagerError> {
+        let own_cluster = crate::ca::parse_node_cert_pem(&cfg.cert_pem)?.cluster_id;
         let transport = Transport::new(
             cfg.raft.id,
             client_tls(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem),
@@ -78,7 +81,7 @@ impl ManagerRuntime {
                 source,
             })?;
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let admitted = || crate::admission::interceptor(raft.clone());
+        let admitted = || crate::admission::interceptor(raft.clone(), own_cluster.clone());
         let router = tonic::transport::Server::builder()
             .tls_config(server_tls(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem))?
             .tcp_nodelay(true)

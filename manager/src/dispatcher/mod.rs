@@ -557,23 +557,30 @@ impl Dispatcher {
 /// once per report in the log, so a worker certificate can neither write another node's
 /// tasks nor fill raft entries with ids that apply to nothing. Dropping, not refusing the
 /// report, keeps the heartbeat and the valid updates of an agent that still reports a task
-/// the store has deleted meanwhile.
+/// the store has deleted meanwhile. Updates that would change nothing (a state the task
+/// already has, or one behind it) are dropped too: an agent that repeats itself, or a
+/// worker flooding its own tasks' statuses, costs the leader a lookup, not a raft entry.
 fn own_statuses(
     state: &crate::store::ClusterState,
     node_id: &str,
     statuses: Vec<TaskStatusUpdate>,
 ) -> Vec<TaskStatusUpdate> {
-    let (own, other): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|s| {
-        state
-            .tasks
-            .get(&s.task_id)
-            .is_some_and(|t| t.node_id == node_id)
-    });
-    if let Some(first) = other.first() {
+    let mut foreign = Vec::new();
+    let own = statuses
+        .into_iter()
+        .filter(|s| match state.tasks.get(&s.task_id) {
+            Some(t) if t.node_id == node_id => crate::store::status_changes(&t.status, &s.status),
+            _ => {
+                foreign.push(s.task_id.clone());
+                false
+            }
+        })
+        .collect();
+    if let Some(first) = foreign.first() {
         tracing::warn!(
             node = node_id,
-            ignored = other.len(),
-            first = %first.task_id,
+            ignored = foreign.len(),
+            first = %first,
             "report has updates for tasks that are unknown or run on other nodes; ignoring them"
         );
     }

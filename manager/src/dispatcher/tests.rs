@@ -424,7 +424,8 @@ async fn a_report_updates_only_tasks_the_store_has_on_that_node() {
 async fn a_large_report_is_split_into_bounded_raft_entries() {
     let (d, fake) = leader();
     let n = 2 * STATUS_BATCH_MAX + 50;
-    let statuses = (0..n).map(|_| update("t1", TaskState::Running)).collect();
+    // Each one a change from what the store has (Running) when the report comes.
+    let statuses = (0..n).map(|_| update("t1", TaskState::Complete)).collect();
     d.report("n1", report("n1", statuses)).await.unwrap();
     eventually("every update proposed", || {
         status_entries(&fake).iter().map(Vec::len).sum::<usize>() == n
@@ -443,12 +444,38 @@ async fn a_full_status_queue_fails_the_report_instead_of_growing() {
     // Raft stops committing: the batcher holds one batch, the queue fills behind it.
     fake.stall.store(true, std::sync::atomic::Ordering::SeqCst);
     let n = STATUS_QUEUE + 2 * STATUS_BATCH_MAX;
-    let statuses = (0..n).map(|_| update("t1", TaskState::Running)).collect();
+    let statuses = (0..n).map(|_| update("t1", TaskState::Complete)).collect();
     let err = d
         .report("n1", report("n1", statuses))
         .await
         .expect_err("more than the queue holds");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test]
+async fn reports_that_change_nothing_cost_no_raft_entry() {
+    let (d, fake) = leader();
+    // t1 runs on n1: a flood of "running", and of states behind it, changes nothing.
+    for _ in 0..50 {
+        let flood = (0..200)
+            .flat_map(|_| {
+                [
+                    update("t1", TaskState::Running),
+                    update("t1", TaskState::Starting),
+                ]
+            })
+            .collect();
+        d.report("n1", report("n1", flood)).await.unwrap();
+    }
+    // A real change in the same kind of report still goes through, alone.
+    let mut last = vec![update("t1", TaskState::Running); 100];
+    last.push(update("t1", TaskState::Failed));
+    d.report("n1", report("n1", last)).await.unwrap();
+    eventually("t1 fails", || {
+        d.raft.state().tasks["t1"].status.state == TaskState::Failed
+    })
+    .await;
+    assert_eq!(status_entries(&fake), [vec!["t1".to_string()]]);
 }
 
 #[tokio::test]

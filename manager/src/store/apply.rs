@@ -990,12 +990,7 @@ impl ClusterState {
             }
             TaskOp::Status { id, status: st } => {
                 if let Some(t) = self.tasks.get_mut(&id) {
-                    // The same state with news: why a task is pending, or how far its
-                    // image pull has come.
-                    let pending_message = st.state == t.status.state
-                        && (st.state < TaskState::Assigned || st.state == TaskState::Preparing)
-                        && (st.message != t.status.message || st.err != t.status.err);
-                    if t.status.state.can_move_to(st.state) || pending_message {
+                    if status_changes(&t.status, &st) {
                         let terminal = st.state.is_terminal();
                         let running = st.state == TaskState::Running;
                         t.status = st;
@@ -1313,4 +1308,14 @@ fn validate_name(kind: &str, name: &str) -> Result<(), StoreError> {
             "use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
         ))
     }
+}
+
+/// Whether applying `next` over `current` changes the task: a move forward, or the same
+/// state with news (why a task is pending, how far its image pull has come). The dispatcher
+/// drops reports that change nothing before they cost a raft entry.
+pub fn status_changes(current: &TaskStatus, next: &TaskStatus) -> bool {
+    let pending_message = next.state == current.state
+        && (next.state < TaskState::Assigned || next.state == TaskState::Preparing)
+        && (next.message != current.message || next.err != current.err);
+    current.state.can_move_to(next.state) || pending_message
 }

@@ -9,7 +9,7 @@ mod secrets;
 
 pub use alloc::Allocations;
 pub(crate) use apply::cpus;
-pub use apply::{Applied, GRPC_ADDR_LABEL};
+pub use apply::{Applied, GRPC_ADDR_LABEL, status_changes};
 pub use autolock::{LockSetting, LockWanted};
 pub use command::{Command, InitCluster, Proposal, TaskOp};
 pub use secrets::PendingNames;
