@@ -989,22 +989,20 @@ impl ClusterState {
                 }
             }
             TaskOp::Status { id, status: st } => {
-                if let Some(t) = self.tasks.get_mut(&id) {
-                    if status_changes(&t.status, &st) {
-                        let terminal = st.state.is_terminal();
-                        let running = st.state == TaskState::Running;
-                        t.status = st;
-                        t.version = version;
-                        t.updated_at = now.to_string();
-                        if running {
-                            self.task_times.entry(id.clone()).or_default().running_at =
-                                now.to_string();
-                        }
-                        if terminal {
-                            self.task_times.entry(id.clone()).or_default().ended_at =
-                                now.to_string();
-                            self.release_task(&id);
-                        }
+                if let Some(t) = self.tasks.get_mut(&id)
+                    && status_changes(&t.status, &st)
+                {
+                    let terminal = st.state.is_terminal();
+                    let running = st.state == TaskState::Running;
+                    t.status = st;
+                    t.version = version;
+                    t.updated_at = now.to_string();
+                    if running {
+                        self.task_times.entry(id.clone()).or_default().running_at = now.to_string();
+                    }
+                    if terminal {
+                        self.task_times.entry(id.clone()).or_default().ended_at = now.to_string();
+                        self.release_task(&id);
                     }
                 }
             }
