@@ -17,6 +17,8 @@ command -v bpftool >/dev/null 2>&1 || missing+=(bpftool)
 dpkg -s docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 # bcrypt htpasswd entries for the registry-auth test's password-protected registry.
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+# The fault suite jumps one node's wall clock with libfaketime (LD_PRELOAD).
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

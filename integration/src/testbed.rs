@@ -165,6 +165,11 @@ pub fn require_docker(test: &str) -> bool {
     } else {
         "no Docker engine answers".to_string()
     };
+    missing(test, &why)
+}
+
+/// A test's answer to something it needs being absent: skip, saying why; under CI, fail.
+pub fn missing(test: &str, why: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: {why}, and CI=true does not allow skipping");
     }
@@ -180,6 +185,8 @@ pub struct TestbedNode {
     pub socket: PathBuf,
     /// Docker's Engine API of this node (`shoald --engine-api-socket`).
     pub engine_socket: PathBuf,
+    /// Environment given to this node's shoald when it starts (e.g. libfaketime's).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -242,6 +249,7 @@ impl Testbed {
                 netns: netns.clone(),
                 addr: addr.clone(),
                 dir,
+                env: Vec::new(),
                 child: None,
             });
             plug_into_underlay(&underlay, &netns, &format!("p{i}"), &addr)?;
@@ -310,6 +318,7 @@ impl Testbed {
             .arg("--engine-api-socket")
             .arg(&node.engine_socket)
             .args(&extra)
+            .envs(node.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

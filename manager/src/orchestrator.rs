@@ -33,6 +33,14 @@ fn ts(s: &str) -> i128 {
     parse_rfc3339(s).unwrap_or(0)
 }
 
+/// Whether `delay` has passed since the stored time `stamped`. Times are stamped by the
+/// leader's wall clock; one after now comes from a clock that was ahead (this one jumped
+/// back, or leadership moved to a manager whose clock is behind) and counts as long past:
+/// the wait is cut short once, where it would otherwise last as long as the jump, hours.
+fn waited(stamped: i128, now_ns: i128, delay: i128) -> bool {
+    stamped > now_ns || now_ns >= stamped + delay
+}
+
 /// Whether a node can keep running the tasks it has.
 fn node_usable(state: &ClusterState, node_id: &str) -> bool {
     state.nodes.get(node_id).is_some_and(|n| {
@@ -288,7 +296,7 @@ fn reconcile_service(
 
     let delay_ns = i128::from(config.delay);
     let batch_allowed = in_flight == 0 || parallelism == usize::MAX;
-    let mut budget = if !stopped && batch_allowed && now_ns >= last_running_ns + delay_ns {
+    let mut budget = if !stopped && batch_allowed && waited(last_running_ns, now_ns, delay_ns) {
         parallelism.saturating_sub(in_flight)
     } else {
         0
@@ -322,7 +330,7 @@ fn reconcile_service(
         && !stopped
         && outdated_slots.is_empty()
         && in_flight == 0
-        && now_ns >= last_running_ns + watch_ns
+        && waited(last_running_ns, now_ns, watch_ns)
     {
         let mut status = service.update_status.clone().expect("rolling");
         (status.state, status.message) = if rolling_back {
@@ -396,7 +404,7 @@ fn reconcile_service(
                 }
                 let backoff = (i128::from(policy.delay) << last.restart_count.min(10))
                     .min(MAX_RESTART_DELAY_NS);
-                if now_ns < ts(&last.updated_at) + backoff {
+                if !waited(ts(&last.updated_at), now_ns, backoff) {
                     continue;
                 }
             }

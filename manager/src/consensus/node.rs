@@ -655,7 +655,22 @@ impl RaftThread {
             StateRole::Leader => 2,
             StateRole::PreCandidate => 3,
         };
-        self.status.role.store(role, Ordering::SeqCst);
+        let was = self.status.role.swap(role, Ordering::SeqCst);
+        // Said at info, as swarmkit does: an operator reading the logs of all managers
+        // sees who led each term (and the fault suite checks that one node did).
+        if role == 2 && was != 2 {
+            tracing::info!(
+                raft_id = r.id,
+                term = r.term,
+                "this manager is now the raft leader"
+            );
+        } else if was == 2 && role != 2 {
+            tracing::info!(
+                raft_id = r.id,
+                term = r.term,
+                "this manager is no longer the raft leader"
+            );
+        }
         let log = &r.raft_log;
         let ready = r.state == StateRole::Leader
             && log.term(log.committed).is_ok_and(|t| t == r.term)

@@ -132,6 +132,50 @@ fn failed_task_is_replaced_after_backoff_and_history_kept() {
 }
 
 #[test]
+fn a_failure_stamped_by_a_clock_ahead_of_now_does_not_hold_the_restart() {
+    let mut s = cluster((30000, 32767));
+    let mut index = 10;
+    let mut new_id = ids();
+    s.apply(
+        2,
+        Command::CreateService {
+            id: "web".into(),
+            spec: service_spec("web", 1, &[], &[]),
+            now: NOW.into(),
+        },
+    )
+    .unwrap();
+    settle(&mut s, &mut index, &mut new_id);
+    let first = s.service_tasks("web").next().unwrap().id.clone();
+    // The leader that saw the failure had a clock 3 hours ahead; this one is right.
+    index += 1;
+    s.apply(
+        index,
+        Command::Tasks {
+            ops: vec![TaskOp::Status {
+                id: first.clone(),
+                status: TaskStatus {
+                    state: TaskState::Failed,
+                    timestamp: "2026-11-25T15:00:00Z".into(),
+                    ..Default::default()
+                },
+            }],
+            now: "2026-11-25T15:00:00Z".into(),
+        },
+    )
+    .unwrap();
+    let restarts: Vec<TaskOp> = reconcile(&s, parse_rfc3339(NOW).unwrap(), &mut new_id)
+        .into_iter()
+        .filter(|op| matches!(op, TaskOp::Create(_)))
+        .collect();
+    assert_eq!(
+        restarts.len(),
+        1,
+        "restarted now, not once the clock reaches the 3 hours of the jump"
+    );
+}
+
+#[test]
 fn removed_service_tasks_are_stopped_then_forgotten() {
     let mut s = cluster((30000, 32767));
     let mut index = 10;
