@@ -633,6 +633,136 @@ fn whole_disk(path: &std::path::Path) -> String {
     }
 }
 
+/// Unmounts a tmpfs however the test ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_manager_whose_disk_fills_stops_and_the_others_go_on() {
+    use shoal_integration::LocalCluster;
+    if !require_root("a_manager_whose_disk_fills_stops_and_the_others_go_on") {
+        return;
+    }
+    let mut c = LocalCluster::start(3, 201).expect("start daemons");
+    c.form_swarm(3);
+    let mut checker = Checker::default();
+    let h = |c: &LocalCluster, i: usize| c.nodes[i].host();
+    shoal(
+        &h(&c, 0),
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "198.19.61.0/24",
+            "app",
+        ],
+    )
+    .unwrap();
+    checker.write(&h(&c, 0), "before-full").unwrap();
+
+    // Node 3's raft dir moves onto a 4 MiB tmpfs, which a file then fills.
+    c.kill(2);
+    let raft = c.nodes[2].dir.join("state/raft");
+    let saved = c.nodes[2].dir.join("raft-saved");
+    assert!(
+        Command::new("cp")
+            .arg("-a")
+            .arg(&raft)
+            .arg(&saved)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(&raft)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _mounted = Mounted(raft.clone());
+    assert!(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cp -a {0}/. {1}/ && rm -rf {0}",
+                saved.display(),
+                raft.display()
+            ))
+            .status()
+            .unwrap()
+            .success()
+    );
+    c.restart(2).unwrap();
+    until("node 3 back as a manager", Duration::from_secs(30), || {
+        shoal(&h(&c, 2), &["node", "ls"]).is_ok_and(|s| s.matches("Ready").count() == 3)
+    });
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", raft.join("filler").display()))
+        .args(["bs=64k", "count=1000"])
+        .stderr(std::process::Stdio::null())
+        .status();
+
+    // Writes go on: node 3 can't append, stops (fail-stop), and the majority commits.
+    for k in 0..40 {
+        checker.write_until_acked(
+            &h(&c, k % 2),
+            &format!("while-full-{k}"),
+            Duration::from_secs(30),
+        );
+    }
+    until("node 3 stopped", Duration::from_secs(30), || {
+        c.pid(2).is_some_and(|pid| {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+        })
+    });
+    assert!(
+        c.log(2).contains("raft storage failed"),
+        "node 3 says why it stopped: {}",
+        c.log(2)
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Space again: node 3 starts, catches up, and every acknowledged write is there.
+    let _ = std::fs::remove_file(raft.join("filler"));
+    c.restart(2).unwrap();
+    let took = until("node 3 caught up", Duration::from_secs(60), || {
+        shoal(&h(&c, 2), &["service", "ls", "--format", "{{.Name}}"])
+            .is_ok_and(|ls| checker.acked.iter().all(|a| ls.lines().any(|l| l == a)))
+    });
+    checker.figure("space freed: the stopped manager caught up", took);
+    for i in 0..3 {
+        let ls = shoal(&h(&c, i), &["service", "ls", "--format", "{{.Name}}"]).unwrap();
+        for a in &checker.acked {
+            assert_eq!(
+                ls.lines().filter(|l| l == a).count(),
+                1,
+                "node {}: {a}",
+                i + 1
+            );
+        }
+    }
+    eprintln!(
+        "disk full: {} writes acknowledged, lost 0, duplicates 0",
+        checker.acked.len()
+    );
+}
+
 /// libfaketime, preloaded into a node's shoald, reads the node's clock offset from a file
 /// on every call: writing "+3h" there jumps that node's wall clock (only the wall clock:
 /// the monotonic clock, which timers and heartbeats use, goes on as a real one does).
