@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# Lints are enforced, not hoped for: formatting and clippy fail the run before any test.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 cargo test --workspace
 # Operator tooling: the install script's checks, and the Vagrantfile (validated, not booted).
