@@ -54,6 +54,9 @@ pub enum Part {
 /// The parts of each node's view to look at again after a change.
 pub type Dirty = BTreeMap<String, BTreeSet<Key>>;
 
+/// A service with its sealed registry credentials.
+pub type ServiceCopy = (Service, Option<String>);
+
 /// The touched objects as the state has them now (`None`: gone), copied under the state's
 /// read lock so that everything else runs without it.
 #[derive(Debug, Default)]
@@ -62,8 +65,7 @@ pub struct Copied {
     pub index: u64,
     pub cluster: Option<(u64, u16)>,
     pub nodes: Vec<(String, Option<Node>)>,
-    /// With the service's sealed registry credentials.
-    pub services: Vec<(String, Option<(Service, Option<String>)>)>,
+    pub services: Vec<(String, Option<ServiceCopy>)>,
     pub tasks: Vec<(String, Option<Task>)>,
     pub networks: Vec<(String, Option<Network>)>,
     /// With the secret's sealed data.

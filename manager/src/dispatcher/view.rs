@@ -19,8 +19,8 @@ fn node_tasks<'a>(state: &'a ClusterState, node_id: &'a str) -> impl Iterator<It
 
 /// Whether a task on a node is in that node's view: all but those ended for good.
 pub(crate) fn in_node_view(t: &Task) -> bool {
-    !t.node_id.is_empty()
-        && !(t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown)
+    let ended = t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown;
+    !t.node_id.is_empty() && !ended
 }
 
 /// Whether a task's networks are in its node's view (its endpoints with them).
