@@ -209,7 +209,7 @@ pub struct ViewIndex {
     secrets: BTreeMap<String, Arc<SecretPayload>>,
     configs: BTreeMap<String, Arc<Config>>,
     annotations: BTreeMap<String, Arc<ServiceAnnotations>>,
-    endpoints: HashMap<String, Arc<ServiceEndpoint>>,
+    endpoints: BTreeMap<String, Arc<ServiceEndpoint>>,
     peers: HashMap<String, Arc<Vec<NetworkPeer>>>,
     managers: BTreeMap<String, ManagerPeer>,
     manager_list: Arc<Vec<ManagerPeer>>,
@@ -544,7 +544,7 @@ impl ViewIndex {
             if self.endpoints.get(&id) == endpoint.as_ref() {
                 continue;
             }
-            set_map(&mut self.endpoints, &id, endpoint);
+            set(&mut self.endpoints, &id, endpoint);
             let service = self.services.get(&id).cloned();
             for n in self.service_viewers(service.as_deref(), &mut p) {
                 p.mark(&n, Key::Endpoint(id.clone()));
@@ -748,17 +748,6 @@ fn manager_peer(n: &Node) -> Option<ManagerPeer> {
 }
 
 fn set<T>(map: &mut BTreeMap<String, T>, id: &str, value: Option<T>) {
-    match value {
-        Some(v) => {
-            map.insert(id.to_string(), v);
-        }
-        None => {
-            map.remove(id);
-        }
-    }
-}
-
-fn set_map<T>(map: &mut HashMap<String, T>, id: &str, value: Option<T>) {
     match value {
         Some(v) => {
             map.insert(id.to_string(), v);
