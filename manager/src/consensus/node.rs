@@ -2,7 +2,6 @@
 //! message enum, following raft-rs's Ready order step by step. Everything else holds a
 //! cloneable `RaftHandle`.
 
-use super::feed::{FEED_ENTRIES, Feed};
 use super::logger::raft_logger;
 use super::storage::{DiskStorage, StorageError};
 use super::transport::Transport;
@@ -134,7 +133,6 @@ pub struct RaftHandle {
     state: Arc<RwLock<ClusterState>>,
     pub status: Arc<RaftStatus>,
     applied: watch::Receiver<u64>,
-    feed: Arc<Feed>,
     transport: Arc<Transport>,
     next_request: Arc<AtomicU64>,
     propose_timeout: Duration,
@@ -180,7 +178,6 @@ impl RaftHandle {
         let state = Arc::new(RwLock::new(state));
         let status = Arc::new(RaftStatus::default());
         status.applied.store(applied, Ordering::SeqCst);
-        let feed = Feed::new(applied, FEED_ENTRIES);
         transport.attach(tx.clone(), state.clone());
         let mut thread = RaftThread {
             raw,
@@ -188,7 +185,6 @@ impl RaftHandle {
             state: state.clone(),
             status: status.clone(),
             applied_tx,
-            feed: feed.clone(),
             transport: transport.clone(),
             waiters: HashMap::new(),
             cfg: cfg.clone(),
@@ -211,7 +207,6 @@ impl RaftHandle {
             state,
             status,
             applied: applied_rx,
-            feed,
             transport,
             next_request: Arc::new(AtomicU64::new(rand::random::<u64>() >> 16)),
             propose_timeout: cfg.propose_timeout,
@@ -252,12 +247,6 @@ impl RaftHandle {
     /// Applied index changes: the store moved.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied.clone()
-    }
-
-    /// What each applied entry touched. Wakes come from [`RaftHandle::subscribe`]: the feed
-    /// has its entry before the applied index moves.
-    pub fn feed(&self) -> &Arc<Feed> {
-        &self.feed
     }
 
     pub fn voters(&self) -> Vec<u64> {
@@ -414,10 +403,6 @@ impl RaftHandle {
         status.leader_ready.store(true, Ordering::SeqCst);
         *status.voters.write().expect("voters lock") = vec![1];
         let (applied_tx, applied_rx) = watch::channel(0);
-        // Past the indexes a test's hand-built state used.
-        let first_index = 1_000;
-        let feed = Feed::new(first_index, FEED_ENTRIES);
-        let applied_feed = feed.clone();
         let fake = InMemoryRaft {
             entries: Arc::default(),
             stall: Arc::default(),
@@ -425,7 +410,8 @@ impl RaftHandle {
         let (entries, stall, applied_state) =
             (fake.entries.clone(), fake.stall.clone(), state.clone());
         let join = std::thread::spawn(move || {
-            let mut index = first_index;
+            // Past the indexes a test's hand-built state used.
+            let mut index = 1_000;
             let mut stalled = Vec::new();
             while let Ok(msg) = rx.recv() {
                 match msg {
@@ -437,12 +423,11 @@ impl RaftHandle {
                         let p: Proposal = serde_json::from_slice(&data).expect("proposal");
                         index += 1;
                         entries.lock().expect("lock").push(p.command.clone());
-                        let r = {
-                            let mut state = applied_state.write().expect("state lock");
-                            let (r, touched) = state.apply_entry(index, p.command);
-                            applied_feed.push(index, touched);
-                            r.map_err(ProposeError::from)
-                        };
+                        let r = applied_state
+                            .write()
+                            .expect("state lock")
+                            .apply(index, p.command)
+                            .map_err(ProposeError::from);
                         let _ = applied_tx.send(index);
                         let _ = reply.send(r);
                     }
@@ -465,7 +450,6 @@ impl RaftHandle {
             state,
             status,
             applied: applied_rx,
-            feed,
             transport,
             next_request: Arc::default(),
             propose_timeout: Duration::from_secs(5),
@@ -488,7 +472,6 @@ struct RaftThread {
     state: Arc<RwLock<ClusterState>>,
     status: Arc<RaftStatus>,
     applied_tx: watch::Sender<u64>,
-    feed: Arc<Feed>,
     transport: Arc<Transport>,
     waiters: HashMap<u64, Waiter>,
     cfg: RaftConfig,
@@ -756,10 +739,7 @@ impl RaftThread {
             }
         };
         self.raw.mut_store().apply_snapshot(snap)?;
-        let mut current = self.state.write().expect("state lock");
-        *current = state;
-        self.feed.reset(index);
-        drop(current);
+        *self.state.write().expect("state lock") = state;
         self.last_snapshot = index;
         self.set_applied(index);
         Ok(())
@@ -809,10 +789,7 @@ impl RaftThread {
                 );
                 return;
             }
-            let (result, touched) = state.apply_entry(entry.index, proposal.command);
-            // Before the lock goes: a reader of the state sees the feed at the same index.
-            self.feed.push(entry.index, touched);
-            result
+            state.apply(entry.index, proposal.command)
         };
         if let Err(e) = &result {
             tracing::debug!(index = entry.index, error = %e, "command refused");

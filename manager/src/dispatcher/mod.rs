@@ -2,13 +2,9 @@
 //! moves, heartbeats that keep the node ready, and task status reports batched into raft.
 
 mod drain;
-pub mod index;
 mod logs;
-pub mod session_view;
 pub mod view;
 
-#[cfg(test)]
-mod index_tests;
 #[cfg(test)]
 mod tests;
 

@@ -11,128 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Tasks a node must act on: the ones it should run, and the ones it should stop.
 fn node_tasks<'a>(state: &'a ClusterState, node_id: &'a str) -> impl Iterator<Item = &'a Task> {
-    state
-        .tasks
-        .values()
-        .filter(move |t| t.node_id == node_id && in_node_view(t))
-}
-
-/// Whether a task on a node is in that node's view: all but those ended for good.
-pub(crate) fn in_node_view(t: &Task) -> bool {
-    let ended = t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown;
-    !t.node_id.is_empty() && !ended
-}
-
-/// Whether a task's networks are in its node's view (its endpoints with them).
-pub(crate) fn brings_networks(t: &Task) -> bool {
-    !t.node_id.is_empty() && t.desired_state <= TaskState::Running
-}
-
-/// Whether a task makes its node a VXLAN peer on its networks, and needs its files there.
-pub(crate) fn is_live(t: &Task) -> bool {
-    !t.node_id.is_empty() && !t.status.state.is_terminal() && t.desired_state <= TaskState::Running
-}
-
-/// Whether a task is a backend of its service's endpoint.
-pub(crate) fn is_backend(t: &Task) -> bool {
-    t.status.state == TaskState::Running && t.desired_state == TaskState::Running
-}
-
-/// Every network a service's endpoint is seen on: its VIPs' and its spec's.
-pub(crate) fn service_networks(s: &Service) -> impl Iterator<Item = &str> {
-    s.endpoint
-        .virtual_ips
-        .iter()
-        .map(|v| v.network_id.as_str())
-        .chain(
-            s.spec
-                .task_template
-                .networks
-                .iter()
-                .map(|a| a.target.as_str()),
-        )
-}
-
-/// A node as a peer on a network (ingress: with its own address there); `None` while it has
-/// no underlay address.
-pub(crate) fn network_peer(n: &Node, is_ingress: bool) -> Option<NetworkPeer> {
-    (!n.status.addr.is_empty()).then(|| NetworkPeer {
-        node_id: n.id.clone(),
-        addr: n.status.addr.clone(),
-        endpoint: if is_ingress {
-            n.ingress_addr.clone()
-        } else {
-            String::new()
-        },
+    state.tasks.values().filter(move |t| {
+        t.node_id == node_id
+            && !(t.status.state.is_terminal() && t.desired_state >= TaskState::Shutdown)
     })
-}
-
-/// A service's endpoint: VIPs, ports and the running tasks behind them. The same for every
-/// node that sees the service.
-pub(crate) fn service_endpoint<'a>(
-    s: &Service,
-    tasks: impl Iterator<Item = &'a Task>,
-) -> ServiceEndpoint {
-    let mut backends: Vec<Backend> = tasks
-        .filter(|t| is_backend(t))
-        .flat_map(|t| {
-            let name = t.name(&s.spec.name);
-            t.networks_attachments.iter().flat_map(move |a| {
-                let name = name.clone();
-                a.addresses.iter().map(move |addr| Backend {
-                    task_id: t.id.clone(),
-                    task_name: name.clone(),
-                    node_id: t.node_id.clone(),
-                    network_id: a.network_id.clone(),
-                    addr: addr.clone(),
-                    state: t.status.state,
-                })
-            })
-        })
-        .collect();
-    backends.sort();
-    ServiceEndpoint {
-        service_id: s.id.clone(),
-        service_name: s.spec.name.clone(),
-        mode: s.spec.endpoint_spec.mode,
-        ports: s.endpoint.ports.clone(),
-        virtual_ips: s.endpoint.virtual_ips.clone(),
-        backends,
-        aliases: s
-            .spec
-            .task_template
-            .networks
-            .iter()
-            .flat_map(|a| a.aliases.iter().map(|al| (a.target.clone(), al.clone())))
-            .collect(),
-        session_affinity: s.spec.endpoint_spec.session_affinity,
-    }
-}
-
-/// Name, labels and opened registry credentials of a service, for the nodes running it.
-pub(crate) fn service_annotations(
-    s: &Service,
-    sealed_auth: Option<&str>,
-    data_key: Option<&DataKey>,
-) -> ServiceAnnotations {
-    ServiceAnnotations {
-        service_id: s.id.clone(),
-        name: s.spec.name.clone(),
-        labels: s.spec.labels.clone(),
-        registry_auth: sealed_auth
-            .and_then(|sealed| open_registry_auth(data_key, &s.id, &s.spec.name, sealed)),
-    }
-}
-
-/// A cluster's heartbeat period and VXLAN port, Docker's defaults before it has a record.
-pub(crate) fn cluster_settings(state: &ClusterState) -> (u64, u16) {
-    let cluster = state.cluster.as_ref().map(|c| &c.cluster);
-    (
-        cluster
-            .map(|c| c.spec.dispatcher_heartbeat_period)
-            .unwrap_or(5_000_000_000),
-        cluster.map(|c| c.data_path_port).unwrap_or(4789),
-    )
 }
 
 /// `data_key` opens the registry credentials of the services with a task on the node; only
@@ -142,7 +24,7 @@ pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>
     let ingress_id = state.ingress().map(|n| n.id.clone());
     let mut network_ids: BTreeSet<String> = tasks
         .iter()
-        .filter(|t| brings_networks(t))
+        .filter(|t| t.desired_state <= TaskState::Running)
         .flat_map(|t| t.networks_attachments.iter().map(|a| a.network_id.clone()))
         .collect();
     if let Some(id) = &ingress_id {
@@ -152,7 +34,10 @@ pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>
     // Nodes with live tasks on each network: the VXLAN peers.
     let mut members: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for t in state.tasks.values() {
-        if !is_live(t) {
+        if t.node_id.is_empty()
+            || t.status.state.is_terminal()
+            || t.desired_state > TaskState::Running
+        {
             continue;
         }
         for a in &t.networks_attachments {
@@ -176,7 +61,16 @@ pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>
                 .into_iter()
                 .filter(|id| *id != node_id)
                 .filter_map(|id| state.nodes.get(id))
-                .filter_map(|n| network_peer(n, is_ingress))
+                .filter(|n| !n.status.addr.is_empty())
+                .map(|n| NetworkPeer {
+                    node_id: n.id.clone(),
+                    addr: n.status.addr.clone(),
+                    endpoint: if is_ingress {
+                        n.ingress_addr.clone()
+                    } else {
+                        String::new()
+                    },
+                })
                 .collect();
             peers.sort();
             NetworkView {
@@ -191,35 +85,85 @@ pub fn node_view(state: &ClusterState, node_id: &str, data_key: Option<&DataKey>
         .services
         .values()
         .filter(|s| {
-            service_networks(s).any(|n| network_ids.contains(n))
+            s.endpoint
+                .virtual_ips
+                .iter()
+                .any(|v| network_ids.contains(&v.network_id))
+                || s.spec
+                    .task_template
+                    .networks
+                    .iter()
+                    .any(|a| network_ids.contains(&a.target))
                 || ClusterState::uses_ingress(&s.spec)
         })
-        .map(|s| service_endpoint(s, state.service_tasks(&s.id)))
+        .map(|s| {
+            let mut backends: Vec<Backend> = state
+                .service_tasks(&s.id)
+                .filter(|t| {
+                    t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+                })
+                .flat_map(|t| {
+                    let name = t.name(&s.spec.name);
+                    t.networks_attachments.iter().flat_map(move |a| {
+                        let name = name.clone();
+                        a.addresses.iter().map(move |addr| Backend {
+                            task_id: t.id.clone(),
+                            task_name: name.clone(),
+                            node_id: t.node_id.clone(),
+                            network_id: a.network_id.clone(),
+                            addr: addr.clone(),
+                            state: t.status.state,
+                        })
+                    })
+                })
+                .collect();
+            backends.sort();
+            ServiceEndpoint {
+                service_id: s.id.clone(),
+                service_name: s.spec.name.clone(),
+                mode: s.spec.endpoint_spec.mode,
+                ports: s.endpoint.ports.clone(),
+                virtual_ips: s.endpoint.virtual_ips.clone(),
+                backends,
+                aliases: s
+                    .spec
+                    .task_template
+                    .networks
+                    .iter()
+                    .flat_map(|a| a.aliases.iter().map(|al| (a.target.clone(), al.clone())))
+                    .collect(),
+                session_affinity: s.spec.endpoint_spec.session_affinity,
+            }
+        })
         .collect();
 
     let local_services: BTreeSet<&str> = tasks.iter().map(|t| t.service_id.as_str()).collect();
     let services = local_services
         .into_iter()
         .filter_map(|id| state.services.get(id))
-        .map(|s| {
-            service_annotations(
-                s,
-                state.registry_auth.get(&s.id).map(|a| a.as_str()),
-                data_key,
-            )
+        .map(|s| ServiceAnnotations {
+            service_id: s.id.clone(),
+            name: s.spec.name.clone(),
+            labels: s.spec.labels.clone(),
+            registry_auth: state
+                .registry_auth
+                .get(&s.id)
+                .and_then(|sealed| open_registry_auth(data_key, &s.id, &s.spec.name, sealed)),
         })
         .collect();
     let (secrets, configs) = files_for(state, &tasks, data_key);
     let managers = state.manager_peers();
-    let (heartbeat_period_ns, data_path_port) = cluster_settings(state);
+    let cluster = state.cluster.as_ref().map(|c| &c.cluster);
     NodeView {
         node: state.nodes.get(node_id).cloned(),
         tasks,
         networks,
         endpoints,
         managers,
-        heartbeat_period_ns,
-        data_path_port,
+        heartbeat_period_ns: cluster
+            .map(|c| c.spec.dispatcher_heartbeat_period)
+            .unwrap_or(5_000_000_000),
+        data_path_port: cluster.map(|c| c.data_path_port).unwrap_or(4789),
         services,
         secrets,
         configs,
@@ -237,61 +181,49 @@ fn files_for(
 ) -> (Vec<SecretPayload>, Vec<Config>) {
     let mut secret_ids = BTreeSet::new();
     let mut config_ids = BTreeSet::new();
-    for t in tasks.iter().filter(|t| is_live(t)) {
-        let (s, c) = task_files(t);
-        secret_ids.extend(s);
-        config_ids.extend(c);
+    for t in tasks
+        .iter()
+        .filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal())
+    {
+        let c = &t.spec.container_spec;
+        secret_ids.extend(c.secrets.iter().map(|r| r.secret_id.as_str()));
+        config_ids.extend(c.configs.iter().map(|r| r.config_id.as_str()));
     }
     let secrets = secret_ids
         .into_iter()
-        .filter_map(|id| open_secret(state.secrets.get(id)?, state.secret_data.get(id)?, data_key))
+        .filter_map(|id| {
+            let secret = state.secrets.get(id)?;
+            let sealed = state.secret_data.get(id)?;
+            // Views are rebuilt on every change: say it once per manager, not per rebuild.
+            use std::sync::atomic::{AtomicBool, Ordering};
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            let warn_once = |why: &str| {
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(secret = %secret.spec.name, "{why}; tasks that use it fail naming it");
+                }
+            };
+            let Some(key) = data_key else {
+                warn_once("a task needs this secret but this manager has no cluster data key");
+                return None;
+            };
+            match key.open_b64(id, sealed) {
+                Ok(plain) => Some(SecretPayload {
+                    id: id.to_string(),
+                    spec: secret.spec.clone(),
+                    data: SensitiveBytes(plain),
+                }),
+                Err(e) => {
+                    warn_once(&e.to_string());
+                    None
+                }
+            }
+        })
         .collect();
     let configs = config_ids
         .into_iter()
         .filter_map(|id| state.configs.get(id).cloned())
         .collect();
     (secrets, configs)
-}
-
-/// A secret with its data opened; `None`, logged once per manager, when it does not open
-/// here: the tasks that use it then fail on the node with a message that names it.
-pub(crate) fn open_secret(
-    secret: &shoal_api::secrets::Secret,
-    sealed: &str,
-    data_key: Option<&DataKey>,
-) -> Option<SecretPayload> {
-    // Views are rebuilt on every change: say it once per manager, not per rebuild.
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    let warn_once = |why: &str| {
-        if !WARNED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(secret = %secret.spec.name, "{why}; tasks that use it fail naming it");
-        }
-    };
-    let Some(key) = data_key else {
-        warn_once("a task needs this secret but this manager has no cluster data key");
-        return None;
-    };
-    match key.open_b64(&secret.id, sealed) {
-        Ok(plain) => Some(SecretPayload {
-            id: secret.id.clone(),
-            spec: secret.spec.clone(),
-            data: SensitiveBytes(plain),
-        }),
-        Err(e) => {
-            warn_once(&e.to_string());
-            None
-        }
-    }
-}
-
-/// The secret and config ids a task mounts.
-pub(crate) fn task_files(t: &Task) -> (BTreeSet<&str>, BTreeSet<&str>) {
-    let c = &t.spec.container_spec;
-    (
-        c.secrets.iter().map(|r| r.secret_id.as_str()).collect(),
-        c.configs.iter().map(|r| r.config_id.as_str()).collect(),
-    )
 }
 
 /// A service's sealed credentials, opened; `None`, logged once per manager, when this

@@ -6,8 +6,6 @@ mod apply;
 mod autolock;
 pub mod command;
 mod secrets;
-mod table;
-pub mod touched;
 
 pub use alloc::Allocations;
 pub(crate) use apply::cpus;
@@ -15,8 +13,6 @@ pub use apply::{Applied, GRPC_ADDR_LABEL, status_changes};
 pub use autolock::{LockSetting, LockWanted};
 pub use command::{Command, InitCluster, Proposal, TaskOp};
 pub use secrets::PendingNames;
-pub use table::{Row, Table};
-pub use touched::{ObjectKind, Touched};
 
 use serde::{Deserialize, Serialize};
 use shoal_api::objects::*;
@@ -123,11 +119,10 @@ pub struct ClusterRecord {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct ClusterState {
     pub cluster: Option<ClusterRecord>,
-    pub nodes: Table<Node>,
-    pub services: Table<Service>,
-    /// Also indexed by service: see [`ClusterState::service_tasks`].
-    pub tasks: Table<Task>,
-    pub networks: Table<Network>,
+    pub nodes: BTreeMap<String, Node>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    pub networks: BTreeMap<String, Network>,
     pub alloc: Option<Allocations>,
     /// When the leader saw each task start running and end, by its own clock (the
     /// command's `now`): rolling updates count a task that ends within `monitor` of its
@@ -138,16 +133,16 @@ pub struct ClusterState {
     /// (`ca::DataKey::seal_text`, the service id as associated data): the log and snapshots
     /// never hold them in the clear. Beside the services, not in `Service`, so inspect never
     /// shows them.
-    #[serde(default, skip_serializing_if = "Table::is_empty")]
-    pub registry_auth: Table<String>,
-    #[serde(default, skip_serializing_if = "Table::is_empty")]
-    pub secrets: Table<shoal_api::secrets::Secret>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_auth: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, shoal_api::secrets::Secret>,
     /// Each secret's data by secret id, sealed under the cluster data key with the id as
     /// associated data; beside the secrets so that nothing that shows a secret shows it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_data: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Table::is_empty")]
-    pub configs: Table<shoal_api::secrets::Config>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, shoal_api::secrets::Config>,
     /// The unlock key of an autolocked swarm, sealed under the cluster data key
     /// (`ca::UnlockKey::seal_under`); present exactly when autolock is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -374,36 +369,11 @@ impl ClusterState {
             .collect()
     }
 
-    /// Tasks of one service, in id order; costs that service's tasks, not all tasks.
+    /// Tasks of one service, in id order.
     pub fn service_tasks<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
         self.tasks
-            .children_of(service_id)
-            .filter_map(|id| self.tasks.get(id))
-    }
-
-    /// Applies the command of raft entry `index` and says what it touched. A refused
-    /// command touches nothing, as it changes nothing; whatever a command wrote is reported
-    /// all the same, so a reader can never miss a change.
-    pub fn apply_entry(
-        &mut self,
-        index: u64,
-        command: Command,
-    ) -> (Result<Applied, StoreError>, Touched) {
-        // The record is small (spec, tokens, CA key): comparing it is cheaper than making
-        // every writer of it remember to say so.
-        let cluster_before = (self.cluster.clone(), self.unlock_key.clone());
-        let result = self.apply(index, command);
-        let touched = Touched {
-            cluster: cluster_before != (self.cluster.clone(), self.unlock_key.clone()),
-            nodes: self.nodes.take_changed(),
-            services: self.services.take_changed(),
-            tasks: self.tasks.take_changed(),
-            networks: self.networks.take_changed(),
-            secrets: self.secrets.take_changed(),
-            configs: self.configs.take_changed(),
-            registry_auth: self.registry_auth.take_changed(),
-        };
-        (result, touched)
+            .values()
+            .filter(move |t| t.service_id == service_id)
     }
 
     /// Whether a service publishes any port through the ingress routing mesh.
