@@ -88,8 +88,9 @@ fn scale_up_and_down_converges() {
     assert_eq!(live_slots(&s, "web"), vec![1]);
 }
 
-#[test]
-fn failed_task_is_replaced_after_backoff_and_history_kept() {
+/// Service web with one task, which then failed at `failed_at` by the leader's clock (the
+/// time the restart delay counts from).
+fn web_with_a_failed_task(failed_at: &str) -> (ClusterState, u64, impl FnMut() -> String, String) {
     let mut s = cluster((30000, 32767));
     let mut index = 10;
     let mut new_id = ids();
@@ -105,7 +106,6 @@ fn failed_task_is_replaced_after_backoff_and_history_kept() {
     settle(&mut s, &mut index, &mut new_id);
     let first = s.service_tasks("web").next().unwrap().id.clone();
     index += 1;
-    // The task failed one second "before now": the 1 s restart delay has passed.
     s.apply(
         index,
         Command::Tasks {
@@ -113,15 +113,21 @@ fn failed_task_is_replaced_after_backoff_and_history_kept() {
                 id: first.clone(),
                 status: TaskStatus {
                     state: TaskState::Failed,
-                    timestamp: "2026-11-25T11:59:59Z".into(),
+                    timestamp: failed_at.into(),
                     ..Default::default()
                 },
             }],
-            // The leader's clock, which the restart delay counts from.
-            now: "2026-11-25T11:59:59Z".into(),
+            now: failed_at.into(),
         },
     )
     .unwrap();
+    (s, index, new_id, first)
+}
+
+#[test]
+fn failed_task_is_replaced_after_backoff_and_history_kept() {
+    // The task failed one second "before now": the 1 s restart delay has passed.
+    let (mut s, mut index, mut new_id, first) = web_with_a_failed_task("2026-11-25T11:59:59Z");
     settle(&mut s, &mut index, &mut new_id);
     let tasks: Vec<&Task> = s.service_tasks("web").collect();
     assert_eq!(tasks.len(), 2, "the failed task stays as history");
@@ -133,37 +139,8 @@ fn failed_task_is_replaced_after_backoff_and_history_kept() {
 
 #[test]
 fn a_failure_stamped_by_a_clock_ahead_of_now_does_not_hold_the_restart() {
-    let mut s = cluster((30000, 32767));
-    let mut index = 10;
-    let mut new_id = ids();
-    s.apply(
-        2,
-        Command::CreateService {
-            id: "web".into(),
-            spec: service_spec("web", 1, &[], &[]),
-            now: NOW.into(),
-        },
-    )
-    .unwrap();
-    settle(&mut s, &mut index, &mut new_id);
-    let first = s.service_tasks("web").next().unwrap().id.clone();
     // The leader that saw the failure had a clock 3 hours ahead; this one is right.
-    index += 1;
-    s.apply(
-        index,
-        Command::Tasks {
-            ops: vec![TaskOp::Status {
-                id: first.clone(),
-                status: TaskStatus {
-                    state: TaskState::Failed,
-                    timestamp: "2026-11-25T15:00:00Z".into(),
-                    ..Default::default()
-                },
-            }],
-            now: "2026-11-25T15:00:00Z".into(),
-        },
-    )
-    .unwrap();
+    let (s, _, mut new_id, _) = web_with_a_failed_task("2026-11-25T15:00:00Z");
     let restarts: Vec<TaskOp> = reconcile(&s, parse_rfc3339(NOW).unwrap(), &mut new_id)
         .into_iter()
         .filter(|op| matches!(op, TaskOp::Create(_)))
