@@ -60,6 +60,17 @@ fn heal(netns: &str) {
     assert!(ok, "heal {netns}");
 }
 
+/// The overlay "app" that the writes attach to.
+fn app_network(host: &str, subnet: &str) {
+    shoal(
+        host,
+        &[
+            "network", "create", "-d", "overlay", "--subnet", subnet, "app",
+        ],
+    )
+    .unwrap();
+}
+
 /// One write: a service with no replicas on the overlay (it takes a VIP).
 fn create(host: &str, name: &str) -> Result<String, String> {
     shoal(
@@ -310,19 +321,7 @@ fn acknowledged_writes_survive_partitions_and_stalls() {
     let root = tempfile::tempdir().unwrap();
     let bed = Testbed::up("shflt", 4, 3, root.path()).unwrap();
     let h = |i: usize| bed.nodes[i].host();
-    shoal(
-        &h(0),
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "198.19.60.0/24",
-            "app",
-        ],
-    )
-    .unwrap();
+    app_network(&h(0), "198.19.60.0/24");
     let mut c = Checker::default();
     for i in 0..3 {
         c.write(&h(i), &format!("before-{i}")).unwrap();
@@ -652,19 +651,7 @@ fn a_manager_whose_disk_fills_stops_and_the_others_go_on() {
     c.form_swarm(3);
     let mut checker = Checker::default();
     let h = |c: &LocalCluster, i: usize| c.nodes[i].host();
-    shoal(
-        &h(&c, 0),
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "198.19.61.0/24",
-            "app",
-        ],
-    )
-    .unwrap();
+    app_network(&h(&c, 0), "198.19.61.0/24");
     checker.write(&h(&c, 0), "before-full").unwrap();
 
     // Node 3's raft dir moves onto a 4 MiB tmpfs, which a file then fills.
@@ -816,19 +803,7 @@ fn a_clock_jump_on_one_node_changes_nothing_the_cluster_decides() {
     }
     bed.form_swarm_blocking(3).unwrap();
     let h = |i: usize| bed.nodes[i].host();
-    shoal(
-        &h(0),
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "198.19.62.0/24",
-            "app",
-        ],
-    )
-    .unwrap();
+    app_network(&h(0), "198.19.62.0/24");
     let mut c = Checker::default();
     c.write(&h(0), "before-jump").unwrap();
     // Tasks on the worker that end after `secs` and are restarted after `delay`
